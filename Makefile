@@ -1,0 +1,67 @@
+# calroute — developer entry points. `make local` runs the product, `make test` runs every test.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+# Python 3.12 (the Lambda runtime): python3.12 on PATH, else pyenv's 3.12.x.
+PYTHON312 ?= $(shell command -v python3.12 2>/dev/null || (command -v pyenv >/dev/null && PYENV_VERSION=$$(pyenv versions --bare | grep -E '^3\.12' | tail -1) pyenv which python 2>/dev/null) || echo python3)
+export AWS_DEFAULT_REGION ?= us-east-1
+export AWS_REGION ?= us-east-1
+export SAM_CLI_TELEMETRY := 0
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: help venv local test test-fast bench lint validate build sizecheck evaluate report clean
+
+help:
+	@echo "make local     run calroute locally (AWS emulation + API on 127.0.0.1:3000, demo user trained)"
+	@echo "make test      install what tests need and run the whole suite"
+	@echo "make bench     run the benchmarks (numbers to bench/results and docs/benchmarks.md)"
+	@echo "make validate  sam validate --lint + cfn-lint"
+	@echo "make build     sam build (cross-built, trimmed layers) + size check"
+	@echo "make evaluate  evaluate on the bundled real calendars"
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON312) -m venv $(VENV)
+	@$(PY) -c 'import sys; assert sys.version_info[:2] >= (3, 12), "calroute needs Python 3.12+ (the Lambda runtime)"'
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[dev]'
+	@rm -f $(VENV)/.installed-*; touch $@
+
+venv: $(STAMP)
+
+local: venv
+	$(VENV)/bin/calroute local $(ARGS)
+
+test: venv
+	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
+
+test-fast: venv
+	$(PY) -m pytest -m "not slow" -x $(PYTEST_ARGS)
+
+bench: venv
+	$(PY) -m bench
+
+evaluate: venv
+	$(VENV)/bin/calroute evaluate --data data/users
+
+report: venv
+	$(VENV)/bin/calroute evaluate --data data/users --report docs/evaluation
+
+$(VENV)/.sam-installed:
+	@test -x $(VENV)-sam/bin/sam || ($(PYTHON312) -m venv $(VENV)-sam && $(VENV)-sam/bin/pip install -q aws-sam-cli)
+	@touch $@
+
+validate: venv $(VENV)/.sam-installed
+	$(VENV)-sam/bin/sam validate --lint --region $(AWS_REGION)
+	$(VENV)/bin/cfn-lint template.yaml
+
+build: venv $(VENV)/.sam-installed
+	$(VENV)-sam/bin/sam build --region $(AWS_REGION)
+	$(PY) infra/sizecheck.py .aws-sam/build
+
+sizecheck:
+	$(PY) infra/sizecheck.py .aws-sam/build
+
+clean:
+	rm -rf .aws-sam .pytest_cache .hypothesis build *.egg-info

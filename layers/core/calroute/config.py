@@ -1,0 +1,132 @@
+"""One typed configuration model for every calroute function, read from the environment.
+
+Each field maps to the upper-cased environment variable of the same name (``events_table`` ->
+``EVENTS_TABLE``). Functions read ``settings()`` once per container; tests build ``Settings(...)``
+directly or call ``settings.cache_clear()`` after changing the environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+# USD per 1M tokens (input, output). Overridable with LLM_PRICES (JSON object of the same shape).
+DEFAULT_LLM_PRICES: dict[str, dict[str, float]] = {
+    "gpt-4o-mini": {"input": 0.15, "output": 0.60},
+    "gpt-4o": {"input": 2.50, "output": 10.00},
+    "gpt-4.1-mini": {"input": 0.40, "output": 1.60},
+    "gpt-4.1-nano": {"input": 0.10, "output": 0.40},
+}
+
+
+class Settings(BaseModel):
+    """Every knob calroute has. Defaults are the production defaults."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    # --- resources (names come from template.yaml) ---
+    events_table: str = "calroute-events"
+    users_table: str = "calroute-users"
+    registry_table: str = "calroute-registry"
+    predictions_table: str = "calroute-predictions"
+    usage_table: str = "calroute-usage"
+    model_bucket: str = "calroute-models"
+    state_machine_arn: str = ""
+    llm_function_name: str = ""
+    # "lambda" invokes the LLM function through the Lambda API; "inprocess" calls its handler directly
+    # (local stack, tests).
+    lambda_invoke_mode: Literal["lambda", "inprocess"] = "lambda"
+
+    # --- training gates and policy ---
+    min_events: int = Field(50, ge=2)
+    min_calendars: int = Field(2, ge=2)
+    min_per_calendar: int = Field(10, ge=1)
+    target_precision: float = Field(0.95, gt=0, le=1)
+    default_threshold: float = Field(0.85, ge=0, le=1)
+    threshold_min: float = Field(0.30, ge=0, le=1)
+    threshold_max: float = Field(0.99, ge=0, le=1)
+    champion_tolerance: float = Field(0.01, ge=0, le=1)
+    retrain_max_age_days: int = Field(30, ge=1)
+    retrain_new_events: int = Field(50, ge=1)
+    retrain_corrections: int = Field(10, ge=1)
+    max_train_events: int = Field(20000, ge=100)
+
+    # --- serving ---
+    model_cache_mb: int = Field(512, ge=16)
+    model_cache_max_models: int = Field(5000, ge=1)
+    model_revalidate_seconds: float = Field(60, ge=0)
+    ml_enabled: bool = True
+    experiment_name: str = "hybrid-vs-llm"
+    experiment_control_percent: float = Field(0, ge=0, le=100)
+    prediction_log_sample_rate: float = Field(1.0, ge=0, le=1)
+    prediction_ttl_days: int = Field(90, ge=1)
+    batch_max_events: int = Field(100, ge=1, le=1000)
+    llm_max_concurrency: int = Field(8, ge=1, le=64)
+
+    # --- LLM fallback ---
+    llm_model: str = "gpt-4o-mini"
+    openai_base_url: str = ""
+    openai_api_key: str = ""
+    # Name of an SSM SecureString parameter ("/calroute/openai-api-key") or a Secrets Manager secret
+    # ("secretsmanager:calroute/openai") holding the API key; read with Powertools parameters, cached.
+    llm_api_key_param: str = ""
+    llm_timeout_seconds: float = Field(3.0, gt=0, le=60)
+    llm_max_retries: int = Field(1, ge=0, le=5)
+    llm_prices: dict[str, dict[str, float]] = Field(default_factory=lambda: dict(DEFAULT_LLM_PRICES))
+    llm_daily_budget_usd: float = Field(50.0, ge=0)
+    llm_user_daily_budget_usd: float = Field(0.50, ge=0)
+    llm_similar_examples: int = Field(5, ge=0, le=20)
+
+    # --- API ---
+    auth_mode: Literal["iam", "jwt", "dev", "none"] = "iam"
+    max_body_bytes: int = Field(1_000_000, ge=1024)
+    ingest_max_events: int = Field(500, ge=1, le=5000)
+    ics_max_bytes: int = Field(5_000_000, ge=1024)
+    ics_max_occurrences: int = Field(5000, ge=1)
+    ics_window_days_back: int = Field(730, ge=1)
+    ics_window_days_forward: int = Field(365, ge=1)
+    operator_ids: tuple[str, ...] = ()
+
+    @field_validator("llm_prices", mode="before")
+    @classmethod
+    def _parse_prices(cls, v: object) -> object:
+        if isinstance(v, str):
+            v = json.loads(v) if v.strip() else {}
+            return {**DEFAULT_LLM_PRICES, **v}
+        return v
+
+    @field_validator("operator_ids", mode="before")
+    @classmethod
+    def _parse_csv(cls, v: object) -> object:
+        if isinstance(v, str):
+            return tuple(x.strip() for x in v.split(",") if x.strip())
+        return v
+
+    @property
+    def llm_configured(self) -> bool:
+        """True when an LLM endpoint/key is available to the fallback."""
+        return bool(self.openai_api_key or self.llm_api_key_param or self.openai_base_url)
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
+        """Build settings from environment variables (upper-cased field names)."""
+        env = os.environ if environ is None else environ
+        values = {}
+        for name in cls.model_fields:
+            raw = env.get(name.upper())
+            if raw is not None and raw != "":
+                values[name] = raw
+        try:
+            return cls(**values)
+        except ValidationError as exc:  # pragma: no cover - configuration error at cold start
+            raise RuntimeError(f"invalid calroute configuration: {exc}") from exc
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings.from_env()
