@@ -46,3 +46,34 @@ def fresh_settings(monkeypatch):
     settings.cache_clear()
     yield settings
     settings.cache_clear()
+
+
+@pytest.fixture
+def aws(monkeypatch):
+    """In-process moto with every table and bucket created from template.yaml; env vars set the
+    way the template sets them for the functions. Yields the :class:`Resolver`."""
+    from moto import mock_aws
+
+    from calroute.adapters import aws as aws_adapters
+    from calroute.config import settings
+    from calroute.local.template import Resolver, create_data_resources, load_template
+
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        resolver = Resolver(load_template(), stack_name="calroute-test")
+        create_data_resources(resolver)
+        env = {
+            "EVENTS_TABLE": resolver.physical_name("EventsTable"),
+            "USERS_TABLE": resolver.physical_name("UsersTable"),
+            "REGISTRY_TABLE": resolver.physical_name("RegistryTable"),
+            "PREDICTIONS_TABLE": resolver.physical_name("PredictionsTable"),
+            "USAGE_TABLE": resolver.physical_name("UsageTable"),
+            "MODEL_BUCKET": resolver.physical_name("ModelBucket"),
+        }
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        # fresh boto3 resources inside the mock
+        monkeypatch.setattr(aws_adapters, "_shared", aws_adapters._Tables())
+        settings.cache_clear()
+        yield resolver
+        settings.cache_clear()

@@ -115,7 +115,9 @@ def _query_all(table, **kwargs) -> Iterator[dict]:
 
 def batch_write(client, table_name: str, requests: list[dict], *, max_attempts: int = 8,
                 sleep=time.sleep) -> None:
-    """BatchWriteItem in chunks of 25, retrying UnprocessedItems with jittered exponential backoff.
+    """``client`` is a DynamoDB *resource's* client (``resource.meta.client``: plain Python values).
+
+    BatchWriteItem in chunks of 25, retrying UnprocessedItems with jittered exponential backoff.
 
     Raises :class:`ServiceUnavailable` if items remain unprocessed after ``max_attempts``; the
     writes are idempotent upserts, so the client may safely resend the whole batch.
@@ -155,13 +157,13 @@ class EventRepo:
             seen[ev.event_id] = ev  # last one wins within a batch (BatchWriteItem rejects duplicates)
         for ev in seen.values():
             item = {
-                "user_id": {"S": user_id},
-                "event_id": {"S": ev.event_id},
-                "calendar_id": {"S": ev.calendar_id or ""},
-                "start": {"S": ev.start_utc.isoformat()},
-                "data": {"S": json.dumps(ev.to_flat(), ensure_ascii=False, separators=(",", ":"))},
-                "source": {"S": source},
-                "updated_at": {"S": ts},
+                "user_id": user_id,
+                "event_id": ev.event_id,
+                "calendar_id": ev.calendar_id or "",
+                "start": ev.start_utc.isoformat(),
+                "data": json.dumps(ev.to_flat(), ensure_ascii=False, separators=(",", ":")),
+                "source": source,
+                "updated_at": ts,
             }
             reqs.append({"PutRequest": {"Item": item}})
         batch_write(self.t.ddb.meta.client, self.name, reqs)
@@ -473,7 +475,7 @@ class PredictionLog:
         reqs = []
         for r in records:
             item = {"user_id": user_id, "expires_at": expires, "created_at": now_iso(), **r}
-            reqs.append({"PutRequest": {"Item": _to_attr(item)}})
+            reqs.append({"PutRequest": {"Item": to_ddb({k: v for k, v in item.items() if v is not None})}})
         if reqs:
             batch_write(self.t.ddb.meta.client, self.name, reqs)
 
@@ -503,13 +505,6 @@ class PredictionLog:
             ExpressionAttributeValues={":u": user_id, ":s": since_iso},
         )
         return [from_ddb(i) for i in items]
-
-
-def _to_attr(item: dict) -> dict:
-    from boto3.dynamodb.types import TypeSerializer
-
-    ser = TypeSerializer()
-    return {k: ser.serialize(to_ddb(v)) for k, v in item.items() if v is not None}
 
 
 class UsageLedger:
