@@ -48,20 +48,31 @@ evaluate: venv
 report: venv
 	$(VENV)/bin/calroute evaluate --data data/users --report docs/evaluation
 
-$(VENV)/.sam-installed:
-	@test -x $(VENV)-sam/bin/sam || ($(PYTHON312) -m venv $(VENV)-sam && $(VENV)-sam/bin/pip install -q aws-sam-cli)
+# --- SAM (validate / build / sizecheck) ---------------------------------------------------------
+# The sam CLI lives in its own venv (.venv-sam) so its pins never fight the app's. sam's python
+# builder needs a *working* python3.12 on PATH (a pyenv shim that is not active does not count),
+# and the layer Makefiles (BuildMethod: makefile) use $(PYTHON) only to run pip --platform/--target
+# and layers/trim.py, so any Python with pip works there.
+SAM_PY312 := $(shell for c in python3.12 $$(command -v pyenv >/dev/null 2>&1 && for v in $$(pyenv versions --bare 2>/dev/null | grep -E '^3\.12' | sort -rV); do echo $$(pyenv root)/versions/$$v/bin/python3.12; done); do $$c -c 'import sys; assert sys.version_info[:2] == (3, 12); print(sys.executable)' 2>/dev/null && break; done)
+SAM_VENV := .venv-sam
+SAM := $(SAM_VENV)/bin/sam
+SAM_ENV := PATH="$(dir $(SAM_PY312)):$$PATH" PYTHON="$(abspath $(PY))" SAM_CLI_TELEMETRY=0
+
+$(SAM_VENV)/.installed:
+	@test -n "$(SAM_PY312)" || (echo "no working python3.12 found (PATH or pyenv)"; exit 1)
+	@test -x $(SAM) || ($(SAM_PY312) -m venv $(SAM_VENV) && $(SAM_VENV)/bin/pip install -q aws-sam-cli)
 	@touch $@
 
-validate: venv $(VENV)/.sam-installed
-	$(VENV)-sam/bin/sam validate --lint --region $(AWS_REGION)
+validate: venv $(SAM_VENV)/.installed
+	$(SAM_ENV) $(SAM) validate --lint --region $(AWS_REGION)
 	$(VENV)/bin/cfn-lint template.yaml
 
-build: venv $(VENV)/.sam-installed
-	$(VENV)-sam/bin/sam build --region $(AWS_REGION)
-	$(PY) infra/sizecheck.py .aws-sam/build
+build: venv $(SAM_VENV)/.installed
+	$(SAM_ENV) $(SAM) build --region $(AWS_REGION) --parallel
+	$(PY) infra/sizecheck.py .aws-sam/build --smoke
 
 sizecheck:
-	$(PY) infra/sizecheck.py .aws-sam/build
+	$(PY) infra/sizecheck.py .aws-sam/build --smoke
 
 clean:
 	rm -rf .aws-sam .pytest_cache .hypothesis build *.egg-info

@@ -19,7 +19,10 @@ from typing import Annotated, Any, Callable
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
 from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.logging import correlation_paths
 
@@ -106,6 +109,8 @@ def make_resolver(**kwargs: Any) -> APIGatewayHttpResolver:
     def _validation(exc: RequestValidationError) -> Response:
         errs = exc.errors()
         err = errs[0] if errs else {}
+        if err.get("type") == "json_invalid":  # loc is ("body", <position>): not a field
+            return error_response(400, "invalid_json", "the body is not valid JSON", "body")
         field = _validation_field(err)
         msg = err.get("msg", "invalid request")
         return error_response(422 if field != "body" else 400, "validation_error", f"{field}: {msg}", field)
@@ -116,6 +121,11 @@ def make_resolver(**kwargs: Any) -> APIGatewayHttpResolver:
         if isinstance(exc, ServiceUnavailable):
             headers["Retry-After"] = str(exc.retry_after)
         return error_response(exc.status, exc.code, exc.message, exc.field, headers)
+
+    @app.exception_handler(RequestUnsupportedContentType)
+    def _media_type(exc: RequestUnsupportedContentType) -> Response:
+        return error_response(415, "unsupported_media_type", "send the body as application/json",
+                              "content-type")
 
     @app.exception_handler(json.JSONDecodeError)
     def _bad_json(exc: json.JSONDecodeError) -> Response:

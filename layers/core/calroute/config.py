@@ -59,7 +59,13 @@ class Settings(BaseModel):
     model_cache_mb: int = Field(512, ge=16)
     model_cache_max_models: int = Field(5000, ge=1)
     model_revalidate_seconds: float = Field(60, ge=0)
+    # a model that failed integrity is not retried (no S3 GET) for this long
+    model_failure_ttl_seconds: float = Field(30, ge=0)
     ml_enabled: bool = True
+    # SSM parameter overriding ML_ENABLED at runtime ("true"/"false"), re-read every
+    # flag_max_age_seconds; empty: the environment value only (local)
+    ml_enabled_param: str = ""
+    flag_max_age_seconds: float = Field(30, ge=0)
     experiment_name: str = "hybrid-vs-llm"
     experiment_control_percent: float = Field(0, ge=0, le=100)
     prediction_log_sample_rate: float = Field(1.0, ge=0, le=1)

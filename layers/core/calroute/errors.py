@@ -48,6 +48,11 @@ class PayloadTooLarge(CalrouteError):
     code = "payload_too_large"
 
 
+class UnsupportedMediaType(CalrouteError):
+    status = 415
+    code = "unsupported_media_type"
+
+
 class ServiceUnavailable(CalrouteError):
     """A dependency is throttling or down; the client may retry after ``retry_after`` seconds."""
 
@@ -57,6 +62,13 @@ class ServiceUnavailable(CalrouteError):
     def __init__(self, message: str, *, retry_after: int = 1, **kw):
         super().__init__(message, **kw)
         self.retry_after = retry_after
+
+
+class GateFailed(CalrouteError):
+    """Too little labelled data to train a model for this user (``message`` says what is missing)."""
+
+    status = 409
+    code = "not_enough_data"
 
 
 class ModelIntegrityError(Exception):

@@ -177,6 +177,32 @@ class EventRepo:
         item = self.t.table(self.name).get_item(Key={"user_id": user_id, "event_id": event_id}).get("Item")
         return self._event(item) if item else None
 
+    def existing_ids(self, user_id: str, event_ids: Iterable[str], *, max_attempts: int = 8,
+                     sleep=time.sleep) -> set[str]:
+        """Which of ``event_ids`` are already stored (BatchGetItem of keys only, 100 per call,
+        UnprocessedKeys retried); lets ingest count new events without double-counting re-posts."""
+        client = self.t.ddb.meta.client
+        wanted = list(dict.fromkeys(event_ids))
+        found: set[str] = set()
+        for chunk in iter_chunks(wanted, 100):
+            pending = {self.name: {"Keys": [{"user_id": user_id, "event_id": e} for e in chunk],
+                                   "ProjectionExpression": "event_id"}}
+            for attempt in range(max_attempts):
+                try:
+                    resp = client.batch_get_item(RequestItems=pending)
+                except ClientError as exc:
+                    if not is_throttle(exc):
+                        raise
+                    resp = {"UnprocessedKeys": pending}
+                found.update(i["event_id"] for i in resp.get("Responses", {}).get(self.name, []))
+                pending = resp.get("UnprocessedKeys") or {}
+                if not pending:
+                    break
+                sleep(min(2.0, 0.02 * (2**attempt)) * (0.5 + random.random() / 2))
+            else:
+                raise ServiceUnavailable("storage is throttling reads; retry the request", retry_after=2)
+        return found
+
     def set_calendar(self, user_id: str, event_id: str, calendar_id: str) -> Event:
         """Relabel an existing event (conditional: it must exist)."""
         ev = self.get_event(user_id, event_id)
@@ -391,7 +417,7 @@ class Registry:
         return from_ddb(item) if item else None
 
     def activate(self, user_id: str, record: dict, *, expected_version: Optional[str], actor: str,
-                 reason: str) -> dict:
+                 reason: str, action: str = "promote") -> dict:
         """Point ACTIVE at ``record`` iff it still points at ``expected_version`` (None: no pointer).
 
         Two racing promotions: exactly one wins, the other gets :class:`Conflict`. The old version is
@@ -424,7 +450,7 @@ class Registry:
                 self.set_status(user_id, expected_version, "archived", f"replaced by {record['version']}")
             except ClientError:
                 pass  # the old version record may have been removed; the pointer is what matters
-        self.audit(user_id, action="promote", actor=actor, reason=reason,
+        self.audit(user_id, action=action, actor=actor, reason=reason,
                    from_version=expected_version or "", to_version=record["version"])
         return from_ddb(pointer)
 

@@ -1,0 +1,190 @@
+"""IngestFunction: labelled events, corrections, calendars and ICS import (HTTP API).
+
+Thin handler: authorise the path's user, validate, call ``calroute.services.ingest``, respond.
+Adapters are built on the first request and kept for the container's life; importing this module
+does no I/O.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any, Optional
+
+from pydantic import BaseModel, Field
+
+from calroute import ids
+from calroute.adapters.aws import EventRepo, PredictionLog, UserRepo
+from calroute.api import (
+    CalendarIdPath,
+    EventIdPath,
+    UserIdPath,
+    authorize_user,
+    check_body_size,
+    make_handler,
+    make_resolver,
+    metrics,
+)
+from calroute.config import settings
+from calroute.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from calroute.services import ingest as svc
+
+app = make_resolver()
+_repos: Optional[dict] = None
+
+ICS_CONTENT_TYPES = ("text/calendar", "text/plain", "application/octet-stream", "application/ics")
+
+
+def repos() -> dict:
+    global _repos
+    if _repos is None:
+        cfg = settings()
+        _repos = {
+            "events": EventRepo(cfg.events_table),
+            "users": UserRepo(cfg.users_table),
+            "predictions": PredictionLog(cfg.predictions_table, cfg.prediction_ttl_days),
+        }
+    return _repos
+
+
+# ----------------------------------------------------------------------------- models
+
+
+class IngestBody(BaseModel):
+    events: list[dict[str, Any]] = Field(
+        ..., description="Labelled events, flat form ({event_id, summary, ..., start, end, calendar_id}) or "
+        "Google Calendar event resources with a calendar_id; every one needs an id and a calendar_id. "
+        "At most INGEST_MAX_EVENTS (default 500) per request.")
+
+
+class IngestResult(BaseModel):
+    upserted: int = Field(..., description="Distinct event ids written (upserts: re-posting is idempotent)")
+    new: int = Field(..., description="Of those, ids that were not stored before")
+    calendars_added: list[str] = Field(..., description="Calendar ids registered by this request")
+
+
+class CorrectionBody(BaseModel):
+    calendar_id: str = Field(..., pattern=ids.CALENDAR_ID_PATTERN, max_length=128,
+                             description="The calendar the event really belongs to")
+
+
+class CorrectionResult(BaseModel):
+    event_id: str
+    from_calendar: str = Field(..., description="The label before the correction")
+    to_calendar: str
+    created_at: str
+    changed: bool = Field(..., description="False when the event already had this label")
+    predicted_calendar: Optional[str] = Field(None, description="What had been predicted, if logged")
+    predicted_method: Optional[str] = None
+    predicted_model_version: Optional[str] = None
+    was_correct: Optional[bool] = Field(None, description="Whether the logged prediction was right")
+
+
+class CalendarBody(BaseModel):
+    name: str = Field("", max_length=svc.MAX_CALENDAR_NAME, description="Display name")
+    description: str = Field("", max_length=svc.MAX_CALENDAR_DESCRIPTION,
+                             description="What goes in this calendar (shown to the LLM fallback)")
+
+
+class CalendarResult(BaseModel):
+    calendar_id: str
+    name: str
+    description: str
+
+
+class ImportResult(BaseModel):
+    calendar_id: str
+    calendar_registered: bool = Field(..., description="True when the import registered the calendar")
+    events: int = Field(..., description="Events upserted (single events + expanded occurrences)")
+    new: int
+    vevents: int = Field(..., description="VEVENT components in the file")
+    recurring_series: int
+    recurring_expanded: int = Field(..., description="Events produced by expanding recurring series")
+    skipped: int = Field(..., description="VEVENTs/occurrences left out (unusable, cancelled, duplicate)")
+    skipped_reasons: dict[str, int]
+    window: dict[str, str] = Field(..., description="The expansion window of recurring series (UTC)")
+
+
+_ERRORS = {
+    400: {"description": "Invalid input ({error, message, field})"},
+    403: {"description": "The caller may not act for this user"},
+    422: {"description": "Validation error ({error, message, field})"},
+    503: {"description": "Storage is throttling; retry after Retry-After seconds (writes are idempotent)"},
+}
+
+
+# ----------------------------------------------------------------------------- routes
+
+
+@app.post("/v1/users/<userId>/events", summary="Upsert labelled events", tags=["ingest"],
+          description="Validates the whole batch first (one bad event: nothing is written), then upserts "
+          "by event id. Unknown calendar ids are registered with their id as name.",
+          response_description="How many events were written",
+          responses={200: {"description": "OK"}, 413: {"description": "Too many events or body too large"},
+                     **_ERRORS})
+def post_events(userId: UserIdPath, body: IngestBody) -> IngestResult:
+    authorize_user(app, userId)
+    check_body_size(app)
+    result = svc.ingest_events(userId, body.events, repos(), settings())
+    metrics.add_metric(name="EventsIngested", unit="Count", value=result["upserted"])
+    return result  # type: ignore[return-value]
+
+
+@app.post("/v1/users/<userId>/events/<eventId>/correction", summary="Correct an event's calendar",
+          tags=["ingest"], description="Relabels a stored event, records the correction with what had been "
+          "predicted, and marks the prediction log.",
+          response_description="The correction record",
+          responses={200: {"description": "OK"}, 404: {"description": "No such event"}, **_ERRORS})
+def post_correction(userId: UserIdPath, eventId: EventIdPath, body: CorrectionBody) -> CorrectionResult:
+    authorize_user(app, userId)
+    check_body_size(app)
+    result = svc.correct_event(userId, eventId, body.calendar_id, repos())
+    if result.get("changed"):
+        metrics.add_metric(name="Corrections", unit="Count", value=1)
+    return result  # type: ignore[return-value]
+
+
+@app.put("/v1/users/<userId>/calendars/<calendarId>", summary="Create or update a calendar",
+         tags=["ingest"], response_description="The stored calendar",
+         responses={200: {"description": "OK"}, **_ERRORS})
+def put_calendar(userId: UserIdPath, calendarId: CalendarIdPath, body: CalendarBody) -> CalendarResult:
+    authorize_user(app, userId)
+    check_body_size(app)
+    return svc.put_calendar(userId, calendarId, body.name, body.description, repos())  # type: ignore[return-value]
+
+
+def _ics_body() -> bytes:
+    ev = app.current_event
+    ctype = (ev.headers or {}).get("content-type", "").split(";", 1)[0].strip().lower()
+    if ctype and ctype not in ICS_CONTENT_TYPES:
+        raise UnsupportedMediaType(f"content-type {ctype!r} is not supported; send text/calendar",
+                                   field="content-type")
+    raw = ev.body or ""
+    limit = settings().ics_max_bytes
+    if len(raw) > limit * 4 // 3 + 4:  # cheap bound before decoding (base64 grows by 4/3)
+        raise PayloadTooLarge(f"the calendar is over ics_max_bytes={limit} bytes", field="body")
+    if ev.is_base64_encoded:
+        try:
+            return base64.b64decode(raw, validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidInput("the body is marked base64 but is not valid base64", field="body") from None
+    return raw.encode("utf-8", errors="surrogatepass")
+
+
+@app.post("/v1/users/<userId>/calendars/<calendarId>/import", summary="Import an iCalendar file",
+          tags=["ingest"], description="Request body: the raw iCalendar file (content-type text/calendar, "
+          "at most ICS_MAX_BYTES). Every VEVENT is labelled with calendarId; recurring series are expanded "
+          "within now-ICS_WINDOW_DAYS_BACK .. now+ICS_WINDOW_DAYS_FORWARD (at most ICS_MAX_OCCURRENCES "
+          "events). Idempotent: ids come from UIDs or are derived deterministically.",
+          response_description="What was imported",
+          responses={200: {"description": "OK"}, 413: {"description": "File too large"},
+                     415: {"description": "Not text/calendar"}, **_ERRORS},
+          openapi_extensions={"x-request-content-type": "text/calendar"})
+def import_calendar(userId: UserIdPath, calendarId: CalendarIdPath) -> ImportResult:
+    authorize_user(app, userId)
+    result = svc.import_ics(userId, calendarId, _ics_body(), settings(), repos())
+    metrics.add_metric(name="IcsEventsImported", unit="Count", value=result["events"])
+    return result  # type: ignore[return-value]
+
+
+lambda_handler = make_handler(app)

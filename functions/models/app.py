@@ -1,0 +1,220 @@
+"""ModelsFunction (HTTP API): a user's model status, versions, training, promotion and rollback,
+and the OpenAPI document.
+
+* ``GET  /v1/users/<userId>/model``                     status, active version, metrics, threshold,
+  calendar profiles, the gates' verdict and the retraining policy's reason
+* ``POST /v1/users/<userId>/train``                     202: a one-user state machine execution
+* ``GET  /v1/users/<userId>/models``                    versions, metrics, status, audit trail
+* ``POST /v1/users/<userId>/models/<version>/promote``  conditional, audited (body ``{"reason"}``)
+* ``POST /v1/users/<userId>/models/rollback``           to the previous active version; conditional, audited
+* ``GET  /v1/openapi.json``                             this API's OpenAPI document (merged with the
+  other HTTP functions' when their code is next to this one, as in the repository / local stack)
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+from aws_lambda_powertools.event_handler import Response
+from pydantic import BaseModel, Field
+
+from calroute import ids
+from calroute.adapters.aws import resources_from
+from calroute.api import (
+    UserIdPath,
+    VersionPath,
+    authorize_user,
+    caller_identity,
+    make_handler,
+    make_resolver,
+    metrics,
+    parse_json_body,
+)
+from calroute.config import settings
+from calroute.errors import InvalidInput
+from calroute.services.models import ModelsService, clean_reason
+
+app = make_resolver()
+_service: Optional[ModelsService] = None
+_ERRORS: dict = {400: {"description": "Bad request"}, 403: {"description": "Forbidden"},
+                 404: {"description": "Not found"}, 409: {"description": "Conflict"},
+                 422: {"description": "Validation error"}}
+API_TITLE = "calroute"
+API_VERSION = "1.0.0"
+
+
+def service() -> ModelsService:
+    global _service
+    if _service is None:
+        cfg = settings()
+        _service = ModelsService(resources_from(cfg), cfg)
+    return _service
+
+
+class Gate(BaseModel):
+    ok: bool
+    reason: str
+
+
+class Need(BaseModel):
+    needed: bool
+    reason: str
+
+
+class ModelStatus(BaseModel):
+    user_id: str
+    status: str = Field(..., description="active | no_model")
+    active_version: Optional[str] = None
+    promoted_at: Optional[str] = None
+    previous_version: Optional[str] = None
+    threshold: Optional[float] = Field(None, description="The per-user confidence threshold")
+    labels: list[str] = Field(default_factory=list, description="Calendar ids the model knows")
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    profiles: dict[str, Any] = Field(default_factory=dict, description="Per-calendar profiles")
+    events_total: int
+    labelled_events: int
+    corrections_total: int
+    can_train: Gate = Field(..., description="The data gates' verdict")
+    needs_training: Need = Field(..., description="The retraining policy's verdict")
+    last_training: Optional[dict[str, Any]] = None
+    drifted: Optional[bool] = None
+
+
+class TrainStarted(BaseModel):
+    execution_arn: str
+    run_id: str
+
+
+class ModelVersions(BaseModel):
+    user_id: str
+    active_version: Optional[str] = None
+    versions: list[dict[str, Any]]
+    audit: list[dict[str, Any]]
+
+
+class ActiveChanged(BaseModel):
+    user_id: str
+    active_version: str
+    previous_version: Optional[str] = None
+    rolled_back_from: Optional[str] = None
+    changed: bool = True
+
+
+def _reason() -> str:
+    """The optional ``{"reason": "..."}`` body of promote/rollback."""
+    body = parse_json_body(app) if (app.current_event.body or "").strip() else {}
+    if not isinstance(body, dict):
+        raise InvalidInput('the body must be a JSON object like {"reason": "..."}', field="body")
+    return clean_reason(body.get("reason"))
+
+
+@app.get("/v1/users/<userId>/model", summary="The user's model: status, metrics, gates, retraining reason",
+         tags=["models"], responses={200: {"description": "OK"}, **_ERRORS})
+def get_model(userId: UserIdPath) -> ModelStatus:
+    user = ids.user_id(userId)
+    authorize_user(app, user)
+    return service().status(user)  # type: ignore[return-value]
+
+
+@app.post("/v1/users/<userId>/train", summary="Train this user's model now (asynchronous)", tags=["models"],
+          description="Starts a one-user execution of the training state machine; the new model becomes "
+          "active only if it passes the gates, the parity gate and champion/challenger.",
+          responses={202: {"description": "Started"}, 503: {"description": "Training not configured"}, **_ERRORS})
+def post_train(userId: UserIdPath) -> Response[TrainStarted]:
+    user = ids.user_id(userId)
+    authorize_user(app, user)
+    out = service().start_training(user, actor=caller_identity(app))
+    metrics.add_metric(name="TrainingRequested", unit="Count", value=1)
+    return Response(status_code=202, content_type="application/json", body=json.dumps(out))
+
+
+@app.get("/v1/users/<userId>/models", summary="The user's model versions and audit trail", tags=["models"],
+         responses={200: {"description": "OK"}, **_ERRORS})
+def get_models(userId: UserIdPath) -> ModelVersions:
+    user = ids.user_id(userId)
+    authorize_user(app, user)
+    return service().versions(user)  # type: ignore[return-value]
+
+
+@app.post("/v1/users/<userId>/models/rollback", summary="Roll back to the previous active model",
+          tags=["models"], description="Conditional on the active version not changing meanwhile (409 otherwise).",
+          responses={200: {"description": "Rolled back"}, **_ERRORS})
+def post_rollback(userId: UserIdPath) -> ActiveChanged:
+    user = ids.user_id(userId)
+    authorize_user(app, user)
+    return service().rollback(user, reason=_reason(), actor=caller_identity(app))  # type: ignore[return-value]
+
+
+@app.post("/v1/users/<userId>/models/<version>/promote", summary="Make a validated version active",
+          tags=["models"], description="Operator override of champion/challenger (never of the parity gate); "
+          "conditional on the active version not changing meanwhile (409 otherwise).",
+          responses={200: {"description": "Promoted"}, **_ERRORS})
+def post_promote(userId: UserIdPath, version: VersionPath) -> ActiveChanged:
+    user = ids.user_id(userId)
+    authorize_user(app, user)
+    ver = ids.model_version(version)
+    return service().promote(user, ver, reason=_reason(), actor=caller_identity(app))  # type: ignore[return-value]
+
+
+# ----------------------------------------------------------------------------- OpenAPI
+
+_HERE = Path(__file__).resolve().parent
+
+
+def _sibling_resolvers() -> list:
+    """The resolvers of the other HTTP functions whose code sits next to this one (repository, local
+    stack). In a deployed ModelsFunction the package holds only this function: its own document."""
+    out = []
+    for path in sorted(_HERE.parent.glob("*/app.py")):
+        if path.parent == _HERE:
+            continue
+        name = f"calroute_fn_{path.parent.name}"
+        mod = sys.modules.get(name)
+        if mod is None:
+            try:
+                spec = importlib.util.spec_from_file_location(name, path)
+                mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+                sys.modules[name] = mod
+                spec.loader.exec_module(mod)  # type: ignore[union-attr]
+            except Exception:  # noqa: BLE001 - a function whose dependencies are absent is left out
+                sys.modules.pop(name, None)
+                continue
+        other = getattr(mod, "app", None)
+        if other is not None and hasattr(other, "get_openapi_json_schema") and other is not app:
+            out.append(other)
+    return out
+
+
+_openapi_cache: Optional[str] = None
+
+
+def openapi_document() -> dict:
+    """This API's OpenAPI document merged with the sibling HTTP functions' (paths and schemas)."""
+    global _openapi_cache
+    if _openapi_cache is None:
+        doc = json.loads(app.get_openapi_json_schema(title=API_TITLE, version=API_VERSION))
+        for other in _sibling_resolvers():
+            try:
+                part = json.loads(other.get_openapi_json_schema(title=API_TITLE, version=API_VERSION))
+            except Exception:  # noqa: BLE001
+                continue
+            for p, ops in (part.get("paths") or {}).items():
+                doc.setdefault("paths", {}).setdefault(p, {}).update(ops)
+            for k, v in ((part.get("components") or {}).get("schemas") or {}).items():
+                doc.setdefault("components", {}).setdefault("schemas", {}).setdefault(k, v)
+        doc.get("paths", {}).pop("/v1/openapi.json", None)
+        _openapi_cache = json.dumps(doc)
+    return json.loads(_openapi_cache)
+
+
+@app.get("/v1/openapi.json", summary="The OpenAPI document of the calroute API", tags=["meta"],
+         include_in_schema=False)
+def get_openapi() -> Response:
+    return Response(status_code=200, content_type="application/json", body=json.dumps(openapi_document()))
+
+
+lambda_handler = make_handler(app)

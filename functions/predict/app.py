@@ -1,0 +1,89 @@
+"""PredictFunction: classify one event or a batch for a user (HTTP API).
+
+Thin handler: validate, call ``calroute.services.predict``, respond. The service (model cache,
+adapters, invoker) is built on the first request and kept for the container's life; importing this
+module does no I/O and never imports sklearn or openai.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, Field
+
+from calroute import ids
+from calroute.api import UserIdPath, authorize_user, check_body_size, logger, make_handler, make_resolver, metrics
+from calroute.config import settings
+from calroute.services.predict import EmfSink, PredictService, build_predict_service
+
+app = make_resolver()
+_service: Optional[PredictService] = None
+
+
+def service() -> PredictService:
+    global _service
+    if _service is None:
+        _service = build_predict_service(settings(), sink=EmfSink(metrics), logger=logger)
+    return _service
+
+
+class ClassifyBody(BaseModel):
+    event: dict[str, Any] = Field(..., description="The event, flat form or Google Calendar event resource")
+
+
+class BatchBody(BaseModel):
+    events: list[dict[str, Any]] = Field(..., min_length=1, max_length=1000,
+                                         description="Events to classify (at most BATCH_MAX_EVENTS, default 100)")
+
+
+class Alternative(BaseModel):
+    calendar_id: str
+    probability: float
+
+
+class Classification(BaseModel):
+    event_id: str = Field(..., description="The event's id, or a generated one")
+    calendar_id: Optional[str] = Field(..., description="The chosen calendar (null when method is none)")
+    confidence: Optional[float] = Field(..., description="The model's probability for the chosen calendar")
+    method: Literal["ml", "llm", "ml_low_confidence", "llm_only", "none"]
+    model_version: Optional[str]
+    threshold: Optional[float]
+    alternatives: list[Alternative] = Field(..., description="The model's top 3")
+    reason: str
+    cohort: Literal["control", "treatment"]
+    latency_ms: float
+
+
+class BatchResult(BaseModel):
+    results: list[Classification]
+
+
+_RESPONSES = {
+    400: {"description": "Invalid input ({error, message, field})"},
+    403: {"description": "The caller may not act for this user"},
+    413: {"description": "Too many events"},
+    422: {"description": "Validation error ({error, message, field})"},
+}
+
+
+@app.post("/v1/users/<userId>/classify", summary="Classify one event", tags=["predict"],
+          response_description="The calendar chosen for the event", responses={200: {"description": "OK"},
+                                                                               **_RESPONSES})
+def classify(userId: UserIdPath, body: ClassifyBody) -> Classification:
+    check_body_size(app)
+    user = ids.user_id(userId)
+    authorize_user(app, user)
+    return service().classify(user, body.event)  # type: ignore[return-value]
+
+
+@app.post("/v1/users/<userId>/classify/batch", summary="Classify a batch of events", tags=["predict"],
+          response_description="One classification per event, in order",
+          responses={200: {"description": "OK"}, **_RESPONSES})
+def classify_batch(userId: UserIdPath, body: BatchBody) -> BatchResult:
+    check_body_size(app)
+    user = ids.user_id(userId)
+    authorize_user(app, user)
+    return {"results": service().classify_batch(user, body.events)}  # type: ignore[return-value]
+
+
+lambda_handler = make_handler(app)

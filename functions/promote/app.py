@@ -1,0 +1,24 @@
+"""PromoteFunction (Distributed Map item): champion/challenger on the candidate's holdout, then a
+conditional write of the ACTIVE pointer (retried once on a race). Input: Validate's output."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from calroute import ids
+from calroute.adapters.aws import resources_from
+from calroute.api import logger, tracer
+from calroute.config import settings
+from calroute.services import training_run
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
+def lambda_handler(event: dict, context: Any) -> dict:
+    cfg = settings()
+    logger.append_keys(user=ids.hashed_user(ids.user_id(event.get("user_id"), field="user_id")),
+                       run_id=event.get("run_id"))
+    out = training_run.promote(event, resources_from(cfg), cfg)
+    logger.info("promote done", extra={"status": out["status"], "version": out.get("version"),
+                                       "reason": out.get("reason")})
+    return out

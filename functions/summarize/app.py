@@ -1,0 +1,22 @@
+"""SummarizeFunction (state machine): the run record (registry pk ``_run``) and the
+TrainingUsers* metrics. Input: Plan's output plus ``results`` (the Distributed Map's results)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from calroute.adapters.aws import resources_from
+from calroute.api import logger, metrics, tracer
+from calroute.config import settings
+from calroute.services import training_run
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics
+def lambda_handler(event: dict, context: Any) -> dict:
+    cfg = settings()
+    out = training_run.summarize(event, resources_from(cfg), cfg, metrics=metrics)
+    logger.info("training run finished", extra={k: out.get(k) for k in (
+        "run_id", "planned", "trained", "skipped", "rejected", "failed", "conflict", "seconds")})
+    return out

@@ -1,0 +1,27 @@
+"""PlanFunction (state machine): which users train in this run → ``runs/{runId}/users.json``.
+
+Input (from the ASL): ``{"input": <execution input>, "execution_name", "execution_start"}``; the
+execution input is ``{}`` / ``{"trigger": "schedule"}`` for the nightly run, or
+``{"trigger": "api", "user_ids": [...], "run_id": ...}`` for ``POST /v1/users/<userId>/train``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from calroute.adapters.aws import resources_from
+from calroute.api import logger, tracer
+from calroute.config import settings
+from calroute.services import training_run
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
+def lambda_handler(event: dict, context: Any) -> dict:
+    cfg = settings()
+    run_input = event.get("input", event) if isinstance(event, dict) else {}
+    out = training_run.plan(run_input or {}, resources_from(cfg), cfg,
+                            execution_name=(event or {}).get("execution_name"))
+    logger.info("training run planned", extra={"run_id": out["run_id"], "count": out["count"],
+                                               "not_needed": out["skipped_total"], "trigger": out["trigger"]})
+    return out

@@ -1,0 +1,451 @@
+"""``calroute`` — the command line: run the local stack and talk to a calroute API.
+
+    calroute local [--fresh] [--smoke] ...           the local stack (what ``make local`` runs)
+    calroute import-ics --user U [--calendar C] PATH one .ics, or a folder of them (stem = calendar)
+    calroute ingest --user U FILE.jsonl              labelled events, one flat JSON event per line
+    calroute classify --user U --summary ... --start ...   (or --event JSON)
+    calroute correct --user U --event-id E --calendar C
+    calroute train --user U | --all                  start training, wait for the outcome
+    calroute status --user U                         the user's model
+    calroute stats --user U                          last 7 days of predictions
+    calroute evaluate --data DIR                     offline evaluation on .ics/JSONL folders
+
+API commands talk to the local stack (http://127.0.0.1:3000, dev auth: the ``x-calroute-user``
+header) unless ``--api URL`` names a deployed API, which is then called with SigV4 (``--auth iam``,
+the default for non-local URLs, credentials from boto3's default chain) or a bearer token
+(``--auth jwt``, ``$CALROUTE_TOKEN``). ``--json`` prints machine-readable JSON.
+
+Module-level imports are stdlib only: the CLI starts in well under half a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+LOCAL_API = "http://127.0.0.1:3000"
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
+    """A plain-text table with aligned columns (numbers right-aligned)."""
+    cells = [[("" if c is None else str(c)) for c in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in cells:
+        for i, c in enumerate(row):
+            widths[i] = max(widths[i], len(c))
+    numeric = [all(_is_num(row[i]) for row in cells if row[i] not in ("", "-"))
+               and any(row[i] not in ("", "-") for row in cells)
+               for i in range(len(headers))] if cells else [False] * len(headers)
+
+    def fmt(row: Sequence[str]) -> str:
+        return "  ".join(c.rjust(widths[i]) if numeric[i] else c.ljust(widths[i])
+                         for i, c in enumerate(row)).rstrip()
+
+    lines = [fmt(list(headers)), "  ".join("-" * w for w in widths)]
+    lines.extend(fmt(r) for r in cells)
+    return "\n".join(lines)
+
+
+def _is_num(s: str) -> bool:
+    try:
+        float(s.rstrip("%"))
+        return True
+    except ValueError:
+        return False
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, ensure_ascii=False, default=str))
+
+
+def _pct(x: Any) -> str:
+    return "-" if x is None else f"{float(x):.1%}"
+
+
+# ----------------------------------------------------------------------------- client
+
+
+def _client(args: argparse.Namespace):
+    from .local.client import Client, default_auth
+
+    api = args.api or os.environ.get("CALROUTE_API") or LOCAL_API
+    return Client(api, auth=args.auth or default_auth(api), user=getattr(args, "user", None), region=args.region)
+
+
+def _api_common() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("API")
+    g.add_argument("--api", help=f"API base URL (default $CALROUTE_API or the local stack {LOCAL_API})")
+    g.add_argument("--auth", choices=("dev", "none", "iam", "jwt"),
+                   help="dev: x-calroute-user header (local default); iam: SigV4 (deployed default); "
+                        "jwt: Authorization: Bearer $CALROUTE_TOKEN; none: no credentials")
+    g.add_argument("--region", help="AWS region for SigV4 (default: from the URL, else $AWS_REGION)")
+    g.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    return p
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def cmd_import_ics(args: argparse.Namespace) -> int:
+    path = Path(args.path)
+    if path.is_dir():
+        if args.calendar:
+            print("--calendar is for a single file; a folder imports one calendar per file stem", file=sys.stderr)
+            return 2
+        files = {p.stem: p for p in sorted(path.glob("*.ics"))}
+        if not files:
+            print(f"no .ics files in {path}", file=sys.stderr)
+            return 2
+    elif path.is_file():
+        files = {args.calendar or path.stem: path}
+    else:
+        print(f"{path}: no such file or folder", file=sys.stderr)
+        return 2
+    client = _client(args)
+    results = {}
+    for cal, f in files.items():
+        results[cal] = client.import_ics(args.user, cal, f.read_bytes())
+    if args.json:
+        _print_json(results)
+    else:
+        keys = sorted({k for r in results.values() for k, v in r.items() if isinstance(v, (int, float, str))})
+        print(table([[cal] + [r.get(k, "") for k in keys] for cal, r in results.items()], ["calendar"] + keys))
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    events = []
+    with open(args.file, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if line.strip():
+                try:
+                    events.append(json.loads(line))
+                except ValueError as exc:
+                    print(f"{args.file}:{n}: not JSON ({exc})", file=sys.stderr)
+                    return 2
+    client = _client(args)
+    total = 0
+    for i in range(0, len(events), args.batch):
+        total += int(client.ingest(args.user, events[i:i + args.batch]).get("upserted", 0))
+    if args.json:
+        _print_json({"upserted": total, "lines": len(events)})
+    else:
+        print(f"{total} events upserted for {args.user} ({len(events)} lines)")
+    return 0
+
+
+def _event_from_args(args: argparse.Namespace) -> dict:
+    if args.event:
+        raw = args.event
+        if raw.startswith("@"):
+            raw = Path(raw[1:]).read_text(encoding="utf-8")
+        ev = json.loads(raw)
+        if not isinstance(ev, dict):
+            raise ValueError("--event must be a JSON object")
+        return ev
+    if not (args.summary is not None and args.start):
+        raise ValueError("give --event JSON, or --summary and --start")
+    ev = {"summary": args.summary, "start": args.start}
+    for k in ("end", "location", "description"):
+        if getattr(args, k):
+            ev[k] = getattr(args, k)
+    return ev
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    try:
+        event = _event_from_args(args)
+    except ValueError as exc:
+        print(f"classify: {exc}", file=sys.stderr)
+        return 2
+    res = _client(args).classify(args.user, event)
+    if args.json:
+        _print_json(res)
+        return 0
+    print(f"calendar    {res.get('calendar_id') or '-'}")
+    conf = res.get("confidence")
+    print(f"confidence  {'-' if conf is None else f'{conf:.3f}'} (threshold {res.get('threshold', '-')})")
+    print(f"method      {res.get('method')}")
+    if res.get("model_version"):
+        print(f"model       {res['model_version']}")
+    if res.get("reason"):
+        print(f"reason      {res['reason']}")
+    alts = res.get("alternatives") or []
+    if alts:
+        print()
+        print(table([[a.get("calendar_id"), f"{a.get('probability', 0):.3f}"] for a in alts],
+                    ["alternative", "probability"]))
+    return 0
+
+
+def cmd_correct(args: argparse.Namespace) -> int:
+    res = _client(args).correct(args.user, args.event_id, args.calendar)
+    if args.json:
+        _print_json(res)
+    else:
+        print(f"{args.event_id} → {args.calendar} (recorded)")
+    return 0
+
+
+def _print_model(res: dict) -> None:
+    active = res.get("active") or {}
+    print(f"user         {res.get('user_id', '')}")
+    for key, label in (("status", "status"), ("can_train", "can train"), ("needs_training", "needs training")):
+        if key in res:
+            print(f"{label:<12} {res[key]}")
+    version = res.get("active_version") or active.get("version")
+    print(f"active       {version or '(no model yet)'}")
+    thr = res.get("threshold", active.get("threshold"))
+    if thr is not None:
+        print(f"threshold    {thr}")
+    metrics = res.get("metrics") or active.get("metrics") or {}
+    if metrics:
+        keep = ("n_events", "n_calendars", "cv_accuracy", "holdout_accuracy", "coverage_at_threshold",
+                "accuracy_at_threshold", "macro_f1", "train_seconds", "family")
+        print()
+        print(table([[k, f"{metrics[k]:.4g}" if isinstance(metrics[k], float) else metrics[k]]
+                     for k in keep if k in metrics], ["metric", "value"]))
+    for key in ("can_train_reason", "needs_training_reason", "reason"):
+        if res.get(key):
+            print(f"{key.replace('_', ' ')}: {res[key]}")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    res = _client(args).model(args.user)
+    if args.json:
+        _print_json(res)
+    else:
+        _print_model(res)
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    res = _client(args).stats(args.user)
+    if args.json or not isinstance(res, dict):
+        _print_json(res)
+        return 0
+    methods = res.get("methods") or res.get("by_method") or {}
+    if isinstance(methods, dict) and methods:
+        rows = []
+        for m, v in methods.items():
+            v = v if isinstance(v, dict) else {"count": v}
+            rows.append([m, v.get("count", v.get("predictions", "")), _pct(v.get("accuracy"))])
+        print(table(rows, ["method", "predictions", "accuracy"]))
+        rest = {k: v for k, v in res.items() if k not in ("methods", "by_method")}
+        if rest:
+            print()
+            _print_json(rest)
+    else:
+        _print_json(res)
+    return 0
+
+
+def _wait_local(client, execution_arn: str, timeout: float, quiet: bool) -> dict:
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        info = client.local_run(execution_arn)
+        status = info.get("status")
+        if status != last and not quiet:
+            print(f"  execution {status}")
+            last = status
+        if status not in ("RUNNING", None) or time.monotonic() > deadline:
+            return info
+        time.sleep(0.5)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .local.client import is_local
+
+    client = _client(args)
+    if args.all:
+        if not is_local(client.api):
+            print("--all fires the local schedule; in AWS the EventBridge schedule starts the state machine "
+                  "(or: aws stepfunctions start-execution)", file=sys.stderr)
+            return 2
+        started = client.fire_schedule()
+    else:
+        before = (client.model(args.user) or {}).get("active_version")
+        started = client.train(args.user)
+    arn = started.get("execution_arn", "")
+    if not args.json:
+        print(f"training started: {arn or started}")
+    if args.no_wait:
+        if args.json:
+            _print_json(started)
+        return 0
+    if is_local(client.api) and arn:
+        info = _wait_local(client, arn, args.timeout, args.json)
+        out = info.get("output") or {}
+        if args.json:
+            _print_json({"started": started, "execution": info})
+        else:
+            counts = {k: out.get(k) for k in ("trained", "skipped", "rejected", "failed", "conflict") if k in out}
+            if counts:
+                print(table([list(counts.values())], list(counts.keys())))
+            if not args.all:
+                print()
+                _print_model(client.model(args.user))
+        return 0 if info.get("status") == "SUCCEEDED" else 1
+    # a deployed API: there is no execution endpoint; poll the model until its version changes
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        time.sleep(5)
+        res = client.model(args.user)
+        if res.get("active_version") != before:
+            if args.json:
+                _print_json(res)
+            else:
+                _print_model(res)
+            return 0
+    print(f"no new active model after {args.timeout:.0f}s (training may have been skipped or rejected: "
+          f"see `calroute status --user {args.user}` and GET /v1/users/{args.user}/models)")
+    return 1
+
+
+def cmd_local(args: argparse.Namespace) -> int:
+    from .local.stack import run
+
+    return run(args)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from . import evaluate
+
+    return int(evaluate.run(args) or 0)
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="calroute", description="Per-user calendar routing: local stack and API client.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    common = _api_common()
+
+    p = sub.add_parser("local", help="run the whole service locally (what `make local` runs)")
+    p.add_argument("--fresh", action="store_true", help="wipe the local data folder first")
+    p.add_argument("--data-dir", default=".calroute-local", help="where the local data persists (default %(default)s)")
+    p.add_argument("--port", type=int, default=3000, help="API port (default %(default)s)")
+    p.add_argument("--aws-port", type=int, default=4566, help="AWS emulator (moto) port (default %(default)s)")
+    p.add_argument("--no-demo", action="store_true", help="do not seed/train/classify the demo user")
+    p.add_argument("--smoke", action="store_true", help="start, ingest, train, classify, stop; exit 0/1")
+    p.add_argument("--auth", choices=("dev", "none"), default="dev",
+                   help="dev: x-calroute-user must equal the path's user id (default); none: no check")
+    p.add_argument("--demo-user", default="d1_student", help="folder under data/users to seed (default %(default)s)")
+    p.add_argument("--verbose", "-v", action="store_true", help="handler logs and metrics on stdout")
+    p.set_defaults(func=cmd_local)
+
+    p = sub.add_parser("import-ics", parents=[common], help="import an .ics file (or a folder of them)")
+    p.add_argument("--user", required=True)
+    p.add_argument("--calendar", help="calendar id (default: the file stem)")
+    p.add_argument("path", help="an .ics file, or a folder with one .ics per calendar")
+    p.set_defaults(func=cmd_import_ics)
+
+    p = sub.add_parser("ingest", parents=[common], help="upload labelled events from a JSONL file")
+    p.add_argument("--user", required=True)
+    p.add_argument("--batch", type=int, default=500, help="events per request (default %(default)s)")
+    p.add_argument("file", help="JSONL: one flat labelled event per line (with calendar_id and event_id)")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("classify", parents=[common], help="which calendar does an event belong to?")
+    p.add_argument("--user", required=True)
+    p.add_argument("--event", help="the event as JSON (flat or Google Calendar form), or @file.json")
+    p.add_argument("--summary")
+    p.add_argument("--start", help="ISO 8601 date or date-time")
+    p.add_argument("--end")
+    p.add_argument("--location")
+    p.add_argument("--description")
+    p.set_defaults(func=cmd_classify)
+
+    p = sub.add_parser("correct", parents=[common], help="record the right calendar of a stored event")
+    p.add_argument("--user", required=True)
+    p.add_argument("--event-id", required=True)
+    p.add_argument("--calendar", required=True)
+    p.set_defaults(func=cmd_correct)
+
+    p = sub.add_parser("train", parents=[common], help="train a user's model (or fire the schedule: --all)")
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user")
+    who.add_argument("--all", action="store_true", help="local stack: start the state machine with the schedule's input")
+    p.add_argument("--no-wait", action="store_true", help="return once started")
+    p.add_argument("--timeout", type=float, default=600, help="seconds to wait (default %(default)s)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("status", parents=[common], help="the user's model: version, metrics, threshold, gates")
+    p.add_argument("--user", required=True)
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("stats", parents=[common], help="the user's predictions of the last 7 days")
+    p.add_argument("--user", required=True)
+    p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("evaluate", help="offline evaluation on folders of .ics or JSONL (trains locally)")
+    if not _SKIP_EVALUATE:  # imported only when the command is `evaluate` (it needs the training extra)
+        try:
+            from . import evaluate
+
+            evaluate.add_arguments(p)
+        except ImportError as exc:  # pragma: no cover - the training extra is not installed
+            p.set_defaults(_evaluate_missing=str(exc))
+    p.set_defaults(func=cmd_evaluate)
+    return parser
+
+
+def _wants_evaluate(argv: Sequence[str]) -> bool:
+    return any(a == "evaluate" for a in argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser() if _wants_evaluate(argv) else _parser_without_evaluate()
+    args = parser.parse_args(argv)
+    if getattr(args, "_evaluate_missing", None):
+        print(f"calroute evaluate needs the training extra: pip install 'calroute[train]' ({args._evaluate_missing})",
+              file=sys.stderr)
+        return 2
+    import urllib.error
+
+    from .local.client import ApiError
+
+    try:
+        return int(args.func(args) or 0)
+    except ApiError as exc:
+        if getattr(args, "json", False):
+            _print_json({"status": exc.status, **(exc.body if isinstance(exc.body, dict) else {"body": exc.body})})
+        else:
+            print(f"calroute: {exc}", file=sys.stderr)
+        return 1
+    except (ConnectionError, urllib.error.URLError, TimeoutError) as exc:
+        api = getattr(args, "api", None) or LOCAL_API
+        print(f"calroute: cannot reach {api}: {exc}"
+              + (" — is the local stack running? (`make local`)" if api == LOCAL_API else ""), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser_without_evaluate() -> argparse.ArgumentParser:
+    """The parser, with `evaluate`'s own arguments left out (importing them costs start-up time)."""
+    global _SKIP_EVALUATE
+    _SKIP_EVALUATE = True
+    try:
+        return build_parser()
+    finally:
+        _SKIP_EVALUATE = False
+
+
+_SKIP_EVALUATE = False
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,299 @@
+"""Offline evaluation: ``calroute evaluate --data DIR [--max-train-per-calendar N] [--json]``.
+
+``DIR`` holds, per user, either ``<user>.jsonl`` (one flat labelled event per line:
+``{"event_id","summary","description","location","start","end","all_day","attendees",
+"calendar_id"}``) or a folder ``<user>/`` with one ``.ics`` per calendar (file stem = calendar id,
+read with :func:`calroute.ics.parse_ics`).
+
+Per user, each calendar's events in time order: the first 70% train, the rest test (with
+``--max-train-per-calendar N`` only the first N of those 70% train; the test events stay the same).
+Training is :func:`calroute.training.train_user_model` — the Lambda's code — and prediction goes
+through onnxruntime (:class:`calroute.runtime.OnnxModel`) with the routing rule of
+:func:`calroute.policy.decide` (the model answers when its top probability ≥ the user's threshold).
+Gates are relaxed only for N-limited runs, and the output says so.
+
+Figures: ``coverage`` (share of test events the model keeps), ``accuracy_kept`` (accuracy on
+those), ``accuracy_all`` (argmax on every test event), ``macro_f1``, ``threshold``,
+``train_seconds``. ``overall`` pools every test event of every user; ``mean_of_users`` averages the
+users' figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from . import ids
+from .features import featurize
+from .runtime import OnnxModel
+from .schema import Event, parse_event, sort_by_start
+from .training import GateFailed, TrainConfig, check_gates, classification_metrics, train_user_model
+
+TRAIN_FRACTION = 0.7
+EVAL_VERSION = "v20000101000000-000000"
+KEYS = ("coverage", "accuracy_kept", "accuracy_all", "macro_f1", "threshold", "train_seconds")
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_jsonl(path: Path) -> list[Event]:
+    """Labelled events of one JSONL file (blank lines skipped; a bad line names its number)."""
+    events = []
+    with path.open("r", encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                raw = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path.name}:{n}: not JSON ({exc.msg})") from None
+            ev = parse_event(raw, field=f"{path.name}:{n}")
+            if ev.calendar_id is None:
+                raise ValueError(f"{path.name}:{n}: event has no calendar_id")
+            ids.calendar_id(ev.calendar_id, field=f"{path.name}:{n}.calendar_id")
+            events.append(ev)
+    return events
+
+
+def load_ics_dir(path: Path) -> list[Event]:
+    """Events of every ``*.ics`` in a user's folder, labelled with the file stem."""
+    from .ics import parse_ics
+
+    events: list[Event] = []
+    for f in sorted(path.glob("*.ics")):
+        events.extend(parse_ics(f.read_bytes(), ids.calendar_id(f.stem, field=str(f.name))))
+    return events
+
+
+def load_users(data_dir: str | Path) -> dict[str, list[Event]]:
+    """``{user_id: events}`` for every ``*.jsonl`` file and every folder with ``.ics`` files."""
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise ValueError(f"{root} is not a directory")
+    users: dict[str, list[Event]] = {}
+    for entry in sorted(root.iterdir()):
+        if entry.is_file() and entry.suffix == ".jsonl":
+            users[ids.user_id(entry.stem, field=entry.name)] = load_jsonl(entry)
+        elif entry.is_dir() and any(entry.glob("*.ics")):
+            users[ids.user_id(entry.name, field=entry.name)] = load_ics_dir(entry)
+    if not users:
+        raise ValueError(f"{root} has no <user>.jsonl files and no <user>/ folders of .ics files")
+    return users
+
+
+def split_events(events: Sequence[Event], max_train_per_calendar: Optional[int] = None,
+                 train_fraction: float = TRAIN_FRACTION) -> tuple[list[Event], list[Event]]:
+    """Per calendar in time order: first ``train_fraction`` train (at least one event when the
+    calendar has two), the rest test; ``max_train_per_calendar`` keeps only the first N of the train
+    part."""
+    by_cal: dict[str, list[Event]] = {}
+    for ev in sort_by_start([e for e in events if e.calendar_id is not None]):
+        by_cal.setdefault(ev.calendar_id, []).append(ev)
+    train: list[Event] = []
+    test: list[Event] = []
+    for cal in sorted(by_cal):
+        evs = by_cal[cal]
+        k = int(math.floor(train_fraction * len(evs)))
+        if len(evs) >= 2:
+            k = min(max(k, 1), len(evs) - 1)
+        cut = evs[:k]
+        if max_train_per_calendar is not None:
+            cut = cut[:max_train_per_calendar]
+        train.extend(cut)
+        test.extend(evs[k:])
+    return sort_by_start(train), sort_by_start(test)
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def _relaxed(train: list[Event], cfg: TrainConfig, n: int) -> tuple[TrainConfig, Optional[str]]:
+    """Gates relaxed just enough for an N-limited training set (None when no relaxing is needed)."""
+    ok, _ = check_gates(train, cfg)
+    if ok:
+        return cfg, None
+    min_events = min(cfg.min_events, len(train))
+    min_per = min(cfg.min_per_calendar, n)
+    new = replace(cfg, min_events=max(2, min_events), min_per_calendar=max(1, min_per))
+    return new, f"gates relaxed to min_events={new.min_events}, min_per_calendar={new.min_per_calendar}"
+
+
+def _scores(y: np.ndarray, pred: np.ndarray, kept: np.ndarray, labels: Sequence[str]) -> dict:
+    cls = classification_metrics(y, pred, labels)
+    return {
+        "test_events": int(len(y)),
+        "coverage": float(kept.mean()) if len(y) else None,
+        "accuracy_kept": float(np.mean(pred[kept] == y[kept])) if kept.any() else None,
+        "accuracy_all": cls["accuracy"],
+        "macro_f1": cls["macro_f1"],
+    }
+
+
+def evaluate_user(user_id: str, events: Sequence[Event], cfg: Optional[TrainConfig] = None,
+                  max_train_per_calendar: Optional[int] = None) -> dict:
+    """Train on the user's train split with :func:`train_user_model`, predict the test split through
+    ONNX. Returns the user's figures plus ``y``/``pred``/``kept`` arrays (dropped from JSON)."""
+    from .policy import decide
+
+    cfg = cfg or TrainConfig()
+    train, test = split_events(events, max_train_per_calendar)
+    note = None
+    if max_train_per_calendar is not None:
+        cfg, note = _relaxed(train, cfg, max_train_per_calendar)
+    out: dict[str, Any] = {"user": user_id, "train_events": len(train), "test_events": len(test),
+                           "calendars": len({e.calendar_id for e in events if e.calendar_id})}
+    if note:
+        out["note"] = note
+    try:
+        trained = train_user_model(train, cfg, user_id=user_id, version=EVAL_VERSION)
+    except GateFailed as exc:
+        out.update(skipped=str(exc), y=np.asarray([]), pred=np.asarray([]), kept=np.zeros(0, bool))
+        return out
+    model = OnnxModel.from_bytes(trained.onnx_bytes, expected_sha256=trained.sha256)
+    y = np.asarray([e.calendar_id for e in test], dtype=object)
+    proba = model.predict_proba(featurize(test)) if test else np.zeros((0, len(model.labels)), np.float32)
+    labels = np.asarray(model.labels, dtype=object)
+    pred = labels[np.argmax(proba, axis=1)] if len(y) else np.asarray([], dtype=object)
+    top = proba.max(axis=1) if len(y) else np.zeros(0)
+    kept = np.asarray([decide(top_prob=float(p), threshold=model.threshold, llm_available=False).method == "ml"
+                       for p in top], dtype=bool)
+    all_labels = sorted(set(model.labels) | set(y.tolist()))
+    out.update(_scores(y, pred, kept, all_labels))
+    out.update(threshold=model.threshold, train_seconds=trained.metrics["train_seconds"],
+               family=trained.family, cv_accuracy=trained.metrics["cv_accuracy"],
+               threshold_rule=trained.metrics["threshold_rule"], parity_passed=trained.parity["passed"],
+               onnx_bytes=len(trained.onnx_bytes), y=y, pred=pred, kept=kept, labels=all_labels)
+    return out
+
+
+def _mean(values: list) -> Optional[float]:
+    vals = [v for v in values if v is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+def evaluate_dir(data_dir: str | Path, max_train_per_calendar: Optional[int] = None, *,
+                 cfg: Optional[TrainConfig] = None, family: Optional[str] = None,
+                 users: Optional[Sequence[str]] = None) -> dict:
+    """Evaluate every user of ``data_dir``. Returns ``{"overall", "mean_of_users", "users",
+    "settings"}`` (JSON-serialisable)."""
+    cfg = cfg or TrainConfig()
+    if family:
+        cfg = replace(cfg, family=family)
+    loaded = load_users(data_dir)
+    if users:
+        loaded = {u: loaded[u] for u in users if u in loaded}
+    results = [evaluate_user(u, evs, cfg, max_train_per_calendar) for u, evs in loaded.items()]
+    done = [r for r in results if "skipped" not in r]
+    ys = np.concatenate([r["y"] for r in done]) if done else np.asarray([])
+    preds = np.concatenate([r["pred"] for r in done]) if done else np.asarray([])
+    kept = np.concatenate([r["kept"] for r in done]) if done else np.zeros(0, bool)
+    labels = sorted({f"{r['user']}/{lab}" for r in done for lab in r["labels"]})
+    # pooled macro-F1 over (user, calendar) pairs: calendars of different users are different classes
+    yq = np.asarray([f"{r['user']}/{v}" for r in done for v in r["y"]], dtype=object)
+    pq = np.asarray([f"{r['user']}/{v}" for r in done for v in r["pred"]], dtype=object)
+    overall = _scores(yq, pq, kept, labels) if done else {"test_events": 0}
+    overall.update(threshold=_mean([r["threshold"] for r in done]),
+                   train_seconds=float(sum(r["train_seconds"] for r in done)), users=len(done))
+    mean = {k: _mean([r.get(k) for r in done]) for k in KEYS}
+    del ys, preds
+    users_out = [{k: v for k, v in r.items() if k not in ("y", "pred", "kept", "labels")} for r in results]
+    return {
+        "overall": overall,
+        "mean_of_users": mean,
+        "users": users_out,
+        "settings": {"family": cfg.family, "max_train_per_calendar": max_train_per_calendar,
+                     "train_fraction": TRAIN_FRACTION, "target_precision": cfg.target_precision},
+    }
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``calroute evaluate`` (the console script in ``calroute/cli.py`` calls this)."""
+    parser.add_argument("--data", required=True, metavar="DIR",
+                        help="folder of <user>.jsonl files or <user>/ folders of <calendar>.ics files")
+    parser.add_argument("--max-train-per-calendar", type=int, default=None, metavar="N",
+                        help="train on only the first N events of each calendar (gates relaxed as needed)")
+    parser.add_argument("--family", default=None, help="model family (default: the trainer's default)")
+    parser.add_argument("--user", action="append", default=None, help="evaluate only this user (repeatable)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--report", default=None, metavar="OUTDIR",
+                        help="also write the JSON result to OUTDIR/evaluation.json")
+
+
+def _fmt(v: Any, pct: bool = True) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.1%}" if pct else f"{v:.2f}"
+    return str(v)
+
+
+def format_table(result: dict) -> str:
+    """The human-readable table of :func:`evaluate_dir`'s result."""
+    head = f"{'user':<18} {'train':>6} {'test':>6} {'coverage':>9} {'acc_kept':>9} {'acc_all':>8} " \
+           f"{'macroF1':>8} {'thresh':>7} {'train_s':>8}"
+    lines = [head, "-" * len(head)]
+
+    def row(name: str, r: dict, train: Any = "") -> str:
+        return (f"{name:<18} {train!s:>6} {r.get('test_events', '')!s:>6} {_fmt(r.get('coverage')):>9} "
+                f"{_fmt(r.get('accuracy_kept')):>9} {_fmt(r.get('accuracy_all')):>8} {_fmt(r.get('macro_f1')):>8} "
+                f"{_fmt(r.get('threshold'), False):>7} {_fmt(r.get('train_seconds'), False):>8}")
+
+    for u in result["users"]:
+        if "skipped" in u:
+            lines.append(f"{u['user']:<18} skipped: {u['skipped']}")
+        else:
+            lines.append(row(u["user"], u, u["train_events"]))
+    lines.append("-" * len(head))
+    lines.append(row("overall (pooled)", result["overall"]))
+    lines.append(row("mean of users", result["mean_of_users"]))
+    s = result["settings"]
+    lines.append(f"family={s['family']}  split={s['train_fraction']:.0%} per calendar (time-ordered)"
+                 + (f"  max_train_per_calendar={s['max_train_per_calendar']}" if s["max_train_per_calendar"] else ""))
+    for u in result["users"]:
+        if u.get("note"):
+            lines.append(f"note ({u['user']}): {u['note']}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``calroute evaluate``; 0 on success, 2 on bad input."""
+    try:
+        result = evaluate_dir(args.data, getattr(args, "max_train_per_calendar", None),
+                              family=getattr(args, "family", None), users=getattr(args, "user", None))
+    except (ValueError, OSError) as exc:
+        print(f"calroute evaluate: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # InvalidInput from the schema/ICS reader
+        if hasattr(exc, "message"):
+            print(f"calroute evaluate: {exc.message}", file=sys.stderr)
+            return 2
+        raise
+    text = json.dumps(result, indent=2, default=float)
+    report = getattr(args, "report", None)
+    if report:
+        out = Path(report)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "evaluation.json").write_text(text + "\n", encoding="utf-8")
+    print(text if getattr(args, "json", False) else format_table(result))
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="calroute evaluate", description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

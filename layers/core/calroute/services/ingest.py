@@ -1,0 +1,193 @@
+"""Ingest use cases: labelled events in, corrections, calendars, ICS import.
+
+Adapters are passed in (``repos``: the mapping :func:`calroute.adapters.aws.resources_from` returns,
+or any object with ``events`` / ``users`` / ``predictions`` attributes), so tests can swap them.
+
+* :func:`ingest_events` validates the WHOLE batch before the first write: one bad event and nothing
+  is written. Writes are idempotent upserts keyed by ``(user_id, event_id)``, so posting the same
+  batch twice stores it once; ``events_total`` only counts ids that were not stored before.
+* If DynamoDB throttling survives the adapter's retries, the call raises
+  :class:`~calroute.errors.ServiceUnavailable` (503 + Retry-After). Part of the batch may then be
+  stored; because every write is an upsert the client simply resends the whole batch.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any, Iterator, Mapping, Optional
+
+from botocore.exceptions import ClientError
+
+from .. import ids
+from ..adapters.aws import is_throttle
+from ..config import Settings
+from ..errors import InvalidInput, NotFound, PayloadTooLarge, ServiceUnavailable
+from ..ics import import_window, read_ics
+from ..schema import CalendarInfo, Event, clean_text, parse_event
+
+MAX_CALENDAR_NAME = 200
+MAX_CALENDAR_DESCRIPTION = 1000
+
+
+def _repo(repos: Any, name: str) -> Any:
+    if isinstance(repos, Mapping):
+        return repos[name]
+    return getattr(repos, name)
+
+
+@contextmanager
+def storage_errors() -> Iterator[None]:
+    """DynamoDB throttling that survived boto3's retries → :class:`ServiceUnavailable` (503)."""
+    try:
+        yield
+    except ClientError as exc:
+        if is_throttle(exc):
+            raise ServiceUnavailable("storage is throttling; retry the request", retry_after=2) from exc
+        raise
+
+
+def _register_missing_calendars(user_id: str, calendar_ids: set[str], users: Any,
+                                names: Optional[dict[str, tuple[str, str]]] = None) -> list[str]:
+    """Register calendars the user has not described yet (name = id unless ``names`` says better).
+    Existing calendars are never overwritten: their name/description belong to the user."""
+    known = {c.calendar_id for c in users.calendars(user_id)}
+    added = []
+    for cal in sorted(calendar_ids - known):
+        name, description = (names or {}).get(cal, (cal, ""))
+        users.put_calendar(user_id, CalendarInfo(calendar_id=cal, name=name or cal, description=description))
+        added.append(cal)
+    return added
+
+
+def _upsert(user_id: str, events: list[Event], repos: Any, *, source: str) -> tuple[int, int]:
+    """Store events; bump ``events_total`` by the ids not stored before. Returns (upserted, new)."""
+    store, users = _repo(repos, "events"), _repo(repos, "users")
+    unique = list({e.event_id: e for e in events}.values())
+    if not unique:
+        return 0, 0
+    existing = store.existing_ids(user_id, [e.event_id for e in unique])
+    upserted = store.put_events(user_id, unique, source=source)
+    new = sum(1 for e in unique if e.event_id not in existing)
+    if new:
+        users.bump(user_id, events=new)
+    return upserted, new
+
+
+def validate_batch(raw_events: Any, cfg: Settings) -> list[Event]:
+    """Parse and check a whole batch (nothing is written here): list, size limit, every event with an
+    ``event_id`` and a ``calendar_id``. The first bad event raises, naming ``events[i].<field>``."""
+    if not isinstance(raw_events, list):
+        raise InvalidInput("events must be a list of events", field="events")
+    if not raw_events:
+        raise InvalidInput("events must contain at least one event", field="events")
+    if len(raw_events) > cfg.ingest_max_events:
+        raise PayloadTooLarge(
+            f"{len(raw_events)} events in one request; at most {cfg.ingest_max_events} (INGEST_MAX_EVENTS) "
+            "are allowed", field="events")
+    events = []
+    for i, raw in enumerate(raw_events):
+        where = f"events[{i}]"
+        ev = parse_event(raw, field=where)
+        if not ev.event_id:
+            raise InvalidInput(f"{where}: an event_id (or Google 'id') is required to ingest",
+                               field=f"{where}.event_id")
+        if not ev.calendar_id:
+            raise InvalidInput(f"{where}: a calendar_id (its label) is required to ingest",
+                               field=f"{where}.calendar_id")
+        events.append(ev)
+    return events
+
+
+def ingest_events(user_id: str, raw_events: Any, repos: Any, cfg: Settings) -> dict:
+    """Batch upsert of labelled events, all-or-nothing validation, idempotent by event id.
+
+    Returns ``{"upserted": n, "new": k, "calendars_added": [...]}`` (``n`` distinct event ids).
+    """
+    ids.user_id(user_id)
+    events = validate_batch(raw_events, cfg)
+    with storage_errors():
+        added = _register_missing_calendars(user_id, {e.calendar_id for e in events}, _repo(repos, "users"))
+        upserted, new = _upsert(user_id, events, repos, source="api")
+    return {"upserted": upserted, "new": new, "calendars_added": added}
+
+
+def correct_event(user_id: str, event_id: str, calendar_id: str, repos: Any) -> dict:
+    """Relabel a stored event and record the correction.
+
+    The record carries what had been predicted (calendar, method, model version) when the prediction
+    log still has the event; that log item is marked ``was_correct``. ``corrections_total`` (which
+    drives retraining) is bumped only when the label actually changes. 404 if the event is unknown.
+    """
+    ids.user_id(user_id)
+    ids.event_id(event_id, field="eventId")
+    ids.calendar_id(calendar_id, field="calendar_id")
+    store, users, log = _repo(repos, "events"), _repo(repos, "users"), _repo(repos, "predictions")
+    with storage_errors():
+        current = store.get_event(user_id, event_id)
+        if current is None:
+            raise NotFound(f"event {event_id!r} not found", field="eventId")
+        prediction = log.get(user_id, event_id)
+        store.set_calendar(user_id, event_id, calendar_id)
+        _register_missing_calendars(user_id, {calendar_id}, users)
+        record = users.record_correction(user_id, event_id, old=current.calendar_id, new=calendar_id,
+                                         prediction=prediction)
+        marked = log.mark(user_id, event_id, calendar_id) if prediction else None
+        changed = current.calendar_id != calendar_id
+        if changed:
+            users.bump(user_id, corrections=1)
+    out = {k: v for k, v in record.items() if k not in ("user_id", "sk")}
+    out["changed"] = changed
+    if marked is not None:
+        out["was_correct"] = bool(marked.get("was_correct"))
+    return out
+
+
+def put_calendar(user_id: str, calendar_id: str, name: Optional[str], description: Optional[str],
+                 repos: Any) -> dict:
+    """Create or replace a calendar's name and description (what the LLM fallback is shown)."""
+    ids.user_id(user_id)
+    ids.calendar_id(calendar_id, field="calendarId")
+    try:
+        clean_name = clean_text(name, MAX_CALENDAR_NAME, field="name")
+        clean_desc = clean_text(description, MAX_CALENDAR_DESCRIPTION, field="description")
+    except ValueError as exc:
+        field = str(exc).split(" ", 1)[0]
+        raise InvalidInput(str(exc), field=field if field in ("name", "description") else "body") from None
+    info = CalendarInfo(calendar_id=calendar_id, name=clean_name or calendar_id, description=clean_desc)
+    with storage_errors():
+        _repo(repos, "users").put_calendar(user_id, info)
+    return info.model_dump()
+
+
+def import_ics(user_id: str, calendar_id: str, body: bytes | str, cfg: Settings, repos: Any, *,
+               now: Optional[datetime] = None) -> dict:
+    """Parse an iCalendar file (recurring series expanded within
+    ``now - ICS_WINDOW_DAYS_BACK .. now + ICS_WINDOW_DAYS_FORWARD``), label every event with
+    ``calendar_id`` and upsert them. The calendar is registered if unknown (name = X-WR-CALNAME or the
+    id, description = X-WR-CALDESC). Re-importing the same file is idempotent."""
+    ids.user_id(user_id)
+    ids.calendar_id(calendar_id, field="calendarId")
+    window = import_window(cfg.ics_window_days_back, cfg.ics_window_days_forward,
+                           now=now or datetime.now(timezone.utc))
+    res = read_ics(body, calendar_id, window=window, max_occurrences=cfg.ics_max_occurrences,
+                   max_bytes=cfg.ics_max_bytes)
+    users = _repo(repos, "users")
+    with storage_errors():
+        added = _register_missing_calendars(
+            user_id, {calendar_id}, users,
+            names={calendar_id: (clean_text(res.calendar_name, MAX_CALENDAR_NAME, truncate=True) or calendar_id,
+                                 clean_text(res.calendar_description, MAX_CALENDAR_DESCRIPTION, truncate=True))})
+        upserted, new = _upsert(user_id, res.events, repos, source="ics")
+    return {
+        "calendar_id": calendar_id,
+        "calendar_registered": bool(added),
+        "events": upserted,
+        "new": new,
+        "vevents": res.vevents,
+        "recurring_series": res.recurring_series,
+        "recurring_expanded": res.expanded,
+        "skipped": res.skipped,
+        "skipped_reasons": dict(res.skipped_reasons),
+        "window": {"start": window[0].isoformat(), "end": window[1].isoformat()},
+    }

@@ -1,0 +1,308 @@
+"""Classification use case: cohort → kill switch → cached model → routing policy → LLM fallback →
+prediction log and metrics.
+
+``PredictService.classify_events(user, events)`` featurizes every event and runs the model ONCE on
+the whole matrix; the events the policy routes to the LLM are sent to the fallback function
+concurrently (at most ``llm_max_concurrency`` at a time). Each answer is::
+
+    {"event_id", "calendar_id", "confidence", "method", "model_version", "threshold",
+     "alternatives": [{"calendar_id", "probability"}] (top 3), "reason", "cohort", "latency_ms"}
+
+Never imports sklearn or openai (the LLM runs in its own function, reached through an
+:class:`~calroute.adapters.invoke.Invoker`).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from ..cache import FAILED, HIT, MISS, ModelCache
+from ..features import featurize
+from ..ids import hashed_user
+from ..llm import budget_exceeded
+from ..policy import CONTROL, Decision, FlagProvider, cohort_for, decide
+from ..schema import Event, parse_event, parse_events
+
+TOP_K = 3
+
+
+class NullSink:
+    """Metrics sink that drops everything (tests, scripts)."""
+
+    def add_metric(self, name: str, unit: str, value: float) -> None:
+        pass
+
+    def add_dimensioned(self, name: str, unit: str, value: float, dims: dict[str, str]) -> None:
+        pass
+
+
+class EmfSink:
+    """Powertools Metrics (EMF). Dimensioned metrics (method, cohort — never the user) go out as a
+    ``single_metric`` each, since a Metrics flush carries one dimension set."""
+
+    def __init__(self, metrics):
+        self.m = metrics
+
+    def add_metric(self, name: str, unit: str, value: float) -> None:
+        self.m.add_metric(name=name, unit=unit, value=value)
+
+    def add_dimensioned(self, name: str, unit: str, value: float, dims: dict[str, str]) -> None:
+        from aws_lambda_powertools.metrics import single_metric
+
+        with single_metric(name=name, unit=unit, value=value, namespace=self.m.namespace,
+                           default_dimensions=self.m.default_dimensions) as sm:
+            for k, v in dims.items():
+                sm.add_dimension(name=k, value=v)
+
+
+class PredictService:
+    def __init__(self, cfg, *, cache: ModelCache, invoker=None, predictions=None, usage=None,
+                 flags: FlagProvider, sink=None, logger=None, clock: Callable[[], float] = time.perf_counter,
+                 new_id: Callable[[], str] | None = None):
+        self.cfg = cfg
+        self.cache = cache
+        self.invoker = invoker
+        self.predictions = predictions
+        self.usage = usage
+        self.flags = flags
+        self.sink = sink or NullSink()
+        self.logger = logger
+        self.clock = clock
+        self.new_id = new_id or (lambda: f"p-{uuid.uuid4().hex}")
+        self._pool: Optional[ThreadPoolExecutor] = None
+        self._sample_cut = int(cfg.prediction_log_sample_rate * 10_000)
+
+    # ------------------------------------------------------------------ entry points
+
+    def classify(self, user_id: str, raw_event: Any) -> dict:
+        t0 = self.clock()
+        return self.classify_events(user_id, [parse_event(raw_event, field="event")], t0=t0)[0]
+
+    def classify_batch(self, user_id: str, raw_events: Sequence[Any]) -> list[dict]:
+        from ..errors import PayloadTooLarge
+
+        t0 = self.clock()
+        if len(raw_events) > self.cfg.batch_max_events:
+            raise PayloadTooLarge(f"at most {self.cfg.batch_max_events} events per batch, got {len(raw_events)}",
+                                  field="events")
+        return self.classify_events(user_id, parse_events(list(raw_events), field="events"), t0=t0)
+
+    # ------------------------------------------------------------------ core
+
+    def classify_events(self, user_id: str, events: list[Event], *, t0: Optional[float] = None) -> list[dict]:
+        """``user_id`` must already be validated (``calroute.ids.user_id``)."""
+        t0 = self.clock() if t0 is None else t0
+        cfg = self.cfg
+        n = len(events)
+        cohort = cohort_for(user_id, cfg.experiment_name, cfg.experiment_control_percent)
+
+        # 1. the model, if this request may use one
+        lookup = None
+        if not self.flags.ml_enabled():
+            no_model_reason = "kill_switch"
+        elif cohort == CONTROL:
+            no_model_reason = "control_cohort"
+        else:
+            lookup = self.cache.get(user_id)
+            if lookup.status == HIT:
+                self.sink.add_metric("ModelCacheHit", "Count", 1)
+            elif lookup.status == MISS:
+                self.sink.add_metric("ModelCacheMiss", "Count", 1)  # ModelLoadMs comes from the cache
+            elif lookup.status == FAILED:
+                self.sink.add_metric("ModelCacheMiss", "Count", 1)
+                if self.logger:
+                    self.logger.warning("model unavailable, falling back",
+                                        extra={"user": hashed_user(user_id), "model_version": lookup.version,
+                                               "error": lookup.error})
+            no_model_reason = "no_model" if lookup.model is None and lookup.status != FAILED else "model_unavailable"
+        model = lookup.model if lookup is not None else None
+        version = lookup.version if model is not None else None
+        threshold = lookup.threshold if model is not None else None
+
+        probs = top = None
+        labels: list[str] = []
+        if model is not None:
+            probs = model.predict_proba(featurize(events))
+            labels = model.labels
+            k = min(TOP_K, probs.shape[1])
+            top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+
+        # 2. routing
+        llm_ok = self.invoker is not None
+        llm_reason = "llm_not_configured"
+        decisions: list[Decision] = []
+        for i in range(n):
+            top_prob = float(probs[i, top[i, 0]]) if model is not None else None
+            decisions.append(decide(top_prob=top_prob, threshold=threshold, llm_available=llm_ok,
+                                    llm_unavailable_reason=llm_reason, no_model_reason=no_model_reason))
+        need = [i for i, d in enumerate(decisions) if d.call_llm]
+        if need and self.usage is not None:
+            over = budget_exceeded(self.usage, user_id, cfg)
+            if over:
+                for i in need:
+                    decisions[i] = decisions[i].after_llm(False, "budget")
+                need = []
+        t_model = self.clock()
+
+        # 3. the LLM for the unsure ones, concurrently
+        answers: dict[int, tuple[dict, float]] = {}
+        if need:
+            answers = self._ask_llm(user_id, events, need, probs, top, labels, version)
+
+        # 4. answers, log, metrics
+        results = []
+        llm_cost = 0.0
+        for i, ev in enumerate(events):
+            d = decisions[i]
+            alternatives = []
+            if model is not None:
+                alternatives = [{"calendar_id": labels[j], "probability": round(float(probs[i, j]), 4)}
+                                for j in top[i]]
+            cal = alternatives[0]["calendar_id"] if alternatives else None
+            reason = d.reason
+            done = t_model
+            usd = 0.0
+            called = d.call_llm
+            if d.call_llm:
+                answer, done = answers[i]
+                if "calendar_id" in answer and not answer.get("error"):
+                    d = d.after_llm(True)
+                    cal = answer["calendar_id"]
+                    reason = str(answer.get("reason", ""))[:200] or "llm"
+                    usd = float(answer.get("usd") or 0.0)
+                    llm_cost += usd
+                else:
+                    code = str(answer.get("error") or "llm_failed")
+                    d = d.after_llm(False, "budget" if code == "budget" else f"llm_{code}")
+                    reason = d.reason
+                    cal = alternatives[0]["calendar_id"] if d.method == "ml_low_confidence" else None
+            confidence = None
+            if model is not None and cal is not None:
+                confidence = next((a["probability"] for a in alternatives if a["calendar_id"] == cal), None)
+                if confidence is None and cal in labels:
+                    confidence = round(float(probs[i, labels.index(cal)]), 4)
+            results.append({
+                "event_id": ev.event_id or self.new_id(),
+                "calendar_id": cal,
+                "confidence": confidence,
+                "method": d.method,
+                "model_version": version,
+                "threshold": threshold,
+                "alternatives": alternatives,
+                "reason": reason,
+                "cohort": cohort,
+                "latency_ms": round((done - t0) * 1000.0, 3),
+                "_usd": usd,
+                "_llm": called,
+            })
+
+        self._emit(results, n, llm_cost, t0)
+        self._log(user_id, events, results)
+        for r in results:
+            r.pop("_usd", None)
+            r.pop("_llm", None)
+        return results
+
+    # ------------------------------------------------------------------ helpers
+
+    def _ask_llm(self, user_id: str, events: list[Event], need: list[int], probs, top, labels: list[str],
+                 version: Optional[str]) -> dict[int, tuple[dict, float]]:
+        def one(i: int) -> tuple[int, dict, float]:
+            candidates = []
+            if probs is not None:
+                candidates = [{"calendar_id": labels[j], "probability": round(float(probs[i, j]), 4)} for j in top[i]]
+            payload = {"user_id": user_id, "event": events[i].to_flat(), "candidates": candidates,
+                       "model_version": version}
+            answer = self.invoker.invoke(payload)
+            return i, answer if isinstance(answer, dict) else {"error": "invoke_failed"}, self.clock()
+
+        if len(need) == 1:
+            i, a, t = one(need[0])
+            return {i: (a, t)}
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self.cfg.llm_max_concurrency,
+                                            thread_name_prefix="llm-fallback")
+        return {i: (a, t) for i, a, t in self._pool.map(one, need)}
+
+    def _emit(self, results: list[dict], n: int, llm_cost: float, t0: float) -> None:
+        sink = self.sink
+        counts: dict[tuple[str, str], int] = {}
+        fallbacks = 0
+        for r in results:
+            key = (r["method"], r["cohort"])
+            counts[key] = counts.get(key, 0) + 1
+            fallbacks += r["_llm"]
+            if r["confidence"] is not None and r["method"] in ("ml", "ml_low_confidence"):
+                sink.add_metric("Confidence", "None", r["confidence"])
+        for (method, cohort), c in counts.items():
+            sink.add_dimensioned("Predictions", "Count", c, {"method": method, "cohort": cohort})
+        if fallbacks:
+            sink.add_metric("LlmFallbacks", "Count", fallbacks)
+        if llm_cost:
+            sink.add_metric("LlmCostUsd", "None", llm_cost)
+        sink.add_metric("ClassifyLatencyMs", "Milliseconds", (self.clock() - t0) * 1000.0)
+        if n > 1:
+            sink.add_metric("BatchSize", "Count", n)
+
+    def _log(self, user_id: str, events: list[Event], results: list[dict]) -> None:
+        if self.predictions is None or self._sample_cut <= 0:
+            return
+        from ..drift import summarize_event
+
+        records = []
+        for ev, r in zip(events, results):
+            if self._sample_cut < 10_000 and zlib.crc32(r["event_id"].encode("utf-8")) % 10_000 >= self._sample_cut:
+                continue
+            records.append({
+                "event_id": r["event_id"], "calendar_id": r["calendar_id"], "confidence": r["confidence"],
+                "method": r["method"], "model_version": r["model_version"], "threshold": r["threshold"],
+                "cohort": r["cohort"], "latency_ms": r["latency_ms"], "reason": r["reason"][:100],
+                "llm_usd": r["_usd"] or None, "drift": summarize_event(ev),
+            })
+        if not records:
+            return
+        try:
+            self.predictions.put_many(user_id, records)
+        except Exception as exc:  # noqa: BLE001 - the answer matters more than its log line
+            self.sink.add_metric("PredictionLogFailures", "Count", 1)
+            if self.logger:
+                self.logger.warning("prediction log write failed",
+                                    extra={"user": hashed_user(user_id), "error": type(exc).__name__})
+
+
+# ----------------------------------------------------------------------------- wiring
+
+
+def build_invoker(cfg, *, sink=None, logger=None):
+    """The LLM fallback invoker for ``cfg``: the Lambda function (``LLM_FUNCTION_NAME``), or the
+    fallback service in-process (``LAMBDA_INVOKE_MODE=inprocess`` with an LLM configured), or None."""
+    from ..adapters.invoke import CallableInvoker, LambdaInvoker
+
+    if cfg.lambda_invoke_mode == "inprocess":
+        if not cfg.llm_configured:
+            return None
+        from ..llm import build_fallback_service
+
+        return CallableInvoker(build_fallback_service(cfg, sink=sink, logger=logger).handle)
+    if cfg.llm_function_name:
+        timeout = cfg.llm_timeout_seconds * (cfg.llm_max_retries + 1) + 3.0
+        return LambdaInvoker(cfg.llm_function_name, read_timeout=timeout)
+    return None
+
+
+def build_predict_service(cfg, *, sink=None, logger=None) -> PredictService:
+    """A PredictService on the AWS adapters (DynamoDB/S3 via boto3, honouring AWS_ENDPOINT_URL)."""
+    from ..adapters.aws import ModelStore, PredictionLog, Registry, UsageLedger
+    from ..policy import flag_provider
+
+    sink = sink or NullSink()
+    cache = ModelCache.from_settings(cfg, Registry(cfg.registry_table), ModelStore(cfg.model_bucket), metrics=sink)
+    return PredictService(cfg, cache=cache, invoker=build_invoker(cfg, sink=sink, logger=logger),
+                          predictions=PredictionLog(cfg.predictions_table, cfg.prediction_ttl_days),
+                          usage=UsageLedger(cfg.usage_table), flags=flag_provider(cfg), sink=sink, logger=logger)

@@ -1,0 +1,68 @@
+"""User statistics: the last N days (default 7) of the prediction log and the LLM usage ledger.
+
+Accuracy per method is measured from corrections only: of the logged predictions whose event the
+user later labelled (``was_correct`` set by the ingest service), the share that was right.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Callable
+
+METHODS = ("ml", "llm", "ml_low_confidence", "llm_only", "none")
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class StatsService:
+    def __init__(self, predictions, usage, *, now: Callable[[], datetime] = _utcnow):
+        self.predictions = predictions
+        self.usage = usage
+        self.now = now
+
+    def user_stats(self, user_id: str, days: int = 7) -> dict:
+        """``user_id`` must already be validated."""
+        now = self.now()
+        since = now - timedelta(days=days)
+        since_iso = since.isoformat(timespec="milliseconds")
+        items = self.predictions.since(user_id, since_iso)
+        by_method: dict[str, dict] = {m: {"count": 0, "judged": 0, "correct": 0, "accuracy": None} for m in METHODS}
+        latencies: list[float] = []
+        for it in items:
+            m = it.get("method") or "none"
+            row = by_method.setdefault(m, {"count": 0, "judged": 0, "correct": 0, "accuracy": None})
+            row["count"] += 1
+            if "was_correct" in it:
+                row["judged"] += 1
+                row["correct"] += 1 if it["was_correct"] else 0
+            if it.get("latency_ms") is not None:
+                latencies.append(float(it["latency_ms"]))
+        judged = correct = 0
+        for row in by_method.values():
+            if row["judged"]:
+                row["accuracy"] = round(row["correct"] / row["judged"], 4)
+            judged += row["judged"]
+            correct += row["correct"]
+        days_usage = self.usage.days(user_id, since.strftime("%Y-%m-%d"))
+        llm = {
+            "calls": int(sum(d.get("calls", 0) for d in days_usage)),
+            "usd": round(float(sum(d.get("usd", 0) for d in days_usage)), 6),
+            "input_tokens": int(sum(d.get("input_tokens", 0) for d in days_usage)),
+            "output_tokens": int(sum(d.get("output_tokens", 0) for d in days_usage)),
+            "by_day": [{"day": d["day"], "calls": int(d.get("calls", 0)), "usd": round(float(d.get("usd", 0)), 6)}
+                       for d in sorted(days_usage, key=lambda d: d["day"])],
+        }
+        latencies.sort()
+        return {
+            "user_id": user_id,
+            "days": days,
+            "since": since_iso,
+            "predictions": len(items),
+            "judged": judged,
+            "accuracy": round(correct / judged, 4) if judged else None,
+            "by_method": by_method,
+            "latency_p50_ms": latencies[len(latencies) // 2] if latencies else None,
+            "llm": llm,
+        }

@@ -1,0 +1,487 @@
+"""Training a user's model: data gates, the trainer, time-ordered out-of-fold predictions, the
+per-user confidence threshold, metrics, the champion/challenger holdout and the ONNX export with its
+parity gate.
+
+Imports scikit-learn: the training side only (TrainUserFunction, the evaluation CLI, benchmarks).
+Serving code never imports this module; it loads the ONNX bytes with :mod:`calroute.runtime`.
+
+Folds (see docs/learning.md). Events are put in time order (:func:`calroute.schema.sort_by_start`)
+and, **within each calendar**, cut into ``n_blocks`` consecutive blocks by position (block 0 = the
+calendar's oldest events). Fold ``k`` trains on blocks ``< k`` of every calendar and predicts block
+``k`` (forward chaining; k = 1..n_blocks-1), so every out-of-fold prediction comes from a model that
+only saw older events of each calendar — the situation the live model is in. Cutting per calendar
+(not on the user's global timeline) matters: calendars cover different periods (a 2011 conference,
+holidays until 2037), and a global cut would leave whole calendars out of the early folds.
+
+The holdout for champion/challenger is the last block of each calendar (the last 20% with the
+default 5 blocks); the challenger fit on the other blocks is exactly the last fold's model.
+
+Threshold rule (:func:`choose_threshold`): over the out-of-fold predictions, the lowest confidence
+``t`` such that the predictions with confidence ≥ ``t`` are correct at a rate ≥ ``target_precision``,
+clamped to ``[threshold_min, threshold_max]``; ``threshold_max`` when no ``t`` reaches the target;
+``default_threshold`` when there are fewer than ``min_threshold_rows`` out-of-fold predictions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from . import ids
+from .errors import GateFailed
+from .features import N_DENSE, N_FEATURES, featurize
+from .onnx_export import check_parity, to_onnx
+from .profiles import build_profiles
+from .schema import Event, sort_by_start
+
+__all__ = [
+    "FAMILIES", "DEFAULT_FAMILY", "TrainConfig", "GateFailed", "ParityFailed", "TrainedModel",
+    "CalendarClassifier", "check_gates", "time_blocks", "out_of_fold", "choose_threshold",
+    "classification_metrics", "train_user_model",
+]
+
+#: Model families the trainer knows. ``logreg``: multinomial logistic regression on all features
+#: (14 dense + 4096 hashed); ``sgd``: the same model fitted by SGD; ``linsvc``: LinearSVC with
+#: sigmoid calibration; ``gb_dense``: the seed's GradientBoostingClassifier(100, depth 5) on the 14
+#: dense features; ``gb_all``: the same on every feature. See docs/model-selection.md.
+FAMILIES = ("logreg", "sgd", "linsvc", "gb_dense", "gb_all")
+DEFAULT_FAMILY = "logreg"
+DEFAULT_C = 20.0
+#: Linear families multiply the 14 dense columns by this before fitting (then fold it into the
+#: weights): < 1 regularises the hand features harder than the hashed tokens. See model-selection.md.
+DEFAULT_DENSE_SCALE = 1.0
+LINEAR_FAMILIES = ("logreg", "sgd", "linsvc")
+#: Rows of the parity fixture kept with the model (the gate itself runs on every training row).
+PARITY_FIXTURE_ROWS = 256
+
+
+class ParityFailed(Exception):
+    """The ONNX graph does not reproduce sklearn's probabilities: the model must not be promoted.
+    ``trained`` holds the :class:`TrainedModel` (with its ``parity`` report) for the audit log."""
+
+    def __init__(self, message: str, trained: "TrainedModel"):
+        super().__init__(message)
+        self.trained = trained
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training gates and policy (from :class:`calroute.config.Settings`, plus trainer knobs)."""
+
+    min_events: int = 50
+    min_calendars: int = 2
+    min_per_calendar: int = 10
+    target_precision: float = 0.95
+    default_threshold: float = 0.85
+    threshold_min: float = 0.30
+    threshold_max: float = 0.99
+    family: str = DEFAULT_FAMILY
+    max_train_events: int = 20000
+    n_blocks: int = 5
+    min_threshold_rows: int = 30
+    C: float = DEFAULT_C
+    dense_scale: float = DEFAULT_DENSE_SCALE
+    class_weight: Optional[str] = "balanced"
+    random_state: int = 0
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise ValueError(f"unknown model family {self.family!r}; known: {', '.join(FAMILIES)}")
+        if self.n_blocks < 2:
+            raise ValueError("n_blocks must be at least 2")
+        if not (0 <= self.threshold_min <= self.threshold_max <= 1):
+            raise ValueError("need 0 <= threshold_min <= threshold_max <= 1")
+
+    @classmethod
+    def from_settings(cls, cfg: Any, **overrides: Any) -> "TrainConfig":
+        """Build from :class:`calroute.config.Settings` (fields of the same name; ``model_family``
+        → ``family`` when the settings have it); ``overrides`` win."""
+        values: dict[str, Any] = {}
+        for name in ("min_events", "min_calendars", "min_per_calendar", "target_precision",
+                     "default_threshold", "threshold_min", "threshold_max", "max_train_events"):
+            if hasattr(cfg, name):
+                values[name] = getattr(cfg, name)
+        family = getattr(cfg, "model_family", None)
+        if family:
+            values["family"] = family
+        values.update(overrides)
+        return cls(**values)
+
+
+@dataclass
+class TrainedModel:
+    """What :func:`train_user_model` hands to the orchestration (store, validate, promote)."""
+
+    onnx_bytes: bytes
+    sha256: str
+    labels: list[str]
+    threshold: float
+    metrics: dict
+    profiles: dict
+    holdout_event_ids: list[str]
+    parity: dict
+    parity_X: np.ndarray
+    parity_proba: np.ndarray
+    family: str = DEFAULT_FAMILY
+    version: str = ""
+    user_id: str = ""
+    trained_at: str = ""
+
+
+# ----------------------------------------------------------------------------- gates
+
+
+def check_gates(events: Sequence[Event], cfg: TrainConfig) -> tuple[bool, str]:
+    """Is there enough labelled data to train? Returns ``(ok, reason)``; unlabelled events are
+    ignored. Reasons read like "needs at least 50 labelled events (has 12)"."""
+    counts = Counter(e.calendar_id for e in events if e.calendar_id is not None)
+    n = sum(counts.values())
+    if n < cfg.min_events:
+        return False, f"needs at least {cfg.min_events} labelled events (has {n})"
+    big = [c for c, k in counts.items() if k >= cfg.min_per_calendar]
+    if len(big) < cfg.min_calendars:
+        shown = ", ".join(f"{c}: {k}" for c, k in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+        return False, (f"needs at least {cfg.min_calendars} calendars with {cfg.min_per_calendar}+ events "
+                       f"each ({shown})")
+    return True, f"ok: {n} events in {len(counts)} calendars"
+
+
+# ----------------------------------------------------------------------------- the estimator
+
+
+def _linear_parts(est: Any) -> list:
+    """The fitted linear models (objects with ``coef_``) inside a linear-family estimator."""
+    if hasattr(est, "calibrated_classifiers_"):
+        return [cc.estimator for cc in est.calibrated_classifiers_]
+    return [est]
+
+
+def _sample_weight(y: np.ndarray) -> np.ndarray:
+    from sklearn.utils.class_weight import compute_sample_weight
+
+    return compute_sample_weight("balanced", y)
+
+
+class CalendarClassifier:
+    """Predicts a calendar id from a :func:`calroute.features.featurize` matrix (float32, n ×
+    N_FEATURES). Reads like a scikit-learn estimator: parameters in ``__init__``, learned state with
+    a trailing underscore (``classes_``, ``estimator_``, ``n_features_in_``).
+
+    ``estimator_`` is the fitted sklearn object that :func:`calroute.onnx_export.to_onnx` converts;
+    every family takes the full feature vector (``gb_dense`` selects the 14 dense columns inside its
+    pipeline) so the serving input is the same for every model.
+    """
+
+    def __init__(self, family: str = DEFAULT_FAMILY, C: float = DEFAULT_C, class_weight: Optional[str] = "balanced",
+                 dense_scale: float = DEFAULT_DENSE_SCALE, n_estimators: int = 100, max_depth: int = 5,
+                 random_state: int = 0):
+        self.family = family
+        self.C = C
+        self.class_weight = class_weight
+        self.dense_scale = dense_scale
+        self.n_estimators = n_estimators
+        self.max_depth = max_depth
+        self.random_state = random_state
+
+    def get_params(self, deep: bool = True) -> dict:
+        return {k: getattr(self, k) for k in ("family", "C", "class_weight", "dense_scale", "n_estimators",
+                                              "max_depth", "random_state")}
+
+    def _build(self, y: np.ndarray):
+        from sklearn.compose import ColumnTransformer
+        from sklearn.ensemble import GradientBoostingClassifier
+        from sklearn.linear_model import LogisticRegression, SGDClassifier
+        from sklearn.pipeline import Pipeline
+
+        cw = self.class_weight
+        if self.family == "logreg":
+            return LogisticRegression(C=self.C, class_weight=cw, max_iter=3000, tol=1e-6)
+        if self.family == "sgd":
+            return SGDClassifier(loss="log_loss", alpha=1.0 / (self.C * max(len(y), 1)), class_weight=cw,
+                                 max_iter=200, tol=1e-5, random_state=self.random_state)
+        if self.family == "linsvc":
+            from sklearn.calibration import CalibratedClassifierCV
+            from sklearn.svm import LinearSVC
+
+            folds = int(min(3, Counter(y.tolist()).most_common()[-1][1]))
+            if folds < 2:
+                raise ValueError("linsvc needs at least 2 events in every calendar")
+            return CalibratedClassifierCV(LinearSVC(C=self.C / 10.0, class_weight=cw), method="sigmoid", cv=folds)
+        gb = GradientBoostingClassifier(n_estimators=self.n_estimators, max_depth=self.max_depth,
+                                        random_state=self.random_state)
+        if self.family == "gb_dense":
+            select = ColumnTransformer([("dense", "passthrough", list(range(N_DENSE)))], remainder="drop")
+            return Pipeline([("select", select), ("gb", gb)])
+        if self.family == "gb_all":
+            return gb
+        raise ValueError(f"unknown model family {self.family!r}")
+
+    def fit(self, X: np.ndarray, y: Sequence[str]) -> "CalendarClassifier":
+        y = np.asarray([str(v) for v in y])
+        classes = np.unique(y)
+        if len(classes) < 2:
+            raise ValueError("needs events of at least 2 calendars")
+        est = self._build(y)
+        X = np.asarray(X, dtype=np.float32)
+        fit_kw: dict[str, Any] = {}
+        if self.family in ("gb_dense", "gb_all") and self.class_weight == "balanced":
+            key = "gb__sample_weight" if self.family == "gb_dense" else "sample_weight"
+            fit_kw[key] = _sample_weight(y)
+        linear = self.family in LINEAR_FAMILIES
+        col_scale = None
+        if linear and self.dense_scale != 1.0:
+            col_scale = np.ones(X.shape[1], dtype=np.float64)
+            col_scale[:N_DENSE] = self.dense_scale
+        if self.family in ("logreg", "sgd", "linsvc", "gb_all"):
+            from scipy import sparse
+
+            Xf = sparse.csr_matrix(X)  # hashed features are sparse: much faster fits, same model
+            if col_scale is not None:
+                Xf = Xf @ sparse.diags(col_scale.astype(np.float32))
+        else:
+            Xf = X
+        est.fit(Xf, y, **fit_kw)
+        if col_scale is not None:
+            # Fold the column scaling into the weights: the model on raw X is then exactly the model
+            # fitted on scaled X (so the ONNX graph needs no scaler).
+            for lin in _linear_parts(est):
+                lin.coef_ = lin.coef_ * col_scale
+        self.estimator_ = est
+        self.classes_ = np.asarray([str(c) for c in est.classes_])
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return np.asarray(self.estimator_.predict_proba(np.asarray(X, dtype=np.float32)), dtype=np.float64)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+
+# ----------------------------------------------------------------------------- folds and threshold
+
+
+def time_blocks(labels: Sequence[str], n_blocks: int) -> np.ndarray:
+    """Block index (0..n_blocks-1) of each event, assigned per calendar by position in the given
+    (time) order: a calendar's i-th of n events goes to block ``floor(i·n_blocks/n)``."""
+    seen: Counter = Counter()
+    totals = Counter(labels)
+    out = np.empty(len(labels), dtype=np.int64)
+    for i, lab in enumerate(labels):
+        out[i] = (seen[lab] * n_blocks) // totals[lab]
+        seen[lab] += 1
+    return out
+
+
+def _aligned_proba(model: CalendarClassifier, X: np.ndarray, labels: Sequence[str]) -> np.ndarray:
+    """``model``'s probabilities re-indexed to ``labels`` (0 for calendars the fold never saw)."""
+    p = model.predict_proba(X)
+    out = np.zeros((X.shape[0], len(labels)), dtype=np.float64)
+    col = {c: i for i, c in enumerate(labels)}
+    for j, c in enumerate(model.classes_):
+        out[:, col[str(c)]] = p[:, j]
+    return out
+
+
+def out_of_fold(X: np.ndarray, y: np.ndarray, blocks: np.ndarray, labels: Sequence[str],
+                make_model: Callable[[], CalendarClassifier]) -> tuple[np.ndarray, np.ndarray]:
+    """Forward-chaining out-of-fold probabilities. Returns ``(proba, mask)``: rows where ``mask``
+    is true were predicted by a model trained only on earlier blocks (block 0 never is)."""
+    proba = np.zeros((len(y), len(labels)), dtype=np.float64)
+    mask = np.zeros(len(y), dtype=bool)
+    for k in range(1, int(blocks.max(initial=0)) + 1):
+        tr, te = blocks < k, blocks == k
+        if not te.any() or len(np.unique(y[tr])) < 2:
+            continue
+        model = make_model().fit(X[tr], y[tr])
+        proba[te] = _aligned_proba(model, X[te], labels)
+        mask[te] = True
+    return proba, mask
+
+
+def choose_threshold(confidence: np.ndarray, correct: np.ndarray, cfg: TrainConfig) -> tuple[float, str]:
+    """The per-user threshold (module docstring): the lowest ``t`` among the observed confidences
+    such that accuracy over {confidence ≥ t} ≥ ``target_precision``, clamped to
+    [threshold_min, threshold_max]. Returns ``(threshold, why)``."""
+    conf = np.asarray(confidence, dtype=np.float64)
+    ok = np.asarray(correct, dtype=bool)
+    n = len(conf)
+    if n < cfg.min_threshold_rows:
+        return float(cfg.default_threshold), (f"default: {n} out-of-fold predictions "
+                                              f"(< {cfg.min_threshold_rows})")
+    order = np.argsort(-conf, kind="stable")
+    c_sorted, ok_sorted = conf[order], ok[order]
+    cum_acc = np.cumsum(ok_sorted) / np.arange(1, n + 1)
+    # The kept set for t = c_sorted[i] is every row with confidence >= t, i.e. the prefix up to the
+    # last row of that confidence value: only those prefix ends are candidates.
+    last_of_value = np.r_[c_sorted[1:] != c_sorted[:-1], True]
+    good = np.flatnonzero(last_of_value & (cum_acc >= cfg.target_precision))
+    if good.size == 0:
+        return float(cfg.threshold_max), f"max: no confidence reaches {cfg.target_precision:.0%} out-of-fold"
+    i = int(good[-1])  # the longest qualifying prefix = the lowest qualifying t
+    t = float(c_sorted[i])
+    clamped = min(max(t, cfg.threshold_min), cfg.threshold_max)
+    why = f"oof: {i + 1}/{n} kept at ≥{t:.4f} with accuracy {cum_acc[i]:.4f}"
+    if clamped != t:
+        why += f"; clamped to {clamped:.2f}"
+    return float(clamped), why
+
+
+def _calibration(conf: np.ndarray, correct: np.ndarray, bins: int = 10) -> dict:
+    """Expected calibration error and mean confidence vs accuracy of out-of-fold predictions."""
+    if len(conf) == 0:
+        return {"ece": None, "mean_confidence": None, "accuracy": None}
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    idx = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        m = idx == b
+        if m.any():
+            ece += m.mean() * abs(conf[m].mean() - correct[m].mean())
+    return {"ece": round(float(ece), 4), "mean_confidence": round(float(conf.mean()), 4),
+            "accuracy": round(float(correct.mean()), 4)}
+
+
+def classification_metrics(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]) -> dict:
+    """Accuracy, macro-F1 (over calendars present in ``y_true``) and per-calendar precision,
+    recall and support. Pure numpy: also used by the evaluation CLI on ONNX predictions."""
+    yt = np.asarray(y_true, dtype=object)
+    yp = np.asarray(y_pred, dtype=object)
+    per: dict[str, dict] = {}
+    f1s = []
+    for lab in labels:
+        tp = int(np.sum((yt == lab) & (yp == lab)))
+        support = int(np.sum(yt == lab))
+        predicted = int(np.sum(yp == lab))
+        prec = tp / predicted if predicted else 0.0
+        rec = tp / support if support else 0.0
+        per[lab] = {"precision": round(prec, 4), "recall": round(rec, 4), "support": support}
+        if support:
+            f1s.append(2 * prec * rec / (prec + rec) if prec + rec else 0.0)
+    return {
+        "accuracy": float(np.mean(yt == yp)) if len(yt) else None,
+        "macro_f1": float(np.mean(f1s)) if f1s else None,
+        "per_calendar": per,
+    }
+
+
+# ----------------------------------------------------------------------------- the use case
+
+
+def _parity_rows(n: int, k: int = PARITY_FIXTURE_ROWS) -> np.ndarray:
+    return np.unique(np.linspace(0, n - 1, num=min(n, k)).round().astype(np.int64)) if n else np.zeros(0, np.int64)
+
+
+def _round(v: Optional[float]) -> Optional[float]:
+    return None if v is None else round(float(v), 4)
+
+
+def train_user_model(events: list[Event], cfg: TrainConfig, *, user_id: str, version: str,
+                     now: Optional[datetime] = None, clock: Callable[[], float] = time.perf_counter,
+                     raise_on_parity_failure: bool = True) -> TrainedModel:
+    """Train, threshold, export and parity-check one user's model.
+
+    Raises :class:`GateFailed` (reason in the message) when the gates fail, and
+    :class:`ParityFailed` when the ONNX export does not reproduce sklearn on every training row
+    (unless ``raise_on_parity_failure`` is false; then ``parity["passed"]`` is false and the caller
+    must reject the model).
+    """
+    ids.user_id(user_id)
+    ids.model_version(version)
+    t0 = clock()
+    labelled = sort_by_start([e for e in events if e.calendar_id is not None])
+    ok, reason = check_gates(labelled, cfg)
+    if not ok:
+        raise GateFailed(reason)
+    if len(labelled) > cfg.max_train_events:
+        labelled = labelled[-cfg.max_train_events:]  # the most recent ones
+    y = np.asarray([e.calendar_id for e in labelled])
+    labels = sorted(set(y.tolist()))
+    X = featurize(labelled)
+
+    def make_model() -> CalendarClassifier:
+        return CalendarClassifier(family=cfg.family, C=cfg.C, class_weight=cfg.class_weight,
+                                  dense_scale=cfg.dense_scale, random_state=cfg.random_state)
+
+    # time-ordered out-of-fold predictions -> threshold, calibration, cv metrics, holdout
+    blocks = time_blocks(y.tolist(), cfg.n_blocks)
+    oof, mask = out_of_fold(X, y, blocks, labels, make_model)
+    lab_arr = np.asarray(labels)
+    oof_pred = lab_arr[np.argmax(oof[mask], axis=1)] if mask.any() else np.asarray([], dtype=str)
+    oof_conf = oof[mask].max(axis=1) if mask.any() else np.zeros(0)
+    oof_ok = oof_pred == y[mask]
+    threshold, why = choose_threshold(oof_conf, oof_ok, cfg)
+    cls = classification_metrics(y[mask], oof_pred, labels)
+    kept = oof_conf >= threshold
+    hold = blocks == cfg.n_blocks - 1
+    hold_ok = oof_ok[hold[mask]] if mask.any() else np.zeros(0, dtype=bool)
+
+    # the model itself, on every event
+    model = make_model().fit(X, y)
+    sk_proba = model.predict_proba(X)
+    train_acc = float(np.mean(lab_arr[np.argmax(sk_proba, axis=1)] == y))
+    train_seconds = clock() - t0
+
+    metrics = {
+        "family": cfg.family,
+        "n_events": int(len(y)),
+        "n_calendars": len(labels),
+        "train_accuracy": _round(train_acc),
+        "cv_accuracy": _round(cls["accuracy"]),
+        "macro_f1": _round(cls["macro_f1"]),
+        "per_calendar": cls["per_calendar"],
+        "oof_rows": int(mask.sum()),
+        "coverage_at_threshold": _round(kept.mean()) if kept.size else None,
+        "accuracy_at_threshold": _round(oof_ok[kept].mean()) if kept.any() else None,
+        "threshold": round(threshold, 4),
+        "threshold_rule": why,
+        "calibration": _calibration(oof_conf, oof_ok.astype(np.float64)),
+        "holdout_accuracy": _round(hold_ok.mean()) if hold_ok.size else None,
+        "holdout_rows": int(hold_ok.size),
+        "train_seconds": round(train_seconds, 3),
+        "gate": reason,
+    }
+    trained_at = (now or datetime.now(timezone.utc)).isoformat()
+    onnx_bytes = to_onnx(model.estimator_, N_FEATURES, labels, {
+        "threshold": round(threshold, 6), "version": version, "user": user_id, "family": cfg.family,
+        "trained_at": trained_at, "metrics": {k: v for k, v in metrics.items() if k != "per_calendar"},
+    })
+    parity = check_parity(onnx_bytes, X, sk_proba)
+    rows = _parity_rows(len(y))
+    trained = TrainedModel(
+        onnx_bytes=onnx_bytes,
+        sha256=hashlib.sha256(onnx_bytes).hexdigest(),
+        labels=labels,
+        threshold=float(threshold),
+        metrics=metrics,
+        profiles=build_profiles(labelled),
+        holdout_event_ids=[e.event_id for e, h in zip(labelled, hold) if h and e.event_id],
+        parity=parity,
+        parity_X=X[rows],
+        parity_proba=sk_proba[rows].astype(np.float32),
+        family=cfg.family,
+        version=version,
+        user_id=user_id,
+        trained_at=trained_at,
+    )
+    if not parity["passed"] and raise_on_parity_failure:
+        raise ParityFailed(
+            f"ONNX parity failed: max |Δp| {parity['max_abs_diff']:.3g}, {parity['argmax_flips']} argmax flips "
+            f"over {parity['rows']} rows", trained)
+    return trained
+
+
+def summary(trained: TrainedModel) -> dict:
+    """A JSON-friendly summary (no bytes, no arrays) for logs and registry items."""
+    d = asdict(trained)
+    for k in ("onnx_bytes", "parity_X", "parity_proba"):
+        d.pop(k)
+    d["size_bytes"] = len(trained.onnx_bytes)
+    return d
+

@@ -1,0 +1,201 @@
+"""End to end through the local stack: moto (tables, bucket, functions and the training state
+machine from template.yaml; real ASL execution; Lambda invokes run the real handlers) + the local
+API Gateway, driven by real HTTP requests to 127.0.0.1 — the same code path as ``make local``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO = ROOT / "data" / "users" / "d1_student"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """The local stack on free ports, dev auth, no LLM; the environment is restored afterwards."""
+    from calroute.adapters import aws as aws_adapters
+    from calroute.config import settings
+    from calroute.local.moto_server import free_port
+    from calroute.local.stack import Console, LocalStack
+
+    saved_env = dict(os.environ)
+    for k in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "AWS_ENDPOINT_URL"):
+        os.environ.pop(k, None)
+    saved_tables = aws_adapters._shared
+    st = LocalStack(data_dir=tmp_path_factory.mktemp("calroute-local"), port=0, aws_port=free_port(),
+                    auth="dev", persist_interval=0, console=Console(quiet=True))
+    st.start()
+    try:
+        yield st
+    finally:
+        st.stop()
+        os.environ.clear()
+        os.environ.update(saved_env)
+        aws_adapters._shared = saved_tables
+        settings.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def demo(stack):
+    """d1_student seeded through the API: of each calendar, the most recent 30% held back, and of the
+    rest only the 60 most recent events uploaded (so training takes seconds, not half a minute)."""
+    from calroute.local import demo as demo_mod
+
+    data = demo_mod.load_demo(DEMO, max_seen_per_calendar=60)
+    n = demo_mod.seed(stack.client(data.user), data, progress=lambda line: None)
+    assert n == data.n_seen
+    return data
+
+
+@pytest.fixture(scope="module")
+def trained(stack, demo):
+    """POST /train → 202; the state machine runs (moto's ASL interpreter) until the model is active."""
+    client = stack.client(demo.user)
+    started = client.train(demo.user)
+    arn = started["execution_arn"]
+    deadline = time.monotonic() + 300
+    while True:
+        info = client.local_run(arn)
+        if info["status"] != "RUNNING" or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)  # polling a real state machine execution; not timing anything
+    assert info["status"] == "SUCCEEDED", info
+    return info
+
+
+def test_unknown_route_is_a_404_json(stack):
+    r = stack.client("someone").request("GET", "/v1/definitely/not/a/route")
+    assert r.status == 404
+    assert r.headers["content-type"].startswith("application/json")
+    assert r.json()["error"] == "not_found"
+
+
+def test_dev_auth_header_must_match_the_path_user(stack):
+    c = stack.client("alice")
+    wrong = c.request("GET", c.user_path("alice", "model"), user="mallory")
+    assert wrong.status == 403 and wrong.json()["error"] == "forbidden"
+    right = c.request("GET", c.user_path("alice", "model"))  # the client sends x-calroute-user: alice
+    assert right.status == 200, right.text
+    from calroute.local.client import Client
+
+    anonymous = Client(stack.url, auth="none").request("GET", c.user_path("alice", "model"))
+    assert anonymous.status == 403
+
+
+def test_openapi_document_is_served(stack):
+    doc = stack.client().call("GET", "/v1/openapi.json")
+    assert doc["openapi"].startswith("3.")
+    assert any("classify" in p for p in doc["paths"])
+
+
+def test_import_ics_over_the_api_is_idempotent(stack):
+    c = stack.client("e2e_importer")
+    data = (DEMO / "swiss_hockey_men_2025_26.ics").read_bytes()
+    first = c.import_ics("e2e_importer", "hockey", data)
+    again = c.import_ics("e2e_importer", "hockey", data)
+    assert first == again
+    from calroute.adapters.aws import EventRepo
+    from calroute.config import settings
+
+    assert EventRepo(settings().events_table).count_events("e2e_importer") == 32
+    bad = c.request("POST", c.user_path("e2e_importer", "calendars", "hockey", "import"), body=b"not a calendar",
+                    content_type="text/calendar")
+    assert 400 <= bad.status < 500 and {"error", "message"} <= set(bad.json())
+
+
+def test_train_then_classify_unseen_events(stack, demo, trained):
+    from calroute.local.demo import classify_unseen, summarize
+
+    c = stack.client(demo.user)
+    model = c.model(demo.user)
+    assert model  # GET /model answers with the active model
+    assert stack.active_model(demo.user) is not None
+    rows = classify_unseen(c, demo)
+    assert len(rows) == demo.n_unseen
+    s = summarize(rows)
+    assert s["methods"].get("ml", 0) >= 0.5 * len(rows), s
+    assert s["accuracy_ml"] >= 0.9, s
+    # no LLM is configured: the unsure ones come back ml_low_confidence, never llm
+    assert set(s["methods"]) <= {"ml", "ml_low_confidence"}, s
+    one = c.classify(demo.user, {"summary": rows[0]["summary"], "start": "2025-11-10T09:00:00"})
+    assert one["method"] in ("ml", "ml_low_confidence") and one["calendar_id"]
+
+
+def test_correction_and_stats(stack, demo, trained):
+    c = stack.client(demo.user)
+    cal = next(iter(demo.seen))
+    ev = demo.seen[cal][0]
+    other = next(k for k in demo.seen if k != cal)
+    res = c.classify(demo.user, {k: v for k, v in ev.to_flat().items() if k != "calendar_id"})
+    assert res["calendar_id"]
+    corr = c.correct(demo.user, ev.event_id, other)
+    assert corr
+    from calroute.adapters.aws import EventRepo
+    from calroute.config import settings
+
+    assert EventRepo(settings().events_table).get_event(demo.user, ev.event_id).calendar_id == other
+    missing = c.request("POST", c.user_path(demo.user, "events", "no-such-event", "correction"),
+                        json_body={"calendar_id": other})
+    assert missing.status == 404 and missing.json()["error"]
+    stats = c.stats(demo.user)
+    assert isinstance(stats, dict) and stats
+
+
+def test_fire_schedule_runs_the_state_machine(stack, demo, trained):
+    c = stack.client()
+    started = c.fire_schedule()
+    assert started["input"]["trigger"] == "schedule"
+    deadline = time.monotonic() + 300
+    while (info := c.local_run(started["execution_arn"]))["status"] == "RUNNING" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert info["status"] == "SUCCEEDED", info
+
+
+@pytest.mark.slow
+def test_cli_smoke_exits_0(tmp_path):
+    """`calroute local --smoke` (what CI runs) in a separate process on free ports."""
+    from calroute.local.moto_server import free_port
+
+    env = {k: v for k, v in os.environ.items() if k not in ("AWS_ENDPOINT_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL")}
+    exe = Path(sys.executable).with_name("calroute")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "calroute.cli"]
+    proc = subprocess.run(cmd + ["local", "--smoke", "--port", str(free_port()), "--aws-port", str(free_port()),
+                                 "--data-dir", str(tmp_path / "data")],
+                          capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "smoke: OK" in proc.stdout
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert (tmp_path / "data" / "snapshot" / "manifest.json").is_file()  # data saved on the way out
+
+
+def _readme_curls() -> list[str]:
+    text = (ROOT / "README.md").read_text(encoding="utf-8").split("## Try the API", 1)[1].split("\n## ", 1)[0]
+    cmds = []
+    for block in text.split("```bash")[1:]:
+        body = block.split("```", 1)[0].replace("\\\n", " ")
+        cmds.extend(line.strip() for line in body.splitlines() if line.strip().startswith("curl "))
+    return cmds
+
+
+def test_readme_curl_examples_work(stack, demo, trained):
+    cmds = _readme_curls()
+    assert len(cmds) >= 6
+    for cmd in cmds:
+        cmd = cmd.replace("http://127.0.0.1:3000", stack.url).replace("curl ", "curl --fail-with-body ", 1)
+        proc = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], cwd=ROOT, capture_output=True, text=True,
+                              timeout=60)
+        assert proc.returncode == 0, f"{cmd}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+    # the README's POST /train started a run: let it finish before the stack stops
+    sfn = stack.emulator.client("stepfunctions")
+    deadline = time.monotonic() + 300
+    while sfn.list_executions(stateMachineArn=stack.emulator.state_machine_arn,
+                              statusFilter="RUNNING")["executions"] and time.monotonic() < deadline:
+        time.sleep(0.2)

@@ -1,0 +1,226 @@
+"""Fast tests of the local stack's parts: the API Gateway v2 event builder and router, the gateway
+server around a tiny handler, snapshot persistence, the HTTP client's auth, the CLI."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import textwrap
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from calroute.local import gateway as gw
+from calroute.local.client import Client, default_auth, region_from_url
+from calroute.local.template import Resolver
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+# ----------------------------------------------------------------------------- routes & events
+
+
+def _template(code_dir: str) -> dict:
+    return {"Resources": {"EchoFunction": {"Type": "AWS::Serverless::Function", "Properties": {
+        "CodeUri": code_dir, "Handler": "app.lambda_handler", "Events": {
+            "A": {"Type": "HttpApi", "Properties": {"Path": "/v1/users/{userId}/echo", "Method": "POST"}},
+            "B": {"Type": "HttpApi", "Properties": {"Path": "/v1/users/{userId}/events/{eventId}/x", "Method": "GET"}},
+            "C": {"Type": "HttpApi", "Properties": {"Path": "/v1/users/special/echo", "Method": "POST"}},
+            "D": {"Type": "HttpApi", "Properties": {"Path": "/v1/crash", "Method": "GET"}},
+            "S": {"Type": "Schedule", "Properties": {"Schedule": "rate(1 day)"}},
+        }}}}}
+
+
+def test_routes_come_from_template_http_events_most_specific_first():
+    routes = gw.discover_routes(Resolver(_template("/nonexistent")))
+    # literal routes are tried before parameterised ones
+    assert {r.route_key for r in routes[:2]} == {"GET /v1/crash", "POST /v1/users/special/echo"}
+    assert len(routes) == 4  # the Schedule event is not a route
+    r, params = next((r, r.match("GET", "/v1/users/al%20ice/events/e-1/x")) for r in routes
+                     if r.path.endswith("/x"))
+    assert params == {"userId": "al ice", "eventId": "e-1"}
+    assert r.match("POST", "/v1/users/a/events/e/x") is None
+    assert r.match("GET", "/v1/users/a/b/events/e/x") is None  # a parameter never spans a slash
+
+
+def test_build_event_is_an_http_api_v2_event():
+    route = gw.compile_route("POST", "/v1/users/{userId}/calendars/{calendarId}/import", "IngestFunction")
+    params = route.match("POST", "/v1/users/u1/calendars/work/import")
+    now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    ev = gw.build_event("POST", "/v1/users/u1/calendars/work/import?a=1&a=2&b=",
+                        [("Content-Type", "text/calendar"), ("X-Calroute-User", "u1"), ("Cookie", "s=1; t=2")],
+                        b"BEGIN:VCALENDAR\r\n", route=route, path_params=params, now=now)
+    assert ev["version"] == "2.0"
+    assert ev["routeKey"] == ev["requestContext"]["routeKey"] == "POST /v1/users/{userId}/calendars/{calendarId}/import"
+    assert ev["rawPath"] == "/v1/users/u1/calendars/work/import"
+    assert ev["rawQueryString"] == "a=1&a=2&b="
+    assert ev["queryStringParameters"] == {"a": "1,2", "b": ""}
+    assert ev["pathParameters"] == {"userId": "u1", "calendarId": "work"}
+    assert ev["headers"]["x-calroute-user"] == "u1" and "cookie" not in ev["headers"]
+    assert ev["cookies"] == ["s=1", "t=2"]
+    assert ev["isBase64Encoded"] is True
+    assert base64.b64decode(ev["body"]) == b"BEGIN:VCALENDAR\r\n"
+    rc = ev["requestContext"]
+    assert rc["http"]["method"] == "POST" and rc["http"]["sourceIp"] == "127.0.0.1"
+    assert rc["stage"] == "$default" and rc["timeEpoch"] == int(now.timestamp() * 1000)
+    assert rc["time"] == "02/Jan/2026:03:04:05 +0000"
+    assert "authorizer" not in rc  # dev auth: the handler checks the x-calroute-user header
+
+    js = gw.build_event("POST", "/x", [("content-type", "application/json")], b'{"a": 1}', route=None,
+                        path_params=None)
+    assert js["body"] == '{"a": 1}' and js["isBase64Encoded"] is False
+    assert "queryStringParameters" not in js and "pathParameters" not in js
+
+
+# ----------------------------------------------------------------------------- the server
+
+
+@pytest.fixture
+def echo_gateway(tmp_path, monkeypatch, fresh_settings):
+    fn = tmp_path / "gw_echo_fn"
+    fn.mkdir()
+    (fn / "app.py").write_text(textwrap.dedent("""
+        from calroute.api import make_resolver, make_handler, UserIdPath, authorize_user
+        app = make_resolver()
+
+        @app.post("/v1/users/<userId>/echo")
+        def echo(userId: UserIdPath) -> dict:
+            authorize_user(app, userId)
+            ev = app.current_event
+            return {"user": userId, "body": ev.decoded_body, "b64": ev.is_base64_encoded,
+                    "query": ev.query_string_parameters, "route": ev.raw_event["routeKey"]}
+
+        @app.get("/v1/crash")
+        def crash() -> dict:
+            raise RuntimeError("boom")
+
+        lambda_handler = make_handler(app)
+    """))
+    monkeypatch.setenv("AUTH_MODE", "dev")
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
+    fresh_settings.cache_clear()
+    lines: list[str] = []
+    g = gw.Gateway(Resolver(_template(str(fn))), port=0, access_log=lines.append,
+                   admin={("POST", "/local/ping"): lambda body: (202, {"got": body})}).start()
+    yield g, lines
+    g.stop()
+    sys.modules.pop("calroute_fn_gw_echo_fn", None)
+
+
+def test_gateway_dispatches_to_the_handler_and_back(echo_gateway):
+    g, lines = echo_gateway
+    c = Client(g.url, auth="dev", user="alice")
+    r = c.request("POST", "/v1/users/alice/echo?x=1", json_body={"a": 1})
+    assert r.status == 200, r.text
+    assert r.json() == {"user": "alice", "body": '{"a": 1}', "b64": False, "query": {"x": "1"},
+                        "route": "POST /v1/users/{userId}/echo"}
+    r = c.request("POST", "/v1/users/alice/echo", body=b"BEGIN:VCALENDAR", content_type="text/calendar")
+    assert r.json()["body"] == "BEGIN:VCALENDAR" and r.json()["b64"] is True
+    assert lines and lines[0].startswith("POST /v1/users/alice/echo 200 ") and lines[0].endswith("ms")
+
+
+def test_gateway_dev_auth_404_500_413_and_admin(echo_gateway, monkeypatch):
+    g, _ = echo_gateway
+    c = Client(g.url, auth="dev", user="alice")
+    r = c.request("POST", "/v1/users/bob/echo", json_body={})
+    assert r.status == 403 and r.json()["error"] == "forbidden"
+    r = c.request("GET", "/v1/users/alice/nothing")
+    assert r.status == 404 and r.json() == {"error": "not_found", "message": "no route for GET /v1/users/alice/nothing"}
+    r = c.request("GET", "/v1/crash")
+    assert r.status == 500 and r.json()["error"] == "internal_error"
+    monkeypatch.setattr(gw, "MAX_BODY_BYTES", 10)
+    r = c.request("POST", "/v1/users/alice/echo", body=b"x" * 11, content_type="text/plain")
+    assert r.status == 413 and r.json()["error"] == "payload_too_large"
+    assert c.call("POST", "/local/ping", json_body={"k": 1}) == {"got": {"k": 1}}
+
+
+# ----------------------------------------------------------------------------- persistence
+
+
+def test_snapshot_round_trip_and_replace(aws, tmp_path):
+    import boto3
+
+    from calroute.local import persist
+
+    tables = [aws.physical_name("EventsTable"), aws.physical_name("UsersTable")]
+    bucket = aws.physical_name("ModelBucket")
+    ddb, s3 = boto3.client("dynamodb"), boto3.client("s3")
+    item = {"user_id": {"S": "u"}, "event_id": {"S": "e1"}, "blob": {"B": b"\x00\xff"}, "n": {"N": "1.5"}}
+    ddb.put_item(TableName=tables[0], Item=item)
+    s3.put_object(Bucket=bucket, Key="models/u/v1.onnx", Body=b"onnx", Metadata={"sha256": "abc"})
+    m = persist.dump(tmp_path, tables, [bucket])
+    assert m["tables"] == {tables[0]: 1, tables[1]: 0} and m["buckets"] == {bucket: 1}
+
+    ddb.delete_item(TableName=tables[0], Key={"user_id": {"S": "u"}, "event_id": {"S": "e1"}})
+    s3.delete_object(Bucket=bucket, Key="models/u/v1.onnx")
+    out = persist.restore(tmp_path, tables=tables, buckets=[bucket])
+    assert out["tables"][tables[0]] == 1
+    assert ddb.get_item(TableName=tables[0], Key={"user_id": {"S": "u"}, "event_id": {"S": "e1"}})["Item"] == item
+    got = s3.get_object(Bucket=bucket, Key="models/u/v1.onnx")
+    assert got["Body"].read() == b"onnx" and got["Metadata"] == {"sha256": "abc"}
+
+    # a later snapshot replaces the earlier one (a deleted object does not come back)
+    s3.delete_object(Bucket=bucket, Key="models/u/v1.onnx")
+    persist.dump(tmp_path, tables, [bucket])
+    assert persist.restore(tmp_path, buckets=[bucket], tables=[])["buckets"] == {bucket: 0}
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".snapshot")]  # no temp folders left
+
+
+# ----------------------------------------------------------------------------- client
+
+
+def test_client_signs_sigv4_for_deployed_apis_and_sends_bearer_for_jwt():
+    from botocore.credentials import Credentials
+
+    url = "https://abc123.execute-api.eu-west-1.amazonaws.com"
+    assert region_from_url(url) == "eu-west-1" and default_auth(url) == "iam"
+    assert default_auth("http://127.0.0.1:3000") == "dev"
+    c = Client(url, credentials=Credentials("AKIDEXAMPLE", "secret"))
+    h = c.headers_for("POST", url + "/v1/users/u/classify", {"content-type": "application/json"}, b"{}")
+    assert h["Authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")
+    assert "/eu-west-1/execute-api/aws4_request" in h["Authorization"]
+    assert "X-Amz-Date" in h
+    j = Client(url, auth="jwt", token="tok")
+    assert j.headers_for("GET", url, {}, b"")["Authorization"] == "Bearer tok"
+    d = Client("http://127.0.0.1:3000", user="u1")
+    assert d.headers_for("GET", "http://127.0.0.1:3000/x", {}, b"") == {"x-calroute-user": "u1"}
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def test_cli_starts_fast_without_heavy_imports():
+    code = ("import sys, time; t = time.perf_counter(); from calroute import cli; "
+            "p = cli._parser_without_evaluate(); p.parse_args(['status', '--user', 'u']); "
+            "print(time.perf_counter() - t); "
+            "print(','.join(m for m in ('boto3', 'sklearn', 'onnxruntime', 'numpy', 'aws_lambda_powertools') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert float(out[0]) < 0.5
+    assert out[1] == ""
+
+
+def test_cli_table_and_usage_errors(capsys):
+    from calroute import cli
+
+    text = cli.table([["a", 1, "50%"], ["bbb", 22, "7%"]], ["name", "n", "share"])
+    assert text.splitlines() == ["name   n  share", "----  --  -----", "a      1    50%", "bbb   22     7%"]
+    assert cli.main(["classify", "--user", "u", "--summary", "x"]) == 2  # --start missing
+    assert "give --event JSON, or --summary and --start" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["train"])  # --user or --all is required
+
+
+def test_holdout_split_keeps_the_most_recent_30_percent():
+    from calroute.local.demo import split_holdout
+    from calroute.schema import parse_event
+
+    base = datetime(2026, 1, 1, 9, tzinfo=timezone.utc)
+    events = [parse_event({"event_id": f"e{i}", "summary": "s", "start": (base + timedelta(days=i)).isoformat(),
+                           "calendar_id": "c"}) for i in (5, 1, 9, 3, 7, 0, 2, 4, 6, 8)]
+    seen, unseen = split_holdout(events)
+    assert [e.event_id for e in unseen] == ["e7", "e8", "e9"]
+    assert len(seen) == 7 and max(e.start for e in seen) < min(e.start for e in unseen)

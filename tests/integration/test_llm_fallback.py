@@ -1,0 +1,154 @@
+"""The LLM fallback function through its real handler (moto + the fake OpenAI-compatible server),
+and the invoke adapters."""
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from calroute.adapters.aws import EventRepo, UsageLedger, UserRepo
+from calroute.adapters.invoke import CallableInvoker, LambdaInvoker
+from calroute.config import settings
+from calroute.schema import CalendarInfo, parse_event
+from conftest import load_handler
+from support.fake_llm import answer, enum_of, fake_llm, garbage, prompt_of, slow, status  # noqa: F401
+from support.models import install_model
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Ctx:
+    function_name = "llm_fallback"
+    memory_limit_in_mb = 256
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:llm"
+    aws_request_id = "req-2"
+
+
+@pytest.fixture
+def fallback(aws, fake_llm):
+    cfg = settings()
+    users, events = UserRepo(cfg.users_table), EventRepo(cfg.events_table)
+    users.put_calendar("demo", CalendarInfo(calendar_id="work", name="Work", description="Acme Corp job"))
+    users.put_calendar("demo", CalendarInfo(calendar_id="home", name="Home"))
+    users.put_calendar("mallory", CalendarInfo(calendar_id="mallory-cal", name="Mallory's"))
+    events.put_events("demo", [parse_event({"event_id": f"d{i}", "summary": s, "start": "2026-02-02T10:00:00Z",
+                                            "calendar_id": c})
+                               for i, (s, c) in enumerate([("Quarterly sync Acme", "work"), ("Dentist", "home"),
+                                                           ("Acme quarterly planning", "work")])])
+    events.put_events("mallory", [parse_event({"event_id": "m1", "summary": "Quarterly sync Acme secret",
+                                               "start": "2026-02-02T10:00:00Z", "calendar_id": "mallory-cal"})])
+    mod = load_handler("llm_fallback")
+    mod._service = None
+    yield mod
+    mod._service = None
+
+
+def sample():
+    return json.loads((ROOT / "infra/events/llm_fallback.json").read_text())
+
+
+def test_answers_with_similar_events_of_the_caller_only(fallback, fake_llm):
+    fake_llm.behave(answer("work", reason="Acme is a client", usage=(800, 15)))
+    out = fallback.lambda_handler(sample(), Ctx())
+    assert out["calendar_id"] == "work" and out["reason"] == "Acme is a client"
+    assert out["input_tokens"] == 800 and out["output_tokens"] == 15 and out["usd"] > 0 and out["latency_ms"] > 0
+    assert len(fake_llm.requests) == 1
+    req = fake_llm.requests[0]
+    prompt = prompt_of(req)
+    assert enum_of(req) == ["home", "work"]
+    assert "Quarterly sync Acme" in prompt and "Acme quarterly planning" in prompt  # similar labelled events
+    assert "mallory" not in prompt.lower() and "secret" not in prompt
+    assert "Acme Corp job" in prompt  # calendar description
+    ledger = UsageLedger(settings().usage_table)
+    assert ledger.spent("demo") == pytest.approx(out["usd"]) and ledger.spent("_global") == pytest.approx(out["usd"])
+
+
+@pytest.mark.parametrize("behaviour,code", [(garbage(), "invalid_answer"), (status(500), "upstream_error"),
+                                            (status(429), "rate_limited"), (slow(3.0), "timeout")])
+def test_faults_are_error_answers_not_exceptions(fallback, fake_llm, monkeypatch, behaviour, code):
+    monkeypatch.setenv("LLM_TIMEOUT_SECONDS", "0.2")
+    settings.cache_clear()
+    fake_llm.behave(behaviour)
+    out = fallback.lambda_handler(sample(), Ctx())
+    assert out["error"] == code and "calendar_id" not in out
+
+
+def test_user_budget_skips_the_call(fallback, fake_llm, monkeypatch):
+    monkeypatch.setenv("LLM_USER_DAILY_BUDGET_USD", "0.001")
+    settings.cache_clear()
+    UsageLedger(settings().usage_table).add("demo", usd=0.002, input_tokens=10, output_tokens=1)
+    out = fallback.lambda_handler(sample(), Ctx())
+    assert out["error"] == "budget" and fake_llm.requests == []
+
+
+def test_profiles_of_the_active_model_describe_calendars(fallback, fake_llm):
+    install_model("demo", profiles={"home": {"count": 9, "top_terms": ["dentist", "groceries"]}})
+    fallback.lambda_handler(sample(), Ctx())
+    assert "dentist, groceries" in prompt_of(fake_llm.requests[0])
+
+
+def test_bad_payload_is_an_error_answer(fallback, fake_llm):
+    assert fallback.lambda_handler({"user_id": "../x", "event": {}}, Ctx())["error"] == "invalid_input"
+    assert fallback.lambda_handler("nope", Ctx())["error"] == "invalid_input"
+    assert fake_llm.requests == []
+
+
+def test_api_key_from_ssm_parameter(fallback, fake_llm, monkeypatch):
+    import boto3
+
+    from calroute.adapters.llm_openai import resolve_api_key
+
+    boto3.client("ssm").put_parameter(Name="/calroute/openai-api-key", Value="sk-from-ssm", Type="SecureString")
+    monkeypatch.setenv("LLM_API_KEY_PARAM", "/calroute/openai-api-key")
+    settings.cache_clear()
+    assert resolve_api_key(settings()) == "sk-from-ssm"
+    boto3.client("secretsmanager").create_secret(Name="calroute/openai", SecretString="sk-from-sm")
+    monkeypatch.setenv("LLM_API_KEY_PARAM", "secretsmanager:calroute/openai")
+    settings.cache_clear()
+    assert resolve_api_key(settings()) == "sk-from-sm"
+
+
+# ----------------------------------------------------------------------------- invoke adapters
+
+
+class StubLambda:
+    def __init__(self, payload: bytes, function_error=None, exc=None):
+        self.payload, self.function_error, self.exc, self.calls = payload, function_error, exc, []
+
+    def invoke(self, **kw):
+        self.calls.append(kw)
+        if self.exc:
+            raise self.exc
+        resp = {"StatusCode": 200, "Payload": io.BytesIO(self.payload)}
+        if self.function_error:
+            resp["FunctionError"] = self.function_error
+        return resp
+
+
+def test_lambda_invoker_request_response():
+    stub = StubLambda(b'{"calendar_id": "work", "reason": "r"}')
+    inv = LambdaInvoker("calroute-llm", client=stub)
+    assert inv.invoke({"user_id": "demo"})["calendar_id"] == "work"
+    call = stub.calls[0]
+    assert call["FunctionName"] == "calroute-llm" and call["InvocationType"] == "RequestResponse"
+    assert json.loads(call["Payload"]) == {"user_id": "demo"}
+
+
+@pytest.mark.parametrize("stub", [StubLambda(b'{"errorMessage": "boom"}', function_error="Unhandled"),
+                                  StubLambda(b"not json"), StubLambda(b"[1]"),
+                                  StubLambda(b"", exc=TimeoutError("read timeout"))])
+def test_lambda_invoker_faults_become_error_answers(stub):
+    assert LambdaInvoker("f", client=stub).invoke({})["error"] == "invoke_failed"
+
+
+def test_lambda_invoker_through_moto_reaches_a_clean_error(aws):
+    # no such function in moto: a ClientError, mapped to an error answer (never raised)
+    assert LambdaInvoker("calroute-missing").invoke({"x": 1})["error"] == "invoke_failed"
+
+
+def test_callable_invoker_round_trips_json_and_contains_faults():
+    seen = []
+    inv = CallableInvoker(lambda p: seen.append(p) or {"calendar_id": "home"})
+    assert inv.invoke({"a": (1, 2)}) == {"calendar_id": "home"} and seen == [{"a": [1, 2]}]
+    assert CallableInvoker(lambda p: 1 / 0).invoke({})["error"] == "invoke_failed"
