@@ -53,7 +53,7 @@ LAYER_SMOKE = {
         "b = to_onnx(m, 6, ['a', 'b'], {'threshold': 0.5, 'version': 'v1', 'user': 'u'})\n"
         "assert check_parity(b, X, m.predict_proba(X))['passed']"
     ),
-    "LlmLayer": "import openai, httpx; openai.OpenAI(api_key='x', base_url='http://127.0.0.1:9')",
+    "LlmLayer": "import numpy, openai, calroute.llm; openai.OpenAI(api_key='x', base_url='http://127.0.0.1:9')",
     "IcalLayer": "import icalendar, recurring_ical_events, zoneinfo; zoneinfo.ZoneInfo('Europe/Paris')",
 }
 
@@ -114,6 +114,7 @@ def function_layers(template: dict, logical: str) -> list[str]:
 
 def measure(build_dir: Path) -> list[dict]:
     """One row per function: code/layer sizes (bytes), total, limit (MiB), ok."""
+    build_dir = build_dir.resolve()
     template = load_template(build_dir / "template.yaml")
     resources = template.get("Resources") or {}
     rows = []

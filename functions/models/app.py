@@ -129,7 +129,7 @@ def post_train(userId: UserIdPath) -> Response[TrainStarted]:
     authorize_user(app, user)
     out = service().start_training(user, actor=caller_identity(app))
     metrics.add_metric(name="TrainingRequested", unit="Count", value=1)
-    return Response(status_code=202, content_type="application/json", body=json.dumps(out))
+    return Response(status_code=202, content_type="application/json", body=out)
 
 
 @app.get("/v1/users/<userId>/models", summary="The user's model versions and audit trail", tags=["models"],
@@ -213,8 +213,8 @@ def openapi_document() -> dict:
 
 @app.get("/v1/openapi.json", summary="The OpenAPI document of the calroute API", tags=["meta"],
          include_in_schema=False)
-def get_openapi() -> Response:
-    return Response(status_code=200, content_type="application/json", body=json.dumps(openapi_document()))
+def get_openapi() -> Response[dict]:
+    return Response(status_code=200, content_type="application/json", body=openapi_document())
 
 
 lambda_handler = make_handler(app)

@@ -98,3 +98,26 @@ def test_one_user_api_run_and_a_failing_summarize_fails_the_run(emulator, monkey
     monkeypatch.setattr(training_run, "summarize", boom)
     res = run_training(emulator, {"trigger": "api", "user_ids": ["nobody"], "run_id": "r-api-2"}, timeout=60)
     assert res["status"] == "FAILED"
+
+
+def test_emulator_persists_tables_and_objects(tmp_path, monkeypatch):
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    em = start_emulator(free_port(), persist_dir=str(tmp_path), stack_name="calroute-persist-test")
+    try:
+        repos = resources_from(settings())
+        repos["users"].bump("ana", events=3)
+        repos["models"].put("ana", "v20260101000000-abcdef", b"bytes")
+    finally:
+        em.stop()
+    assert "AWS_ENDPOINT_URL" not in __import__("os").environ  # the environment is restored
+    from moto.moto_api._internal.models import moto_api_backend
+
+    moto_api_backend.reset()  # moto's state is process-global: forget everything, keep the snapshot
+    em = start_emulator(free_port(), persist_dir=str(tmp_path), stack_name="calroute-persist-test")
+    try:
+        repos = resources_from(settings())
+        assert repos["users"].profile("ana")["events_total"] == 3
+        key = repos["models"].key("ana", "v20260101000000-abcdef")
+        assert repos["models"].get(key) == b"bytes"
+    finally:
+        em.stop()

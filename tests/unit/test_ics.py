@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -386,3 +387,22 @@ def test_arbitrary_input_is_events_or_a_calroute_error(lines):
         return
     assert len(evs) <= 200
     assert all(e.calendar_id == "c" and ids.is_valid_event_id(e.event_id) for e in evs)
+
+
+def test_rule_that_never_matches_hits_the_cpu_deadline(monkeypatch):
+    """dateutil would walk day by day to the year 9999 (~20 s): the CPU deadline stops it."""
+    import calroute.ics as ics_mod
+
+    monkeypatch.setattr(ics_mod, "MAX_EXPANSION_CPU_SECONDS", 0.3)
+    text = cal("UID:n\nSUMMARY:n\nDTSTART:20250101T100000Z\nRRULE:FREQ=DAILY;BYMONTH=2;BYMONTHDAY=30")
+    t = time.process_time()
+    with pytest.raises(InvalidInput) as ei:
+        parse_ics(text, "c")
+    assert "MAX_EXPANSION_CPU_SECONDS" in ei.value.message and ei.value.field == "body"
+    assert time.process_time() - t < 3
+    # the handler and timer are given back: a later import works
+    assert len(parse_ics(cal("UID:d\nSUMMARY:d\nDTSTART:20250101T100000Z\nRRULE:FREQ=DAILY;COUNT=3"), "c")) == 3
+    import signal
+
+    assert signal.getsignal(signal.SIGVTALRM) in (signal.SIG_DFL, signal.SIG_IGN, None) or \
+        signal.getsignal(signal.SIGVTALRM).__name__ != "_on_deadline"

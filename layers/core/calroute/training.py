@@ -201,7 +201,7 @@ class CalendarClassifier:
 
         cw = self.class_weight
         if self.family == "logreg":
-            return LogisticRegression(C=self.C, class_weight=cw, max_iter=3000, tol=1e-6)
+            return LogisticRegression(C=self.C, class_weight=cw, max_iter=3000, tol=1e-4)
         if self.family == "sgd":
             return SGDClassifier(loss="log_loss", alpha=1.0 / (self.C * max(len(y), 1)), class_weight=cw,
                                  max_iter=200, tol=1e-5, random_state=self.random_state)

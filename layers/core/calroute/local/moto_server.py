@@ -73,6 +73,7 @@ class Emulator:
     persist_dir: Optional[str] = None
     server: Any = None
     _saved_env: dict = field(default_factory=dict)
+    _sfn_config: Optional[bool] = None
 
     def client(self, service: str):
         import boto3
@@ -98,6 +99,7 @@ class Emulator:
             if self.server is not None:
                 self.server.stop()
                 self.server = None
+            _restore_sfn_config(self._sfn_config)
             for k, v in self._saved_env.items():
                 if v is None:
                     os.environ.pop(k, None)
@@ -110,6 +112,19 @@ class Emulator:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+def _sfn_execute_flag() -> Optional[bool]:
+    from moto.core.config import default_user_config
+
+    return (default_user_config.get("stepfunctions") or {}).get("execute_state_machine")
+
+
+def _restore_sfn_config(value: Optional[bool]) -> None:
+    """moto's config is process-global: later in-process ``mock_aws`` users get the old behaviour back."""
+    from moto.core.config import default_user_config
+
+    default_user_config.setdefault("stepfunctions", {})["execute_state_machine"] = bool(value)
 
 
 def _reset_clients() -> None:
@@ -167,6 +182,7 @@ def start_emulator(port: int = 4566, *, persist_dir: Optional[str] = None, stack
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per request otherwise
     saved: dict = {}
+    sfn_flag = _sfn_execute_flag()
     endpoint = f"http://127.0.0.1:{port}"
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=verbose)
     server.start()
@@ -224,6 +240,7 @@ def start_emulator(port: int = 4566, *, persist_dir: Optional[str] = None, stack
         _reset_clients()
     except BaseException:
         server.stop()
+        _restore_sfn_config(sfn_flag)
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
@@ -232,7 +249,7 @@ def start_emulator(port: int = 4566, *, persist_dir: Optional[str] = None, stack
         raise
     return Emulator(endpoint=endpoint, port=port, resolver=resolver, state_machine_arn=sm_arn,
                     lambdas=lambdas, region=region, persist_dir=persist_dir, server=server,
-                    _saved_env=saved)
+                    _saved_env=saved, _sfn_config=sfn_flag)
 
 
 def run_training(emulator: Emulator, input: dict, *, name: Optional[str] = None, timeout: float = 300.0,

@@ -119,6 +119,8 @@ def describe_history_event(ev: dict) -> Optional[str]:
         except ValueError:
             out = {}
         name = d["name"]
+        if t.startswith("Map"):
+            return f"✓ {name}"
         if isinstance(out, dict) and "count" in out and "trained" not in out:
             skipped = out.get("skipped_total", len(out.get("skipped") or []))
             return f"✓ {name}: {out['count']} user(s) to train, {skipped} not needed"
@@ -278,16 +280,18 @@ class LocalStack:
         while True:
             desc = sfn.describe_execution(executionArn=arn)
             events = sfn.get_execution_history(executionArn=arn, maxResults=1000).get("events", [])
+            # tasks that finished by now happened before any state the history shows next: print them first
+            invs = list(lambdas.invocations)
+            for inv in invs[n_inv:]:
+                if inv.get("function") in PER_USER_TASKS:
+                    self.say(f"  [{time.monotonic() - t0:6.1f}s]     {PER_USER_TASKS[inv['function']]:<9} "
+                             f"{inv['seconds']:.1f}s{'  FAILED (caught by the state machine)' if inv.get('error') else ''}")
+            n_inv = len(invs)
             for ev in events[n_hist:]:
                 line = describe_history_event(ev)
                 if line:
                     self.say(f"  [{time.monotonic() - t0:6.1f}s] {line}")
             n_hist = len(events)
-            new, n_inv = lambdas.invocations[n_inv:], len(lambdas.invocations)
-            for inv in new:
-                if inv.get("function") in PER_USER_TASKS:
-                    self.say(f"  [{time.monotonic() - t0:6.1f}s]     {PER_USER_TASKS[inv['function']]:<9} "
-                             f"{inv['seconds']:.1f}s{'  FAILED (caught by the state machine)' if inv.get('error') else ''}")
             if desc["status"] != "RUNNING":
                 break
             if time.monotonic() - t0 > timeout:
