@@ -33,7 +33,7 @@ import trim  # noqa: E402  (layers/trim.py)
 LAYER_MODULES = {
     "InferenceLayer": {"numpy", "onnxruntime"},
     "TrainingLayer": {"numpy", "onnxruntime", "sklearn", "scipy", "skl2onnx", "onnx"},
-    "LlmLayer": {"openai", "httpx2", "httpcore2", "anyio", "jiter", "numpy"},
+    "LlmLayer": {"openai", "httpx2", "httpcore2", "anyio", "jiter"},
     "IcalLayer": {"icalendar", "recurring_ical_events", "x_wr_timezone", "tzdata"},
 }
 NOT_SHIPPED = {"calroute.local", "calroute.cli", "moto", "pytest", "hypothesis", "matplotlib"}

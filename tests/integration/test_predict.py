@@ -64,7 +64,11 @@ def with_llm(fake_llm, monkeypatch):
 
 
 def emf(out: str) -> list[dict]:
-    return [json.loads(line) for line in out.splitlines() if line.startswith('{"_aws"')]
+    docs = []
+    for line in out.splitlines():
+        if '"_aws"' in line and line.startswith("{"):
+            docs.append(json.loads(line))
+    return docs
 
 
 def metric_total(out: str, name: str, **dims) -> float:

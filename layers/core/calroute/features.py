@@ -36,9 +36,10 @@ import math
 import re
 import unicodedata
 import zlib
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
-import numpy as np
+if TYPE_CHECKING:  # numpy is imported lazily: the LLM function tokenises but never builds matrices
+    import numpy as np
 
 from .schema import Event
 
@@ -165,6 +166,8 @@ def featurize_into(ev: Event, row: np.ndarray) -> None:
 
 def featurize(events: Iterable[Event]) -> np.ndarray:
     """Feature matrix (n_events × N_FEATURES, float32) for events in order."""
+    import numpy as np
+
     evs = list(events)
     X = np.zeros((len(evs), N_FEATURES), dtype=np.float32)
     for i, ev in enumerate(evs):
@@ -174,4 +177,6 @@ def featurize(events: Iterable[Event]) -> np.ndarray:
 
 def featurize_dense(events: Iterable[Event]) -> np.ndarray:
     """Only the 14 hand features (the seed's feature set), float32."""
+    import numpy as np
+
     return np.asarray([dense_features(e) for e in events], dtype=np.float32).reshape(-1, N_DENSE)

@@ -10,8 +10,10 @@ Bounds (every one raises :class:`~calroute.errors.InvalidInput` naming the limit
 * ``max_bytes``                     → :class:`~calroute.errors.PayloadTooLarge`;
 * :data:`MAX_DEPTH` component nesting, :data:`MAX_COMPONENTS` components;
 * ``max_occurrences`` events in total (single events + expanded occurrences);
-* :data:`MAX_RULE_STEPS` RRULE iterations (also those before the window start), so that a
-  ``FREQ=SECONDLY`` rule cannot burn CPU before it is found to be too big;
+* :data:`MAX_RULE_STEPS` RRULE work (FREQ periods walked from DTSTART, also before the window
+  start, plus starts yielded), so that a ``FREQ=SECONDLY`` rule is rejected before it burns CPU;
+* :data:`MAX_EXPANSION_CPU_SECONDS` of CPU for all recurring expansion (a rule that never matches
+  makes dateutil walk to the year 9999);
 * without a window, a series is expanded for at most :data:`MAX_SERIES_YEARS` years past its start
   (until UNTIL/COUNT if earlier); with a window, recurring expansions are limited to the window while
   single events are kept whatever their date.

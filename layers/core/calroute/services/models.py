@@ -12,7 +12,6 @@ import json
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping, Optional
 
-from .. import ids
 from ..config import Settings
 from ..errors import Conflict, InvalidInput, ModelIntegrityError, NotFound, ServiceUnavailable
 from ..retrain import counter_gate, latest_training, needs_training
@@ -184,4 +183,4 @@ def clean_reason(value: Any) -> str:
     return value
 
 
-__all__ = ["ModelsService", "clean_reason", "ids"]
+__all__ = ["ModelsService", "clean_reason"]

@@ -34,7 +34,6 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Mapping, Optional
 
 from .. import ids
-from ..adapters.aws import now_iso
 from ..config import Settings
 from ..errors import Conflict, InvalidInput, ModelIntegrityError
 from ..retrain import counter_gate, latest_training, needs_training
@@ -485,4 +484,4 @@ def summarize(run: Mapping, repos: Repos, cfg: Settings, *, now: Optional[dateti
 
 
 __all__ = ["plan", "train_user", "validate", "promote", "summarize", "challenge", "check_candidate",
-           "holdout_accuracy", "new_version", "new_run_id", "run_key", "load_training_events", "now_iso"]
+           "holdout_accuracy", "new_version", "new_run_id", "run_key", "load_training_events"]
