@@ -11,7 +11,7 @@ export AWS_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY := 0
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: help venv local test test-fast bench lint validate build sizecheck evaluate report clean
+.PHONY: help venv local test test-fast bench lint validate build build-jwt sizecheck evaluate report clean
 
 help:
 	@echo "make local     run calroute locally (AWS emulation + API on 127.0.0.1:3000, demo user trained)"
@@ -19,6 +19,7 @@ help:
 	@echo "make bench     run the benchmarks (numbers to bench/results and docs/benchmarks.md)"
 	@echo "make validate  sam validate --lint + cfn-lint"
 	@echo "make build     sam build (cross-built, trimmed layers) + size check"
+	@echo "make build-jwt generate template.jwt.yaml (JWT authorizer), validate and sam build it"
 	@echo "make evaluate  evaluate on the bundled real calendars"
 
 $(STAMP): pyproject.toml
@@ -69,6 +70,15 @@ validate: venv $(SAM_VENV)/.installed
 
 build: venv $(SAM_VENV)/.installed
 	$(SAM_ENV) $(SAM) build --region $(AWS_REGION) --parallel
+	$(PY) infra/sizecheck.py .aws-sam/build --smoke
+
+# JWT variant: SAM cannot switch DefaultAuthorizer by parameter, so template.jwt.yaml is generated.
+template.jwt.yaml: template.yaml infra/jwt/make_jwt_template.py venv
+	$(PY) infra/jwt/make_jwt_template.py --template template.yaml --out $@
+
+build-jwt: template.jwt.yaml $(SAM_VENV)/.installed
+	$(SAM_ENV) $(SAM) validate --lint --region $(AWS_REGION) -t template.jwt.yaml
+	$(SAM_ENV) $(SAM) build --region $(AWS_REGION) --parallel -t template.jwt.yaml
 	$(PY) infra/sizecheck.py .aws-sam/build --smoke
 
 sizecheck:

@@ -110,9 +110,7 @@ def test_emulator_persists_tables_and_objects(tmp_path, monkeypatch):
     finally:
         em.stop()
     assert "AWS_ENDPOINT_URL" not in __import__("os").environ  # the environment is restored
-    from moto.moto_api._internal.models import moto_api_backend
-
-    moto_api_backend.reset()  # moto's state is process-global: forget everything, keep the snapshot
+    # the next emulator starts from an empty moto (start_emulator resets it): only the snapshot remains
     em = start_emulator(free_port(), persist_dir=str(tmp_path), stack_name="calroute-persist-test")
     try:
         repos = resources_from(settings())

@@ -198,15 +198,19 @@ def cmd_correct(args: argparse.Namespace) -> int:
 
 def _print_model(res: dict) -> None:
     active = res.get("active") or {}
-    print(f"user         {res.get('user_id', '')}")
+    print(f"{'user':<15}{res.get('user_id', '')}")
     for key, label in (("status", "status"), ("can_train", "can train"), ("needs_training", "needs training")):
         if key in res:
-            print(f"{label:<12} {res[key]}")
+            val = res[key]
+            if isinstance(val, dict):  # {"ok"/"needed": bool, "reason": str}
+                flag = next((v for k, v in val.items() if isinstance(v, bool)), None)
+                val = ("yes" if flag else "no") + (f" — {val['reason']}" if val.get("reason") else "")
+            print(f"{label:<15}{val}")
     version = res.get("active_version") or active.get("version")
-    print(f"active       {version or '(no model yet)'}")
+    print(f"{'active':<15}{version or '(no model yet)'}")
     thr = res.get("threshold", active.get("threshold"))
     if thr is not None:
-        print(f"threshold    {thr}")
+        print(f"{'threshold':<15}{thr:.3f}" if isinstance(thr, (int, float)) else f"{'threshold':<15}{thr}")
     metrics = res.get("metrics") or active.get("metrics") or {}
     if metrics:
         keep = ("n_events", "n_calendars", "cv_accuracy", "holdout_accuracy", "coverage_at_threshold",

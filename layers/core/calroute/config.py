@@ -54,6 +54,8 @@ class Settings(BaseModel):
     retrain_new_events: int = Field(50, ge=1)
     retrain_corrections: int = Field(10, ge=1)
     max_train_events: int = Field(20000, ge=100)
+    # model family of calroute.training (see docs/model-selection.md); MODEL_FAMILY env var
+    model_family: Literal["logreg", "sgd", "linsvc", "gb_dense", "gb_all"] = "logreg"
 
     # --- serving ---
     model_cache_mb: int = Field(512, ge=16)

@@ -55,7 +55,7 @@ DEFAULT_FAMILY = "logreg"
 DEFAULT_C = 20.0
 #: Linear families multiply the 14 dense columns by this before fitting (then fold it into the
 #: weights): < 1 regularises the hand features harder than the hashed tokens. See model-selection.md.
-DEFAULT_DENSE_SCALE = 1.0
+DEFAULT_DENSE_SCALE = 0.1
 LINEAR_FAMILIES = ("logreg", "sgd", "linsvc")
 #: Rows of the parity fixture kept with the model (the gate itself runs on every training row).
 PARITY_FIXTURE_ROWS = 256

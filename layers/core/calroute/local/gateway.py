@@ -297,7 +297,12 @@ class Gateway:
                 payload = json.loads(body) if body else None
             except ValueError:
                 return 400, [("content-type", "application/json")], _error_body("invalid_json", "not JSON")
-            status, out = admin(payload)
+            try:
+                status, out = admin(payload)
+            except Exception as exc:  # noqa: BLE001 - a local admin route failed: say so, keep serving
+                log.error("admin route %s %s failed:\n%s", method, path, traceback.format_exc())
+                return 500, [("content-type", "application/json")], _error_body(
+                    "internal_error", f"{type(exc).__name__}: {str(exc)[:300]}")
             return status, [("content-type", "application/json")], json.dumps(out, default=str).encode()
         route, params = self.find(method, path)
         if route is None:

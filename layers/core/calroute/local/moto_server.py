@@ -167,12 +167,14 @@ def state_machine_definition(resolver: Resolver, specs: dict, *, max_concurrency
 
 def start_emulator(port: int = 4566, *, persist_dir: Optional[str] = None, stack_name: str = "calroute-local",
                    parameters: Optional[dict] = None, region: str = "us-east-1",
-                   max_concurrency: Optional[int] = None, verbose: bool = False) -> Emulator:
+                   max_concurrency: Optional[int] = None, verbose: bool = False, reset: bool = True) -> Emulator:
     """Start moto on 127.0.0.1:``port`` with calroute's resources and in-process Lambda dispatch.
 
     Sets ``AWS_ENDPOINT_URL`` (all boto3 clients of this process go to the emulator), ``MOTO_PORT``,
     region and dummy credentials if none are set, and the template's function environment (table
-    and bucket names, ...); ``stop()`` restores them.
+    and bucket names, ...); ``stop()`` restores them. moto's state is process-global: with ``reset``
+    (the default) a new emulator starts empty (then restores ``persist_dir``), whatever an earlier
+    one in this process left behind.
     """
     import boto3
     import requests
@@ -184,6 +186,10 @@ def start_emulator(port: int = 4566, *, persist_dir: Optional[str] = None, stack
     saved: dict = {}
     sfn_flag = _sfn_execute_flag()
     endpoint = f"http://127.0.0.1:{port}"
+    if reset:
+        from moto.moto_api._internal.models import moto_api_backend
+
+        moto_api_backend.reset()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=verbose)
     server.start()
     try:

@@ -104,6 +104,13 @@ def schedule_input(resolver: Any) -> dict:
     return dict(SCHEDULE_INPUT)
 
 
+def execution_name(kind: str) -> str:
+    """A unique execution name (moto names an unnamed execution "None", so a second one collides)."""
+    import uuid
+
+    return f"{kind}-{time.strftime('%Y%m%d%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
+
+
 PER_USER_TASKS = {"TrainUserFunction": "TrainUser", "ValidateFunction": "Validate", "PromoteFunction": "Promote"}
 
 
@@ -247,7 +254,7 @@ class LocalStack:
         if isinstance(body, dict) and isinstance(body.get("user_ids"), list):
             payload = {"trigger": "local", "user_ids": body["user_ids"]}
         sfn = self.emulator.client("stepfunctions")
-        arn = sfn.start_execution(stateMachineArn=self.emulator.state_machine_arn,
+        arn = sfn.start_execution(stateMachineArn=self.emulator.state_machine_arn, name=execution_name("schedule"),
                                   input=json.dumps(payload))["executionArn"]
         return 202, {"execution_arn": arn, "input": payload}
 
@@ -261,7 +268,8 @@ class LocalStack:
         except Exception as exc:  # noqa: BLE001 - unknown execution
             return 404, {"error": "not_found", "message": str(exc)[:300]}
         if desc["status"] != "RUNNING" and self.persister is not None:
-            self.persister.save()
+            # a finished run changed models: snapshot in the background, answer now
+            threading.Thread(target=self.persister.save, name="calroute-persist-run", daemon=True).start()
         out = desc.get("output")
         return 200, {"execution_arn": arn, "status": desc["status"],
                      "output": json.loads(out) if out else None, "error": desc.get("error"),
@@ -273,7 +281,7 @@ class LocalStack:
         sfn = self.emulator.client("stepfunctions")
         lambdas = self.emulator.lambdas
         n_inv = len(lambdas.invocations)
-        arn = sfn.start_execution(stateMachineArn=self.emulator.state_machine_arn,
+        arn = sfn.start_execution(stateMachineArn=self.emulator.state_machine_arn, name=execution_name("local"),
                                   input=json.dumps(payload))["executionArn"]
         t0 = time.monotonic()
         n_hist = 0
@@ -371,7 +379,8 @@ def _banner(stack: LocalStack, user: str) -> str:
         "       -d '{\"event\": {\"summary\": \"Data Structures lecture\", \"start\": \"2025-11-10T09:00:00\"}}'",
         f"  calroute classify --user {user} --summary 'Switzerland vs Finland' --start 2026-05-20T20:20:00",
         "  calroute train --all        # fire the nightly schedule now",
-        f"  aws --endpoint-url {stack.emulator.endpoint} dynamodb list-tables",
+        f"  AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test aws --endpoint-url {stack.emulator.endpoint} "
+        "--region us-east-1 dynamodb list-tables",
         "Ctrl-C stops (data is saved).",
     ])
 
@@ -461,12 +470,16 @@ def run(args: Any) -> int:
             traceback.print_exc()
         code = 1
     finally:
-        for s, h in old.items():
-            signal.signal(s, h)
+        # a second Ctrl-C while saving must not leave a half-stopped stack: ignore it until done
+        for s in old:
+            signal.signal(s, lambda signum, frame: say("still stopping (saving data)…"))
         try:
             stack.stop()
         except Exception as exc:  # noqa: BLE001
             say(f"while stopping: {exc}")
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
     return code

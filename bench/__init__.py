@@ -1,0 +1,1 @@
+"""calroute benchmarks: ``python -m bench [--json] [--quick]`` (see docs/benchmarks.md)."""

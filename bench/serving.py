@@ -1,0 +1,160 @@
+"""Serving figures: warm classify through the REAL predict handler, the same model through sklearn,
+the seed's GradientBoosting(100, depth 5) on the 14 dense features through ONNX, cache-miss model
+load, and batch classify of 100 events. Runs inside :func:`bench.aws_env.emulator`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+from typing import Any
+
+import numpy as np
+
+from .aws_env import LambdaContext, http_event, install_model, load_function, set_env
+from .harness import bench, progress, ratio
+from .users import real_users
+
+USER = "d3_developer"  # 5 real calendars, 381 events: the hardest of the bundled users
+VERSION = "v20260101000000-bench1"
+
+
+def _same_model(user_events):
+    """The user's model from the Lambda's trainer, and the identical sklearn estimator."""
+    from calroute.features import featurize
+    from calroute.schema import sort_by_start
+    from calroute.training import CalendarClassifier, TrainConfig, train_user_model
+
+    cfg = TrainConfig()
+    trained = train_user_model(user_events, cfg, user_id=USER, version=VERSION)
+    labelled = sort_by_start([e for e in user_events if e.calendar_id])
+    X = featurize(labelled)
+    y = np.asarray([e.calendar_id for e in labelled])
+    sk = CalendarClassifier(family=cfg.family, C=cfg.C, class_weight=cfg.class_weight,
+                            dense_scale=cfg.dense_scale, random_state=cfg.random_state).fit(X, y)
+    return trained, sk, X, y
+
+
+def _gb14(events, y):
+    """The seed's model: GradientBoostingClassifier(100, depth 5) on featurize_dense, as ONNX."""
+    from sklearn.ensemble import GradientBoostingClassifier
+
+    from calroute.features import N_DENSE, featurize_dense
+    from calroute.onnx_export import to_onnx
+    from calroute.runtime import OnnxModel
+
+    Xd = featurize_dense(events)
+    gb = GradientBoostingClassifier(n_estimators=100, max_depth=5, random_state=0).fit(Xd, y)
+    labels = [str(c) for c in gb.classes_]
+    data = to_onnx(gb, N_DENSE, labels, {"threshold": 0.5, "version": VERSION, "user": USER,
+                                         "family": "gb_dense14", "trained_at": "2026-01-01T00:00:00Z",
+                                         "metrics": {}})
+    return gb, OnnxModel.from_bytes(data), len(data)
+
+
+def run(quick: bool) -> dict:
+    from calroute.features import featurize, featurize_dense
+    from calroute.runtime import OnnxModel
+    from calroute.schema import sort_by_start
+
+    rep = 30 if quick else 2000
+    rep_slow = 10 if quick else 200
+    events = real_users()[USER]
+    progress(f"serving: training {USER}'s model ({len(events)} events)")
+    trained, sk, X, y = _same_model(events)
+    onnx_model = OnnxModel.from_bytes(trained.onnx_bytes)
+    parity = float(np.max(np.abs(onnx_model.predict_proba(X) - sk.predict_proba(X))))
+    install_model(USER, trained.onnx_bytes, version=VERSION, threshold=trained.threshold, labels=trained.labels)
+
+    ordered = sort_by_start(events)
+    flat = [e.to_flat() for e in ordered]
+    for f in flat:
+        f.pop("calendar_id", None)
+    single = [http_event("POST", f"/v1/users/{USER}/classify", {"event": f}) for f in flat]
+    batch = [http_event("POST", f"/v1/users/{USER}/classify/batch", {"events": flat[i:i + 100]})
+             for i in range(0, len(flat) - 100, 100)]
+    ctx = LambdaContext()
+    app = load_function("predict")
+
+    def handler_timer(events_cycle, repeat, warmup=20):
+        it = itertools.cycle(events_cycle)
+        statuses = []
+
+        def call():
+            resp = app.lambda_handler(next(it), ctx)
+            statuses.append(resp["statusCode"])
+
+        out = bench(call, repeat=repeat, warmup=warmup)
+        out["non_200"] = sum(s != 200 for s in statuses)
+        return out
+
+    res: dict[str, Any] = {"model": {"user": USER, "family": trained.family, "calendars": len(trained.labels),
+                                     "train_events": len(events), "onnx_bytes": len(trained.onnx_bytes),
+                                     "threshold": round(trained.threshold, 4),
+                                     "onnx_vs_sklearn_max_abs_diff": parity}}
+    # --- the REAL handler, model cached, no LLM configured ------------------------------------------
+    with open("/dev/null", "w") as devnull, contextlib.redirect_stdout(devnull):
+        set_env(PREDICTION_LOG_SAMPLE_RATE="0", OPENAI_BASE_URL=None, OPENAI_API_KEY=None,
+                LAMBDA_INVOKE_MODE="inprocess")
+        app._service = None
+        progress(f"serving: warm classify through the predict handler ×{rep}")
+        res["handler_warm"] = handler_timer(single, rep)
+        res["handler_warm"]["prediction_log"] = "off (PREDICTION_LOG_SAMPLE_RATE=0)"
+        res["batch100"] = handler_timer(batch, rep_slow, warmup=3)
+        res["batch100"]["per_event_ms"] = round(res["batch100"]["p50_ms"] / 100, 4)
+        set_env(PREDICTION_LOG_SAMPLE_RATE="1")
+        app._service = None
+        progress("serving: warm classify with the prediction-log write (DynamoDB in moto over HTTP)")
+        res["handler_warm_logged"] = handler_timer(single, rep_slow)
+        res["batch100_logged"] = handler_timer(batch, max(3, rep_slow // 4), warmup=2)
+        methods = {}
+        for ev in single[:200]:
+            body = json.loads(app.lambda_handler(ev, ctx)["body"])
+            methods[body["method"]] = methods.get(body["method"], 0) + 1
+        res["handler_methods_sample"] = methods
+        set_env(PREDICTION_LOG_SAMPLE_RATE="0")
+        app._service = None
+
+    # --- the model alone: ONNX vs sklearn, linear vs the seed's GB on 14 features -------------------
+    progress("serving: model-only timings (ONNX, sklearn, GB on 14 features)")
+    rows = itertools.cycle(ordered)
+    res["featurize"] = bench(lambda: featurize([next(rows)]), repeat=rep)
+    res["onnx_featurize_predict"] = bench(lambda: onnx_model.predict_proba(featurize([next(rows)])), repeat=rep)
+    res["sklearn_featurize_predict"] = bench(lambda: sk.predict_proba(featurize([next(rows)])), repeat=rep)
+    Xc = itertools.cycle(X)
+    res["onnx_predict_only"] = bench(lambda: onnx_model.predict_proba(next(Xc)[None, :]), repeat=rep)
+    res["sklearn_predict_only"] = bench(lambda: sk.predict_proba(next(Xc)[None, :]), repeat=rep)
+    gb, gb_onnx, gb_bytes = _gb14(ordered, np.asarray([e.calendar_id for e in ordered]))
+    res["gb14_onnx_featurize_predict"] = bench(lambda: gb_onnx.predict_proba(featurize_dense([next(rows)])),
+                                               repeat=rep)
+    res["gb14_sklearn_featurize_predict"] = bench(lambda: gb.predict_proba(featurize_dense([next(rows)])),
+                                                  repeat=rep)
+    res["gb14_onnx_bytes"] = gb_bytes
+    p = lambda k: res[k]["p50_ms"]  # noqa: E731
+    res["ratios"] = {
+        "sklearn_over_onnx_model_p50": ratio(p("sklearn_featurize_predict"), p("onnx_featurize_predict")),
+        "sklearn_over_onnx_predict_only_p50": ratio(p("sklearn_predict_only"), p("onnx_predict_only")),
+        "sklearn_model_over_handler_p50": ratio(p("sklearn_featurize_predict"), p("handler_warm")),
+        "gb14_onnx_over_linear_onnx_p50": ratio(p("gb14_onnx_featurize_predict"), p("onnx_featurize_predict")),
+        "gb14_sklearn_over_linear_onnx_p50": ratio(p("gb14_sklearn_featurize_predict"),
+                                                   p("onnx_featurize_predict")),
+    }
+
+    # --- cache miss: registry GET + S3 GET + sha256 + session creation --------------------------------
+    progress("serving: cache-miss model loads")
+    from calroute.adapters.aws import ModelStore, Registry
+    from calroute.cache import ModelCache
+    from calroute.config import settings
+
+    cfg = settings()
+    reg, store = Registry(cfg.registry_table), ModelStore(cfg.model_bucket)
+    cache = ModelCache.from_settings(cfg, reg, store)
+    pointer = reg.active(USER)
+    res["cache_miss"] = bench(lambda: cache.get(USER), repeat=rep_slow // 2 or 5, warmup=3,
+                              before=lambda: cache.invalidate(USER))
+    res["cache_miss"]["includes"] = "registry GetItem + S3 GetObject (moto server, HTTP on 127.0.0.1) + sha256 + session"
+    res["s3_get"] = bench(lambda: store.get(pointer["s3_key"], pointer["sha256"]), repeat=rep_slow // 2 or 5, warmup=3)
+    res["session_create"] = bench(lambda: OnnxModel.from_bytes(trained.onnx_bytes), repeat=rep_slow // 2 or 5,
+                                  warmup=3)
+    return res

@@ -1,0 +1,228 @@
+"""Training core: gates, time-ordered folds, the threshold rule, metrics, holdout, determinism,
+calendar profiles."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+
+from calroute.config import Settings
+from calroute.errors import GateFailed
+from calroute.features import featurize
+from calroute.profiles import build_profiles, describe_profile
+from calroute.runtime import OnnxModel
+from calroute.schema import parse_event
+from calroute.training import (
+    CalendarClassifier,
+    TrainConfig,
+    check_gates,
+    choose_threshold,
+    time_blocks,
+    train_user_model,
+)
+
+VERSION = "v20260101000000-abcdef"
+NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+# calendar -> (titles, hour, weekdays, location)
+_KINDS = {
+    "work": (["Team standup", "Sprint planning", "Design review", "1:1 with manager"], 9, (0, 1, 2, 3, 4), "Office"),
+    "gym": (["Gym workout", "Yoga class", "Running club", "Swim session"], 19, (0, 2, 4), "Fitness centre"),
+    "family": (["Dinner with family", "Kids football", "Grandma visit", "Birthday party"], 13, (5, 6), ""),
+}
+
+
+def synthetic_flat(per_calendar: int = 30, calendars=("work", "gym", "family"), seed: int = 1) -> list[dict]:
+    """Deterministic, learnable flat events: each calendar has its own titles, hours and days."""
+    rng = random.Random(seed)
+    out = []
+    base = datetime(2025, 1, 6, tzinfo=timezone.utc)  # a Monday
+    for cal in calendars:
+        titles, hour, days, loc = _KINDS[cal]
+        for i in range(per_calendar):
+            day = base + timedelta(weeks=i // len(days), days=days[i % len(days)])
+            start = day.replace(hour=hour + rng.choice((0, 0, 1)), minute=rng.choice((0, 30)))
+            out.append({
+                "event_id": f"{cal}-{i:03d}",
+                "summary": f"{rng.choice(titles)} {rng.choice(('', 'weekly', 'notes'))}".strip(),
+                "location": loc,
+                "start": start.isoformat(),
+                "end": (start + timedelta(minutes=rng.choice((30, 60, 90)))).isoformat(),
+                "calendar_id": cal,
+            })
+    return out
+
+
+def synthetic_events(**kw):
+    return [parse_event(e) for e in synthetic_flat(**kw)]
+
+
+# ----------------------------------------------------------------------------- gates
+
+
+def test_gate_reasons():
+    cfg = TrainConfig()
+    ok, why = check_gates(synthetic_events(per_calendar=4), cfg)
+    assert not ok and why == "needs at least 50 labelled events (has 12)"
+    evs = synthetic_events(per_calendar=60, calendars=("work",)) + synthetic_events(per_calendar=3, calendars=("family",))
+    ok, why = check_gates(evs, cfg)
+    assert not ok and why == "needs at least 2 calendars with 10+ events each (work: 60, family: 3)"
+    ok, why = check_gates(synthetic_events(per_calendar=20), cfg)
+    assert ok and why == "ok: 60 events in 3 calendars"
+
+
+def test_unlabelled_events_do_not_count():
+    evs = [e.model_copy(update={"calendar_id": None}) for e in synthetic_events(per_calendar=30)]
+    ok, why = check_gates(evs, TrainConfig())
+    assert not ok and "(has 0)" in why
+
+
+def test_train_raises_gate_failed_with_reason():
+    with pytest.raises(GateFailed, match="needs at least 50 labelled events"):
+        train_user_model(synthetic_events(per_calendar=5), TrainConfig(), user_id="u1", version=VERSION)
+
+
+def test_config_from_settings():
+    cfg = TrainConfig.from_settings(Settings(min_events=20, target_precision=0.9, model_family="sgd"))
+    assert (cfg.min_events, cfg.target_precision, cfg.family) == (20, 0.9, "sgd")
+    assert TrainConfig.from_settings(Settings()).family == "logreg"
+    with pytest.raises(ValueError, match="unknown model family"):
+        TrainConfig(family="forest")
+
+
+# ----------------------------------------------------------------------------- folds and threshold
+
+
+def test_time_blocks_are_per_calendar_and_ordered():
+    labels = ["a"] * 10 + ["b"] * 5
+    blocks = time_blocks(labels, 5)
+    assert blocks[:10].tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    assert blocks[10:].tolist() == [0, 1, 2, 3, 4]
+
+
+def _cfg(**kw):
+    return TrainConfig(**kw)
+
+
+def test_threshold_lowest_t_reaching_target():
+    # 40 confident correct, then 10 wrong at 0.6, then 50 correct at 0.5
+    conf = np.r_[np.full(40, 0.95), np.full(10, 0.6), np.full(50, 0.5)]
+    ok = np.r_[np.ones(40), np.zeros(10), np.ones(50)].astype(bool)
+    t, why = choose_threshold(conf, ok, _cfg(target_precision=0.95))
+    # at t=0.5 accuracy is 90/100 < 0.95; at 0.6 it is 40/50; at 0.95 it is 40/40
+    assert t == pytest.approx(0.95) and why.startswith("oof: 40/100")
+    t, _ = choose_threshold(conf, ok, _cfg(target_precision=0.9))
+    assert t == pytest.approx(0.5)  # 90/100 = 0.9 reaches a 0.9 target: everything kept
+
+
+def test_threshold_clamped_to_min_and_max():
+    conf = np.linspace(0.1, 0.25, 60)
+    t, why = choose_threshold(conf, np.ones(60, bool), _cfg())
+    assert t == 0.30 and "clamped" in why
+    t, why = choose_threshold(np.full(60, 0.999), np.ones(60, bool), _cfg(threshold_max=0.97))
+    assert t == 0.97
+    t, why = choose_threshold(np.linspace(0.5, 1, 60), np.zeros(60, bool), _cfg())
+    assert t == 0.99 and why.startswith("max")
+
+
+def test_threshold_default_when_too_little_data():
+    t, why = choose_threshold(np.full(10, 0.99), np.ones(10, bool), _cfg())
+    assert t == 0.85 and why.startswith("default")
+
+
+# ----------------------------------------------------------------------------- train_user_model
+
+
+@pytest.fixture(scope="module")
+def trained():
+    return train_user_model(synthetic_events(per_calendar=30), TrainConfig(), user_id="u1", version=VERSION, now=NOW)
+
+
+def test_trained_model_metrics_and_metadata(trained):
+    m = trained.metrics
+    for key in ("train_accuracy", "cv_accuracy", "macro_f1", "per_calendar", "coverage_at_threshold",
+                "accuracy_at_threshold", "n_events", "n_calendars", "train_seconds", "family", "holdout_accuracy"):
+        assert key in m
+    assert m["n_events"] == 90 and m["n_calendars"] == 3 and m["family"] == "logreg"
+    assert m["train_accuracy"] == 1.0 and m["cv_accuracy"] >= 0.9
+    assert set(m["per_calendar"]) == {"family", "gym", "work"}
+    assert set(m["per_calendar"]["gym"]) == {"precision", "recall", "support"}
+    assert 0.30 <= trained.threshold <= 0.99
+    assert trained.labels == ["family", "gym", "work"]
+    assert trained.parity["passed"] and trained.parity["rows"] == 90
+    json.dumps(m)  # JSON-serialisable
+    model = OnnxModel.from_bytes(trained.onnx_bytes, expected_sha256=trained.sha256)
+    assert model.labels == trained.labels
+    assert model.threshold == pytest.approx(trained.threshold)
+    assert model.metadata["calroute.user"] == "u1" and model.version == VERSION
+    assert model.metadata["calroute.trained_at"] == NOW.isoformat()
+
+
+def test_holdout_is_last_fifth_of_each_calendar(trained):
+    ids = set(trained.holdout_event_ids)
+    assert len(ids) == 18  # 6 of each calendar's 30
+    for cal in ("work", "gym", "family"):
+        assert {f"{cal}-{i:03d}" for i in range(24, 30)} <= ids
+    assert 0.0 <= trained.metrics["holdout_accuracy"] <= 1.0
+
+
+def test_parity_fixture_matches_onnx(trained):
+    model = OnnxModel.from_bytes(trained.onnx_bytes)
+    assert trained.parity_X.dtype == np.float32
+    assert np.allclose(model.predict_proba(trained.parity_X), trained.parity_proba, atol=1e-4)
+
+
+def test_determinism_same_events_same_probabilities(trained):
+    evs = synthetic_events(per_calendar=30)
+    again = train_user_model(list(reversed(evs)), TrainConfig(), user_id="u1", version=VERSION, now=NOW)
+    X = featurize(evs)
+    p1 = OnnxModel.from_bytes(trained.onnx_bytes).predict_proba(X)
+    p2 = OnnxModel.from_bytes(again.onnx_bytes).predict_proba(X)
+    assert np.array_equal(p1, p2)
+    assert again.threshold == trained.threshold
+
+
+def test_classifier_reads_like_an_estimator():
+    evs = synthetic_events(per_calendar=15)
+    X, y = featurize(evs), [e.calendar_id for e in evs]
+    clf = CalendarClassifier(family="gb_dense")
+    assert not hasattr(clf, "classes_")
+    clf.fit(X, y)
+    assert clf.classes_.tolist() == ["family", "gym", "work"] and clf.n_features_in_ == X.shape[1]
+    assert clf.predict_proba(X).shape == (45, 3) and (clf.predict(X) == np.asarray(y)).mean() > 0.9
+    with pytest.raises(ValueError):
+        CalendarClassifier().fit(X[:5], ["a"] * 5)
+
+
+def test_dense_scale_is_folded_into_weights():
+    evs = synthetic_events(per_calendar=15)
+    X, y = featurize(evs), [e.calendar_id for e in evs]
+    clf = CalendarClassifier(dense_scale=0.1).fit(X, y)
+    # the exported estimator on raw X equals the model fitted on scaled X
+    Xs = X.copy()
+    Xs[:, :14] *= 0.1
+    from sklearn.linear_model import LogisticRegression
+
+    ref = LogisticRegression(C=clf.C, class_weight="balanced", max_iter=3000, tol=1e-4).fit(Xs, y)
+    assert np.allclose(clf.predict_proba(X), ref.predict_proba(Xs), atol=1e-3)
+
+
+# ----------------------------------------------------------------------------- profiles
+
+
+def test_profiles_are_small_readable_json():
+    profiles = build_profiles(synthetic_events(per_calendar=30))
+    assert list(profiles) == ["family", "gym", "work"]
+    work = profiles["work"]
+    assert work["count"] == 30 and work["places"] == ["Office"]
+    assert set(work["weekdays"]) <= {"Mon", "Tue", "Wed", "Thu", "Fri"} and len(work["top_terms"]) <= 8
+    assert work["hours"][0] in (9, 10)
+    assert json.loads(json.dumps(profiles)) == profiles
+    line = describe_profile(work)
+    assert "\n" not in line and line.startswith("30 events") and "Office" in line
+    assert "Sat" in describe_profile(profiles["family"]) or "Sun" in describe_profile(profiles["family"])
+    assert build_profiles([]) == {}
