@@ -93,7 +93,8 @@ def emulator(max_concurrency: int = 4) -> Iterator[Any]:
         em.stop()
 
 
-def install_model(user: str, onnx_bytes: bytes, *, version: str, threshold: float, labels: list[str]) -> dict:
+def install_model(user: str, onnx_bytes: bytes, *, version: str, threshold: float, labels: list[str],
+                  extra: Optional[dict] = None) -> dict:
     """Store ``onnx_bytes`` and make it the user's ACTIVE model (as Promote does)."""
     from calroute.adapters.aws import ModelStore, Registry
     from calroute.config import settings
@@ -103,7 +104,7 @@ def install_model(user: str, onnx_bytes: bytes, *, version: str, threshold: floa
     store, reg = ModelStore(cfg.model_bucket), Registry(cfg.registry_table)
     key, sha = store.put(user, version, onnx_bytes)
     record = {"version": version, "s3_key": key, "sha256": sha, "threshold": threshold,
-              "feature_spec": FEATURE_SPEC_VERSION, "labels": sorted(labels)}
+              "feature_spec": FEATURE_SPEC_VERSION, "labels": sorted(labels), **(extra or {})}
     reg.put_version(user, version, record)
     cur = reg.active(user, consistent=True)
     reg.activate(user, record, expected_version=cur["version"] if cur else None, actor="bench", reason="bench")

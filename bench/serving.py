@@ -17,7 +17,7 @@ from .harness import bench, progress, ratio
 from .users import real_users
 
 USER = "d3_developer"  # 5 real calendars, 381 events: the hardest of the bundled users
-VERSION = "v20260101000000-bench1"
+VERSION = "v20260101000000-be0c01"
 
 
 def _same_model(user_events):

@@ -224,3 +224,35 @@ def test_holdout_split_keeps_the_most_recent_30_percent():
     seen, unseen = split_holdout(events)
     assert [e.event_id for e in unseen] == ["e7", "e8", "e9"]
     assert len(seen) == 7 and max(e.start for e in seen) < min(e.start for e in unseen)
+
+
+def test_stack_helpers_llm_banner_schedule_input_and_progress_lines():
+    from calroute.local import stack
+    from calroute.local.template import load_template
+
+    off = stack.local_overrides("dev", environ={})
+    assert off["AUTH_MODE"] == "dev" and off["LLM_API_KEY_PARAM"] == ""
+    assert stack.llm_banner(off) == stack.LLM_OFF
+    on = stack.local_overrides("none", environ={"OPENAI_BASE_URL": "http://127.0.0.1:8000/v1"})
+    assert stack.llm_banner(on).startswith("LLM fallback: on (http://127.0.0.1:8000/v1")
+    assert stack.schedule_input(Resolver(load_template())) == {"trigger": "schedule"}
+    plan_exit = {"type": "TaskStateExited", "stateExitedEventDetails": {
+        "name": "Plan", "output": json.dumps({"count": 2, "skipped_total": 3})}}
+    assert stack.describe_history_event(plan_exit) == "✓ Plan: 2 user(s) to train, 3 not needed"
+    summ = {"type": "TaskStateExited", "stateExitedEventDetails": {
+        "name": "Summarize", "output": json.dumps({"trained": 1, "skipped": 1, "failed": 1})}}
+    assert stack.describe_history_event(summ) == "✓ Summarize: trained 1, skipped 1, failed 1"
+    assert stack.describe_history_event({"type": "TaskScheduled"}) is None
+    a, b = stack.execution_name("local"), stack.execution_name("local")
+    assert a != b and a.startswith("local-")
+
+
+def test_admin_route_failure_is_a_500_json_not_a_dropped_connection(echo_gateway):
+    g, _ = echo_gateway
+
+    def broken(body):
+        raise RuntimeError("moto said no")
+
+    g.admin[("POST", "/local/broken")] = broken
+    r = Client(g.url, auth="none").request("POST", "/local/broken", json_body={})
+    assert r.status == 500 and "moto said no" in r.json()["message"]

@@ -41,5 +41,11 @@ def test_set_up_is_exactly_make_local_and_make_test():
 
 
 def test_linked_docs_exist():
+    """Every linked doc exists, except one the README itself calls "not written yet" — and once it
+    is written, the README must stop saying so."""
     for doc in sorted(set(re.findall(r"docs/[a-z0-9_-]+\.md", README))):
-        assert (ROOT / doc).is_file(), f"README links {doc}, which does not exist"
+        pending = re.search(re.escape(doc) + r"\W{0,4} \(not written yet\)", README) is not None
+        if (ROOT / doc).is_file():
+            assert not pending, f"{doc} exists now: drop '(not written yet)' from the README"
+        else:
+            assert pending, f"README links {doc}, which does not exist"

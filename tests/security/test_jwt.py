@@ -101,7 +101,8 @@ def test_every_route_uses_the_jwt_authorizer(transformed):
     az = schemes[gen.AUTHORIZER]["x-amazon-apigateway-authorizer"]
     assert az["type"] == "jwt"
     assert az["identitySource"] == "$request.header.Authorization"
-    assert az["jwtConfiguration"] == {"issuer": "https://issuer.example.com/pool", "audience": ["client-123"]}
+    # resolved by CloudFormation at deploy time from the template parameters
+    assert az["jwtConfiguration"] == {"issuer": {"Ref": "JwtIssuer"}, "audience": [{"Ref": "JwtAudience"}]}
     # no route/integration resource outside the API body could bypass the authorizer
     assert not [k for k, v in transformed["Resources"].items() if v["Type"] == "AWS::ApiGatewayV2::Route"]
 

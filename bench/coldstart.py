@@ -1,0 +1,92 @@
+"""Cold start: a fresh Python process imports a function module (``functions/<name>/app.py``) and
+serves one request, repeated; p50 of the import time, of the first request and of the whole process.
+
+The child talks to the parent's emulator (``AWS_ENDPOINT_URL``) and, for the LLM function, to the
+parent's stand-in LLM server. Interpreter start-up is in ``process_ms`` only (Lambda's runtime
+bootstrap is not ours to measure here).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+from .harness import ROOT, percentile, progress
+
+CHILD = r"""
+import json, sys, time
+t0 = time.perf_counter()
+import importlib.util
+name, payload_path = sys.argv[1], sys.argv[2]
+sys.path.insert(0, sys.argv[3])
+spec = importlib.util.spec_from_file_location("calroute_fn_" + name, sys.argv[4])
+mod = importlib.util.module_from_spec(spec); sys.modules[spec.name] = mod
+spec.loader.exec_module(mod)
+t1 = time.perf_counter()
+sk_import = "sklearn" in sys.modules
+ort_import = "onnxruntime" in sys.modules
+with open(payload_path) as fh:
+    payload = json.load(fh)
+class Ctx:
+    function_name = "calroute-bench"; function_version = "$LATEST"; memory_limit_in_mb = 512
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:calroute-bench"
+    aws_request_id = "cold"; log_group_name = "/aws/lambda/calroute-bench"; log_stream_name = "cold"
+    def get_remaining_time_in_millis(self): return 15000
+import io, contextlib
+buf = io.StringIO()
+with contextlib.redirect_stdout(buf):
+    out = mod.lambda_handler(payload, Ctx())
+t2 = time.perf_counter()
+ok = (out.get("statusCode") == 200) if "statusCode" in out else ("calendar_id" in out)
+print(json.dumps({"import_ms": (t1 - t0) * 1000, "first_call_ms": (t2 - t1) * 1000, "ok": ok,
+                  "sklearn_after_import": sk_import, "sklearn_after_call": "sklearn" in sys.modules,
+                  "onnxruntime_after_import": ort_import, "answer": str(out)[:300]}))
+"""
+
+
+def measure(name: str, payload: dict, *, repeat: int, env: dict | None = None) -> dict:
+    """Run the child ``repeat`` times for ``functions/<name>/app.py``; p50 of each figure."""
+    runs = []
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+        json.dump(payload, fh)
+        path = fh.name
+    try:
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            proc = subprocess.run([sys.executable, "-c", CHILD, name, path, str(ROOT / "layers" / "core"),
+                                   str(ROOT / "functions" / name / "app.py")],
+                                  capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=120)
+            wall = (time.perf_counter() - t0) * 1000
+            if proc.returncode != 0:
+                raise RuntimeError(f"cold-start child for {name} failed: {proc.stderr[-2000:]}")
+            rec = json.loads(proc.stdout.strip().splitlines()[-1])
+            rec["process_ms"] = wall
+            runs.append(rec)
+    finally:
+        os.unlink(path)
+    out = {k: round(percentile([r[k] for r in runs], 50), 1) for k in ("import_ms", "first_call_ms", "process_ms")}
+    out["import_p99_ms"] = round(percentile([r["import_ms"] for r in runs], 99), 1)
+    out["n"] = len(runs)
+    out["all_ok"] = all(r["ok"] for r in runs)
+    out["sklearn_imported"] = any(r["sklearn_after_call"] for r in runs)
+    out["onnxruntime_at_import"] = any(r["onnxruntime_after_import"] for r in runs)
+    if not out["all_ok"]:
+        out["sample_answer"] = runs[-1]["answer"]
+    return out
+
+
+def run(quick: bool, *, user: str, flat_event: dict, llm_env: dict) -> dict:
+    from .aws_env import http_event
+
+    repeat = 2 if quick else 7
+    progress(f"cold start: predict module ×{repeat}")
+    pred = measure("predict", http_event("POST", f"/v1/users/{user}/classify", {"event": flat_event}),
+                   repeat=repeat, env={"PREDICTION_LOG_SAMPLE_RATE": "1", "LAMBDA_INVOKE_MODE": "lambda"})
+    progress(f"cold start: LLM fallback module ×{repeat}")
+    llm = measure("llm_fallback", {"user_id": user, "event": flat_event, "candidates": []}, repeat=repeat,
+                  env=llm_env)
+    return {"predict": pred, "llm_fallback": llm}
