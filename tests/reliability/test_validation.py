@@ -307,6 +307,8 @@ def test_bad_inputs_through_the_handlers_are_4xx_and_write_nothing(handlers):
                 assert all_items() == before, f"{case.name}: stored data changed"
         except AssertionError as exc:
             failures.append(str(exc)[:400])
+        except Exception as exc:  # the handler raised: Lambda would answer 500
+            failures.append(f"{case.name}: handler raised {type(exc).__name__}: {str(exc)[:200]}")
     assert not failures, f"{len(failures)} of {len(ALL)} cases failed:\n" + "\n".join(failures)
 
 

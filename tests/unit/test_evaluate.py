@@ -26,7 +26,7 @@ def _write_jsonl(path: Path, flats: list[dict]) -> None:
 @pytest.fixture
 def jsonl_dir(tmp_path):
     _write_jsonl(tmp_path / "alice.jsonl", synthetic_flat(per_calendar=30, seed=1))
-    _write_jsonl(tmp_path / "bob.jsonl", synthetic_flat(per_calendar=25, calendars=("work", "gym"), seed=2))
+    _write_jsonl(tmp_path / "bob.jsonl", synthetic_flat(per_calendar=40, calendars=("work", "gym"), seed=2))
     return tmp_path
 
 
@@ -53,7 +53,7 @@ def test_evaluate_jsonl_dir(jsonl_dir):
     for key in evaluate.KEYS:
         assert key in result["overall"] and key in result["mean_of_users"]
     o = result["overall"]
-    assert o["test_events"] == 27 + 16
+    assert o["test_events"] == 27 + 24
     assert 0 < o["coverage"] <= 1 and o["accuracy_all"] >= 0.9
     alice = result["users"][0]
     assert alice["parity_passed"] and 0.3 <= alice["threshold"] <= 0.99
