@@ -87,7 +87,8 @@ def emulator(max_concurrency: int = 4) -> Iterator[Any]:
     os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
     em = start_emulator(free_port(), stack_name=STACK, max_concurrency=max_concurrency)
     try:
-        set_env(AUTH_MODE="none", ML_ENABLED_PARAM="", ML_ENABLED="true", EXPERIMENT_CONTROL_PERCENT="0")
+        set_env(AUTH_MODE="none", ML_ENABLED_PARAM="", ML_ENABLED="true", EXPERIMENT_CONTROL_PERCENT="0",
+                LLM_API_KEY_PARAM="")
         yield em
     finally:
         em.stop()

@@ -102,7 +102,7 @@ def run(quick: bool) -> dict:
             body = json.loads(resp["body"])
             calls = standin.calls[before:]
             out.append({"user": user, "truth": ev.calendar_id, "calendar_id": body.get("calendar_id"),
-                        "method": body.get("method"), "ms": ms,
+                        "method": body.get("method"), "reason": body.get("reason"), "ms": ms,
                         "in_tok": sum(c["input_tokens"] for c in calls),
                         "out_tok": sum(c["output_tokens"] for c in calls), "llm_calls": len(calls)})
         return out
@@ -175,8 +175,14 @@ def run(quick: bool) -> dict:
     llm_only_cost = per_event_usd([{"ms": r["ms"], "llm_calls": 1} for r in llm_only] or
                                   [{"ms": mean_llm_s * 1000, "llm_calls": 1}], usd_call)
     ml_only_cost = per_event_usd([{"ms": r["ms"], "llm_calls": 0} for r in ml] or [{"ms": 1, "llm_calls": 0}], 0.0)
+    reasons: dict[str, int] = {}
+    for r in hybrid + llm_tokens:
+        if r["method"] != "ml":
+            key = f"{r['method']}: {str(r['reason'])[:40]}" if not r["llm_calls"] else r["method"]
+            reasons[key] = reasons.get(key, 0) + 1
     res.update({
         "events": n,
+        "non_ml_outcomes": reasons,
         "methods": by_method,
         "llm_calls_per_1000": round(1000 * len(fell) / n, 1) if n else None,
         "coverage": round(len(ml) / n, 4) if n else None,

@@ -58,32 +58,16 @@ LAYER_SMOKE = {
 }
 
 
-class _Tag:
-    def __init__(self, tag: str, value):
-        self.tag, self.value = tag, value
-
-
 def load_template(path: Path) -> dict:
-    import yaml
+    """The built template, read with the project's one CloudFormation-aware safe YAML loader."""
+    from calroute.local.template import load_template as _load
 
-    class Loader(yaml.SafeLoader):
-        pass
-
-    def construct(loader, suffix, node):
-        if isinstance(node, yaml.ScalarNode):
-            return _Tag(suffix, loader.construct_scalar(node))
-        if isinstance(node, yaml.SequenceNode):
-            return _Tag(suffix, loader.construct_sequence(node, deep=True))
-        return _Tag(suffix, loader.construct_mapping(node, deep=True))
-
-    Loader.add_multi_constructor("!", construct)
-    text = path.read_text(encoding="utf-8")
-    return yaml.load(text, Loader=Loader)  # noqa: S506 - SafeLoader subclass
+    return _load(path)
 
 
 def _ref(value) -> str | None:
     """Logical id of a ``!Ref X`` / ``{"Ref": X}`` value."""
-    if isinstance(value, _Tag) and value.tag == "Ref":
+    if getattr(value, "tag", None) == "Ref":
         return str(value.value)
     if isinstance(value, dict) and set(value) == {"Ref"}:
         return str(value["Ref"])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from calroute.api import logger, metrics, tracer
+from calroute.api import logger, metrics, task_handler
 from calroute.config import settings
 from calroute.llm import FallbackService, build_fallback_service
 
@@ -25,9 +25,7 @@ def service() -> FallbackService:
     return _service
 
 
-@logger.inject_lambda_context(clear_state=True)
-@tracer.capture_lambda_handler(capture_response=False)
-@metrics.log_metrics
+@task_handler(flush_metrics=True)
 def lambda_handler(event: Any, context: Any) -> dict:
     try:
         return service().handle(event)

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from calroute import ids
 from calroute.adapters.aws import PredictionLog, UsageLedger
-from calroute.api import UserIdPath, authorize_user, make_handler, make_resolver
+from calroute.api import UserIdPath, authorize_user, make_handler, make_resolver, require_operator
 from calroute.config import settings
 from calroute.services.stats import StatsService
 
@@ -52,6 +52,12 @@ def user_stats(userId: UserIdPath,
     user = ids.user_id(userId)
     authorize_user(app, user)
     return service().user_stats(user, days)  # type: ignore[return-value]
+
+
+@app.get("/v1/stats", summary="Service-wide LLM usage (operators)", tags=["stats"])
+def global_stats(days: Annotated[int, Query(ge=1, le=90, description="How many days back")] = 7) -> dict:
+    require_operator(app)
+    return service().global_stats(days)
 
 
 lambda_handler = make_handler(app)

@@ -6,14 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 from calroute.adapters.aws import resources_from
-from calroute.api import logger, metrics, tracer
+from calroute.api import logger, metrics, task_handler
 from calroute.config import settings
 from calroute.services import training_run
 
 
-@logger.inject_lambda_context(clear_state=True)
-@tracer.capture_lambda_handler(capture_response=False)
-@metrics.log_metrics
+@task_handler(flush_metrics=True)
 def lambda_handler(event: dict, context: Any) -> dict:
     cfg = settings()
     out = training_run.summarize(event, resources_from(cfg), cfg, metrics=metrics)

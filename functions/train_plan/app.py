@@ -10,13 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 from calroute.adapters.aws import resources_from
-from calroute.api import logger, tracer
+from calroute.api import logger, task_handler
 from calroute.config import settings
 from calroute.services import training_run
 
 
-@logger.inject_lambda_context(clear_state=True)
-@tracer.capture_lambda_handler(capture_response=False)
+@task_handler
 def lambda_handler(event: dict, context: Any) -> dict:
     cfg = settings()
     run_input = event.get("input", event) if isinstance(event, dict) else {}

@@ -309,3 +309,5 @@ def test_user_stats_from_log_corrections_and_ledger(predict, with_llm):
     assert other["predictions"] == 0 and other["llm"]["calls"] == 0
     bad = stats.lambda_handler(http("/v1/users/../stats", None, method="GET", raw=""), Ctx())
     assert 400 <= bad["statusCode"] < 500
+    glob = json.loads(stats.lambda_handler(http("/v1/stats", None, method="GET", raw=""), Ctx())["body"])
+    assert glob["llm"]["calls"] == 1 and glob["llm"]["usd"] == pytest.approx(body["llm"]["usd"])

@@ -10,7 +10,7 @@ the same way as tests/e2e/test_local_stack.py, and the environment is restored a
 
 from __future__ import annotations
 
-import http.client
+import http.client as httplib
 import json
 import os
 import threading
@@ -37,10 +37,10 @@ class Http:
         self.port, self.timeout = port, timeout
         self._local = threading.local()
 
-    def _conn(self) -> http.client.HTTPConnection:
+    def _conn(self) -> httplib.HTTPConnection:
         c = getattr(self._local, "conn", None)
         if c is None:
-            c = self._local.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
+            c = self._local.conn = httplib.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
         return c
 
     def request(self, method: str, path: str, *, json_body: Any = None, body: Optional[bytes] = None,
@@ -64,8 +64,8 @@ class Http:
                 if resp.getheader("connection", "").lower() == "close":
                     self.close()
                 return out
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
-                    http.client.CannotSendRequest, http.client.ResponseNotReady):
+            except (httplib.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
+                    httplib.CannotSendRequest, httplib.ResponseNotReady):
                 self.close()
                 if attempt:
                     raise

@@ -88,6 +88,8 @@ def test_run_table_and_bad_input(jsonl_dir, tmp_path, capsys):
     table = capsys.readouterr().out
     assert "overall (pooled)" in table and "alice" in table and "acc_kept" in table
     assert evaluate.run(_args("--data", str(tmp_path / "missing"))) == 2
+    assert evaluate.run(_args("--data", str(jsonl_dir), "--user", "carol")) == 2
+    assert evaluate.run(_args("--data", str(jsonl_dir), "--max-train-per-calendar", "0")) == 2
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "u.jsonl").write_text('{"summary": "x", "start": "2026-01-01T10:00:00Z"}\n')
     assert evaluate.run(_args("--data", str(tmp_path / "bad"))) == 2

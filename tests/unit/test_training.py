@@ -209,7 +209,10 @@ def test_dense_scale_is_folded_into_weights():
 
     from scipy import sparse
 
-    ref = LogisticRegression(C=clf.C, class_weight="balanced", max_iter=3000, tol=1e-4).fit(sparse.csr_matrix(Xs), y)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        ref = LogisticRegression(C=clf.C, class_weight="balanced", max_iter=3000, tol=1e-4).fit(sparse.csr_matrix(Xs), y)
     assert np.allclose(clf.predict_proba(X), ref.predict_proba(Xs), atol=1e-3)
     unscaled = CalendarClassifier(dense_scale=1.0).fit(X, y)
     assert not np.allclose(unscaled.estimator_.coef_, clf.estimator_.coef_)

@@ -16,7 +16,7 @@ import json
 import os
 from typing import Annotated, Any, Callable
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.openapi.exceptions import (
@@ -32,7 +32,45 @@ from .errors import CalrouteError, Forbidden, InvalidInput, PayloadTooLarge, Ser
 
 SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "calroute")
 logger = Logger(service=SERVICE)
-tracer = Tracer(service=SERVICE)
+
+
+def tracing_enabled() -> bool:
+    """Powertools' own switch: POWERTOOLS_TRACE_DISABLED=true turns tracing off."""
+    return os.environ.get("POWERTOOLS_TRACE_DISABLED", "").strip().lower() not in ("1", "true", "yes")
+
+
+class LazyTracer:
+    """The Powertools Tracer, created on first use.
+
+    Creating a Tracer imports ``aws_xray_sdk`` (+ botocore), ~0.4-0.9 s of cold start. A function
+    deployed with tracing off (the predict function by default: see the ``PredictTracing``
+    template parameter) never pays it, and its handler is not wrapped at all.
+    """
+
+    def __init__(self, service: str):
+        self.service = service
+        self._tracer = None
+
+    def _get(self):
+        if self._tracer is None:
+            from aws_lambda_powertools import Tracer
+
+            self._tracer = Tracer(service=self.service)
+        return self._tracer
+
+    def capture_lambda_handler(self, fn: Callable | None = None, **kwargs: Any):
+        def deco(func: Callable) -> Callable:
+            if not tracing_enabled():
+                return func
+            return self._get().capture_lambda_handler(func, **kwargs)
+
+        return deco(fn) if fn is not None else deco
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._get(), name)
+
+
+tracer = LazyTracer(SERVICE)
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "calroute"), service=SERVICE)
 
 UserIdPath = Annotated[str, Path(pattern=ids.USER_ID_PATTERN, max_length=64, description="The user id")]
@@ -131,6 +169,16 @@ def make_resolver(**kwargs: Any) -> APIGatewayHttpResolver:
     def _bad_json(exc: json.JSONDecodeError) -> Response:
         return error_response(400, "invalid_json", f"the body is not valid JSON: {exc.msg}", "body")
 
+    # Raised by Powertools while decoding the body, before any route code runs: a base64 body whose
+    # bytes are not UTF-8, and JSON nested deeper than the interpreter's recursion limit.
+    @app.exception_handler(UnicodeDecodeError)
+    def _bad_utf8(exc: UnicodeDecodeError) -> Response:
+        return error_response(400, "invalid_json", "the body is not valid UTF-8 text", "body")
+
+    @app.exception_handler(RecursionError)
+    def _too_deep(exc: RecursionError) -> Response:
+        return error_response(400, "invalid_json", "the body is nested too deeply", "body")
+
     @app.not_found
     def _not_found(exc: NotFoundError) -> Response:
         return error_response(404, "not_found", "no such route")
@@ -158,6 +206,20 @@ def make_handler(app: APIGatewayHttpResolver) -> Callable:
             return error_response(exc.status, exc.code, exc.message, exc.field).build(app.current_event)  # pragma: no cover
 
     return handler
+
+
+def task_handler(fn: Callable | None = None, *, flush_metrics: bool = False) -> Callable:
+    """Decorator for non-HTTP handlers (state-machine tasks, Lambda-to-Lambda): logging context,
+    tracing and, with ``flush_metrics``, the EMF flush — one place instead of a stack per handler."""
+
+    def deco(func: Callable) -> Callable:
+        wrapped = func
+        if flush_metrics:
+            wrapped = metrics.log_metrics(wrapped)
+        wrapped = tracer.capture_lambda_handler(wrapped, capture_response=False)
+        return logger.inject_lambda_context(wrapped, clear_state=True)
+
+    return deco(fn) if fn is not None else deco
 
 
 def parse_json_body(app: APIGatewayHttpResolver) -> Any:

@@ -187,13 +187,16 @@ def evaluate_dir(data_dir: str | Path, max_train_per_calendar: Optional[int] = N
     cfg = cfg or TrainConfig()
     if family:
         cfg = replace(cfg, family=family)
+    if max_train_per_calendar is not None and max_train_per_calendar < 1:
+        raise ValueError("--max-train-per-calendar must be at least 1")
     loaded = load_users(data_dir)
     if users:
-        loaded = {u: loaded[u] for u in users if u in loaded}
+        missing = [u for u in users if u not in loaded]
+        if missing:
+            raise ValueError(f"no data for user(s) {', '.join(missing)} in {data_dir}")
+        loaded = {u: loaded[u] for u in users}
     results = [evaluate_user(u, evs, cfg, max_train_per_calendar) for u, evs in loaded.items()]
     done = [r for r in results if "skipped" not in r]
-    ys = np.concatenate([r["y"] for r in done]) if done else np.asarray([])
-    preds = np.concatenate([r["pred"] for r in done]) if done else np.asarray([])
     kept = np.concatenate([r["kept"] for r in done]) if done else np.zeros(0, bool)
     labels = sorted({f"{r['user']}/{lab}" for r in done for lab in r["labels"]})
     # pooled macro-F1 over (user, calendar) pairs: calendars of different users are different classes
@@ -203,7 +206,6 @@ def evaluate_dir(data_dir: str | Path, max_train_per_calendar: Optional[int] = N
     overall.update(threshold=_mean([r["threshold"] for r in done]),
                    train_seconds=float(sum(r["train_seconds"] for r in done)), users=len(done))
     mean = {k: _mean([r.get(k) for r in done]) for k in KEYS}
-    del ys, preds
     users_out = [{k: v for k, v in r.items() if k not in ("y", "pred", "kept", "labels")} for r in results]
     return {
         "overall": overall,

@@ -66,3 +66,22 @@ class StatsService:
             "latency_p50_ms": latencies[len(latencies) // 2] if latencies else None,
             "llm": llm,
         }
+
+    def global_stats(self, days: int = 7) -> dict:
+        """Service-wide LLM usage (the ``_global`` ledger row per day) — operators only."""
+        from ..adapters.aws import GLOBAL_PK
+
+        since = self.now() - timedelta(days=days)
+        rows = sorted(self.usage.days(GLOBAL_PK, since.strftime("%Y-%m-%d")), key=lambda d: d["day"])
+        return {
+            "days": days,
+            "since": since.isoformat(timespec="milliseconds"),
+            "llm": {
+                "calls": int(sum(d.get("calls", 0) for d in rows)),
+                "usd": round(float(sum(d.get("usd", 0) for d in rows)), 6),
+                "input_tokens": int(sum(d.get("input_tokens", 0) for d in rows)),
+                "output_tokens": int(sum(d.get("output_tokens", 0) for d in rows)),
+                "by_day": [{"day": d["day"], "calls": int(d.get("calls", 0)), "usd": round(float(d.get("usd", 0)), 6)}
+                           for d in rows],
+            },
+        }
