@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+from dataclasses import replace
 import time
 from typing import Any
 
@@ -27,6 +28,7 @@ from .llm_standin import StandInLLM
 from .users import real_users
 
 LLM_ASSUMED_ACCURACY = 0.90
+FEW_SHOT = 10  # training events per calendar of the "new user" scenario
 LATENCY_RANGE_S = (0.4, 0.8)
 # AWS us-east-1 list prices (x86): Lambda requests and GB-seconds, API Gateway HTTP API requests.
 LAMBDA_PER_REQUEST = 0.20 / 1e6
@@ -61,11 +63,19 @@ def run(quick: bool) -> dict:
     users = real_users()
     truth: dict[tuple[str, str], str] = {}
     tests: dict[str, list] = {}
+    few: dict[str, list] = {}
     cfg = settings()
-    for n, (user, events) in enumerate(sorted(users.items())):
-        train, test = split_events(events)
+
+    def setup(user: str, events: list, max_train: int | None, n: int) -> list:
+        """Train on the split (first ``max_train`` per calendar), install, store the training events
+        and the calendars; returns the test events."""
+        train, test = split_events(events, max_train)
+        tc = TrainConfig()
+        if max_train is not None:  # gates relaxed as `calroute evaluate --max-train-per-calendar` does
+            tc = replace(tc, min_events=max(2, min(tc.min_events, len(train))),
+                         min_per_calendar=max(1, min(tc.min_per_calendar, max_train)))
         progress(f"llm economics: training {user} ({len(train)} train / {len(test)} test events)")
-        trained = train_user_model(train, TrainConfig(), user_id=user, version=f"v20260102000000-{n:06x}")
+        trained = train_user_model(train, tc, user_id=user, version=f"v20260102000000-{n:06x}")
         install_model(user, trained.onnx_bytes, version=trained.version, threshold=trained.threshold,
                       labels=trained.labels, extra={"profiles": trained.profiles})
         EventRepo(cfg.events_table).put_events(user, train)
@@ -73,7 +83,12 @@ def run(quick: bool) -> dict:
             UserRepo(cfg.users_table).put_calendar(user, CalendarInfo(calendar_id=cal, name=cal.replace("_", " ")))
         for e in test:
             truth[(e.summary, e.start.isoformat())] = e.calendar_id
-        tests[user] = test if not quick else test[:20]
+        return test if not quick else test[:20]
+
+    for n, (user, events) in enumerate(sorted(users.items())):
+        tests[user] = setup(user, events, None, n)
+        # the same user as a newcomer: FEW_SHOT events per calendar (another user id, own data)
+        few[f"{user}-new"] = setup(f"{user}-new", events, FEW_SHOT, 100 + n)
 
     rng = random.Random(1)
 
@@ -125,6 +140,9 @@ def run(quick: bool) -> dict:
         app._service = None
         progress(f"llm economics: hybrid, {len(pairs)} events through the predict handler")
         hybrid = classify_all(pairs, standin)
+        few_pairs = [(u, e) for u in sorted(few) for e in few[u]]
+        progress(f"llm economics: hybrid for new users ({FEW_SHOT} events per calendar), {len(few_pairs)} events")
+        hybrid_few = classify_all(few_pairs, standin)
         # --- LLM-only: prompt sizes on a sample without latency, then end-to-end latency on a sample ---
         set_env(ML_ENABLED="false", **common)
         app._service = None
@@ -197,6 +215,24 @@ def run(quick: bool) -> dict:
                     "llm_only_overhead_without_llm_latency": _stats([r["ms"] for r in llm_tokens])},
         "cost_per_event": {"hybrid": hybrid_cost, "llm_only": llm_only_cost, "ml_only": ml_only_cost},
     })
+    f_ml = [r for r in hybrid_few if r["method"] == "ml"]
+    f_fell = [r for r in hybrid_few if r["llm_calls"]]
+    f_in = [r["in_tok"] for r in f_fell]
+    f_usd_call = cost_usd(model, round(sum(f_in) / len(f_in)), round(mean_out), prices) if f_in else usd_call
+    f_methods: dict[str, int] = {}
+    for r in hybrid_few:
+        f_methods[r["method"]] = f_methods.get(r["method"], 0) + 1
+    nf = len(hybrid_few)
+    res["few_shot"] = {
+        "train_per_calendar": FEW_SHOT, "events": nf, "methods": f_methods,
+        "llm_calls_per_1000": round(1000 * len(f_fell) / nf, 1) if nf else None,
+        "coverage": round(len(f_ml) / nf, 4) if nf else None,
+        "accuracy_ml_kept": round(sum(r["calendar_id"] == r["truth"] for r in f_ml) / len(f_ml), 4) if f_ml else None,
+        "accuracy_hybrid_with_assumed_llm": round(sum(r["calendar_id"] == r["truth"] for r in hybrid_few) / nf, 4)
+        if nf else None,
+        "latency": _stats([r["ms"] for r in hybrid_few]),
+        "cost_per_event": per_event_usd(hybrid_few, f_usd_call) if nf else None,
+    }
     hy_p50, lo_p50 = res["latency"]["hybrid"]["p50_ms"], res["latency"]["llm_only"]["p50_ms"]
     hy_mean, lo_mean = res["latency"]["hybrid"]["mean_ms"], res["latency"]["llm_only"]["mean_ms"]
     res["claims"] = {

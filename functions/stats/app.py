@@ -1,11 +1,17 @@
-"""StatsFunction: ``GET /v1/users/<userId>/stats`` — the last 7 days of predictions (count and
-accuracy per method, from corrections) and LLM usage (calls, tokens, USD)."""
+"""StatsFunction:
+
+* ``GET /v1/users/<userId>/stats`` — the user's last days of predictions (count and accuracy per
+  method, from corrections) and LLM usage (calls, tokens, USD);
+* ``GET /v1/stats`` (operators) — service-wide: LLM usage ledger, ML share, confidence histogram,
+  USD and time saved against LLM-only, from a bounded Scan of the prediction log;
+* ``GET /v1/experiments/<name>`` (operators) — the configured A/B experiment's arms compared.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Optional
 
-from aws_lambda_powertools.event_handler.openapi.params import Query
+from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from pydantic import BaseModel
 
 from calroute import ids
@@ -23,7 +29,7 @@ def service() -> StatsService:
     if _service is None:
         cfg = settings()
         _service = StatsService(PredictionLog(cfg.predictions_table, cfg.prediction_ttl_days),
-                                UsageLedger(cfg.usage_table))
+                                UsageLedger(cfg.usage_table), cfg=cfg)
     return _service
 
 
@@ -54,10 +60,29 @@ def user_stats(userId: UserIdPath,
     return service().user_stats(user, days)  # type: ignore[return-value]
 
 
-@app.get("/v1/stats", summary="Service-wide LLM usage (operators)", tags=["stats"])
+_OPS_RESPONSES = {200: {"description": "OK"}, 403: {"description": "Operators only"},
+                  404: {"description": "Not found"}, 422: {"description": "Validation error"}}
+ExperimentPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", max_length=64,
+                                     description="The experiment's name (EXPERIMENT_NAME)")]
+
+
+@app.get("/v1/stats", summary="Service-wide usage, ML share and savings (operators)", tags=["stats"],
+         description="LLM usage from the ledger; ML share, confidence histogram, USD and time saved against "
+         "LLM-only from a bounded Scan of the prediction log (at most STATS_MAX_DAYS days and "
+         "STATS_MAX_ITEMS items: the `scan` field says which bound applied).", responses=_OPS_RESPONSES)
 def global_stats(days: Annotated[int, Query(ge=1, le=90, description="How many days back")] = 7) -> dict:
     require_operator(app)
     return service().global_stats(days)
+
+
+@app.get("/v1/experiments/<name>", summary="An A/B experiment's arms compared (operators)", tags=["stats"],
+         description="Control (LLM only) vs treatment (hybrid) per cohort: requests, accuracy from corrections, "
+         "LLM calls, cost, latency p50/p99, a two-proportion z-test and the seed's targets.",
+         responses=_OPS_RESPONSES)
+def experiment(name: ExperimentPath,
+               days: Annotated[int, Query(ge=1, le=90, description="How many days back")] = 7) -> dict:
+    require_operator(app)
+    return service().experiment(name, days)
 
 
 lambda_handler = make_handler(app)

@@ -30,6 +30,9 @@ class Reply:
         return json.loads(self.raw.decode("utf-8"))
 
 
+GATEWAY_MAX_BODY = 10 * 1024 * 1024  # calroute.local.gateway.MAX_BODY_BYTES (API Gateway's limit)
+
+
 class Http:
     """A keep-alive HTTP/1.1 client for 127.0.0.1 (one connection per thread)."""
 
@@ -54,6 +57,8 @@ class Http:
             hdrs["content-type"] = content_type
         if user is not None:
             hdrs["x-calroute-user"] = user
+        if body is not None and len(body) > GATEWAY_MAX_BODY:
+            return self.headers_only(method, path, hdrs, len(body))
         for attempt in (0, 1):  # a keep-alive connection the server closed: reconnect once
             conn = self._conn()
             try:
@@ -70,6 +75,19 @@ class Http:
                 if attempt:
                     raise
         raise AssertionError("unreachable")
+
+    def headers_only(self, method: str, path: str, headers: dict[str, str], length: int) -> Reply:
+        """Declare ``length`` bytes but send only the headers: the gateway answers 413 from the
+        declared length and closes, without reading (sending the body would hit a broken pipe)."""
+        import socket
+
+        lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", f"content-length: {length}"]
+        lines += [f"{k}: {v}" for k, v in headers.items()]
+        with socket.create_connection(("127.0.0.1", self.port), timeout=self.timeout) as sock:
+            sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+            resp = httplib.HTTPResponse(sock)
+            resp.begin()
+            return Reply(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
 
     def close(self) -> None:
         c = getattr(self._local, "conn", None)

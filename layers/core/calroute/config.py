@@ -89,6 +89,15 @@ class Settings(BaseModel):
     llm_user_daily_budget_usd: float = Field(0.50, ge=0)
     llm_similar_examples: int = Field(5, ge=0, le=20)
 
+    # --- operations (docs/operations.md) ---
+    # drift: a training run compares each user's logged requests of the last drift_window_days
+    # (at most drift_max_items, since the active model's promotion) with the training reference
+    drift_window_days: int = Field(14, ge=1, le=90)
+    drift_max_items: int = Field(2000, ge=30, le=100_000)
+    # GET /v1/stats and /v1/experiments/{name}: a bounded Scan of the prediction log
+    stats_max_days: int = Field(7, ge=1, le=90)
+    stats_max_items: int = Field(50_000, ge=100, le=1_000_000)
+
     # --- API ---
     auth_mode: Literal["iam", "jwt", "dev", "none"] = "iam"
     max_body_bytes: int = Field(1_000_000, ge=1024)

@@ -170,7 +170,8 @@ def evaluate_user(user_id: str, events: Sequence[Event], cfg: Optional[TrainConf
     out.update(threshold=model.threshold, train_seconds=trained.metrics["train_seconds"],
                family=trained.family, cv_accuracy=trained.metrics["cv_accuracy"],
                threshold_rule=trained.metrics["threshold_rule"], parity_passed=trained.parity["passed"],
-               onnx_bytes=len(trained.onnx_bytes), y=y, pred=pred, kept=kept, labels=all_labels)
+               onnx_bytes=len(trained.onnx_bytes), y=y, pred=pred, kept=kept, labels=all_labels,
+               confidence=top)  # per-event top probability: for calroute.report (dropped from JSON)
     return out
 
 
@@ -206,7 +207,7 @@ def evaluate_dir(data_dir: str | Path, max_train_per_calendar: Optional[int] = N
     overall.update(threshold=_mean([r["threshold"] for r in done]),
                    train_seconds=float(sum(r["train_seconds"] for r in done)), users=len(done))
     mean = {k: _mean([r.get(k) for r in done]) for k in KEYS}
-    users_out = [{k: v for k, v in r.items() if k not in ("y", "pred", "kept", "labels")} for r in results]
+    users_out = [{k: v for k, v in r.items() if k not in ("y", "pred", "kept", "labels", "confidence")} for r in results]
     return {
         "overall": overall,
         "mean_of_users": mean,
@@ -229,7 +230,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--user", action="append", default=None, help="evaluate only this user (repeatable)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--report", default=None, metavar="OUTDIR",
-                        help="also write the JSON result to OUTDIR/evaluation.json")
+                        help="also write OUTDIR/evaluation.json and the report (index.html, README.md, PNG plots)")
 
 
 def _fmt(v: Any, pct: bool = True) -> str:
@@ -287,6 +288,11 @@ def run(args: argparse.Namespace) -> int:
         out = Path(report)
         out.mkdir(parents=True, exist_ok=True)
         (out / "evaluation.json").write_text(text + "\n", encoding="utf-8")
+        # plots + HTML/Markdown report (calroute.report; matplotlib, developer tooling only)
+        from .report import collect_details, write_report
+
+        details = collect_details(args.data, users=getattr(args, "user", None), family=getattr(args, "family", None))
+        write_report(result, out, details=details, data_dir=str(args.data))
     print(text if getattr(args, "json", False) else format_table(result))
     return 0
 

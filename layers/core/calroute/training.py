@@ -37,6 +37,7 @@ import numpy as np
 from . import ids
 from .errors import GateFailed
 from .features import N_DENSE, N_FEATURES, featurize
+from .gates import check_gates  # noqa: F401  (re-exported: the trainer's gates)
 from .onnx_export import check_parity, to_onnx
 from .profiles import build_profiles
 from .schema import Event, sort_by_start
@@ -136,21 +137,6 @@ class TrainedModel:
 
 
 # ----------------------------------------------------------------------------- gates
-
-
-def check_gates(events: Sequence[Event], cfg: TrainConfig) -> tuple[bool, str]:
-    """Is there enough labelled data to train? Returns ``(ok, reason)``; unlabelled events are
-    ignored. Reasons read like "needs at least 50 labelled events (has 12)"."""
-    counts = Counter(e.calendar_id for e in events if e.calendar_id is not None)
-    n = sum(counts.values())
-    if n < cfg.min_events:
-        return False, f"needs at least {cfg.min_events} labelled events (has {n})"
-    big = [c for c, k in counts.items() if k >= cfg.min_per_calendar]
-    if len(big) < cfg.min_calendars:
-        shown = ", ".join(f"{c}: {k}" for c, k in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
-        return False, (f"needs at least {cfg.min_calendars} calendars with {cfg.min_per_calendar}+ events "
-                       f"each ({shown})")
-    return True, f"ok: {n} events in {len(counts)} calendars"
 
 
 # ----------------------------------------------------------------------------- the estimator

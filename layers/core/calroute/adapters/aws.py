@@ -459,6 +459,37 @@ class Registry:
         self.table.put_item(Item=to_ddb({"user_id": user_id, "sk": f"AUDIT#{ts}#{random.randrange(16**4):04x}",
                                          "at": ts, **fields}))
 
+    #: the only attributes the training planner writes (its IAM grant is limited to them)
+    DRIFT_ATTRIBUTES = ("drift", "drifted", "drift_at")
+
+    def mark_drift(self, user_id: str, version: str, report: dict, *, at: str) -> bool:
+        """Store a drift report on ACTIVE (iff it still points at ``version``) and on the version
+        record. Returns False when ACTIVE changed meanwhile (a newer model: the report is stale)."""
+        values = {":d": to_ddb(report), ":f": bool(report.get("drifted")), ":t": at, ":v": version}
+        names = {"#d": "drift", "#f": "drifted", "#t": "drift_at", "#v": "version"}
+        try:
+            self.table.update_item(
+                Key={"user_id": user_id, "sk": "ACTIVE"},
+                UpdateExpression="SET #d = :d, #f = :f, #t = :t",
+                ConditionExpression="#v = :v",
+                ExpressionAttributeNames=names, ExpressionAttributeValues=values,
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise
+        try:
+            self.table.update_item(
+                Key={"user_id": user_id, "sk": f"MODEL#{version}"},
+                UpdateExpression="SET #d = :d, #f = :f, #t = :t",
+                ConditionExpression="attribute_exists(#v)",
+                ExpressionAttributeNames=names, ExpressionAttributeValues={k: v for k, v in values.items() if k != ":v"},
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+        return True
+
     def audit_trail(self, user_id: str) -> list[dict]:
         items = _query_all(
             self.table,
@@ -523,14 +554,62 @@ class PredictionLog:
         item.update(was_correct=was_correct, corrected_to=correct_calendar)
         return item
 
-    def since(self, user_id: str, since_iso: str) -> list[dict]:
-        items = _query_all(
+    def since(self, user_id: str, since_iso: str, limit: Optional[int] = None) -> list[dict]:
+        """The user's logged predictions created at/after ``since_iso`` (at most ``limit``)."""
+        out = []
+        for i in _query_all(
             self.table,
             KeyConditionExpression="user_id = :u",
             FilterExpression="created_at >= :s",
             ExpressionAttributeValues={":u": user_id, ":s": since_iso},
-        )
-        return [from_ddb(i) for i in items]
+        ):
+            out.append(from_ddb(i))
+            if limit is not None and len(out) >= limit:
+                break
+        return out
+
+    #: what the operator scans read: aggregates only — never the user id, event id or reason text
+    SCAN_FIELDS = ("method", "cohort", "latency_ms", "llm_usd", "was_correct", "confidence", "created_at",
+                   "model_version")
+
+    def scan_since(self, since_iso: str, *, max_items: int, page_size: int = 1000,
+                   max_pages: Optional[int] = None) -> tuple[list[dict], dict]:
+        """A bounded, paged Scan of the whole log for operator aggregates (stats, experiments).
+
+        Returns ``(items, info)``: at most ``max_items`` items created at/after ``since_iso``,
+        projected to :attr:`SCAN_FIELDS` (no user id: aggregates never carry a per-user
+        dimension), and ``info = {"scanned", "pages", "truncated"}`` (``truncated``: the bound was
+        hit before the end of the table, the figures cover a sample).
+        """
+        names = {f"#f{i}": f for i, f in enumerate(self.SCAN_FIELDS)}
+        kwargs: dict = {
+            "FilterExpression": "#c >= :s",
+            "ProjectionExpression": ", ".join(names),
+            "ExpressionAttributeNames": {**names, "#c": "created_at"},
+            "ExpressionAttributeValues": {":s": since_iso},
+            "Limit": page_size,
+        }
+        items: list[dict] = []
+        scanned = pages = 0
+        truncated = False
+        while True:
+            page = self.table.scan(**kwargs)
+            pages += 1
+            scanned += int(page.get("ScannedCount", 0))
+            for it in page.get("Items", []):
+                if len(items) >= max_items:
+                    truncated = True
+                    break
+                items.append(from_ddb(it))
+            more = "LastEvaluatedKey" in page
+            if truncated or not more:
+                truncated = truncated or (more and len(items) >= max_items)
+                break
+            if max_pages is not None and pages >= max_pages:
+                truncated = True
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return items, {"scanned": scanned, "pages": pages, "truncated": truncated}
 
 
 class UsageLedger:

@@ -13,8 +13,9 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Mapping, Optional
 
 from ..config import Settings
+from ..gates import check_gates
 from ..errors import Conflict, InvalidInput, ModelIntegrityError, NotFound, ServiceUnavailable
-from ..retrain import counter_gate, latest_training, needs_training
+from ..retrain import latest_training, needs_training
 from .training_run import load_training_events, new_run_id
 
 #: registry fields too big or too internal for API answers
@@ -28,14 +29,8 @@ def _public(record: dict) -> dict:
 
 
 def _gates(events: list, cfg: Settings) -> tuple[bool, str]:
-    """The trainer's data gates. :mod:`calroute.training` imports numpy at module level; where it is
-    not installed, the counter-only pre-check answers (and says so)."""
-    try:
-        from ..training import TrainConfig, check_gates
-    except ImportError:  # pragma: no cover - a function without numpy
-        ok, why = counter_gate({"events_total": len(events)}, cfg)
-        return ok, why or f"{len(events)} labelled events (calendar gates not checked)"
-    return check_gates(events, TrainConfig.from_settings(cfg))
+    """The trainer's data gates (numpy-free: this runs on the core layer only)."""
+    return check_gates(events, cfg)
 
 
 class ModelsService:

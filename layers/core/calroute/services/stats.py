@@ -17,10 +17,26 @@ def _utcnow() -> datetime:
 
 
 class StatsService:
-    def __init__(self, predictions, usage, *, now: Callable[[], datetime] = _utcnow):
+    """``cfg`` (a :class:`~calroute.config.Settings`) enables the operator views over the whole
+    prediction log (:class:`~calroute.services.ops.OpsService`: bounded Scan)."""
+
+    def __init__(self, predictions, usage, *, cfg=None, now: Callable[[], datetime] = _utcnow):
         self.predictions = predictions
         self.usage = usage
+        self.cfg = cfg
         self.now = now
+
+    @property
+    def ops(self):
+        from .ops import OpsService
+
+        if self.cfg is None:
+            raise RuntimeError("StatsService needs cfg for the operator views")
+        return OpsService(self.predictions, self.usage, self.cfg, now=self.now)
+
+    def experiment(self, name: str, days: int = 7) -> dict:
+        """``GET /v1/experiments/{name}`` — operators only (the caller checks)."""
+        return self.ops.experiment(name, days)
 
     def user_stats(self, user_id: str, days: int = 7) -> dict:
         """``user_id`` must already be validated."""
@@ -68,12 +84,17 @@ class StatsService:
         }
 
     def global_stats(self, days: int = 7) -> dict:
-        """Service-wide LLM usage (the ``_global`` ledger row per day) — operators only."""
+        """Service-wide LLM usage (the ``_global`` ledger row per day) and, with ``cfg``, the
+        prediction-log aggregates of :func:`calroute.services.ops.operator_stats` (ML share,
+        confidence histogram, USD and time saved against LLM-only; bounded: see ``scan``) —
+        operators only."""
         from ..adapters.aws import GLOBAL_PK
 
         since = self.now() - timedelta(days=days)
         rows = sorted(self.usage.days(GLOBAL_PK, since.strftime("%Y-%m-%d")), key=lambda d: d["day"])
+        extra = self.ops.stats(days) if self.cfg is not None else {}
         return {
+            **extra,
             "days": days,
             "since": since.isoformat(timespec="milliseconds"),
             "llm": {

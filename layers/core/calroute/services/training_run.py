@@ -120,13 +120,21 @@ def plan(run_input: Mapping, repos: Repos, cfg: Settings, *, now: Optional[datet
                 seen.add(u)
                 items.append({"user_id": u, "run_id": run_id, "reason": f"requested ({trigger})"})
     else:
+        from .ops import DriftTally, check_user_drift
+
         users, registry = repos["users"], repos["registry"]
+        predictions = repos.get("predictions")
+        tally = DriftTally()
         for profile in users.iter_profiles():
             u = profile.get("user_id", "")
             if not isinstance(u, str) or not ids.USER_ID_RE.fullmatch(u):
                 continue  # "_run"/"_global" and anything malformed
             active = registry.active(u)
-            last = latest_training(registry.versions(u))
+            versions = registry.versions(u)
+            last = latest_training(versions)
+            if active is not None and predictions is not None:
+                active, last = _monitor_drift(u, active, versions, last, registry, predictions, cfg, now, tally,
+                                              check_user_drift)
             need, reason = needs_training(profile=profile, active=active, last=last, cfg=cfg, now=now,
                                           can_train=counter_gate(profile, cfg))
             if need:
@@ -137,9 +145,36 @@ def plan(run_input: Mapping, repos: Repos, cfg: Settings, *, now: Optional[datet
                     skipped.append({"user_id": u, "reason": reason})
     key = run_key(run_id)
     repos["models"].put_json(key, items)
-    return {"run_id": run_id, "bucket": repos["models"].bucket, "key": key, "count": len(items),
-            "skipped": skipped, "skipped_total": skipped_total, "started_at": now.isoformat(),
-            "trigger": trigger}
+    out = {"run_id": run_id, "bucket": repos["models"].bucket, "key": key, "count": len(items),
+           "skipped": skipped, "skipped_total": skipped_total, "started_at": now.isoformat(),
+           "trigger": trigger}
+    if run_input.get("user_ids") is None:
+        out["drift"] = tally.as_dict()
+    return out
+
+
+def _monitor_drift(user: str, active: dict, versions: list[dict], last: Optional[dict], registry: Any,
+                   predictions: Any, cfg: Settings, now: datetime, tally: Any, check: Callable) -> tuple:
+    """Drift of the active model (see :mod:`calroute.services.ops`): the report is stored on the
+    registry (ACTIVE + version) when it concludes, and the returned ``(active, last)`` carry the
+    verdict for the retraining policy. A failure here never fails the plan (drift is advisory)."""
+    record = next((v for v in versions if v.get("version") == active.get("version")), None)
+    try:
+        report = check(user, active, record, predictions, cfg, now)
+    except Exception:  # noqa: BLE001 - a storage fault in the monitor must not stop training
+        tally.add(None)
+        return active, last
+    tally.add(report)
+    if report is None or not report.get("psi"):
+        return active, last  # no reference, or too few requests: nothing concluded, nothing written
+    if not registry.mark_drift(user, active["version"], report, at=now.isoformat()):
+        tally.stale += 1
+        return active, last
+    flags = {"drift": report, "drifted": bool(report["drifted"])}
+    active = {**active, **flags}
+    if last is not None and last.get("version") == active.get("version"):
+        last = {**last, **flags}
+    return active, last
 
 
 # ----------------------------------------------------------------------------- TrainUser
@@ -176,6 +211,7 @@ def train_user(item: Mapping, repos: Repos, cfg: Settings, *, now: Optional[date
     fit time); tests may pass a stand-in with the same ``TrainConfig``/``check_gates``/
     ``train_user_model``.
     """
+    from ..drift import reference_profile
     from ..features import FEATURE_SPEC_VERSION
 
     t0 = clock()
@@ -219,6 +255,8 @@ def train_user(item: Mapping, repos: Repos, cfg: Settings, *, now: Optional[date
             "n_events": len(events),
             "trained_at": getattr(model, "trained_at", "") or now.isoformat(),
             "family": getattr(model, "family", ""),
+            # text-free histograms of the training events: what drift is measured against
+            "drift_reference": reference_profile(events),
         }
         repos["registry"].put_version(user, version, record)
     except Exception:
@@ -469,6 +507,7 @@ def summarize(run: Mapping, repos: Repos, cfg: Settings, *, now: Optional[dateti
         "user_ms_max": max(durations) if durations else None,
         "failures": failures,
         "rejections": rejections,
+        "drift": run.get("drift") if isinstance(run.get("drift"), dict) else None,
     }
     repos["registry"].put_run(run_id, {k: v for k, v in record.items() if v is not None})
     if metrics is not None:
@@ -480,6 +519,11 @@ def summarize(run: Mapping, repos: Repos, cfg: Settings, *, now: Optional[dateti
             metrics.add_metric(name=name, unit=MetricUnit.Count, value=record[key])
         if durations:
             metrics.add_metric(name="TrainingUserMaxMs", unit=MetricUnit.Milliseconds, value=max(durations))
+        drift = record["drift"] or {}
+        if drift.get("checked"):
+            # the largest PSI of the run (the DriftAlarm's statistic is Maximum) and how many drifted
+            metrics.add_metric(name="DriftPsi", unit=MetricUnit.NoUnit, value=float(drift.get("max_psi") or 0.0))
+            metrics.add_metric(name="DriftUsersDrifted", unit=MetricUnit.Count, value=int(drift.get("drifted") or 0))
     return {"run_id": run_id, **record}
 
 

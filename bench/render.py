@@ -1,0 +1,289 @@
+"""Figures → the targets/claims verdicts and the generated Markdown of docs/benchmarks.md."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from .harness import fmt_ms, fmt_pct
+
+
+def _get(d: Any, *path: str) -> Any:
+    for p in path:
+        if not isinstance(d, dict) or p not in d:
+            return None
+        d = d[p]
+    return d
+
+
+def _verdict(value: Optional[float], ok: Optional[bool]) -> str:
+    if value is None:
+        return "not measured"
+    return "met" if ok else "NOT met"
+
+
+def targets(f: dict) -> list[dict]:
+    """The issue's targets, each ``{"name", "target", "measured", "unit", "met"}``."""
+    from calroute.training import DEFAULT_FAMILY
+
+    out = []
+
+    def add(name: str, target: str, value: Optional[float], unit: str, ok) -> None:
+        met = None if value is None else bool(ok(value))
+        out.append({"name": name, "target": target, "measured": value, "unit": unit, "met": met})
+
+    add("warm classify p50 (real handler, model cached)", "≤ 0.3 ms",
+        _get(f, "serving", "handler_warm", "p50_ms"), "ms", lambda v: v <= 0.3)
+    add("warm classify p99 (real handler, model cached)", "≤ 1 ms",
+        _get(f, "serving", "handler_warm", "p99_ms"), "ms", lambda v: v <= 1.0)
+    add(f"cached user models per GB ({DEFAULT_FAMILY}, the default family)", "≥ 1,000",
+        _get(f, "memory", "families", DEFAULT_FAMILY, "models_per_gb"), "models", lambda v: v >= 1000)
+    add("training end to end, 1k events (wall p50)", "≤ 2 s",
+        _get(f, "training", "1000", "wall_s_p50"), "s", lambda v: v <= 2.0)
+    cov = _get(f, "accuracy", "overall", "coverage")
+    acc = _get(f, "accuracy", "overall", "accuracy_kept")
+    add("coverage at accuracy_kept ≥ 97%, ≤ 20 training events per calendar (pooled)", "≥ 85% (with ≥ 97%)",
+        cov, "share", lambda v: v >= 0.85 and (acc or 0) >= 0.97)
+    add("predict cold import", "≤ 250 ms", _get(f, "cold_start", "predict", "import_ms"), "ms", lambda v: v <= 250)
+    return out
+
+
+def claims(f: dict) -> list[dict]:
+    """The seed's claims checked against the LLM-economics run."""
+    c = _get(f, "llm_economics", "claims") or {}
+    out = []
+
+    def add(name: str, claim: str, value: Optional[float], ok) -> None:
+        out.append({"name": name, "claim": claim, "measured": value,
+                    "holds": None if value is None else bool(ok(value))})
+
+    add("share of events the model handles", "85-90%", c.get("ml_share"), lambda v: v >= 0.85)
+    add("faster than LLM-only (p50 latency ratio)", "50×", c.get("speedup_p50"), lambda v: v >= 50)
+    add("cheaper than LLM-only ($ per event ratio)", "10×", c.get("cheaper_x"), lambda v: v >= 10)
+    add("accuracy on the events the model handles", "≥ 90%", c.get("accuracy_on_handled"), lambda v: v >= 0.90)
+    return out
+
+
+def _fmt(v: Any, unit: str = "") -> str:
+    if v is None:
+        return "-"
+    if unit == "ms":
+        return fmt_ms(v)
+    if unit == "share":
+        return fmt_pct(v)
+    if unit == "s":
+        return f"{v:.2f} s"
+    if isinstance(v, float):
+        return f"{v:,.2f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def render_targets(f: dict) -> str:
+    lines = ["| target | goal | measured | verdict |", "|---|---|---|---|"]
+    for t in f.get("targets") or []:
+        lines.append(f"| {t['name']} | {t['target']} | {_fmt(t['measured'], t['unit'])} | "
+                     f"{_verdict(t['measured'], t['met'])} |")
+    lines += ["", "| seed's claim | claimed | measured | verdict |", "|---|---|---|---|"]
+    for c in f.get("claims") or []:
+        v = c["measured"]
+        shown = "-" if v is None else (fmt_pct(v) if v <= 1.0 and "share" in c["name"] or "accuracy" in c["name"]
+                                       else f"{v:,.1f}×")
+        lines.append(f"| {c['name']} | {c['claim']} | {shown} | "
+                     f"{'not measured' if v is None else ('holds' if c['holds'] else 'does NOT hold')} |")
+    return "\n".join(lines)
+
+
+def _row(name: str, s: Optional[dict], note: str = "") -> str:
+    if not isinstance(s, dict) or "p50_ms" not in s:
+        return f"| {name} | - | - | - | {note} |"
+    return f"| {name} | {fmt_ms(s['p50_ms'])} | {fmt_ms(s['p99_ms'])} | {s['n']} | {note} |"
+
+
+def _section_error(f: dict, name: str) -> Optional[str]:
+    s = f.get(name)
+    if isinstance(s, dict) and ("error" in s or "skipped" in s):
+        return f"_{name}: {s.get('error') or s.get('skipped')}_"
+    return None
+
+
+def render(f: dict) -> str:
+    """The generated part of docs/benchmarks.md."""
+    m = f["machine"]
+    out = [f"_Run of {f['started_at']} ({'quick' if f['quick'] else 'full'}, {f['duration_s']} s) on "
+           f"{m['cpu_model']}, {m['cores']} cores, {m['ram_gb']} GB RAM, Python {m['python']}, numpy {m['numpy']}, "
+           f"onnxruntime {m['onnxruntime']}, scikit-learn {m['scikit-learn']}; load average "
+           f"{m.get('loadavg_at_start')} at start, {m.get('loadavg_at_end')} at end (other processes were "
+           f"running). Raw figures: `bench/results/{f['started_at'][:10]}.json`._", "",
+           "### Targets", "", render_targets(f), ""]
+
+    s = f.get("serving") or {}
+    out += ["### Serving (one event, model cached)", ""]
+    err = _section_error(f, "serving")
+    if err:
+        out += [err, ""]
+    else:
+        mdl = s["model"]
+        out += [f"Model: {mdl['user']} ({mdl['calendars']} real calendars, {mdl['train_events']} events), family "
+                f"`{mdl['family']}`, ONNX {mdl['onnx_bytes'] / 1024:.0f} KiB, max |ONNX − sklearn| = "
+                f"{mdl['onnx_vs_sklearn_max_abs_diff']:.1e}.", "",
+                "| what | p50 | p99 | n | note |", "|---|---|---|---|---|",
+                _row("predict handler, API GW v2 event → response", s.get("handler_warm"),
+                     "prediction log off; Powertools resolver + validation + metrics included"),
+                _row("predict handler + prediction-log write", s.get("handler_warm_logged"),
+                     "DynamoDB PutItem to the moto server over HTTP"),
+                _row("featurize (1 event)", s.get("featurize")),
+                _row("featurize + ONNX predict_proba", s.get("onnx_featurize_predict")),
+                _row("featurize + sklearn predict_proba (same model)", s.get("sklearn_featurize_predict")),
+                _row("ONNX predict_proba only", s.get("onnx_predict_only")),
+                _row("sklearn predict_proba only", s.get("sklearn_predict_only")),
+                _row("seed: GB(100, depth 5) on 14 features, ONNX", s.get("gb14_onnx_featurize_predict"),
+                     f"featurize_dense + ONNX; {s.get('gb14_onnx_bytes', 0) / 1024:.0f} KiB"),
+                _row("seed: GB(100, depth 5) on 14 features, sklearn", s.get("gb14_sklearn_featurize_predict")),
+                _row("batch of 100 events through the handler", s.get("batch100"),
+                     f"{fmt_ms(_get(s, 'batch100', 'per_event_ms'))} per event; log off"),
+                _row("batch of 100 + prediction-log writes", s.get("batch100_logged")),
+                _row("cache miss: registry GET + S3 GET + sha256 + session", s.get("cache_miss"), "moto server"),
+                _row("S3 GET + sha256 alone", s.get("s3_get")),
+                _row("ONNX session creation alone", s.get("session_create")), ""]
+        r = s.get("ratios") or {}
+        out += ["Ratios (p50, same run): sklearn/ONNX for the model "
+                f"{r.get('sklearn_over_onnx_model_p50')}× (featurize included), "
+                f"{r.get('sklearn_over_onnx_predict_only_p50')}× (predict only); "
+                f"seed GB-14 ONNX / linear ONNX {r.get('gb14_onnx_over_linear_onnx_p50')}×; "
+                f"seed GB-14 through sklearn / linear ONNX {r.get('gb14_sklearn_over_linear_onnx_p50')}×.", ""]
+
+    out += ["### Cold start (fresh process: import the module, serve one request)", ""]
+    err = _section_error(f, "cold_start")
+    if err:
+        out += [err, ""]
+    else:
+        out += ["| function | import p50 | first request p50 | whole process p50 | runs | sklearn loaded |",
+                "|---|---|---|---|---|---|"]
+        for name, key in (("predict", "predict"), ("LLM fallback", "llm_fallback")):
+            c = f["cold_start"][key]
+            out.append(f"| {name} | {fmt_ms(c['import_ms'])} | {fmt_ms(c['first_call_ms'])} | "
+                       f"{fmt_ms(c['process_ms'])} | {c['n']} | {'yes' if c['sklearn_imported'] else 'no'} |")
+        out += ["", "The first request includes building the service (boto3 clients), the registry and S3 reads "
+                "and the ONNX session (predict), or the OpenAI client and the DynamoDB reads (LLM fallback, "
+                "stand-in server answering at once).", ""]
+
+    out += ["### RAM per cached user model", ""]
+    err = _section_error(f, "memory")
+    if err:
+        out += [err, ""]
+    else:
+        mem = f["memory"]
+        counts = mem["counts"]
+        out += [f"Model of {mem['user']} ({mem['train_events']} training events, 5 calendars), loaded N times "
+                "in a fresh process (one session per user, one prediction each).", "",
+                "| family | ONNX size | " + " | ".join(f"RSS growth at {c:,}" for c in counts)
+                + " | per model | models per GB | cache charge |",
+                "|---|---|" + "---|" * len(counts) + "---|---|---|"]
+        for fam, d in mem["families"].items():
+            if "error" in d:
+                out.append(f"| {fam} | {d['error']} |")
+                continue
+            out.append(f"| {fam} | {d['onnx_bytes'] / 1024:.0f} KiB | "
+                       + " | ".join(f"{d['rss_growth_mb'].get(str(c), 0):.1f} MB" for c in counts)
+                       + f" | {d['per_model_kb']:.0f} KiB | {d['models_per_gb']:,} | {d['cache_charge_kb']:.0f} KiB |")
+        out += ["", "_cache charge_ is what `OnnxModel.memory_estimate` charges the model in the LRU cache.", ""]
+
+    out += ["### Training end to end (`train_user_model`: features, out-of-fold threshold, fit, ONNX, parity)", ""]
+    err = _section_error(f, "training")
+    if err:
+        out += [err, ""]
+    else:
+        out += ["| events | calendars | wall p50 | CPU p50 | runs | ONNX size | parity |", "|---|---|---|---|---|---|---|"]
+        for n, d in f["training"].items():
+            out.append(f"| {int(n):,} | {d['calendars']} | {d['wall_s_p50']:.2f} s | {d['cpu_s_p50']:.2f} s | {d['runs']} | "
+                       f"{d['onnx_bytes'] / 1024:.0f} KiB | {'passed' if d['parity_passed'] else 'FAILED'} |")
+        out.append("")
+
+    out += ["### Accuracy with ≤ 20 training events per calendar (`calroute evaluate --max-train-per-calendar 20`)", ""]
+    err = _section_error(f, "accuracy")
+    if err:
+        out += [err, ""]
+    else:
+        a = f["accuracy"]
+        out += ["| scope | coverage | accuracy_kept | accuracy_all | macro-F1 |", "|---|---|---|---|---|"]
+        for name, key in (("pooled", "overall"), ("mean of users", "mean_of_users")):
+            d = a[key]
+            out.append(f"| {name} | {fmt_pct(d.get('coverage'))} | {fmt_pct(d.get('accuracy_kept'))} | "
+                       f"{fmt_pct(d.get('accuracy_all'))} | {fmt_pct(d.get('macro_f1'))} |")
+        for u in a["users"]:
+            out.append(f"| {u['user']} | {fmt_pct(u.get('coverage'))} | {fmt_pct(u.get('accuracy_kept'))} | | |")
+        out.append("")
+
+    out += ["### Training state machine (local run) and its cost", ""]
+    err = _section_error(f, "state_machine")
+    if err:
+        out += [err, ""]
+    else:
+        sm = f["state_machine"]
+        out += [f"{sm['users']} synthetic users ({sm['events_per_user'][0]}-{sm['events_per_user'][1]} events, 3 real "
+                f"calendars each), one scheduled run: **{sm['status']}** in {sm['wall_s']:.1f} s wall "
+                f"(Map run one user at a time locally); per user p50 {fmt_ms(sm['per_user_p50_ms'])} "
+                f"(run record), TrainUser p50 {sm['train_user_p50_s']} s; counts {sm['counts']}.", "",
+                "| function | calls | p50 | total | memory |", "|---|---|---|---|---|"]
+        for fn, d in sm["functions"].items():
+            out.append(f"| {fn} | {d['calls']} | {d['p50_s']:.2f} s | {d['total_s']:.1f} s | {d['memory_mb']} MB |")
+        out += ["", f"State transitions (happy path): {sm['transitions']['parent']} per run + "
+                f"{sm['transitions']['per_user']} per user. Lambda: {sm['per_user_lambda_gb_s']} GB-s per user.", "",
+                "| users | Lambda GB-s | Lambda $ | transitions | Step Functions $ | total $ per run | $ per 1,000 users |",
+                "|---|---|---|---|---|---|---|"]
+        for n, c in sm["cost"].items():
+            out.append(f"| {int(n):,} | {c['lambda_gb_s']:,.0f} | ${c['lambda_usd']:,.2f} | {c['state_transitions']:,} | "
+                       f"${c['step_functions_usd']:,.2f} | ${c['total_usd']:,.2f} | ${c['usd_per_1000_users']:.3f} |")
+        p = sm["prices"]
+        out += ["", f"Prices ({p['region']}): Lambda ${p['lambda_usd_per_gb_s']} per GB-s and "
+                f"${p['lambda_usd_per_request'] * 1e6:.2f} per 1M requests at the template's MemorySize; Step Functions "
+                f"Standard ${p['sfn_usd_per_transition'] * 1e6:.0f} per 1M transitions. S3/DynamoDB request costs "
+                "are left out (cents at 100k users).", ""]
+
+    out += ["### LLM economics (hybrid vs LLM-only)", ""]
+    err = _section_error(f, "llm_economics")
+    if err:
+        out += [err, ""]
+    else:
+        e = f["llm_economics"]
+        a = e["assumptions"]
+        lat = e["latency"]
+        cost = e["cost_per_event"]
+        out += [f"{e['events']} test events of the bundled users (evaluation split) through the real predict "
+                f"handler; methods {e['methods']}; **{e['llm_calls_per_1000']} LLM calls per 1,000 events**"
+                + (f"; as new users with {e['few_shot']['train_per_calendar']} training events per calendar: methods "
+                   f"{e['few_shot']['methods']}, **{e['few_shot']['llm_calls_per_1000']} LLM calls per 1,000 events**"
+                   if e.get("few_shot") else "") + ".", "",
+                "| router | latency p50 | latency p99 | $ per event | $ per 1M events | accuracy | ML coverage |",
+                "|---|---|---|---|---|---|---|",
+                f"| ML only (unsure answers kept) | {fmt_ms(lat['ml_answered']['p50_ms'])} | "
+                f"{fmt_ms(lat['ml_answered']['p99_ms'])} | ${cost['ml_only']['total_usd']:.2e} | "
+                f"${cost['ml_only']['per_million_events_usd']:,.2f} | see accuracy_all | 100% |",
+                f"| hybrid (calroute) | {fmt_ms(lat['hybrid']['p50_ms'])} | {fmt_ms(lat['hybrid']['p99_ms'])} | "
+                f"${cost['hybrid']['total_usd']:.2e} | ${cost['hybrid']['per_million_events_usd']:,.2f} | "
+                f"{fmt_pct(e['accuracy_hybrid_with_assumed_llm'])} (model's own: {fmt_pct(e['accuracy_ml_kept'])}) | "
+                f"{fmt_pct(e['coverage'])} |",
+                *([f"| hybrid, new users ({e['few_shot']['train_per_calendar']} training events per calendar) | "
+                   f"{fmt_ms(e['few_shot']['latency']['p50_ms'])} | {fmt_ms(e['few_shot']['latency']['p99_ms'])} | "
+                   f"${e['few_shot']['cost_per_event']['total_usd']:.2e} | "
+                   f"${e['few_shot']['cost_per_event']['per_million_events_usd']:,.2f} | "
+                   f"{fmt_pct(e['few_shot']['accuracy_hybrid_with_assumed_llm'])} (model's own: "
+                   f"{fmt_pct(e['few_shot']['accuracy_ml_kept'])}) | {fmt_pct(e['few_shot']['coverage'])} |"]
+                  if (e.get("few_shot") or {}).get("cost_per_event") else []),
+                f"| LLM only | {fmt_ms(lat['llm_only']['p50_ms'])} | {fmt_ms(lat['llm_only']['p99_ms'])} | "
+                f"${cost['llm_only']['total_usd']:.2e} | ${cost['llm_only']['per_million_events_usd']:,.2f} | "
+                f"{a['llm_accuracy']:.0%} (assumed) | 0% |", "",
+                f"Prompt: {e['prompt_tokens_mean']} input tokens on average (p99 {e['prompt_tokens_p99']}), "
+                f"{e['completion_tokens_mean']} output; ${e['usd_per_llm_call']:.6f} per call at "
+                f"{a['llm_model']} prices {a['llm_price_per_1m_tokens']} per 1M tokens. LLM-only handler time "
+                f"without the LLM's own latency: p50 {fmt_ms(lat['llm_only_overhead_without_llm_latency']['p50_ms'])} "
+                "(the fallback's reads and similar-event search).", "",
+                f"Assumptions: stand-in latency uniform {a['llm_latency_s'][0]}-{a['llm_latency_s'][1]} s per call; "
+                f"stand-in accuracy {a['llm_accuracy']:.0%}; tokens {a['tokens']}; {a['invoke']}; Lambda "
+                f"${a['lambda_usd_per_gb_s']} per GB-s at {a['predict_memory_mb']} MB (predict, which waits for the "
+                f"fallback) and {a['llm_memory_mb']} MB (fallback), API Gateway HTTP API "
+                f"${a['http_api_usd_per_request'] * 1e6:.2f} per 1M requests.", ""]
+        if e.get("non_ml_outcomes"):
+            out += [f"Non-ML outcomes: {e['non_ml_outcomes']}.", ""]
+    return "\n".join(out)

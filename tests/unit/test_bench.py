@@ -1,0 +1,179 @@
+"""The benchmark harness: percentile/timing helpers, the generated docs section, the JSON of a
+``--quick`` run (tiny repetitions, one cheap section) and the rendering of a complete figures dict.
+No timing assertions."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bench import harness
+from bench.__main__ import SECTIONS, TOP_KEYS
+from bench.render import claims, render, render_targets, targets
+from bench.state_machine import happy_path_transitions
+
+ROOT = harness.ROOT
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 100, 101])
+def test_percentile_matches_numpy_linear_interpolation(n):
+    rng = random.Random(n)
+    xs = [rng.expovariate(1.0) for _ in range(n)]
+    for q in (0, 1, 50, 90, 99, 100):
+        assert harness.percentile(xs, q) == pytest.approx(float(np.percentile(xs, q)))
+
+
+def test_percentile_known_values_and_errors():
+    assert harness.percentile([3, 1, 2], 50) == 2
+    assert harness.percentile([1, 2, 3, 4], 50) == 2.5
+    assert harness.percentile([10, 20], 99) == pytest.approx(19.9)
+    with pytest.raises(ValueError):
+        harness.percentile([], 50)
+    with pytest.raises(ValueError):
+        harness.percentile([1], 101)
+
+
+def test_time_calls_warms_up_and_runs_before_each_call():
+    calls, befores = [], []
+    ns = harness.time_calls(lambda: calls.append(1), repeat=4, warmup=3, before=lambda: befores.append(1))
+    assert len(ns) == 4 and all(isinstance(x, int) and x >= 0 for x in ns)
+    assert len(calls) == 7 and len(befores) == 7
+    s = harness.summarize_ns([1_000_000, 2_000_000, 3_000_000])
+    assert s == {"p50_ms": 2.0, "p99_ms": pytest.approx(2.98), "mean_ms": 2.0, "min_ms": 1.0, "n": 3}
+    assert harness.ratio(3, 2) == 1.5 and harness.ratio(1, 0) is None and harness.ratio(None, 1) is None
+
+
+def test_generated_section_is_replaced_between_markers_only():
+    text = "# Benchmarks\n\nhand-written intro\n"
+    once = harness.replace_generated(text, "table v1")
+    assert once.startswith(text.rstrip()) and "table v1" in once
+    assert once.count(harness.BEGIN_MARK) == 1 and once.count(harness.END_MARK) == 1
+    twice = harness.replace_generated(once + "\nhand-written outro\n", "table v2")
+    assert "table v1" not in twice and "table v2" in twice
+    assert "hand-written intro" in twice and "hand-written outro" in twice
+    assert twice.count(harness.BEGIN_MARK) == 1
+
+
+def test_machine_info_has_the_versions_that_set_the_figures():
+    m = harness.machine_info()
+    for k in ("cpu_model", "cores", "ram_gb", "python", "numpy", "onnxruntime", "scikit-learn"):
+        assert m[k], k
+    assert harness.rss_bytes() > 0
+
+
+def test_happy_path_transitions_follow_first_choice_and_count_map_items():
+    definition = {"StartAt": "A", "States": {
+        "A": {"Type": "Task", "Next": "M"},
+        "M": {"Type": "Map", "Next": "S", "ItemProcessor": {"StartAt": "T", "States": {
+            "T": {"Type": "Task", "Next": "C"},
+            "C": {"Type": "Choice", "Choices": [{"Next": "P"}], "Default": "D"},
+            "P": {"Type": "Task", "End": True},
+            "D": {"Type": "Succeed"}}}},
+        "S": {"Type": "Task", "Next": "Z"},
+        "Z": {"Type": "Succeed"}}}
+    assert happy_path_transitions(definition) == (4, 4)  # A M S Z ; T C P + the child execution
+
+
+def test_quick_run_prints_the_documented_keys(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--json", "--only", "training",
+                           "--results-dir", str(tmp_path), "--docs", str(tmp_path / "benchmarks.md")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    figures = json.loads(proc.stdout)
+    assert tuple(figures) == TOP_KEYS
+    assert figures["quick"] is True and figures["schema"] == 1
+    for k in ("cpu_model", "cores", "ram_gb", "python", "numpy", "onnxruntime", "scikit-learn"):
+        assert k in figures["machine"]
+    (size, run), = figures["training"].items()
+    assert {"wall_s_p50", "cpu_s_p50", "runs", "calendars", "onnx_bytes", "parity_passed"} <= set(run)
+    assert run["parity_passed"] is True
+    for s in set(SECTIONS) - {"training"}:
+        assert figures[s] == {"skipped": "not selected"}
+    assert {t["name"] for t in figures["targets"]} and all("met" in t for t in figures["targets"])
+    written = list(tmp_path.glob("*.json"))
+    assert len(written) == 1 and json.loads(written[0].read_text())["training"] == figures["training"]
+    docs = (tmp_path / "benchmarks.md").read_text()
+    assert harness.BEGIN_MARK in docs and harness.END_MARK in docs and "### Training end to end" in docs
+
+
+def test_docs_document_every_top_level_key():
+    docs = (ROOT / "docs" / "benchmarks.md").read_text()
+    for k in TOP_KEYS:
+        assert f"`{k}`" in docs, k
+
+
+def _stats(p50=0.2):
+    return {"p50_ms": p50, "p99_ms": p50 * 3, "mean_ms": p50, "min_ms": p50 / 2, "n": 10}
+
+
+def _complete_figures() -> dict:
+    fams = {f: {"onnx_bytes": 100_000, "rss_growth_mb": {"1": 1.0, "100": 30.0, "1000": 300.0}, "per_model_kb": 300.0,
+                "models_per_gb": 3495, "cache_charge_kb": 490.0} for f in ("logreg", "gb_dense")}
+    cost = {"lambda_gb_s": 1.0, "lambda_usd": 1.0, "state_transitions": 60004, "step_functions_usd": 1.5,
+            "total_usd": 2.5, "usd_per_1000_users": 0.25}
+    price = {"llm_tokens_usd": 1e-4, "lambda_usd": 1e-6, "api_usd": 1e-6, "total_usd": 1.02e-4,
+             "per_million_events_usd": 102.0}
+    return {
+        "schema": 1, "started_at": "2026-01-01T00:00:00+00:00", "duration_s": 1.0, "quick": False,
+        "machine": {**harness.machine_info(), "loadavg_at_end": [0.1, 0.1, 0.1]},
+        "serving": {"model": {"user": "u", "family": "logreg", "calendars": 5, "train_events": 381,
+                              "onnx_bytes": 100_000, "threshold": 0.5, "onnx_vs_sklearn_max_abs_diff": 1e-7},
+                    **{k: _stats() for k in ("handler_warm", "handler_warm_logged", "featurize", "onnx_featurize_predict",
+                                             "sklearn_featurize_predict", "onnx_predict_only", "sklearn_predict_only",
+                                             "gb14_onnx_featurize_predict", "gb14_sklearn_featurize_predict",
+                                             "batch100_logged", "cache_miss", "s3_get", "session_create")},
+                    "batch100": {**_stats(20.0), "per_event_ms": 0.2}, "gb14_onnx_bytes": 700_000,
+                    "ratios": {"sklearn_over_onnx_model_p50": 3.0, "sklearn_over_onnx_predict_only_p50": 10.0,
+                               "gb14_onnx_over_linear_onnx_p50": 0.5, "gb14_sklearn_over_linear_onnx_p50": 50.0}},
+        "cold_start": {k: {"import_ms": 300.0, "first_call_ms": 200.0, "process_ms": 600.0, "n": 7,
+                           "sklearn_imported": False} for k in ("predict", "llm_fallback")},
+        "memory": {"user": "u", "train_events": 263, "counts": [1, 100, 1000], "families": fams},
+        "training": {"1000": {"wall_s_p50": 1.5, "cpu_s_p50": 1.4, "runs": 3, "calendars": 4, "onnx_bytes": 90_000,
+                              "parity_passed": True}},
+        "accuracy": {"overall": {"coverage": 0.9, "accuracy_kept": 0.98, "accuracy_all": 0.95, "macro_f1": 0.9},
+                     "mean_of_users": {"coverage": 0.9, "accuracy_kept": 0.98},
+                     "users": [{"user": "u", "coverage": 0.9, "accuracy_kept": 0.98}]},
+        "state_machine": {"users": 100, "events_per_user": [60, 149], "status": "SUCCEEDED", "wall_s": 100.0,
+                          "counts": {"trained": 100}, "per_user_p50_ms": 900, "train_user_p50_s": 0.8,
+                          "functions": {"TrainUserFunction": {"calls": 100, "p50_s": 0.8, "total_s": 80.0,
+                                                              "memory_mb": 2048}},
+                          "transitions": {"parent": 4, "per_user": 6}, "per_user_lambda_gb_s": 2.0,
+                          "cost": {"10000": cost, "100000": cost},
+                          "prices": {"lambda_usd_per_gb_s": 1.66667e-05, "lambda_usd_per_request": 2e-07,
+                                     "sfn_usd_per_transition": 2.5e-05, "region": "us-east-1"}},
+        "llm_economics": {"assumptions": {"llm_latency_s": [0.4, 0.8], "llm_accuracy": 0.9, "llm_model": "gpt-4o-mini",
+                                          "llm_price_per_1m_tokens": {"input": 0.15, "output": 0.6}, "tokens": "chars/4",
+                                          "lambda_usd_per_gb_s": 1.66667e-05, "predict_memory_mb": 1769,
+                                          "llm_memory_mb": 512, "http_api_usd_per_request": 1e-6, "invoke": "in-process"},
+                          "events": 781, "methods": {"ml": 700, "llm": 81}, "llm_calls_per_1000": 103.7,
+                          "coverage": 0.896, "accuracy_ml_kept": 0.99, "accuracy_hybrid_with_assumed_llm": 0.98,
+                          "prompt_tokens_mean": 800.0, "prompt_tokens_p99": 1200.0, "completion_tokens_mean": 20.0,
+                          "usd_per_llm_call": 0.00013,
+                          "latency": {k: _stats() for k in ("hybrid", "ml_answered", "llm_only",
+                                                            "llm_only_overhead_without_llm_latency")},
+                          "cost_per_event": {"hybrid": price, "llm_only": price, "ml_only": price},
+                          "non_ml_outcomes": {"llm": 81},
+                          "claims": {"ml_share": 0.896, "speedup_p50": 600.0, "cheaper_x": 8.0,
+                                     "accuracy_on_handled": 0.99}},
+    }
+
+
+def test_render_of_a_complete_run_has_every_section_and_verdict():
+    f = _complete_figures()
+    f["targets"], f["claims"] = targets(f), claims(f)
+    by_name = {t["name"].split(" (")[0]: t for t in f["targets"]}
+    assert by_name["warm classify p50"]["met"] is True       # 0.2 ms ≤ 0.3 ms
+    assert by_name["warm classify p99"]["met"] is True       # 0.6 ms ≤ 1 ms
+    assert by_name["predict cold import"]["met"] is False    # 300 ms > 250 ms
+    assert {c["name"]: c["holds"] for c in f["claims"]}["cheaper than LLM-only ($ per event ratio)"] is False
+    md = render(f)
+    for heading in ("### Targets", "### Serving", "### Cold start", "### RAM per cached user model",
+                    "### Training end to end", "### Accuracy", "### Training state machine", "### LLM economics"):
+        assert heading in md, heading
+    assert "NOT met" in md and "does NOT hold" in md and "103.7 LLM calls per 1,000 events" in md
+    assert "not measured" not in render_targets(f)
