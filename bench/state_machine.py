@@ -62,7 +62,7 @@ def run(em, quick: bool, *, n_users: int | None = None) -> dict:
     sizes = []
     for i in range(n_users):
         user = f"sm{i:04d}"
-        n = 60 + (i * 37) % 90  # 60..149 events, 3 calendars
+        n = 60 + (i * 37) % 40  # 60..99 events, 3 calendars
         events = synthetic_user(n, n_calendars=3, seed=1000 + i, user=user)
         repos["events"].put_events(user, events)
         repos["users"].bump(user, events=len(events))

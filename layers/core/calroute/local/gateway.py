@@ -346,6 +346,9 @@ class Gateway:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
             server_version = "calroute-local"
+            # headers and body go out in two writes: without TCP_NODELAY, Nagle + the client's delayed
+            # ACK add ~40 ms to every keep-alive response
+            disable_nagle_algorithm = True
 
             def log_message(self, fmt: str, *args: Any) -> None:  # silence the default stderr log
                 pass

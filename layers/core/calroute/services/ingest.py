@@ -67,8 +67,21 @@ def _upsert(user_id: str, events: list[Event], repos: Any, *, source: str) -> tu
     if not unique:
         return 0, 0
     existing = store.existing_ids(user_id, [e.event_id for e in unique])
-    upserted = store.put_events(user_id, unique, source=source)
-    new = sum(1 for e in unique if e.event_id not in existing)
+    new_ids = [e.event_id for e in unique if e.event_id not in existing]
+    try:
+        upserted = store.put_events(user_id, unique, source=source)
+    except (ServiceUnavailable, ClientError):
+        # Part of the batch may have landed before storage gave up. The client's resend will see
+        # those ids as existing, so count the new ones that did land now, or events_total would
+        # lose them for good (best effort: if this fails too, the original error is what matters).
+        try:
+            landed = store.existing_ids(user_id, new_ids) if new_ids else set()
+            if landed:
+                users.bump(user_id, events=len(landed))
+        except Exception:  # noqa: BLE001
+            pass
+        raise
+    new = len(new_ids)
     if new:
         users.bump(user_id, events=new)
     return upserted, new

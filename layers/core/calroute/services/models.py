@@ -127,6 +127,17 @@ class ModelsService:
             raise Conflict(f"version {record['version']} cannot be activated: {exc}", field="version",
                            code="model_unavailable") from None
 
+    def _activate(self, user_id: str, record: dict, *, expected: Optional[str], actor: str, reason: str,
+                  action: str) -> dict:
+        """``Registry.activate``; a lost race (409) is audited too: who tried what, when and why."""
+        try:
+            return self.registry.activate(user_id, record, expected_version=expected, actor=actor, reason=reason,
+                                          action=action)
+        except Conflict:
+            self.registry.audit(user_id, action=f"{action}_conflict", actor=actor, reason=reason,
+                                version=record["version"], expected_version=expected or "")
+            raise
+
     def promote(self, user_id: str, version: str, *, reason: str, actor: str) -> dict:
         """POST /v1/users/<userId>/models/<version>/promote (operator override of champion/challenger;
         never of the parity gate)."""
@@ -141,8 +152,8 @@ class ModelsService:
             return {"user_id": user_id, "active_version": version, "previous_version": active.get("previous_version"),
                     "changed": False}
         self._check_object(record)
-        pointer = self.registry.activate(user_id, record, expected_version=active["version"] if active else None,
-                                         actor=actor, reason=reason or "manual promote", action="manual_promote")
+        pointer = self._activate(user_id, record, expected=active["version"] if active else None, actor=actor,
+                                 reason=reason or "manual promote", action="manual_promote")
         return {"user_id": user_id, "active_version": pointer["version"],
                 "previous_version": pointer.get("previous_version") or None, "changed": True}
 
@@ -158,8 +169,8 @@ class ModelsService:
         if record is None:
             raise Conflict(f"the previous version {prev} is no longer in the registry", code="no_previous_version")
         self._check_object(record)
-        pointer = self.registry.activate(user_id, record, expected_version=active["version"], actor=actor,
-                                         reason=reason or "rollback", action="rollback")
+        pointer = self._activate(user_id, record, expected=active["version"], actor=actor,
+                                 reason=reason or "rollback", action="rollback")
         try:
             self.registry.set_status(user_id, active["version"], "rolled_back", f"rolled back by {actor}: {reason}")
         except Exception:  # noqa: BLE001 - the pointer (the part that matters) is already switched

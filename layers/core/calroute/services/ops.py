@@ -75,7 +75,7 @@ def check_user_drift(user_id: str, active: dict, record: Optional[dict], predict
             label = it.get("corrected_to") or it.get("calendar_id")
             if label:
                 labels.append(str(label))
-    report = drift_mod.drift_report(reference, summaries, labels)
+    report = drift_mod.drift_report(reference, summaries, labels, min_samples=cfg.drift_min_samples)
     report.update(version=active.get("version", ""), since=since)
     return report
 
