@@ -256,3 +256,24 @@ def test_admin_route_failure_is_a_500_json_not_a_dropped_connection(echo_gateway
     g.admin[("POST", "/local/broken")] = broken
     r = Client(g.url, auth="none").request("POST", "/local/broken", json_body={})
     assert r.status == 500 and "moto said no" in r.json()["message"]
+
+
+@pytest.mark.parametrize("length", ["abc", "-5", "1e3"])
+def test_gateway_rejects_a_bad_content_length_with_400(echo_gateway, length):
+    import socket
+    from urllib.parse import urlparse
+
+    g, _ = echo_gateway
+    u = urlparse(g.url)
+    with socket.create_connection((u.hostname, u.port), timeout=10) as s:
+        s.sendall(f"POST /v1/users/alice/echo HTTP/1.1\r\nHost: x\r\nx-calroute-user: alice\r\n"
+                  f"content-length: {length}\r\n\r\n".encode())
+        chunks = []
+        while True:  # the gateway closes the connection after a bad request
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        reply = b"".join(chunks).decode()
+    assert reply.startswith("HTTP/1.") and " 400 " in reply.split("\r\n", 1)[0]
+    assert '"invalid_request"' in reply

@@ -174,6 +174,23 @@ def test_no_model_no_llm_is_none(predict):
     assert body["reason"] == "no_model+llm_not_configured"
 
 
+def test_unconfigured_fallback_function_is_not_invoked_again(predict):
+    """In AWS mode predict cannot see the fallback's configuration: after one not_configured answer
+    it stops invoking the function for a while instead of paying a Lambda call per request."""
+    from calroute.adapters.invoke import CallableInvoker
+
+    calls = []
+    predict("alice", {"event": CONFIDENT})  # builds the service
+    svc = predict.mod.service()
+    svc.invoker = CallableInvoker(lambda payload: calls.append(payload) or
+                                  {"error": "not_configured", "message": "no LLM endpoint is configured"})
+    svc._llm_off_until = float("-inf")
+    for _ in range(3):
+        code, body = predict("alice", {"event": CONFIDENT})
+        assert code == 200 and body["method"] == "none" and body["calendar_id"] is None
+    assert len(calls) == 1
+
+
 def test_control_cohort_is_llm_only(predict, with_llm, monkeypatch):
     install_model("alice")
     monkeypatch.setenv("EXPERIMENT_CONTROL_PERCENT", "100")

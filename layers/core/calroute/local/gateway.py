@@ -355,8 +355,13 @@ class Gateway:
 
             def _serve(self) -> None:
                 t0 = time.perf_counter()
-                length = int(self.headers.get("content-length") or 0)
-                if length > MAX_BODY_BYTES:
+                raw_length = (self.headers.get("content-length") or "0").strip()
+                length = int(raw_length) if raw_length.isdigit() else -1
+                if length < 0:
+                    status, headers, body = 400, [("content-type", "application/json")], _error_body(
+                        "invalid_request", "content-length must be a non-negative integer")
+                    self.close_connection = True
+                elif length > MAX_BODY_BYTES:
                     status, headers, body = 413, [("content-type", "application/json")], _error_body(
                         "payload_too_large", f"the body is {length} bytes; the API accepts at most {MAX_BODY_BYTES}")
                     self.close_connection = True

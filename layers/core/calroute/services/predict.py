@@ -44,6 +44,10 @@ class NullSink:
         pass
 
 
+#: After the fallback answers ``not_configured``, predict skips it for this long (seconds).
+LLM_NOT_CONFIGURED_BACKOFF_S = 60.0
+
+
 class EmfSink:
     """Powertools Metrics (EMF). Dimensioned metrics (method, cohort — never the user) go out as a
     ``single_metric`` each, since a Metrics flush carries one dimension set."""
@@ -85,6 +89,7 @@ class PredictService:
         self.clock = clock
         self.new_id = new_id or (lambda: f"p-{uuid.uuid4().hex}")
         self._pool: Optional[ThreadPoolExecutor] = None
+        self._llm_off_until = float("-inf")
         self._sample_cut = int(cfg.prediction_log_sample_rate * 10_000)
 
     # ------------------------------------------------------------------ entry points
@@ -143,7 +148,7 @@ class PredictService:
             top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
 
         # 2. routing
-        llm_ok = self.invoker is not None
+        llm_ok = self.invoker is not None and self.clock() >= self._llm_off_until
         llm_reason = "llm_not_configured"
         decisions: list[Decision] = []
         for i in range(n):
@@ -229,7 +234,12 @@ class PredictService:
             payload = {"user_id": user_id, "event": events[i].to_flat(), "candidates": candidates,
                        "model_version": version}
             answer = self.invoker.invoke(payload)
-            return i, answer if isinstance(answer, dict) else {"error": "invoke_failed"}, self.clock()
+            if not isinstance(answer, dict):
+                answer = {"error": "invoke_failed"}
+            elif answer.get("error") == "not_configured":
+                # the fallback function has no endpoint/key: stop invoking it for a while
+                self._llm_off_until = self.clock() + LLM_NOT_CONFIGURED_BACKOFF_S
+            return i, answer, self.clock()
 
         if len(need) == 1:
             i, a, t = one(need[0])
