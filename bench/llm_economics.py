@@ -116,7 +116,9 @@ def run(quick: bool) -> dict:
             ms = (time.perf_counter_ns() - t0) / 1e6
             body = json.loads(resp["body"])
             calls = standin.calls[before:]
+            alts = body.get("alternatives") or []
             out.append({"user": user, "truth": ev.calendar_id, "calendar_id": body.get("calendar_id"),
+                        "ml_top": alts[0]["calendar_id"] if alts else None,
                         "method": body.get("method"), "reason": body.get("reason"), "ms": ms,
                         "in_tok": sum(c["input_tokens"] for c in calls),
                         "out_tok": sum(c["output_tokens"] for c in calls), "llm_calls": len(calls),
@@ -208,6 +210,8 @@ def run(quick: bool) -> dict:
         "accuracy_ml_kept": round(acc_kept, 4) if acc_kept is not None else None,
         "accuracy_hybrid_with_assumed_llm": round(acc_hybrid, 4) if acc_hybrid is not None else None,
         "accuracy_llm_only": f"assumed {LLM_ASSUMED_ACCURACY:.0%} (stand-in)",
+        # the model's argmax on every event (what an ML-only router without the LLM would answer)
+        "accuracy_ml_only": round(sum(r["ml_top"] == r["truth"] for r in hybrid) / n, 4) if n else None,
         "prompt_tokens_mean": round(mean_in, 1), "completion_tokens_mean": round(mean_out, 1),
         "prompt_tokens_p99": round(percentile(in_tok, 99), 1) if in_tok else None,
         "hybrid_fallback_prompt_tokens_mean": round(sum(hy_in) / len(hy_in), 1) if hy_in else None,
@@ -231,6 +235,7 @@ def run(quick: bool) -> dict:
         "accuracy_ml_kept": round(sum(r["calendar_id"] == r["truth"] for r in f_ml) / len(f_ml), 4) if f_ml else None,
         "accuracy_hybrid_with_assumed_llm": round(sum(r["calendar_id"] == r["truth"] for r in hybrid_few) / nf, 4)
         if nf else None,
+        "accuracy_ml_only": round(sum(r["ml_top"] == r["truth"] for r in hybrid_few) / nf, 4) if nf else None,
         "latency": _stats([r["ms"] for r in hybrid_few]),
         "cost_per_event": per_event_usd(hybrid_few, f_usd_call) if nf else None,
     }

@@ -132,6 +132,10 @@ def render(f: dict) -> str:
                 "| what | p50 | p99 | n | note |", "|---|---|---|---|---|",
                 _row("predict handler, API GW v2 event → response", s.get("handler_warm"),
                      "prediction log off; Powertools resolver + validation + metrics included"),
+                _row("… resolver only (no Logger/Tracer/Metrics decorators)", s.get("resolver_only"),
+                     "Powertools routing + OpenAPI validation + service"),
+                _row("… service only (`PredictService.classify`)", s.get("service_classify"),
+                     "parse, cache hit, featurize, ONNX, routing, EMF line"),
                 _row("predict handler + prediction-log write", s.get("handler_warm_logged"),
                      "DynamoDB PutItem to the moto server over HTTP"),
                 _row("featurize (1 event)", s.get("featurize")),
@@ -261,7 +265,7 @@ def render(f: dict) -> str:
                 "|---|---|---|---|---|---|---|",
                 f"| ML only (unsure answers kept) | {fmt_ms(lat['ml_answered']['p50_ms'])} | "
                 f"{fmt_ms(lat['ml_answered']['p99_ms'])} | ${cost['ml_only']['total_usd']:.2e} | "
-                f"${cost['ml_only']['per_million_events_usd']:,.2f} | see accuracy_all | 100% |",
+                f"${cost['ml_only']['per_million_events_usd']:,.2f} | {fmt_pct(e.get('accuracy_ml_only'))} | 100% |",
                 f"| hybrid (calroute) | {fmt_ms(lat['hybrid']['p50_ms'])} | {fmt_ms(lat['hybrid']['p99_ms'])} | "
                 f"${cost['hybrid']['total_usd']:.2e} | ${cost['hybrid']['per_million_events_usd']:,.2f} | "
                 f"{fmt_pct(e['accuracy_hybrid_with_assumed_llm'])} (model's own: {fmt_pct(e['accuracy_ml_kept'])}) | "
@@ -273,6 +277,10 @@ def render(f: dict) -> str:
                    f"{fmt_pct(e['few_shot']['accuracy_hybrid_with_assumed_llm'])} (model's own: "
                    f"{fmt_pct(e['few_shot']['accuracy_ml_kept'])}) | {fmt_pct(e['few_shot']['coverage'])} |"]
                   if (e.get("few_shot") or {}).get("cost_per_event") else []),
+                *([f"| ML only, new users ({e['few_shot']['train_per_calendar']} training events per calendar) | "
+                   "- | - | - | - | "
+                   f"{fmt_pct(e['few_shot'].get('accuracy_ml_only'))} | 100% |"]
+                  if (e.get("few_shot") or {}).get("accuracy_ml_only") is not None else []),
                 f"| LLM only | {fmt_ms(lat['llm_only']['p50_ms'])} | {fmt_ms(lat['llm_only']['p99_ms'])} | "
                 f"${cost['llm_only']['total_usd']:.2e} | ${cost['llm_only']['per_million_events_usd']:,.2f} | "
                 f"{a['llm_accuracy']:.0%} (assumed) | 0% |", "",

@@ -101,6 +101,13 @@ def run(quick: bool) -> dict:
         progress(f"serving: warm classify through the predict handler ×{rep}")
         res["handler_warm"] = handler_timer(single, rep)
         res["handler_warm"]["prediction_log"] = "off (PREDICTION_LOG_SAMPLE_RATE=0)"
+        # where the handler's time goes: the resolver without the Logger/Tracer/Metrics decorators,
+        # and the service alone (parse, cache hit, featurize, ONNX, routing, EMF) without the resolver
+        it_r = itertools.cycle(single)
+        res["resolver_only"] = bench(lambda: app.app.resolve(next(it_r), ctx), repeat=rep, warmup=20)
+        it_f = itertools.cycle(flat)
+        svc = app.service()
+        res["service_classify"] = bench(lambda: svc.classify(USER, next(it_f)), repeat=rep, warmup=20)
         res["batch100"] = handler_timer(batch, rep_slow, warmup=3)
         res["batch100"]["per_event_ms"] = round(res["batch100"]["p50_ms"] / 100, 4)
         set_env(PREDICTION_LOG_SAMPLE_RATE="1")

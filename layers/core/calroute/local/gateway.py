@@ -354,6 +354,24 @@ class Gateway:
                 pass
 
             def _serve(self) -> None:
+                try:
+                    self._serve_one()
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True
+                except Exception as exc:  # never leave a client waiting on a half-answered request
+                    self.close_connection = True
+                    body = _error_body("internal_error", f"local gateway error: {type(exc).__name__}")
+                    try:
+                        self.send_response(500)
+                        self.send_header("content-type", "application/json")
+                        self.send_header("content-length", str(len(body)))
+                        self.send_header("connection", "close")
+                        self.end_headers()
+                        self.wfile.write(body)
+                    except OSError:
+                        pass
+
+            def _serve_one(self) -> None:
                 t0 = time.perf_counter()
                 raw_length = (self.headers.get("content-length") or "0").strip()
                 length = int(raw_length) if raw_length.isdigit() else -1
