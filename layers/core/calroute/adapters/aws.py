@@ -31,7 +31,9 @@ from botocore.exceptions import ClientError
 from ..errors import Conflict, ModelIntegrityError, NotFound, ServiceUnavailable
 from ..schema import CalendarInfo, Event, parse_event
 
-_BOTO_CONFIG = Config(retries={"max_attempts": 4, "mode": "adaptive"}, connect_timeout=3, read_timeout=10)
+# "standard" retries (bounded exponential backoff). Not "adaptive": its client-side rate limiter is
+# per client and, after a burst of throttles, makes every later call of the process sleep.
+_BOTO_CONFIG = Config(retries={"max_attempts": 4, "mode": "standard"}, connect_timeout=3, read_timeout=10)
 _THROTTLE_CODES = {
     "ProvisionedThroughputExceededException",
     "ThrottlingException",
