@@ -128,12 +128,18 @@ def _restore_sfn_config(value: Optional[bool]) -> None:
 
 
 def _reset_clients() -> None:
-    """Adapters cache boto3 clients; make new ones against the current endpoint."""
+    """Adapters cache boto3 clients and handler modules keep their services (and so their clients)
+    for the container's life: a new emulator (a new endpoint) gets new ones of both, or a handler
+    loaded against an earlier emulator would keep calling its closed port."""
+    import sys
+
     from calroute.adapters import aws as aws_adapters
     from calroute.config import settings
 
     aws_adapters._shared = aws_adapters._Tables()
     settings.cache_clear()
+    for name in [m for m in sys.modules if m.startswith("calroute_fn_")]:
+        del sys.modules[name]
 
 
 def _set_env(saved: dict, key: str, value: str) -> None:
