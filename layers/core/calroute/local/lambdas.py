@@ -112,8 +112,19 @@ def function_specs(resolver: Resolver, *, include_defaults: bool = True) -> dict
     return out
 
 
+_LOAD_LOCK = threading.RLock()
+
+
 def load_module(spec: FunctionSpec):
-    """Import ``<code_dir>/<module>.py`` under a unique module name (cached in ``sys.modules``)."""
+    """Import ``<code_dir>/<module>.py`` under a unique module name (cached in ``sys.modules``).
+
+    Serialised: two concurrent first invocations (a Distributed Map with MaxConcurrency > 1) must
+    not see each other's half-executed module."""
+    with _LOAD_LOCK:
+        return _load_module(spec)
+
+
+def _load_module(spec: FunctionSpec):
     mod_file, _, _ = spec.handler.rpartition(".")
     mod_name = spec.module_name if mod_file == "app" else f"{spec.module_name}_{mod_file}"
     if mod_name in sys.modules:
