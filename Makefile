@@ -4,8 +4,10 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-# Python 3.12 (the Lambda runtime): python3.12 on PATH, else pyenv's 3.12.x.
-PYTHON312 ?= $(shell command -v python3.12 2>/dev/null || (command -v pyenv >/dev/null && PYENV_VERSION=$$(pyenv versions --bare | grep -E '^3\.12' | tail -1) pyenv which python 2>/dev/null) || echo python3)
+# A *working* Python 3.12 (the Lambda runtime): python3.12 on PATH, else pyenv's newest 3.12.x
+# (a pyenv shim whose version is not active does not count). The app venv may fall back to python3.
+PY312 := $(shell for c in python3.12 $$(command -v pyenv >/dev/null 2>&1 && for v in $$(pyenv versions --bare 2>/dev/null | grep -E '^3\.12' | sort -rV); do echo $$(pyenv root)/versions/$$v/bin/python3.12; done); do $$c -c 'import sys; assert sys.version_info[:2] == (3, 12); print(sys.executable)' 2>/dev/null && break; done)
+PYTHON312 ?= $(or $(PY312),python3)
 export AWS_DEFAULT_REGION ?= us-east-1
 export AWS_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY := 0
@@ -54,7 +56,7 @@ report: venv
 # builder needs a *working* python3.12 on PATH (a pyenv shim that is not active does not count),
 # and the layer Makefiles (BuildMethod: makefile) use $(PYTHON) only to run pip --platform/--target
 # and layers/trim.py, so any Python with pip works there.
-SAM_PY312 := $(shell for c in python3.12 $$(command -v pyenv >/dev/null 2>&1 && for v in $$(pyenv versions --bare 2>/dev/null | grep -E '^3\.12' | sort -rV); do echo $$(pyenv root)/versions/$$v/bin/python3.12; done); do $$c -c 'import sys; assert sys.version_info[:2] == (3, 12); print(sys.executable)' 2>/dev/null && break; done)
+SAM_PY312 := $(PY312)
 SAM_VENV := .venv-sam
 SAM := $(SAM_VENV)/bin/sam
 SAM_ENV := PATH="$(dir $(SAM_PY312)):$$PATH" PYTHON="$(abspath $(PY))" SAM_CLI_TELEMETRY=0

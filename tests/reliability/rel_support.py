@@ -99,26 +99,10 @@ class Http:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     """The local stack on free ports (dev auth, no LLM, no periodic snapshots)."""
-    from calroute.adapters import aws as aws_adapters
-    from calroute.config import settings
-    from calroute.local.moto_server import free_port
-    from calroute.local.stack import Console, LocalStack
+    from support.local_stack import running_stack
 
-    saved_env = dict(os.environ)
-    for k in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "AWS_ENDPOINT_URL"):
-        os.environ.pop(k, None)
-    saved_tables = aws_adapters._shared
-    st = LocalStack(data_dir=tmp_path_factory.mktemp("calroute-reliability"), port=0, aws_port=free_port(),
-                    auth="dev", persist_interval=0, console=Console(quiet=True))
-    st.start()
-    try:
+    with running_stack(tmp_path_factory.mktemp("calroute-reliability")) as st:
         yield st
-    finally:
-        st.stop()
-        os.environ.clear()
-        os.environ.update(saved_env)
-        aws_adapters._shared = saved_tables
-        settings.cache_clear()
 
 
 @pytest.fixture(scope="module")

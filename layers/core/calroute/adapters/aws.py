@@ -144,12 +144,20 @@ def batch_write(client, table_name: str, requests: list[dict], *, max_attempts: 
 # ----------------------------------------------------------------------------- events
 
 
-class EventRepo:
-    """Labelled events of one user, keyed by event id (upserts are idempotent)."""
+class _TableAdapter:
+    """One DynamoDB table, through the process's shared boto3 resource (or ``tables``)."""
 
     def __init__(self, table_name: str, tables: _Tables | None = None):
         self.name = table_name
         self.t = tables or _shared
+
+    @property
+    def table(self):
+        return self.t.table(self.name)
+
+
+class EventRepo(_TableAdapter):
+    """Labelled events of one user, keyed by event id (upserts are idempotent)."""
 
     def put_events(self, user_id: str, events: list[Event], *, source: str = "api") -> int:
         """Upsert labelled events (each must have ``event_id`` and ``calendar_id``)."""
@@ -176,7 +184,7 @@ class EventRepo:
         return parse_event(json.loads(item["data"]))
 
     def get_event(self, user_id: str, event_id: str) -> Optional[Event]:
-        item = self.t.table(self.name).get_item(Key={"user_id": user_id, "event_id": event_id}).get("Item")
+        item = self.table.get_item(Key={"user_id": user_id, "event_id": event_id}).get("Item")
         return self._event(item) if item else None
 
     def existing_ids(self, user_id: str, event_ids: Iterable[str], *, max_attempts: int = 8,
@@ -211,7 +219,7 @@ class EventRepo:
         if ev is None:
             raise NotFound(f"event {event_id!r} not found", field="eventId")
         ev = ev.model_copy(update={"calendar_id": calendar_id})
-        self.t.table(self.name).update_item(
+        self.table.update_item(
             Key={"user_id": user_id, "event_id": event_id},
             UpdateExpression="SET calendar_id = :c, #d = :d, updated_at = :u",
             ConditionExpression="attribute_exists(event_id)",
@@ -227,7 +235,7 @@ class EventRepo:
     def list_events(self, user_id: str, limit: Optional[int] = None) -> list[Event]:
         out = []
         for item in _query_all(
-            self.t.table(self.name),
+            self.table,
             KeyConditionExpression="user_id = :u",
             ExpressionAttributeValues={":u": user_id},
         ):
@@ -237,7 +245,7 @@ class EventRepo:
         return out
 
     def count_events(self, user_id: str) -> int:
-        table = self.t.table(self.name)
+        table = self.table
         kwargs = dict(KeyConditionExpression="user_id = :u", ExpressionAttributeValues={":u": user_id},
                       Select="COUNT")
         total = 0
@@ -252,16 +260,8 @@ class EventRepo:
 # ----------------------------------------------------------------------------- users
 
 
-class UserRepo:
+class UserRepo(_TableAdapter):
     """Per-user profile counters, calendars and corrections."""
-
-    def __init__(self, table_name: str, tables: _Tables | None = None):
-        self.name = table_name
-        self.t = tables or _shared
-
-    @property
-    def table(self):
-        return self.t.table(self.name)
 
     def bump(self, user_id: str, *, events: int = 0, corrections: int = 0) -> None:
         """Atomically add to the user's counters (creating the profile on first use)."""
@@ -368,16 +368,8 @@ class ModelStore:
 # ----------------------------------------------------------------------------- registry
 
 
-class Registry:
+class Registry(_TableAdapter):
     """Model versions per user and the ACTIVE pointer, changed only by conditional writes."""
-
-    def __init__(self, table_name: str, tables: _Tables | None = None):
-        self.name = table_name
-        self.t = tables or _shared
-
-    @property
-    def table(self):
-        return self.t.table(self.name)
 
     def put_version(self, user_id: str, version: str, record: dict) -> None:
         item = {"user_id": user_id, "sk": f"MODEL#{version}", "version": version,
@@ -517,17 +509,12 @@ class Registry:
 # ----------------------------------------------------------------------------- predictions & usage
 
 
-class PredictionLog:
+class PredictionLog(_TableAdapter):
     """One item per classified event (latest wins), 90-day TTL; corrections mark ``was_correct``."""
 
     def __init__(self, table_name: str, ttl_days: int = 90, tables: _Tables | None = None):
-        self.name = table_name
+        super().__init__(table_name, tables)
         self.ttl_days = ttl_days
-        self.t = tables or _shared
-
-    @property
-    def table(self):
-        return self.t.table(self.name)
 
     def put_many(self, user_id: str, records: list[dict]) -> None:
         expires = int(time.time() + self.ttl_days * 86400)
@@ -614,16 +601,8 @@ class PredictionLog:
         return items, {"scanned": scanned, "pages": pages, "truncated": truncated}
 
 
-class UsageLedger:
+class UsageLedger(_TableAdapter):
     """LLM tokens and USD summed per user and UTC day (and globally), with a TTL."""
-
-    def __init__(self, table_name: str, tables: _Tables | None = None):
-        self.name = table_name
-        self.t = tables or _shared
-
-    @property
-    def table(self):
-        return self.t.table(self.name)
 
     @staticmethod
     def today() -> str:

@@ -1,0 +1,34 @@
+"""The local stack for tests: started on free ports (dev auth, no LLM, no periodic snapshots) in a
+fresh data folder, and stopped with the process environment and the adapters' boto3 clients
+restored — shared by the e2e and reliability suites."""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+
+@contextmanager
+def running_stack(data_dir: Path) -> Iterator[object]:
+    from calroute.adapters import aws as aws_adapters
+    from calroute.config import settings
+    from calroute.local.moto_server import free_port
+    from calroute.local.stack import Console, LocalStack
+
+    saved_env = dict(os.environ)
+    for k in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "AWS_ENDPOINT_URL"):
+        os.environ.pop(k, None)
+    saved_tables = aws_adapters._shared
+    st = LocalStack(data_dir=data_dir, port=0, aws_port=free_port(), auth="dev", persist_interval=0,
+                    console=Console(quiet=True))
+    st.start()
+    try:
+        yield st
+    finally:
+        st.stop()
+        os.environ.clear()
+        os.environ.update(saved_env)
+        aws_adapters._shared = saved_tables
+        settings.cache_clear()
