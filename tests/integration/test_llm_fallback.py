@@ -152,3 +152,17 @@ def test_callable_invoker_round_trips_json_and_contains_faults():
     inv = CallableInvoker(lambda p: seen.append(p) or {"calendar_id": "home"})
     assert inv.invoke({"a": (1, 2)}) == {"calendar_id": "home"} and seen == [{"a": [1, 2]}]
     assert CallableInvoker(lambda p: 1 / 0).invoke({})["error"] == "invoke_failed"
+
+
+def test_unreadable_api_key_parameter_means_not_configured(aws):
+    """A missing SSM parameter (or no permission) turns the fallback off with `not_configured` —
+    which predict then stops invoking for a while — instead of an unhandled error."""
+    import pytest as _pytest
+
+    from calroute.adapters.llm_openai import resolve_api_key
+    from calroute.config import Settings
+    from calroute.llm import LlmError
+
+    with _pytest.raises(LlmError) as exc:
+        resolve_api_key(Settings(llm_api_key_param="/calroute/missing-key"))
+    assert exc.value.code == "not_configured"

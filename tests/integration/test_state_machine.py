@@ -5,6 +5,11 @@ handlers (functions/*/app.py), with the real trainer.
 One scheduled run over four users: one trains, one cannot (one calendar only: skipped by the
 gates), one crashes (a corrupt stored event), one is up to date (not planned). The run SUCCEEDS and
 its record counts them right.
+
+A second scheduled run puts every per-user failure mode into ONE execution: a TrainUser crash, a
+candidate that fails Validate (its stored bytes tampered between TrainUser and Validate), a
+Promote that loses the race for ACTIVE on both attempts (``conflict``), next to a normal
+promotion.
 """
 
 from __future__ import annotations
@@ -13,10 +18,10 @@ import time
 
 import pytest
 
-from calroute.adapters.aws import resources_from
+from calroute.adapters.aws import Registry, resources_from
 from calroute.config import settings
 from calroute.local.moto_server import free_port, run_training, start_emulator
-from support.models import install_model, make_events
+from support.models import build_onnx, install_model, make_events, version
 
 
 @pytest.fixture
@@ -79,6 +84,102 @@ def test_scheduled_run_trains_skips_and_survives_a_crash(emulator):
     assert [c for c in emulator.lambdas.invocations if c["error"]] == [
         {"function": "TrainUserFunction", "seconds": pytest.approx(0, abs=60), "error": "Unhandled"}]
     assert lines and "SUCCEEDED" in lines[-1]
+
+
+
+def test_one_run_with_a_crash_a_validate_rejection_and_a_promote_race(emulator, monkeypatch):
+    """ana trains and is promoted; cid crashes in TrainUser (a corrupt stored item); eve's candidate
+    bytes are overwritten in S3 after TrainUser registered them, so Validate's sha256 gate rejects
+    it; fay's Promote loses the conditional write of ACTIVE to another writer on both attempts, so
+    it is retried once and then recorded as ``conflict`` (training_run.promote). The run SUCCEEDS."""
+    from calroute.services import training_run
+
+    cfg = settings()
+    repos = resources_from(cfg)
+    _seed(repos, "ana", make_events(("home", "work"), 30))
+    _seed(repos, "cid", make_events(("home", "work"), 30))
+    repos["events"].t.table(cfg.events_table).put_item(
+        Item={"user_id": "cid", "event_id": "zz-corrupt", "calendar_id": "work", "data": "{not json"})
+    _seed(repos, "eve", make_events(("home", "work"), 30))
+    _seed(repos, "fay", make_events(("home", "work"), 30))
+
+    # Validate: eve's candidate ONNX is tampered with after TrainUser stored and registered it
+    real_validate = training_run.validate
+    tampered: list[str] = []
+
+    def validate_after_tamper(item, repos_, cfg_, **kw):
+        if item.get("user_id") == "eve":
+            rec = repos_["registry"].get_version("eve", item["version"])
+            repos_["models"].t.s3.put_object(Bucket=repos_["models"].bucket, Key=rec["s3_key"], Body=b"not onnx")
+            tampered.append(item["version"])
+        return real_validate(item, repos_, cfg_, **kw)
+
+    monkeypatch.setattr(training_run, "validate", validate_after_tamper)
+
+    # Promote: another writer activates its own (stored, registered) model for fay just before each
+    # of the run's conditional writes. Its models know home/kids, so they lose the champion/challenger
+    # comparison on fay's home/work holdout and the second attempt reaches the write too.
+    real_activate = Registry.activate
+    racers = [(n, build_onnx(("home", "kids"), model_version=version(n), user="fay")) for n in (1, 2)]
+    raced: list[str] = []
+
+    def activate_after_a_racer(self, user_id, record, **kw):
+        if user_id == "fay" and kw.get("actor", "").startswith("training-run") and racers:
+            n, data = racers.pop(0)
+            racer = install_model("fay", calendars=("home", "kids"), n=n, data=data, activate=False)
+            cur = self.active("fay", consistent=True)
+            real_activate(self, "fay", racer, expected_version=cur["version"] if cur else None,
+                          actor="other-writer", reason="race")
+            raced.append(racer["version"])
+        return real_activate(self, user_id, record, **kw)
+
+    monkeypatch.setattr(Registry, "activate", activate_after_a_racer)
+
+    t0 = time.perf_counter()
+    res = run_training(emulator, {"trigger": "schedule"}, name="nightly-2", timeout=240)
+    print(f"\nstate machine run: {time.perf_counter() - t0:.1f}s wall, "
+          f"{len(emulator.lambdas.invocations)} lambda invocations")
+
+    assert res["status"] == "SUCCEEDED", (res["error"], res["cause"])
+    record = repos["registry"].get_run("nightly-2")
+    for r in (res["output"], record):
+        assert (r["trained"], r["skipped"], r["failed"], r["rejected"], r["conflict"]) == (1, 0, 1, 1, 1), r
+        assert r["planned"] == 4 and r["not_needed"] == 0
+    assert [(f["user_id"], f["stage"]) for f in record["failures"]] == [("cid", "train")]
+    rejections = {x["user_id"]: x for x in record["rejections"]}
+    assert set(rejections) == {"eve", "fay"}
+    assert rejections["eve"]["stage"] == "validate" and "integrity" in rejections["eve"]["reason"]
+    assert rejections["fay"]["stage"] == "conflict" and "concurrently" in rejections["fay"]["reason"]
+
+    reg, store = repos["registry"], repos["models"]
+    # no ACTIVE pointer of any user points at a missing (or altered) object
+    for user in ("ana", "cid", "eve", "fay"):
+        active = reg.active(user, consistent=True)
+        if active is not None:
+            assert store.get(active["s3_key"], active["sha256"])
+    assert reg.active("cid") is None
+
+    ana = reg.active("ana")
+    assert ana is not None and reg.get_version("ana", ana["version"])["run_id"] == "nightly-2"
+
+    # the rejected candidate is registered as rejected at validate and is not active
+    assert len(tampered) == 1
+    eve = reg.get_version("eve", tampered[0])
+    assert eve["status"] == "rejected" and eve["rejected_stage"] == "validate"
+    assert reg.active("eve") is None
+
+    # the race: the other writer's last activation stands (no lost update), the candidate is "conflict"
+    assert len(raced) == 2 and not racers
+    fay = reg.active("fay")
+    assert fay["version"] == raced[1] and fay["previous_version"] == raced[0]
+    fay_candidates = [v for v in reg.versions("fay") if v.get("run_id") == "nightly-2"]
+    assert [v["status"] for v in fay_candidates] == ["conflict"]
+    assert len([a for a in reg.audit_trail("fay") if a["action"] == "promote_conflict"]) == 2
+
+    calls = [c["function"] for c in emulator.lambdas.invocations]
+    assert calls.count("TrainUserFunction") == 4 and calls.count("ValidateFunction") == 3
+    assert calls.count("PromoteFunction") == 2 and calls.count("SummarizeFunction") == 1
+    assert [c["function"] for c in emulator.lambdas.invocations if c["error"]] == ["TrainUserFunction"]
 
 
 def test_one_user_api_run_and_a_failing_summarize_fails_the_run(emulator, monkeypatch):

@@ -24,14 +24,17 @@ def resolve_api_key(cfg) -> str:
     """The API key: from the configured SSM parameter / secret (cached), else the env value."""
     name = cfg.llm_api_key_param
     if name:
-        if name.startswith(SECRETS_PREFIX):
-            from aws_lambda_powertools.utilities.parameters import get_secret
+        try:
+            if name.startswith(SECRETS_PREFIX):
+                from aws_lambda_powertools.utilities.parameters import get_secret
 
-            value = get_secret(name[len(SECRETS_PREFIX):], max_age=KEY_MAX_AGE)
-        else:
-            from aws_lambda_powertools.utilities.parameters import get_parameter
+                value = get_secret(name[len(SECRETS_PREFIX):], max_age=KEY_MAX_AGE)
+            else:
+                from aws_lambda_powertools.utilities.parameters import get_parameter
 
-            value = get_parameter(name, decrypt=True, max_age=KEY_MAX_AGE)
+                value = get_parameter(name, decrypt=True, max_age=KEY_MAX_AGE)
+        except Exception as exc:  # missing parameter, no permission, SSM down: the fallback is off
+            raise LlmError("not_configured", f"the API key parameter could not be read ({type(exc).__name__})") from exc
         if isinstance(value, bytes):
             value = value.decode("utf-8")
         return str(value).strip()

@@ -92,7 +92,9 @@ class Resolver:
             return f"arn:aws:states:{region}:{ACCOUNT}:stateMachine:{name}"
         return f"arn:aws:{t.split('::')[1].lower()}:{region}:{ACCOUNT}:{name}"
 
-    def ref(self, name: str) -> str:
+    def ref(self, name: str) -> Any:
+        if name == "AWS::NoValue":
+            return None
         if name in self.params:
             return self.params[name]
         if name in self.pseudo:
@@ -153,9 +155,18 @@ class Resolver:
             sep, items = v
             return sep.join(str(self.resolve(i)) for i in items)
         if tag == "If":
-            return self.resolve(v[1])  # local stack: conditions taken as true
-        if tag in ("Equals", "Not", "And", "Or", "Condition"):
-            return True
+            return self.resolve(v[1] if self.condition(v[0]) else v[2])
+        if tag == "Equals":
+            a, b = (self.resolve(x) for x in v)
+            return str(a) == str(b)
+        if tag == "Not":
+            return not self._truth(v[0])
+        if tag == "And":
+            return all(self._truth(x) for x in v)
+        if tag == "Or":
+            return any(self._truth(x) for x in v)
+        if tag == "Condition":
+            return self.condition(v)
         if tag == "Select":
             return self.resolve(v[1])[int(v[0])]
         if tag == "Split":
@@ -163,6 +174,17 @@ class Resolver:
         if tag == "ImportValue":
             return str(self.resolve(v))
         return v
+
+    def condition(self, name: str) -> bool:
+        """Evaluate a named entry of the template's ``Conditions`` with the parameter values."""
+        conds = self.template.get("Conditions") or {}
+        if name not in conds:
+            raise KeyError(f"unknown condition {name}")
+        return self._truth(conds[name])
+
+    def _truth(self, value: Any) -> bool:
+        out = self.resolve(value)
+        return out if isinstance(out, bool) else str(out).lower() == "true"
 
     def of_type(self, *types: str) -> dict[str, dict]:
         return {k: r for k, r in self.resources.items() if r.get("Type") in types}
@@ -220,7 +242,9 @@ def function_environment(resolver: Resolver, logical: str) -> dict[str, str]:
     out = {}
     for k, v in env.items():
         try:
-            out[k] = str(resolver.resolve(v))
+            value = resolver.resolve(v)
         except KeyError:
             continue
+        if value is not None:
+            out[k] = str(value)
     return out
