@@ -11,7 +11,7 @@ PYTHON312 ?= $(or $(PY312),python3)
 export AWS_DEFAULT_REGION ?= us-east-1
 export AWS_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY := 0
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
 .PHONY: help venv local test test-fast bench lint validate build build-jwt sizecheck evaluate report clean
 
@@ -24,11 +24,11 @@ help:
 	@echo "make build-jwt generate template.jwt.yaml (JWT authorizer), validate and sam build it"
 	@echo "make evaluate  evaluate on the bundled real calendars"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON312) -m venv $(VENV)
 	@$(PY) -c 'import sys; assert sys.version_info[:2] >= (3, 12), "calroute needs Python 3.12+ (the Lambda runtime)"'
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q -c constraints.txt -e '.[dev]'
 	@rm -f $(VENV)/.installed-*; touch $@
 
 venv: $(STAMP)

@@ -94,6 +94,15 @@ def test_layer_requirements_pinned_to_tested_versions(layer_dir):
         assert md.version(name) == version, f"layers/{layer_dir}: {name}=={version}, tests run {md.version(name)}"
 
 
+def test_constraints_file_pins_every_layer_requirement():
+    """`make venv` installs with -c constraints.txt: it must hold exactly the layers' pins."""
+    text = (ROOT / "constraints.txt").read_text()
+    pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)$", text, re.M))
+    for layer in ("core", "inference", "training", "llm", "ical"):
+        for name, version in _requirements(layer).items():
+            assert pins.get(name) == version, f"constraints.txt: {name} should be =={version} (layers/{layer})"
+
+
 def test_layer_contents_split():
     inference, training = _requirements("inference"), _requirements("training")
     assert set(inference) == {"numpy", "onnxruntime"}, "predict path: no sklearn/scipy/onnx/protobuf"
