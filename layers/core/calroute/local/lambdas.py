@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from . import restore_environ
 from .template import ROOT, Resolver, function_environment
 
 FUNCTION_TYPES = ("AWS::Serverless::Function", "AWS::Lambda::Function")
@@ -204,11 +205,7 @@ class InProcessLambdas:
         _clear_settings()
 
     def restore_env(self) -> None:
-        for k, v in self._saved_env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        restore_environ(self._saved_env)
         self._saved_env.clear()
         _clear_settings()
 
@@ -232,11 +229,7 @@ class InProcessLambdas:
                     try:
                         result = handler(event, LambdaContext(spec))
                     finally:
-                        for k, v in saved.items():
-                            if v is None:
-                                os.environ.pop(k, None)
-                            else:
-                                os.environ[k] = v
+                        restore_environ(saved)
                         _clear_settings()
             else:
                 result = handler(event, LambdaContext(spec))

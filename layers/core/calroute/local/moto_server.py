@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from . import restore_environ
 from .lambdas import InProcessLambdas, function_specs, install_inprocess_lambdas
 from .template import ACCOUNT, ROOT, Resolver, create_data_resources, load_template
 
@@ -100,11 +101,7 @@ class Emulator:
                 self.server.stop()
                 self.server = None
             _restore_sfn_config(self._sfn_config)
-            for k, v in self._saved_env.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+            restore_environ(self._saved_env)
             _reset_clients()
 
     def __enter__(self) -> "Emulator":
@@ -253,11 +250,7 @@ def start_emulator(port: int = 4566, *, persist_dir: Optional[str] = None, stack
     except BaseException:
         server.stop()
         _restore_sfn_config(sfn_flag)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        restore_environ(saved)
         raise
     return Emulator(endpoint=endpoint, port=port, resolver=resolver, state_machine_arn=sm_arn,
                     lambdas=lambdas, region=region, persist_dir=persist_dir, server=server,

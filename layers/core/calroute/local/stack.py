@@ -31,6 +31,8 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from . import restore_environ
+
 LLM_OFF = "LLM fallback: off (set OPENAI_API_KEY / OPENAI_BASE_URL) — unsure answers come back ml_low_confidence"
 SCHEDULE_INPUT = {"trigger": "schedule"}
 
@@ -226,11 +228,7 @@ class LocalStack:
         if self.emulator is not None:
             self.emulator.stop()
             self.emulator = None
-        for k, v in self._saved_env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        restore_environ(self._saved_env)
         self._saved_env.clear()
 
     def __enter__(self) -> "LocalStack":
