@@ -277,3 +277,39 @@ def test_gateway_rejects_a_bad_content_length_with_400(echo_gateway, length):
         reply = b"".join(chunks).decode()
     assert reply.startswith("HTTP/1.") and " 400 " in reply.split("\r\n", 1)[0]
     assert '"invalid_request"' in reply
+
+
+def test_http_handlers_never_run_concurrently_across_functions():
+    """Powertools keeps the current event on the BaseRouter class (process-global): two functions'
+    HTTP handlers running at once in one process would read each other's event (a dev-auth 403 under
+    load was the symptom). The gateway must run one HTTP handler at a time."""
+    import threading
+
+    inside = threading.Event()
+    overlaps: list[str] = []
+    started = threading.Barrier(2, timeout=10)
+
+    class Dispatcher:
+        specs = {"IngestFunction": object(), "PredictFunction": object()}
+
+        def call(self, spec, event):
+            if inside.is_set():
+                overlaps.append(event["who"])
+            inside.set()
+            try:
+                threading.Event().wait(0.2)  # a window for the other thread to enter (it must not)
+            finally:
+                inside.clear()
+            return b"{}", None
+
+    host = gw.FunctionHost(resolver=None, dispatcher=Dispatcher())
+
+    def run(logical):
+        started.wait()
+        for _ in range(3):
+            host.invoke(logical, {"who": logical})
+
+    threads = [threading.Thread(target=run, args=(f,)) for f in ("IngestFunction", "PredictFunction")]
+    [t.start() for t in threads]
+    [t.join(30) for t in threads]
+    assert overlaps == []

@@ -7,9 +7,11 @@ Gateway v2 event (``version 2.0``, ``routeKey``, ``rawPath``, lower-cased ``head
 ``body``/``isBase64Encoded``, ``cookies``) and is passed to the function's real
 ``functions/<dir>/app.py`` handler, imported in-process by path under a unique module name.
 
-Like a Lambda container, each function handles one request at a time (a per-function lock): the
-Powertools resolver keeps the current event on the app object, exactly as in AWS where one
-container serves one request at a time.
+One HTTP handler runs at a time, across ALL functions: Powertools keeps the current event on the
+``BaseRouter`` *class* (process-global), which is safe in AWS — a container serves one event at a
+time — but in one process two functions' requests would read each other's event (headers, body,
+identity). Non-HTTP handlers (state-machine tasks, the LLM fallback invoked by predict) do not
+take this lock.
 
 Nothing here is shipped in a layer; it is the local stack (``calroute local``) and the e2e tests.
 """
@@ -109,25 +111,20 @@ def discover_routes(resolver: Resolver) -> list[Route]:
 class FunctionHost:
     """Runs the HTTP functions' real handlers through :class:`calroute.local.lambdas.InProcessLambdas`
     (the same loader, module names and per-function environment the moto Lambda dispatch uses),
-    one invocation at a time per function, like a single warm container."""
+    one HTTP invocation at a time in the whole process (see the module docstring)."""
 
     def __init__(self, resolver: Resolver, dispatcher: Any = None):
         from .lambdas import InProcessLambdas
 
         self.resolver = resolver
         self.dispatcher = dispatcher if dispatcher is not None else InProcessLambdas(resolver)
-        self._locks: dict[str, threading.Lock] = {}
-        self._guard = threading.Lock()
-
-    def _lock(self, logical: str) -> threading.Lock:
-        with self._guard:
-            return self._locks.setdefault(logical, threading.Lock())
+        self._http_lock = threading.Lock()
 
     def invoke(self, logical: str, event: dict) -> Any:
         spec = self.dispatcher.specs.get(logical)
         if spec is None:
             raise KeyError(f"{logical} is not a function of the template")
-        with self._lock(logical):
+        with self._http_lock:
             payload, err = self.dispatcher.call(spec, event)
         body = json.loads(payload) if payload else None
         if err:
