@@ -203,6 +203,22 @@ def _thin(ids_: list[str], k: int = MAX_HOLDOUT_IDS) -> list[str]:
     return [ids_[i] for i in idx]
 
 
+def run_item(step: Callable[..., dict], event: Mapping, logger: Any) -> dict:
+    """What each per-user state's handler (TrainUser, Validate, Promote) does: validate the item's
+    user id, tag the logs with the hashed user and the run id, run ``step`` on the AWS adapters and
+    log its outcome (never event text)."""
+    from ..adapters.aws import resources_from
+    from ..config import settings
+
+    cfg = settings()
+    user = ids.user_id(event.get("user_id"), field="user_id")
+    logger.append_keys(user=ids.hashed_user(user), run_id=event.get("run_id"))
+    out = step(event, resources_from(cfg), cfg)
+    logger.info(f"{step.__name__} done",
+                extra={k: out.get(k) for k in ("status", "version", "reason", "duration_ms") if k in out})
+    return out
+
+
 def train_user(item: Mapping, repos: Repos, cfg: Settings, *, now: Optional[datetime] = None,
                clock: Callable[[], float] = time.perf_counter, trainer: Any = None) -> dict:
     """Gates → train → store candidate (ONNX + parity fixtures) → register it.
