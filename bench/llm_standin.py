@@ -16,8 +16,10 @@ import random
 import re
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Callable, Optional
+
+from calroute.local.gateway import LoopbackHTTPServer
 
 _DATA_RE = re.compile(r"<(data-[0-9a-f]+)>\n(.*)\n</\1>", re.S)
 
@@ -93,8 +95,7 @@ class StandInLLM:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = LoopbackHTTPServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
 

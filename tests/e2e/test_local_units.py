@@ -313,3 +313,29 @@ def test_http_handlers_never_run_concurrently_across_functions():
     [t.start() for t in threads]
     [t.join(30) for t in threads]
     assert overlaps == []
+
+
+def test_loopback_server_queues_a_burst_of_connections_before_accepting_any():
+    """54 clients connect at once in the load test while the accept thread may be starved of the GIL.
+    With socketserver's default backlog (5) the kernel drops the handshakes beyond it (connect hangs,
+    later a reset: the CI failure); the local servers keep a real backlog. The server here never
+    accepts, so every connection must complete from the kernel's queue alone."""
+    import socket
+    from http.server import BaseHTTPRequestHandler
+
+    server = gw.LoopbackHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    socks, failed = [], 0
+    try:
+        for _ in range(100):
+            s = socket.socket()
+            s.settimeout(0.5)
+            try:
+                s.connect(server.server_address)
+            except OSError:
+                failed += 1
+            socks.append(s)
+    finally:
+        for s in socks:
+            s.close()
+        server.server_close()
+    assert failed == 0, f"{failed} of 100 connections were not queued"

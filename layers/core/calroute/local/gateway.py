@@ -44,6 +44,21 @@ API_ID = "calroute-local"
 AdminHandler = Callable[[Any], "tuple[int, Any]"]
 
 
+class LoopbackHTTPServer(ThreadingHTTPServer):
+    """``ThreadingHTTPServer`` for the local servers (gateway, stand-in LLMs) with a real listen backlog.
+
+    socketserver's default ``request_queue_size`` is 5: when dozens of clients connect at once (the
+    load test opens 54 connections together) and the accept thread is starved of the GIL, the kernel's
+    accept queue overflows, handshakes are dropped, SYNs retried after 1 s and, once the SYN-ACK retries
+    run out, the client's next packet is answered with a reset (``ConnectionResetError`` seen in CI).
+    The kernel caps the value at ``net.core.somaxconn``.
+    """
+
+    request_queue_size = 1024
+    daemon_threads = True
+    block_on_close = False
+
+
 # ----------------------------------------------------------------------------- routes
 
 
@@ -244,8 +259,7 @@ class Gateway:
         self.functions = functions or FunctionHost(resolver, dispatcher)
         self.admin = dict(admin or {})
         self.access_log = access_log if access_log is not None else (lambda line: log.info("%s", line))
-        self._server = ThreadingHTTPServer((host, port), self._make_handler())
-        self._server.daemon_threads = True
+        self._server = LoopbackHTTPServer((host, port), self._make_handler())
         self._thread: Optional[threading.Thread] = None
 
     @property
