@@ -45,7 +45,12 @@ def predict(aws, monkeypatch):
     def call(user, body=None, batch=False, raw=None):
         path = f"/v1/users/{user}/classify" + ("/batch" if batch else "")
         resp = mod.lambda_handler(http(path, body, raw=raw), Ctx())
-        return resp["statusCode"], json.loads(resp["body"])
+        doc = json.loads(resp["body"])
+        if resp["statusCode"] == 200:
+            # every answer of every test matches the response model the OpenAPI document promises
+            # (the handler sends the service's answers without re-validating them)
+            (mod.BatchResult if batch else mod.Classification).model_validate(doc, strict=True)
+        return resp["statusCode"], doc
 
     call.mod = mod
     yield call
@@ -328,3 +333,16 @@ def test_user_stats_from_log_corrections_and_ledger(predict, with_llm):
     assert 400 <= bad["statusCode"] < 500
     glob = json.loads(stats.lambda_handler(http("/v1/stats", None, method="GET", raw=""), Ctx())["body"])
     assert glob["llm"]["calls"] == 1 and glob["llm"]["usd"] == pytest.approx(body["llm"]["usd"])
+
+
+def test_answers_are_checked_against_the_documented_response_model(predict):
+    """The answer check in the ``predict`` fixture can fail: a field of the wrong type is caught."""
+    from pydantic import ValidationError
+
+    install_model("alice", calendars=("home", "work"))
+    status_, doc = predict("alice", {"event": CONFIDENT})
+    assert status_ == 200
+    with pytest.raises(ValidationError):
+        predict.mod.Classification.model_validate({**doc, "confidence": "high"}, strict=True)
+    with pytest.raises(ValidationError):
+        predict.mod.Classification.model_validate({k: v for k, v in doc.items() if k != "cohort"}, strict=True)

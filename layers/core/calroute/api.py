@@ -89,6 +89,13 @@ def error_response(status: int, code: str, message: str, field: str | None = Non
                     body=json.dumps(body, ensure_ascii=False), headers=headers or {})
 
 
+def json_response(body: Any, status: int = 200) -> Response:
+    """A JSON answer sent as it is (no response-model validation: for hot paths whose answers are
+    built by calroute's own code and checked against their documented model by the tests)."""
+    return Response(status_code=status, content_type="application/json",
+                    body=json.dumps(body, ensure_ascii=False, separators=(",", ":")))
+
+
 def _validation_field(err: dict) -> str:
     loc = [str(p) for p in err.get("loc", ()) if str(p) not in ("body",)]
     return ".".join(loc[1:] if loc and loc[0] in ("path", "query") else loc) or "body"

@@ -96,7 +96,7 @@ def char_ngrams(tokens: Sequence[str], n: int = 3) -> list[str]:
         if len(padded) <= n:
             out.append(padded)
             continue
-        out.extend(padded[i : i + n] for i in range(len(padded) - n + 1))
+        out += [padded[i : i + n] for i in range(len(padded) - n + 1)]
     return out
 
 
@@ -146,22 +146,45 @@ def _hash(group: str, token: str) -> tuple[int, float]:
     return N_DENSE + (h & (HASH_DIM - 1)), (1.0 if (h >> 31) & 1 else -1.0)
 
 
+#: Per-group memo of ``_hash`` (token → (column, sign)): a user's events repeat the same words, so
+#: most tokens of a request were hashed before. Bounded: once a group holds ``_HASH_MEMO_MAX``
+#: tokens, new ones are hashed without being remembered (no eviction, no growth; ~3 MB per group).
+_HASH_MEMO_MAX = 20_000
+_HASH_MEMO: dict[str, dict[str, tuple[int, float]]] = {g: {} for g in GROUP_WEIGHTS}
+
+
 def featurize_into(ev: Event, row: np.ndarray) -> None:
-    """Write one event's features into ``row`` (a zeroed float32 vector of length N_FEATURES)."""
+    """Write one event's features into ``row`` (a zeroed float32 vector of length N_FEATURES).
+
+    Each token group is L2-normalised and weighted on its own; groups that hash to the same column
+    add up (summed in float64, stored once as float32).
+    """
     row[:N_DENSE] = dense_features(ev)
+    total: dict[int, float] = {}
     for group, toks in event_tokens(ev).items():
         if not toks:
             continue
+        memo = _HASH_MEMO[group]
         acc: dict[int, float] = {}
         for tok in toks:
-            idx, sign = _hash(group, tok)
+            hs = memo.get(tok)
+            if hs is None:
+                hs = _hash(group, tok)
+                if len(memo) < _HASH_MEMO_MAX:
+                    memo[tok] = hs
+            idx, sign = hs
             acc[idx] = acc.get(idx, 0.0) + sign
         norm = math.sqrt(sum(v * v for v in acc.values()))
         if norm == 0.0:
             continue
         scale = GROUP_WEIGHTS[group] / norm
         for idx, v in acc.items():
-            row[idx] += v * scale
+            total[idx] = total.get(idx, 0.0) + v * scale
+    if total:  # distinct columns of a zeroed row: one fancy assignment
+        import numpy as np
+
+        n = len(total)
+        row[np.fromiter(total.keys(), np.intp, n)] = np.fromiter(total.values(), np.float32, n)
 
 
 def featurize(events: Iterable[Event]) -> np.ndarray:

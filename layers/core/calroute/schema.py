@@ -53,10 +53,14 @@ def clean_text(value: Optional[str], limit: int, *, truncate: bool = False, fiel
     if not isinstance(value, str):
         raise ValueError(f"{field} must be a string")
     value = unicodedata.normalize("NFC", value.replace("\r\n", "\n"))
-    value = "".join(
-        ch for ch in value
-        if ch in _CONTROL_OK or unicodedata.category(ch) not in ("Cc", "Cs", "Co", "Cn")
-    ).strip()
+    # str.isprintable() is False for every character of Cc/Cs/Co/Cn (and a few more categories), so
+    # a printable value has nothing to drop: the per-character filter only runs on the rest.
+    if not value.isprintable():
+        value = "".join(
+            ch for ch in value
+            if ch in _CONTROL_OK or unicodedata.category(ch) not in ("Cc", "Cs", "Co", "Cn")
+        )
+    value = value.strip()
     if len(value) > limit:
         if not truncate:
             raise ValueError(f"{field} is {len(value)} characters long; at most {limit} are allowed")
