@@ -19,21 +19,6 @@ from .harness import ROOT
 STACK = "calroute-bench"
 
 
-class LambdaContext:
-    """What Powertools reads from the Lambda context object."""
-
-    function_name = "calroute-bench"
-    function_version = "$LATEST"
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:calroute-bench"
-    memory_limit_in_mb = 1769
-    aws_request_id = "00000000-0000-0000-0000-000000000000"
-    log_group_name = "/aws/lambda/calroute-bench"
-    log_stream_name = "bench"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 15_000
-
-
 def http_event(method: str, path: str, body: Any) -> dict:
     """An API Gateway HTTP API (payload format 2.0) proxy event with a JSON body."""
     payload = json.dumps(body)

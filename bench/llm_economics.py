@@ -22,7 +22,7 @@ from dataclasses import replace
 import time
 from typing import Any
 
-from .aws_env import LambdaContext, http_event, install_model, load_function, set_env
+from .aws_env import http_event, install_model, load_function, set_env
 from .harness import percentile, progress
 from .llm_standin import StandInLLM
 from .users import real_users
@@ -100,7 +100,9 @@ def run(quick: bool) -> dict:
         return rng.choice(wrong) if wrong else allowed[0]
 
     app = load_function("predict")
-    ctx = LambdaContext()
+    from calroute.local.lambdas import LambdaContext
+
+    ctx = LambdaContext(name="calroute-bench", memory=1769)
     model = cfg.llm_model
     prices = DEFAULT_LLM_PRICES
 

@@ -16,7 +16,7 @@ import tempfile
 from .harness import ROOT, progress
 
 CHILD = r"""
-import gc, json, sys
+import gc, json, sys, time
 sys.path.insert(0, sys.argv[1])
 import numpy as np
 from calroute.runtime import OnnxModel
@@ -36,11 +36,16 @@ for target in counts:
         m = OnnxModel.from_bytes(data); m.predict_proba(x); models.append(m)
     gc.collect()
     out[str(target)] = rss() - base
-print(json.dumps({"growth": out, "estimate": warm.memory_estimate}))
+lat = []
+for _ in range(200):
+    t = time.perf_counter(); warm.predict_proba(x); lat.append(time.perf_counter() - t)
+print(json.dumps({"growth": out, "estimate": warm.memory_estimate, "latency_ms": float(np.median(lat)) * 1000}))
 """
 
 
 def measure(onnx_bytes: bytes, counts: list[int]) -> dict:
+    """In a fresh process: RSS growth after loading ``counts`` sessions of the model (cumulative),
+    the cache's charge for one (``estimate``) and the warm one-row latency (``latency_ms``, median)."""
     with tempfile.NamedTemporaryFile(suffix=".onnx", delete=False) as fh:
         fh.write(onnx_bytes)
         path = fh.name

@@ -15,15 +15,16 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "layers" / "core"))
+sys.path.insert(0, str(ROOT))
+
+from bench import memory  # noqa: E402 - the RSS-measuring child process, shared with bench/memory.py
 
 from calroute.evaluate import evaluate_dir, load_users, split_events  # noqa: E402
 from calroute.training import TrainConfig, train_user_model  # noqa: E402
@@ -40,41 +41,10 @@ CANDIDATES = [
 SESSIONS = 50
 RSS_USER = "d3_developer"
 
-_RSS_CODE = r"""
-import sys, time, numpy as np
-sys.path.insert(0, sys.argv[3])
-from calroute.runtime import OnnxModel
-from calroute.features import N_FEATURES
-def rss():
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * 4096
-data = open(sys.argv[1], "rb").read()
-n = int(sys.argv[2])
-first = OnnxModel.from_bytes(data)          # warm: onnxruntime's own import and globals
-x = np.zeros((1, N_FEATURES), np.float32); first.predict_proba(x)
-before = rss()
-models = [OnnxModel.from_bytes(data) for _ in range(n)]
-for m in models:
-    m.predict_proba(x)
-after = rss()
-lat = []
-for _ in range(200):
-    t = time.perf_counter(); first.predict_proba(x); lat.append(time.perf_counter() - t)
-print((after - before) / n, float(np.median(lat)) * 1000)
-"""
-
-
 def _session_cost(onnx_bytes: bytes) -> tuple[float, float]:
     """(bytes of RSS per loaded session, median single-event latency in ms) in a fresh process."""
-    with tempfile.NamedTemporaryFile(suffix=".onnx", delete=False) as fh:
-        fh.write(onnx_bytes)
-        path = fh.name
-    try:
-        out = subprocess.run([sys.executable, "-c", _RSS_CODE, path, str(SESSIONS), str(ROOT / "layers" / "core")],
-                             capture_output=True, text=True, check=True, timeout=600).stdout.split()
-        return float(out[0]), float(out[1])
-    finally:
-        os.unlink(path)
+    out = memory.measure(onnx_bytes, [SESSIONS])
+    return out["growth"][str(SESSIONS)] / SESSIONS, out["latency_ms"]
 
 
 def _row(name: str, desc: str, full: dict, n20: dict, size: int, rss: float, lat: float) -> dict:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .aws_env import LambdaContext, http_event, install_model, load_function, set_env
+from .aws_env import http_event, install_model, load_function, set_env
 from .harness import bench, progress, ratio
 from .users import real_users
 
@@ -74,7 +74,9 @@ def run(quick: bool) -> dict:
     single = [http_event("POST", f"/v1/users/{USER}/classify", {"event": f}) for f in flat]
     batch = [http_event("POST", f"/v1/users/{USER}/classify/batch", {"events": flat[i:i + 100]})
              for i in range(0, len(flat) - 100, 100)]
-    ctx = LambdaContext()
+    from calroute.local.lambdas import LambdaContext
+
+    ctx = LambdaContext(name="calroute-bench", memory=1769)
     app = load_function("predict")
 
     def handler_timer(events_cycle, repeat, warmup=20):

@@ -16,6 +16,8 @@ import uuid
 from typing import Any, Optional
 from urllib.parse import urlencode
 
+from calroute.local.lambdas import LambdaContext  # noqa: F401 - the one stand-in, re-exported for tests
+
 
 def http_event(method: str, path: str, body: Any = None, headers: Optional[dict] = None,
                query: Optional[dict] = None, raw_body: bytes | str | None = None, *,
@@ -69,21 +71,6 @@ def http_event(method: str, path: str, body: Any = None, headers: Optional[dict]
     if payload is not None:
         event["body"] = payload
     return event
-
-
-class LambdaContext:
-    """The bits of the Lambda context object Powertools reads."""
-
-    function_name = "calroute-test"
-    function_version = "$LATEST"
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:calroute-test"
-    memory_limit_in_mb = 512
-    aws_request_id = "00000000-0000-0000-0000-000000000000"
-    log_group_name = "/aws/lambda/calroute-test"
-    log_stream_name = "2025/01/01/[$LATEST]test"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 30_000
 
 
 def call(handler, method: str, path: str, **kw) -> tuple[int, dict, Any]:

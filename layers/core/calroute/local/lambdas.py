@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from . import restore_environ
-from .template import ROOT, Resolver, function_environment
+from .template import ACCOUNT, ROOT, Resolver, function_environment
 
 FUNCTION_TYPES = ("AWS::Serverless::Function", "AWS::Lambda::Function")
 
@@ -145,18 +145,22 @@ def _load_module(spec: FunctionSpec):
 
 
 class LambdaContext:
-    """What Powertools reads from the Lambda context object."""
+    """What Powertools reads from the Lambda context object: for a function of the template
+    (``LambdaContext(spec)``), or a stand-in for tests and benchmarks (``LambdaContext()``)."""
 
-    def __init__(self, spec: FunctionSpec, clock: Callable[[], float] = time.monotonic):
-        self.function_name = spec.name
+    def __init__(self, spec: Optional[FunctionSpec] = None, clock: Callable[[], float] = time.monotonic,
+                 *, name: str = "calroute-test", memory: int = 512, timeout: float = 30.0):
+        if spec is not None:
+            name, memory, timeout = spec.name, spec.memory, spec.timeout
+        self.function_name = name
         self.function_version = "$LATEST"
-        self.invoked_function_arn = spec.arn
-        self.memory_limit_in_mb = spec.memory
+        self.invoked_function_arn = spec.arn if spec is not None else f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:{name}"
+        self.memory_limit_in_mb = memory
         self.aws_request_id = str(uuid.uuid4())
-        self.log_group_name = f"/aws/lambda/{spec.name}"
+        self.log_group_name = f"/aws/lambda/{name}"
         self.log_stream_name = "local"
         self._clock = clock
-        self._deadline = clock() + spec.timeout
+        self._deadline = clock() + timeout
 
     def get_remaining_time_in_millis(self) -> int:
         return max(0, int((self._deadline - self._clock()) * 1000))
