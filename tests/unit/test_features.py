@@ -41,3 +41,39 @@ def test_different_titles_differ_and_empty_event_is_finite():
     assert not np.array_equal(a, b)
     empty = featurize([parse_event({"start": "2026-01-01"})])
     assert np.isfinite(empty).all()
+
+
+def _reference_row(ev) -> np.ndarray:
+    """The featurizer's definition written out plainly (no memo, one column at a time)."""
+    import math
+
+    from calroute import features as F
+
+    row = np.zeros(N_FEATURES, dtype=np.float64)
+    row[:N_DENSE] = F.dense_features(ev)
+    for group, toks in F.event_tokens(ev).items():
+        acc: dict[int, float] = {}
+        for tok in toks:
+            idx, sign = F._hash(group, tok)
+            acc[idx] = acc.get(idx, 0.0) + sign
+        norm = math.sqrt(sum(v * v for v in acc.values()))
+        for idx, v in acc.items():
+            if norm:
+                row[idx] += v * F.GROUP_WEIGHTS[group] / norm
+    return row.astype(np.float32)
+
+
+def test_hash_memo_is_bounded_and_never_changes_a_vector(monkeypatch):
+    from calroute import features as F
+
+    monkeypatch.setattr(F, "_HASH_MEMO_MAX", 25)
+    monkeypatch.setattr(F, "_HASH_MEMO", {g: {} for g in F.GROUP_WEIGHTS})
+    events = [parse_event({**EV, "summary": f"word{i} other{i} Board meeting {i}",
+                           "description": " ".join(f"d{i}x{j}" for j in range(30)),
+                           "location": f"Room {i}", "attendees": [f"a@dom{i}.example", "b@shared.example"]})
+              for i in range(40)]
+    first = featurize(events)  # fills the memo up to its bound
+    again = featurize(events)  # served partly from the memo, partly hashed afresh
+    assert all(len(m) <= 25 for m in F._HASH_MEMO.values()) and len(F._HASH_MEMO["d"]) == 25
+    assert np.array_equal(first, again)
+    assert np.allclose(first, np.stack([_reference_row(e) for e in events]), atol=1e-7)

@@ -76,3 +76,19 @@ def test_sort_by_start_mixes_floating_and_aware():
     a = parse_event({"event_id": "a", "start": "2026-01-02T00:00:00"})
     b = parse_event({"event_id": "b", "start": "2026-01-01T00:00:00+00:00"})
     assert [e.event_id for e in sort_by_start([a, b])] == ["b", "a"]
+
+
+@pytest.mark.parametrize("raw, clean", [
+    ("Sprint review", "Sprint review"),                      # printable: the fast path
+    ("  padded\u00a0title  ", "padded\u00a0title"),          # NBSP is kept, outer spaces stripped
+    ("a\x00b\x1fc\x7fd\u0085e", "abcde"),                    # C0/C1 controls dropped
+    ("line1\nline2\tcol", "line1\nline2\tcol"),              # newline and tab kept
+    ("family \U0001F468\u200d\U0001F469 dinner", "family \U0001F468\u200d\U0001F469 dinner"),  # ZWJ (Cf) kept
+    ("private\ue000use\U0010fffd", "privateuse"),            # private use (Co) dropped
+    ("unassigned\u0378", "unassigned"),                      # unassigned (Cn) dropped
+    ("e\u0301", "\u00e9"),                                   # NFC
+])
+def test_clean_text_keeps_printable_text_and_drops_controls(raw, clean):
+    from calroute.schema import clean_text
+
+    assert clean_text(raw, 100) == clean
