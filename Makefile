@@ -37,7 +37,7 @@ local: venv
 	$(VENV)/bin/calroute local $(ARGS)
 
 test: venv
-	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile --durations=8 $(PYTEST_ARGS)
 
 test-fast: venv
 	$(PY) -m pytest -m "not slow" -x $(PYTEST_ARGS)

@@ -77,3 +77,19 @@ def aws(monkeypatch):
         settings.cache_clear()
         yield resolver
         settings.cache_clear()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files with ``slow`` tests (the load test, fuzzing, the local stack) run first, longest first:
+    ``make test`` distributes whole files over two workers in collection order, and a minutes-long
+    file that starts last would leave one worker idle while it runs."""
+    weight = {"test_load.py": 0, "test_fuzz.py": 1}
+
+    def key(item):
+        slow = any(it.get_closest_marker("slow") for it in by_file[item.path])
+        return (0 if slow else 1, weight.get(item.path.name, 2) if slow else 0)
+
+    by_file: dict = {}
+    for it in items:
+        by_file.setdefault(it.path, []).append(it)
+    items.sort(key=key)  # stable: the order within a file and among the other files is kept

@@ -346,3 +346,15 @@ def test_answers_are_checked_against_the_documented_response_model(predict):
         predict.mod.Classification.model_validate({**doc, "confidence": "high"}, strict=True)
     with pytest.raises(ValidationError):
         predict.mod.Classification.model_validate({k: v for k, v in doc.items() if k != "cohort"}, strict=True)
+
+
+def test_disabled_metrics_are_dropped_not_printed_later(predict, monkeypatch, capsys):
+    """Powertools keeps metric values when POWERTOOLS_METRICS_DISABLED skips the flush, and prints
+    them at 100 values anyway; the handlers drop them after every invocation."""
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
+    install_model("alice")
+    capsys.readouterr()
+    for _ in range(110):  # ModelCacheHit would reach 100 values
+        assert predict("alice", {"event": CONFIDENT})[0] == 200
+    assert emf(capsys.readouterr().out) == []
+    assert not predict.mod.metrics.metric_set
