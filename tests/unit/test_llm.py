@@ -266,3 +266,85 @@ def test_prompt_injection_cannot_change_format_or_calendars(fake_llm):
         assert "bobs-secret" not in json.dumps(req["response_format"])
         system = req["messages"][0]["content"]
         assert "Ignore previous instructions" not in system
+
+
+# ----------------------------------------------------------------------------- example cache
+
+
+class Clock:
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_example_cache_reuses_tokenised_events_until_the_ttl_then_reloads():
+    from calroute.llm import ExampleCache
+
+    loads, clock = [], Clock()
+    store = {"alice": [ev("Sprint review", calendar_id="work", event_id="a"), ev("unlabelled", event_id="u")]}
+
+    def load(user):
+        loads.append(user)
+        return list(store[user])
+
+    cache = ExampleCache(load, ttl=300, max_events=100, clock=clock)
+    first = cache.get("alice")
+    assert [e.event_id for _, e in first] == ["a"]  # unlabelled events are never examples
+    assert first[0][0] == frozenset({"t:sprint", "t:review"})
+    clock.t += 299
+    store["alice"].append(ev("Dentist", calendar_id="home", event_id="b"))
+    assert cache.get("alice") is first and loads == ["alice"]  # within the TTL: no read
+    clock.t += 2
+    assert [e.event_id for _, e in cache.get("alice")] == ["a", "b"] and loads == ["alice", "alice"]
+    # the cached pairs give the same answer as the events themselves
+    target = ev("Sprint review")
+    assert similar_events(target, cache.get("alice"), 3) == similar_events(target, [e for _, e in cache.get("alice")], 3)
+
+
+def test_example_cache_is_bounded_per_container_and_keyed_by_user():
+    from calroute.llm import ExampleCache
+
+    events = {u: [ev(f"{u} event {i}", calendar_id="c", event_id=f"{u}{i}") for i in range(n)]
+              for u, n in (("alice", 4), ("bob", 4), ("carol", 4), ("huge", 20))}
+    loads = []
+
+    def load(user):
+        loads.append(user)
+        return events[user]
+
+    cache = ExampleCache(load, ttl=300, max_events=10, clock=Clock())
+    assert {e.event_id for _, e in cache.get("alice")} == {f"alice{i}" for i in range(4)}
+    assert {e.event_id for _, e in cache.get("bob")} == {f"bob{i}" for i in range(4)}
+    cache.get("alice")  # alice is now the most recently used
+    cache.get("carol")  # 12 > 10 events: bob, the least recently used, goes
+    assert cache.size == 8 and loads == ["alice", "bob", "carol"]
+    cache.get("alice")
+    cache.get("bob")
+    assert loads == ["alice", "bob", "carol", "bob"]
+    cache.get("huge")  # more than the whole budget: served, never cached
+    cache.get("huge")
+    assert loads.count("huge") == 2 and cache.size <= 10
+
+
+def test_fallback_reads_a_users_events_once_per_ttl():
+    class CountingRepo(Repo):
+        reads = 0
+
+        def list_events(self, user_id, limit=None):
+            CountingRepo.reads += 1
+            return super().list_events(user_id, limit)
+
+    repo = CountingRepo(events=[ev("Sprint review with team", calendar_id="work", event_id="a")])
+    client = FakeClient(LlmReply('{"calendar_id": "work", "reason": "r"}', 1, 1))
+    s, _ = svc(client, repo)
+    for _ in range(3):
+        assert s.handle(payload())["calendar_id"] == "work"
+    assert CountingRepo.reads == 1
+    assert "Sprint review with team" in prompt_of(client.calls[-1])
+    s0, _ = svc(FakeClient(LlmReply('{"calendar_id": "work", "reason": "r"}', 1, 1)), repo,
+                llm_examples_cache_seconds=0)
+    s0.handle(payload())
+    s0.handle(payload())
+    assert CountingRepo.reads == 3  # no cache: every call reads

@@ -88,6 +88,10 @@ class Settings(BaseModel):
     llm_daily_budget_usd: float = Field(50.0, ge=0)
     llm_user_daily_budget_usd: float = Field(0.50, ge=0)
     llm_similar_examples: int = Field(5, ge=0, le=20)
+    # the fallback keeps each user's labelled events (token sets) per container for this long, at most
+    # this many events over all users (least recently used users go first); 0 seconds = no cache
+    llm_examples_cache_seconds: float = Field(300.0, ge=0, le=3600)
+    llm_examples_cache_events: int = Field(20_000, ge=0, le=1_000_000)
 
     # --- operations (docs/operations.md) ---
     # drift: a training run compares each user's logged requests of the last drift_window_days
