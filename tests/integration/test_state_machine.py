@@ -220,3 +220,20 @@ def test_emulator_persists_tables_and_objects(tmp_path, monkeypatch):
         assert repos["models"].get(key) == b"bytes"
     finally:
         em.stop()
+
+
+def test_emulator_restores_the_whole_environment(monkeypatch):
+    """Variables the emulator sets after the in-process Lambdas applied the template's common
+    environment (STATE_MACHINE_ARN) are restored first; restoring them last used to bring back the
+    template's value after stop() (a later test then started executions of a missing machine)."""
+    import os
+
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.delenv("STATE_MACHINE_ARN", raising=False)
+    before = dict(os.environ)
+    em = start_emulator(free_port(), stack_name="calroute-env-test")
+    try:
+        assert os.environ["STATE_MACHINE_ARN"] == em.state_machine_arn
+    finally:
+        em.stop()
+    assert dict(os.environ) == before

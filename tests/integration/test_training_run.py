@@ -181,6 +181,58 @@ def test_champion_challenger_rejects_a_worse_model(repos):
     assert repos["registry"].active("alice")["previous_version"] == champion["version"]
 
 
+def _champion(repos, user, *, trained_at: str, holdout_accuracy=None):
+    """An ACTIVE model that classifies CALS well, with the training time and metrics TrainUser records."""
+    rec = install_model(user, calendars=CALS)
+    repos["registry"].set_status(user, rec["version"], "active", "test", trained_at=trained_at,
+                                 metrics={"holdout_accuracy": holdout_accuracy})
+    return rec
+
+
+def test_champion_is_not_scored_on_events_it_trained_on(repos):
+    """Every holdout event existed when the champion was trained: scoring it on them would flatter it
+    (~0.9+ here, as in the test above) and reject a good candidate. With fewer than CHAMPION_MIN_ROWS
+    newer events, the two recorded out-of-sample holdout accuracies are compared instead."""
+    seed(repos, "alice")
+    later = (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat()
+    champion = _champion(repos, "alice", trained_at=later, holdout_accuracy=0.80)
+    out = run_user(repos, "alice", FakeTrainer(holdout_accuracy=0.85))
+    assert out["status"] == "promoted", out
+    assert repos["registry"].active("alice")["previous_version"] == champion["version"]
+    assert "recorded out-of-sample" in out["reason"]
+
+    seed(repos, "bob")
+    _champion(repos, "bob", trained_at=later, holdout_accuracy=0.97)
+    out = run_user(repos, "bob", FakeTrainer(holdout_accuracy=0.90))
+    assert out["status"] == "rejected" and out["stage"] == "champion", out
+    rec = repos["registry"].get_version("bob", out["version"])
+    assert rec["challenge"]["basis"] == "recorded out-of-sample holdout accuracies"
+    assert rec["challenge"]["champion_rows"] == 0 and rec["challenge"]["champion_accuracy"] == 0.97
+
+
+def test_champion_is_scored_on_the_holdout_events_newer_than_it(repos):
+    seed(repos, "alice")
+    earlier = (datetime.now(timezone.utc) - timedelta(days=1)).isoformat()
+    _champion(repos, "alice", trained_at=earlier, holdout_accuracy=0.5)  # its record does not matter here
+    out = run_user(repos, "alice", FakeTrainer(holdout_accuracy=0.40))
+    assert out["status"] == "rejected" and out["stage"] == "champion", out
+    challenge = repos["registry"].get_version("alice", out["version"])["challenge"]
+    assert challenge["basis"] == "holdout events newer than the champion"
+    assert challenge["champion_rows"] == challenge["holdout_rows"] >= settings().champion_min_rows
+    assert challenge["champion_accuracy"] > 0.9
+
+
+def test_unseen_by_compares_times_not_strings():
+    ev = types.SimpleNamespace
+    champ = {"trained_at": "2026-06-01T12:00:00+02:00"}  # 10:00 UTC
+    pairs = [(ev(event_id="a"), "2026-06-01T10:00:00.500+00:00"),  # after, though "1" < "2" as text
+             (ev(event_id="b"), "2026-06-01T09:59:59+00:00"),
+             (ev(event_id="c"), ""), (ev(event_id="d"), "garbage"),
+             (ev(event_id="e"), "2026-06-02T00:00:00")]  # naive: UTC
+    assert [e.event_id for e in tr.unseen_by(champ, pairs)] == ["a", "e"]
+    assert tr.unseen_by({}, pairs) is None and tr.unseen_by(None, pairs) is None
+
+
 def _validated(repos, user, trainer):
     cfg = settings()
     out = tr.train_user({"user_id": user, "run_id": "r1"}, repos, cfg, trainer=trainer)

@@ -50,6 +50,9 @@ class Settings(BaseModel):
     threshold_min: float = Field(0.30, ge=0, le=1)
     threshold_max: float = Field(0.99, ge=0, le=1)
     champion_tolerance: float = Field(0.01, ge=0, le=1)
+    # the champion is scored on the candidate's holdout events written after it was trained; with fewer
+    # than this many, the two models' recorded out-of-sample holdout accuracies are compared instead
+    champion_min_rows: int = Field(10, ge=1, le=10_000)
     retrain_max_age_days: int = Field(30, ge=1)
     retrain_new_events: int = Field(50, ge=1)
     retrain_corrections: int = Field(10, ge=1)

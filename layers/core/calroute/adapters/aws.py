@@ -233,13 +233,18 @@ class EventRepo(_TableAdapter):
         return ev
 
     def list_events(self, user_id: str, limit: Optional[int] = None) -> list[Event]:
+        return [ev for ev, _ in self.list_events_updated(user_id, limit)]
+
+    def list_events_updated(self, user_id: str, limit: Optional[int] = None) -> list[tuple[Event, str]]:
+        """The user's events with the time each was last written (``updated_at``: ingest, import or
+        correction), for "which events has a model trained on" questions."""
         out = []
         for item in _query_all(
             self.table,
             KeyConditionExpression="user_id = :u",
             ExpressionAttributeValues={":u": user_id},
         ):
-            out.append(self._event(item))
+            out.append((self._event(item), str(item.get("updated_at") or "")))
             if limit and len(out) >= limit:
                 break
         return out

@@ -75,6 +75,9 @@ class Emulator:
     server: Any = None
     _saved_env: dict = field(default_factory=dict)
     _sfn_config: Optional[bool] = None
+    # variables set after the in-process Lambdas applied the template's common environment: restored
+    # first (last in, first out), or the common value they replaced would outlive the emulator
+    _late_env: dict = field(default_factory=dict)
 
     def client(self, service: str):
         import boto3
@@ -96,11 +99,12 @@ class Emulator:
             self.snapshot()
         finally:
             self.lambdas.uninstall()
-            self.lambdas.restore_env()
             if self.server is not None:
                 self.server.stop()
                 self.server = None
             _restore_sfn_config(self._sfn_config)
+            restore_environ(self._late_env)
+            self.lambdas.restore_env()
             restore_environ(self._saved_env)
             _reset_clients()
 
@@ -187,6 +191,8 @@ def start_emulator(port: int = 4566, *, persist_dir: Optional[str] = None, stack
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per request otherwise
     saved: dict = {}
+    late: dict = {}
+    lambdas = None
     sfn_flag = _sfn_execute_flag()
     endpoint = f"http://127.0.0.1:{port}"
     if reset:
@@ -244,17 +250,21 @@ def start_emulator(port: int = 4566, *, persist_dir: Optional[str] = None, stack
         else:
             sm_arn = sfn.create_state_machine(name=sm_name, definition=definition, roleArn=role_arn,
                                               type="STANDARD")["stateMachineArn"]
-        _set_env(saved, "STATE_MACHINE_ARN", sm_arn)
+        _set_env(late, "STATE_MACHINE_ARN", sm_arn)
         # the functions' env (from the template) may name the machine by its resolved ARN already
         _reset_clients()
     except BaseException:
         server.stop()
         _restore_sfn_config(sfn_flag)
+        restore_environ(late)
+        if lambdas is not None:
+            lambdas.uninstall()
+            lambdas.restore_env()
         restore_environ(saved)
         raise
     return Emulator(endpoint=endpoint, port=port, resolver=resolver, state_machine_arn=sm_arn,
                     lambdas=lambdas, region=region, persist_dir=persist_dir, server=server,
-                    _saved_env=saved, _sfn_config=sfn_flag)
+                    _saved_env=saved, _sfn_config=sfn_flag, _late_env=late)
 
 
 def run_training(emulator: Emulator, input: dict, *, name: Optional[str] = None, timeout: float = 300.0,

@@ -381,35 +381,82 @@ def holdout_accuracy(model: Any, events: list) -> Optional[float]:
     return float(np.mean([p == e.calendar_id for p, e in zip(pred, events)]))
 
 
-def challenge(candidate: dict, active: Optional[dict], holdout: list, store: Any, cfg: Settings) -> dict:
-    """Champion/challenger: promote the candidate iff it is not worse than the ACTIVE model on the
-    candidate's holdout (``candidate_accuracy ≥ champion_accuracy − champion_tolerance``).
+def _parse_time(value: Any) -> Optional[datetime]:
+    try:
+        t = datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
 
-    The candidate's score is its out-of-sample ``holdout_accuracy`` from training; the champion is
-    scored now, with onnxruntime, on the same events (their current labels).
+
+def unseen_by(champion: Optional[dict], holdout: list[tuple[Any, str]]) -> Optional[list]:
+    """The holdout events the champion cannot have trained on: written (ingested, imported or
+    corrected) after its ``trained_at``. None when the champion's training time is unknown."""
+    cutoff = _parse_time((champion or {}).get("trained_at"))
+    if cutoff is None:
+        return None
+    out = []
+    for ev, updated in holdout:
+        t = _parse_time(updated) if updated else None
+        if t is not None and t > cutoff:
+            out.append(ev)
+    return out
+
+
+def challenge(candidate: dict, active: Optional[dict], holdout: list, store: Any, cfg: Settings,
+              champion: Optional[dict] = None) -> dict:
+    """Champion/challenger: promote the candidate iff it is not worse than the ACTIVE model
+    (``candidate_accuracy + champion_tolerance >= champion_accuracy``), both scored out of sample.
+
+    ``holdout``: the candidate's holdout events as ``(event, updated_at)`` pairs (or bare events);
+    ``champion``: the ACTIVE version's registry record (its ``trained_at`` and metrics).
+
+    The candidate's score is its ``holdout_accuracy`` from training (out-of-fold: the last time block
+    of each calendar, predicted by a model that never saw it). The champion was trained on every event
+    that existed when it was trained, so scoring it on those would flatter it; it is scored, with
+    onnxruntime and the events' current labels, only on the holdout events written after its
+    ``trained_at``. With fewer than ``champion_min_rows`` of them, its own recorded out-of-sample
+    ``holdout_accuracy`` stands in; a champion whose training time is unknown (older records) is
+    scored on the whole holdout, as before.
     """
     from ..runtime import OnnxModel
 
     if active is None:
         return {"promote": True, "reason": "first model (no active model)"}
     cand = (candidate.get("metrics") or {}).get("holdout_accuracy")
+    pairs = [h if isinstance(h, tuple) else (h, "") for h in holdout]
     try:
         champ_model = OnnxModel.from_bytes(repo_get(store, active), expected_sha256=active.get("sha256"))
     except ModelIntegrityError as exc:
         return {"promote": True, "reason": f"the active model {active['version']} is unusable ({exc})"}
-    champ = holdout_accuracy(champ_model, holdout)
+    unseen = unseen_by(champion, pairs)
+    if unseen is None:
+        basis, rows = "holdout", [ev for ev, _ in pairs]
+        champ = holdout_accuracy(champ_model, rows)
+    elif len(unseen) >= cfg.champion_min_rows:
+        basis, rows = "holdout events newer than the champion", unseen
+        champ = holdout_accuracy(champ_model, rows)
+    else:
+        basis, rows = "recorded out-of-sample holdout accuracies", unseen
+        champ = ((champion or {}).get("metrics") or {}).get("holdout_accuracy")
     decision = {"candidate_accuracy": cand, "champion_accuracy": champ, "champion_version": active["version"],
-                "holdout_rows": len(holdout), "tolerance": cfg.champion_tolerance}
+                "holdout_rows": len(pairs), "champion_rows": len(rows), "basis": basis,
+                "tolerance": cfg.champion_tolerance}
     if champ is None:
+        if basis == "recorded out-of-sample holdout accuracies":
+            return {**decision, "promote": True,
+                    "reason": (f"the champion has no out-of-sample score to compare with (only {len(rows)} "
+                               f"holdout events are newer than it)")}
         return {**decision, "promote": False, "reason": "no holdout events left to compare on"}
     if cand is None:
         return {**decision, "promote": False, "reason": "the candidate has no holdout accuracy"}
     if cand + cfg.champion_tolerance >= champ:
         return {**decision, "promote": True,
-                "reason": f"holdout accuracy {cand:.4f} vs champion {champ:.4f} (tolerance {cfg.champion_tolerance})"}
+                "reason": (f"holdout accuracy {cand:.4f} vs champion {champ:.4f} on {basis} "
+                           f"(tolerance {cfg.champion_tolerance})")}
     return {**decision, "promote": False,
             "reason": (f"worse than the active model {active['version']}: holdout accuracy {cand:.4f} vs "
-                       f"{champ:.4f} (tolerance {cfg.champion_tolerance})")}
+                       f"{champ:.4f} on {basis} (tolerance {cfg.champion_tolerance})")}
 
 
 def repo_get(store: Any, record: dict) -> bytes:
@@ -449,13 +496,15 @@ def promote(item: Mapping, repos: Repos, cfg: Settings, *,
         registry.set_status(user, version, "rejected", reason, rejected_stage="promote")
         return done("rejected", stage="promote", reason=reason)
     wanted = set(record.get("holdout_event_ids") or [])
-    holdout = [e for e in repos["events"].list_events(user) if e.event_id in wanted and e.calendar_id] if wanted else []
+    holdout = [(e, t) for e, t in repos["events"].list_events_updated(user)
+               if e.event_id in wanted and e.calendar_id] if wanted else []
     actor = f"training-run:{run_id}" if run_id else "training-run"
     for attempt in (1, 2):
         active = registry.active(user, consistent=True)
         if active is not None and active.get("version") == version:
             return done("promoted", reason="already active")
-        decision = challenge(record, active, holdout, store, cfg)
+        champion = registry.get_version(user, active["version"]) if active else None
+        decision = challenge(record, active, holdout, store, cfg, champion)
         if not decision["promote"]:
             registry.set_status(user, version, "rejected", decision["reason"], rejected_stage="champion",
                                 challenge={k: v for k, v in decision.items() if k != "promote"})
