@@ -93,3 +93,24 @@ def pytest_collection_modifyitems(config, items):
     for it in items:
         by_file.setdefault(it.path, []).append(it)
     items.sort(key=key)  # stable: the order within a file and among the other files is kept
+
+
+@pytest.fixture
+def models_api(aws, monkeypatch, fresh_settings):
+    """The models function's real handler with dev auth: ``models_api(method, path, user="alice",
+    headers=..., body=...)`` → (status, headers, JSON body); ``user=None`` sends no identity."""
+    from support.apigw import call
+
+    monkeypatch.setenv("AUTH_MODE", "dev")
+    mod = load_handler("models")
+    monkeypatch.setattr(mod, "_service", None)
+    fresh_settings.cache_clear()
+
+    def request(method, path, user="alice", **kw):
+        headers = kw.pop("headers", {})
+        if user:
+            headers["x-calroute-user"] = user
+        return call(mod.lambda_handler, method, path, headers=headers, **kw)
+
+    request.mod = mod
+    return request

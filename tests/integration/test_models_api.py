@@ -10,27 +10,12 @@ import pytest
 
 from calroute.adapters.aws import Registry, resources_from
 from calroute.config import settings
-from support.apigw import call
 from support.models import install_model, make_events, version
-
-from conftest import load_handler
 
 
 @pytest.fixture
-def api(aws, monkeypatch, fresh_settings):
-    monkeypatch.setenv("AUTH_MODE", "dev")
-    mod = load_handler("models")
-    monkeypatch.setattr(mod, "_service", None)
-    fresh_settings.cache_clear()
-
-    def request(method, path, user="alice", **kw):
-        headers = kw.pop("headers", {})
-        if user:
-            headers["x-calroute-user"] = user
-        return call(mod.lambda_handler, method, path, headers=headers, **kw)
-
-    request.mod = mod
-    return request
+def api(models_api):
+    return models_api
 
 
 def _seed(user, calendars=("home", "work"), per_calendar=30):

@@ -30,18 +30,6 @@ CODE_DIRS = (ROOT / "layers" / "core" / "calroute", ROOT / "functions")
 
 
 # ------------------------------------------------------------------------------------------ registry audit
-@pytest.fixture
-def models_api(aws, monkeypatch, fresh_settings):
-    monkeypatch.setenv("AUTH_MODE", "dev")
-    mod = load_handler("models")
-    monkeypatch.setattr(mod, "_service", None)
-    fresh_settings.cache_clear()
-
-    def request(method, path, user="alice", **kw):
-        return call(mod.lambda_handler, method, path, headers={"x-calroute-user": user}, **kw)
-
-    request.mod = mod
-    return request
 
 
 def _validated(user, n):
