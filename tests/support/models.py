@@ -14,7 +14,7 @@ import random
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 
-from calroute.features import FEATURE_SPEC_VERSION, N_FEATURES, featurize
+from calroute.features import FEATURE_SPEC_VERSION, N_FEATURES, SUPPORTED_SPECS, featurize
 from calroute.schema import Event, parse_event
 
 VOCAB = {
@@ -51,7 +51,7 @@ def _build_cached(calendars: tuple, per_calendar: int, threshold: float, model_v
     from sklearn.linear_model import LogisticRegression
 
     events = make_events(calendars, per_calendar)
-    X = featurize(events)
+    X = featurize(events, spec=spec if spec in SUPPORTED_SPECS else FEATURE_SPEC_VERSION)
     y = [e.calendar_id for e in events]
     clf = LogisticRegression(C=C, max_iter=500).fit(X, y)
     onx = convert_sklearn(clf, initial_types=[("X", FloatTensorType([None, N_FEATURES]))],

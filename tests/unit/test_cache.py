@@ -168,7 +168,7 @@ def test_broken_models_are_not_used_and_negative_cached(env, breakage):
     elif breakage == "other_spec_pointer":
         publish("alice", spec=99)
     elif breakage == "other_spec_model":
-        publish("alice", data=build_onnx(model_version=version(1), user="alice", spec=2))
+        publish("alice", data=build_onnx(model_version=version(1), user="alice", spec=3))
     elif breakage == "garbage":
         publish("alice", data=b"\x08\x07not-an-onnx-model")
     cache = make()

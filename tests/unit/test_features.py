@@ -51,7 +51,7 @@ def _reference_row(ev) -> np.ndarray:
 
     row = np.zeros(N_FEATURES, dtype=np.float64)
     row[:N_DENSE] = F.dense_features(ev)
-    for group, toks in F.event_tokens(ev).items():
+    for group, toks in F.spec_tokens(ev).items():
         acc: dict[int, float] = {}
         for tok in toks:
             idx, sign = F._hash(group, tok)

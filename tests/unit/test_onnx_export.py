@@ -54,7 +54,8 @@ def test_graph_io_and_metadata_round_trip(fitted):
     assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert [o.name for o in proto.graph.output] == ["label", "probabilities"]  # zipmap=False
     keys = {p.key for p in proto.metadata_props}
-    assert keys == {f"calroute.{k}" for k in METADATA_KEYS}
+    assert keys == {f"calroute.{k}" for k in (*META, "labels", "feature_spec")} and keys <= {
+        f"calroute.{k}" for k in METADATA_KEYS}
     model = OnnxModel.from_bytes(blob)
     assert model.labels == ["family", "gym", "work"] and model.threshold == pytest.approx(0.77)
     assert model.version == VERSION and model.metadata["calroute.user"] == "u-1"

@@ -108,30 +108,64 @@ def _cfg(**kw):
     return TrainConfig(**kw)
 
 
-def test_threshold_lowest_t_reaching_target():
-    # 40 confident correct, then 10 wrong at 0.6, then 50 correct at 0.5
-    conf = np.r_[np.full(40, 0.95), np.full(10, 0.6), np.full(50, 0.5)]
-    ok = np.r_[np.ones(40), np.zeros(10), np.ones(50)].astype(bool)
+def test_threshold_stops_before_the_band_with_errors():
+    # 100 confident correct rows, then a band at 0.6 with 10 errors in 50, then 50 correct at 0.5
+    conf = np.r_[np.full(100, 0.95), np.full(50, 0.6), np.full(50, 0.5)]
+    ok = np.r_[np.ones(100), np.r_[np.zeros(10), np.ones(40)], np.ones(50)].astype(bool)
     t, why = choose_threshold(conf, ok, _cfg(target_precision=0.95))
-    # at t=0.5 accuracy is 90/100 < 0.95; at 0.6 it is 40/50; at 0.95 it is 40/40
-    assert t == pytest.approx(0.95) and why.startswith("oof: 40/100")
-    t, _ = choose_threshold(conf, ok, _cfg(target_precision=0.9))
-    assert t == pytest.approx(0.5)  # 90/100 = 0.9 reaches a 0.9 target: everything kept
+    assert t == pytest.approx(0.95) and why.startswith("certified: 100/200")
+    # a looser target (20% error allowed) certifies the 0.6 band too, and then the 0.5 one
+    t, _ = choose_threshold(conf, ok, _cfg(target_precision=0.8))
+    assert t == pytest.approx(0.5)
 
 
-def test_threshold_clamped_to_min_and_max():
-    conf = np.linspace(0.1, 0.25, 60)
-    t, why = choose_threshold(conf, np.ones(60, bool), _cfg())
-    assert t == 0.30 and "clamped" in why
-    t, why = choose_threshold(np.full(60, 0.999), np.ones(60, bool), _cfg(threshold_max=0.97))
-    assert t == 0.97
+def test_few_rows_mean_a_higher_threshold_never_the_floor():
+    """The same model (2% errors at score 0.7, none at 0.99), seen through fewer out-of-fold rows,
+    must keep less: 400 + 400 rows certify the 0.7 band, 50 + 50 rows do not."""
+    def rows(n):
+        conf = np.r_[np.full(n, 0.99), np.full(n, 0.7)]
+        ok = np.ones(2 * n, bool)
+        ok[n::50] = False  # one error in every 50 rows of the 0.7 band
+        return conf, ok
+
+    t_many, why_many = choose_threshold(*rows(400), _cfg())
+    t_few, why_few = choose_threshold(*rows(50), _cfg())
+    assert t_many == pytest.approx(0.7) and why_many.startswith("certified: 800/800 ")
+    assert t_few == pytest.approx(0.99) and why_few.startswith("certified: 50/100 ")
+    # below the 45 rows a zero-error band needs (0.95^45 <= 0.1), nothing is certified: threshold 1.0
+    for n in (10, 44):
+        t, why = choose_threshold(np.full(n, 0.99), np.ones(n, bool), _cfg())
+        assert t == 1.0 and why.startswith(f"uncertified: {n} out-of-fold rows")
+    t, _ = choose_threshold(np.full(45, 0.99), np.ones(45, bool), _cfg())
+    assert t == pytest.approx(0.99)
+
+
+def test_threshold_uncertified_when_the_top_band_errs_or_scores_are_below_the_floor():
     t, why = choose_threshold(np.linspace(0.5, 1, 60), np.zeros(60, bool), _cfg())
-    assert t == 0.99 and why.startswith("max")
+    assert t == 1.0 and why.startswith("uncertified: the 45 most confident")
+    t, why = choose_threshold(np.linspace(0.1, 0.25, 60), np.ones(60, bool), _cfg())
+    assert t == 1.0 and "floor" in why
 
 
-def test_threshold_default_when_too_little_data():
-    t, why = choose_threshold(np.full(10, 0.99), np.ones(10, bool), _cfg())
-    assert t == 0.85 and why.startswith("default")
+def test_threshold_guarantee_holds_over_repeated_draws():
+    """Learn-then-Test's promise, checked by simulation: over many users drawn from a model whose
+    accuracy falls with the score, the chosen threshold's *true* error exceeds α in at most δ of
+    them (here: the error of p(correct | s) = s averaged over the kept scores)."""
+    from calroute.risk import choose_threshold_ltt
+
+    rng = np.random.default_rng(7)
+    alpha, delta, violations, trials = 0.05, 0.1, 0, 400
+    grid = np.linspace(0.0, 1.0, 20001)
+    for _ in range(trials):
+        s = rng.uniform(0.6, 1.0, 150)
+        ok = rng.uniform(size=150) < s
+        b = choose_threshold_ltt(s, ok, alpha=alpha, delta=delta)
+        if b.certified:
+            kept = grid[(grid >= b.threshold) & (grid >= 0.6)]
+            true_err = float(np.mean(1 - kept))
+            violations += true_err > alpha
+            assert b.upper_bound <= alpha + 1e-9
+    assert violations / trials <= delta
 
 
 # ----------------------------------------------------------------------------- train_user_model

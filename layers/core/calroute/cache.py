@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from .errors import ModelIntegrityError
-from .features import FEATURE_SPEC_VERSION
+from .features import SUPPORTED_SPECS
 from .runtime import OnnxModel
 
 HIT, MISS, NO_MODEL, FAILED = "hit", "miss", "none", "failed"
@@ -71,7 +71,7 @@ class ModelCache:
     def __init__(self, registry, store, *, max_bytes: int, max_models: int, revalidate_seconds: float = 60.0,
                  failure_ttl_seconds: float = 30.0, clock: Callable[[], float] = time.monotonic,
                  metrics=None, loader: Callable[..., OnnxModel] = OnnxModel.from_bytes,
-                 serving_spec: int = FEATURE_SPEC_VERSION):
+                 serving_spec: int | tuple[int, ...] = SUPPORTED_SPECS):
         self.registry = registry
         self.store = store
         self.max_bytes = int(max_bytes)
@@ -81,7 +81,8 @@ class ModelCache:
         self.clock = clock
         self.metrics = metrics or _NullMetrics()
         self.loader = loader
-        self.serving_spec = serving_spec
+        # feature specs this container can featurize (spec-1 models keep being served until retrained)
+        self.serving_spec = (serving_spec,) if isinstance(serving_spec, int) else tuple(serving_spec)
         self._entries: "OrderedDict[str, _Entry]" = OrderedDict()
         self._bytes = 0
         self._n_models = 0
@@ -157,7 +158,7 @@ class ModelCache:
         version = pointer.get("version")
         try:
             spec = pointer.get("feature_spec")
-            if spec is not None and int(spec) != self.serving_spec:
+            if spec is not None and int(spec) not in self.serving_spec:
                 raise ModelIntegrityError(f"ACTIVE model was built for feature spec {spec}")
             sha = pointer.get("sha256")
             key = pointer.get("s3_key")

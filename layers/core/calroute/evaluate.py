@@ -32,6 +32,7 @@ import numpy as np
 
 from . import ids
 from .features import featurize
+from .risk import aurc
 from .runtime import OnnxModel
 from .schema import Event, parse_event, sort_by_start
 from .training import GateFailed, TrainConfig, check_gates, classification_metrics, train_user_model
@@ -163,15 +164,18 @@ def evaluate_user(user_id: str, events: Sequence[Event], cfg: Optional[TrainConf
     labels = np.asarray(model.labels, dtype=object)
     pred = labels[np.argmax(proba, axis=1)] if len(y) else np.asarray([], dtype=object)
     top = proba.max(axis=1) if len(y) else np.zeros(0)
+    novelty = model.novelty_of(test)
+    score = np.asarray(model.routing_scores(top, novelty), dtype=np.float64)
     kept = np.asarray([decide(top_prob=float(p), threshold=model.threshold, llm_available=False).method == "ml"
-                       for p in top], dtype=bool)
+                       for p in score], dtype=bool)
     all_labels = sorted(set(model.labels) | set(y.tolist()))
     out.update(_scores(y, pred, kept, all_labels))
     out.update(threshold=model.threshold, train_seconds=trained.metrics["train_seconds"],
                family=trained.family, cv_accuracy=trained.metrics["cv_accuracy"],
                threshold_rule=trained.metrics["threshold_rule"], parity_passed=trained.parity["passed"],
                onnx_bytes=len(trained.onnx_bytes), y=y, pred=pred, kept=kept, labels=all_labels,
-               confidence=top)  # per-event top probability: for calroute.report (dropped from JSON)
+               risk=trained.metrics.get("risk"), aurc=aurc(score, pred == y) if len(y) else None,
+               confidence=top, score=score)  # per-event arrays: for calroute.report (dropped from JSON)
     return out
 
 
@@ -207,7 +211,7 @@ def evaluate_dir(data_dir: str | Path, max_train_per_calendar: Optional[int] = N
     overall.update(threshold=_mean([r["threshold"] for r in done]),
                    train_seconds=float(sum(r["train_seconds"] for r in done)), users=len(done))
     mean = {k: _mean([r.get(k) for r in done]) for k in KEYS}
-    users_out = [{k: v for k, v in r.items() if k not in ("y", "pred", "kept", "labels", "confidence")} for r in results]
+    users_out = [{k: v for k, v in r.items() if k not in ("y", "pred", "kept", "labels", "confidence", "score")} for r in results]
     return {
         "overall": overall,
         "mean_of_users": mean,

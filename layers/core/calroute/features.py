@@ -27,6 +27,14 @@ Dense features (the seed's 14 hand features are exactly these columns):
 
 Token groups, each L2-normalised then weighted: title words, title character 3-grams, location
 words, description words (first 300), attendee e-mail domains and the organizer's domain.
+
+Feature spec 2 (``FEATURE_SPEC_VERSION``, models trained from 2026-12) adds a **time token group**
+``k`` (:func:`time_tokens`): the start hour, the exact start time (to 5 minutes), the weekday,
+weekday × hour, a duration bucket, all-day / multi-day / weekend, and shape tokens (location,
+description, attendees present; recurring). Hashed like words, a linear model can learn "20:20 on a
+weekday = hockey" or "all-day, several days = holidays", which the sin/cos columns could not say.
+Spec 1 models (no ``k`` group) keep being served with the spec-1 featurizer until retrained:
+:func:`featurize` takes the model's spec.
 """
 
 from __future__ import annotations
@@ -43,7 +51,9 @@ if TYPE_CHECKING:  # numpy is imported lazily: the LLM function tokenises but ne
 
 from .schema import Event
 
-FEATURE_SPEC_VERSION = 1
+FEATURE_SPEC_VERSION = 2
+#: Specs the serving path can featurize (a model of any of these is served).
+SUPPORTED_SPECS = (1, 2)
 HASH_DIM = 1 << 12
 DENSE_NAMES = (
     "hour_sin", "hour_cos", "dow_sin", "dow_cos", "weekend", "all_day", "log_duration", "multi_day",
@@ -52,7 +62,9 @@ DENSE_NAMES = (
 N_DENSE = len(DENSE_NAMES)
 N_FEATURES = N_DENSE + HASH_DIM
 # Weight of each token group after L2 normalisation.
-GROUP_WEIGHTS = {"t": 1.0, "c": 0.6, "l": 0.5, "d": 0.4, "a": 0.5, "o": 0.5}
+GROUP_WEIGHTS = {"t": 1.0, "c": 0.6, "l": 0.5, "d": 0.4, "a": 0.5, "o": 0.5, "k": 0.8}
+#: Groups of each spec (spec 1 has no time tokens).
+SPEC_GROUPS = {1: ("t", "c", "l", "d", "a", "o"), 2: ("t", "c", "l", "d", "a", "o", "k")}
 MAX_DESCRIPTION_TOKENS = 300
 FEATURE_SPEC = {
     "version": FEATURE_SPEC_VERSION,
@@ -60,6 +72,7 @@ FEATURE_SPEC = {
     "hash_dim": HASH_DIM,
     "dense": list(DENSE_NAMES),
     "groups": GROUP_WEIGHTS,
+    "time_tokens": ["h", "hm", "w", "wh", "dur", "allday", "multiday", "weekend", "shape"],
     "char_ngrams": 3,
     "dtype": "float32",
 }
@@ -141,6 +154,52 @@ def dense_features(ev: Event) -> list[float]:
     ]
 
 
+#: Upper bounds (minutes) of the duration buckets of :func:`time_tokens`.
+DURATION_BUCKETS = (0, 30, 60, 90, 120, 180, 240, 360, 600, 1440)
+
+
+def _duration_bucket(minutes: float) -> str:
+    for b in DURATION_BUCKETS:
+        if minutes <= b:
+            return str(b)
+    return "long"
+
+
+def time_tokens(ev: Event) -> list[str]:
+    """The time/shape tokens of feature spec 2 (group ``k``): when and how an event happens, as
+    words a linear model can weigh one by one."""
+    st = ev.start
+    dow = st.weekday()
+    minutes = ev.duration_minutes
+    out = [f"w{dow}", f"dur{_duration_bucket(minutes)}", f"y{st.year}", f"ym{st.year}-{st.month:02d}"]
+    if ev.all_day:
+        out.append("allday")
+        out.append(f"wallday{dow}")
+    else:
+        out += [f"h{st.hour}", f"hm{st.hour}:{st.minute - st.minute % 5:02d}", f"wh{dow}_{st.hour}"]
+    if minutes > 1440.0:
+        out.append("multiday")
+    if dow >= 5:
+        out.append("weekend")
+    if ev.location:
+        out.append("has_loc")
+    if ev.description:
+        out.append("has_desc")
+    if ev.attendees:
+        out.append("has_att")
+    if ev.recurring:
+        out.append("recurring")
+    return out
+
+
+def spec_tokens(ev: Event, spec: int = FEATURE_SPEC_VERSION) -> dict[str, list[str]]:
+    """Every token group the featurizer of ``spec`` hashes for ``ev``."""
+    groups = event_tokens(ev)
+    if spec >= 2:
+        groups["k"] = time_tokens(ev)
+    return groups
+
+
 def _hash(group: str, token: str) -> tuple[int, float]:
     h = zlib.crc32(f"{group}\x1f{token}".encode("utf-8"))
     return N_DENSE + (h & (HASH_DIM - 1)), (1.0 if (h >> 31) & 1 else -1.0)
@@ -153,15 +212,15 @@ _HASH_MEMO_MAX = 20_000
 _HASH_MEMO: dict[str, dict[str, tuple[int, float]]] = {g: {} for g in GROUP_WEIGHTS}
 
 
-def featurize_into(ev: Event, row: np.ndarray) -> None:
+def featurize_into(ev: Event, row: np.ndarray, spec: int = FEATURE_SPEC_VERSION) -> None:
     """Write one event's features into ``row`` (a zeroed float32 vector of length N_FEATURES).
 
     Each token group is L2-normalised and weighted on its own; groups that hash to the same column
-    add up (summed in float64, stored once as float32).
+    add up (summed in float64, stored once as float32). ``spec`` is the model's feature spec.
     """
     row[:N_DENSE] = dense_features(ev)
     total: dict[int, float] = {}
-    for group, toks in event_tokens(ev).items():
+    for group, toks in spec_tokens(ev, spec).items():
         if not toks:
             continue
         memo = _HASH_MEMO[group]
@@ -187,14 +246,17 @@ def featurize_into(ev: Event, row: np.ndarray) -> None:
         row[np.fromiter(total.keys(), np.intp, n)] = np.fromiter(total.values(), np.float32, n)
 
 
-def featurize(events: Iterable[Event]) -> np.ndarray:
-    """Feature matrix (n_events × N_FEATURES, float32) for events in order."""
+def featurize(events: Iterable[Event], spec: int = FEATURE_SPEC_VERSION) -> np.ndarray:
+    """Feature matrix (n_events × N_FEATURES, float32) for events in order, with the featurizer of
+    feature spec ``spec`` (a model is always served with the spec it was trained with)."""
     import numpy as np
 
+    if spec not in SUPPORTED_SPECS:
+        raise ValueError(f"unknown feature spec {spec}; supported: {SUPPORTED_SPECS}")
     evs = list(events)
     X = np.zeros((len(evs), N_FEATURES), dtype=np.float32)
     for i, ev in enumerate(evs):
-        featurize_into(ev, X[i])
+        featurize_into(ev, X[i], spec)
     return X
 
 

@@ -27,7 +27,9 @@ from .runtime import META_PREFIX, OnnxModel
 
 PARITY_TOL = 1e-4
 #: The metadata keys a calroute model carries (without the ``calroute.`` prefix).
-METADATA_KEYS = ("labels", "feature_spec", "threshold", "version", "user", "family", "trained_at", "metrics")
+METADATA_KEYS = ("labels", "feature_spec", "threshold", "version", "user", "family", "trained_at", "metrics",
+                 "novelty_index", "novelty_weight", "risk")
+_JSON_KEYS = ("labels", "metrics", "risk")
 
 
 class ExportError(Exception):
@@ -41,8 +43,8 @@ def _final_classifier(model: Any) -> Any:
 
 
 def _meta_value(key: str, value: Any) -> str:
-    if key in ("labels", "metrics"):
-        return json.dumps(value, sort_keys=key == "metrics", separators=(",", ":"), default=float)
+    if key in _JSON_KEYS:
+        return json.dumps(value, sort_keys=key != "labels", separators=(",", ":"), default=float)
     return str(value)
 
 
@@ -73,7 +75,7 @@ def to_onnx(model: Any, n_features: int, labels: Sequence[str], metadata: Mappin
         )
     except Exception as exc:  # skl2onnx raises many types (MissingShapeCalculator, RuntimeError, ...)
         raise ExportError(f"cannot convert {type(model).__name__} to ONNX: {exc}") from exc
-    meta = {"feature_spec": FEATURE_SPEC_VERSION, **dict(metadata), "labels": list(labels)}
+    meta = {"feature_spec": FEATURE_SPEC_VERSION, **dict(metadata), "labels": list(labels)}  # spec: override allowed
     helper.set_model_props(onx, {META_PREFIX + k: _meta_value(k, v) for k, v in meta.items()})
     onx.doc_string = "calroute per-user calendar classifier"
     return onx.SerializeToString()
@@ -115,5 +117,5 @@ def read_metadata(onnx_bytes: bytes) -> dict[str, Any]:
     for key, raw in model.metadata.items():
         if key.startswith(META_PREFIX):
             name = key[len(META_PREFIX):]
-            out[name] = json.loads(raw) if name in ("labels", "metrics") else raw
+            out[name] = json.loads(raw) if name in _JSON_KEYS else raw
     return out

@@ -9,6 +9,11 @@ A calroute ONNX model has one float32 input ``X`` (n × N_FEATURES) and, convert
 * ``calroute.threshold`` — the per-user confidence threshold
 * ``calroute.version``, ``calroute.user``, ``calroute.family``, ``calroute.trained_at``,
   ``calroute.metrics`` (JSON) — training metadata
+* feature spec 2 and later: ``calroute.novelty_index`` (:class:`calroute.novelty.NoveltyIndex`, the
+  user's training tokens), ``calroute.novelty_weight`` and ``calroute.risk`` (JSON: the threshold's
+  guarantee, :class:`calroute.risk.RiskBound`). The threshold then applies to the routing score
+  ``confidence × (1 - novelty_weight × novelty)``; a spec-1 model has none of these and its
+  threshold applies to the confidence alone.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import Optional
 import numpy as np
 
 from .errors import ModelIntegrityError
-from .features import FEATURE_SPEC_VERSION, N_FEATURES
+from .features import FEATURE_SPEC_VERSION, N_FEATURES, SUPPORTED_SPECS
 
 META_PREFIX = "calroute."
 
@@ -65,14 +70,17 @@ class OnnxModel:
     input_name: str = "X"
     prob_index: int = 1
     extra: dict = field(default_factory=dict)
+    novelty: Optional[object] = None  # NoveltyIndex (spec 2+), None for spec-1 models
+    novelty_weight: float = 0.0
 
     @classmethod
     def from_bytes(cls, data: bytes, expected_sha256: Optional[str] = None,
-                   expected_spec: Optional[int] = FEATURE_SPEC_VERSION) -> "OnnxModel":
+                   expected_spec: Optional[int | tuple[int, ...]] = SUPPORTED_SPECS) -> "OnnxModel":
         """Verify and load ONNX bytes.
 
         Raises :class:`ModelIntegrityError` when the sha256 does not match, the bytes are not a
-        valid model (truncated, corrupted), or the model was built for another feature spec.
+        valid model (truncated, corrupted), or the model was built for a feature spec not in
+        ``expected_spec`` (one spec or a tuple; default: every spec the featurizer serves).
         """
         sha = hashlib.sha256(data).hexdigest()
         if expected_sha256 is not None and sha != expected_sha256:
@@ -90,13 +98,25 @@ class OnnxModel:
             threshold = float(meta[META_PREFIX + "threshold"])
         except (KeyError, ValueError) as exc:
             raise ModelIntegrityError("model metadata is missing calroute labels/spec/threshold") from exc
-        if expected_spec is not None and spec != expected_spec:
-            raise ModelIntegrityError(f"model was built for feature spec {spec}, serving spec is {expected_spec}")
+        allowed = (expected_spec,) if isinstance(expected_spec, int) else expected_spec
+        if allowed is not None and spec not in allowed:
+            raise ModelIntegrityError(f"model was built for feature spec {spec}, serving spec is "
+                                      f"{'/'.join(map(str, allowed))}")
+        novelty, weight = None, 0.0
+        if META_PREFIX + "novelty_index" in meta:
+            from .novelty import NoveltyIndex
+
+            try:
+                novelty = NoveltyIndex.from_text(meta[META_PREFIX + "novelty_index"])
+                weight = float(meta.get(META_PREFIX + "novelty_weight", "0"))
+            except ValueError as exc:
+                raise ModelIntegrityError(f"model novelty index is unreadable: {exc}") from exc
         inputs = sess.get_inputs()
         outputs = [o.name for o in sess.get_outputs()]
         prob_index = next((i for i, n in enumerate(outputs) if "prob" in n.lower()), len(outputs) - 1)
         return cls(session=sess, labels=list(labels), threshold=threshold, feature_spec=spec, metadata=meta,
-                   sha256=sha, size_bytes=len(data), input_name=inputs[0].name, prob_index=prob_index)
+                   sha256=sha, size_bytes=len(data), input_name=inputs[0].name, prob_index=prob_index,
+                   novelty=novelty, novelty_weight=weight)
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """Probabilities (n × len(labels)), float32 input required."""
@@ -113,4 +133,19 @@ class OnnxModel:
     def memory_estimate(self) -> int:
         """Bytes this model is charged in the cache: measured RSS growth is ~3× the ONNX size for
         linear models plus a fixed per-session overhead (see docs/benchmarks.md)."""
-        return 3 * self.size_bytes + 200_000
+        return 3 * self.size_bytes + 200_000 + (32_768 if self.novelty is not None else 0)
+
+    def novelty_of(self, events) -> Optional[list[float]]:
+        """Text novelty of each event against the user's training events (None for spec-1 models)."""
+        if self.novelty is None:
+            return None
+        score = self.novelty.score
+        return [score(ev) for ev in events]
+
+    def routing_scores(self, top: "np.ndarray", novelty: Optional[list[float]]) -> list[float]:
+        """The score the threshold applies to, per event (see the module docstring)."""
+        from .novelty import routing_score
+
+        if novelty is None:
+            return [float(p) for p in top]
+        return [routing_score(p, nv, self.novelty_weight) for p, nv in zip(top, novelty)]

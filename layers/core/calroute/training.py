@@ -16,10 +16,13 @@ holidays until 2037), and a global cut would leave whole calendars out of the ea
 The holdout for champion/challenger is the last block of each calendar (the last 20% with the
 default 5 blocks); the challenger fit on the other blocks is exactly the last fold's model.
 
-Threshold rule (:func:`choose_threshold`): over the out-of-fold predictions, the lowest confidence
-``t`` such that the predictions with confidence ≥ ``t`` are correct at a rate ≥ ``target_precision``,
-clamped to ``[threshold_min, threshold_max]``; ``threshold_max`` when no ``t`` reaches the target;
-``default_threshold`` when there are fewer than ``min_threshold_rows`` out-of-fold predictions.
+Threshold rule (:func:`choose_threshold`, feature spec 2): the out-of-fold rows' routing scores
+(confidence discounted by novelty, :mod:`calroute.novelty`; each row's novelty measured against its
+own fold's training events) go through fixed-sequence Learn-then-Test (:mod:`calroute.risk`): the
+lowest threshold whose kept rows' error is certified below ``1 - target_precision`` at level
+``risk_delta``, never below ``threshold_min``. When nothing can be certified (too few rows, too
+many errors among the most confident) the threshold is 1.0: the model answers nothing on its own.
+The bound and the rows it rests on are recorded with the model (``metrics["risk"]``).
 """
 
 from __future__ import annotations
@@ -36,7 +39,9 @@ import numpy as np
 
 from . import ids
 from .errors import GateFailed
-from .features import N_DENSE, N_FEATURES, featurize
+from .features import FEATURE_SPEC_VERSION, N_DENSE, N_FEATURES, featurize
+from .novelty import NOVELTY_WEIGHT, NoveltyIndex, routing_score
+from .risk import RiskBound, choose_threshold_ltt
 from .gates import check_gates  # noqa: F401  (re-exported: the trainer's gates)
 from .onnx_export import check_parity, to_onnx
 from .profiles import build_profiles
@@ -82,7 +87,9 @@ class TrainConfig:
     target_precision: float = 0.95
     default_threshold: float = 0.85
     threshold_min: float = 0.30
-    threshold_max: float = 0.99
+    threshold_max: float = 0.99  # spec 1 only: the certified threshold is never clamped down
+    risk_delta: float = 0.1
+    novelty_weight: float = NOVELTY_WEIGHT
     family: str = DEFAULT_FAMILY
     max_train_events: int = 20000
     n_blocks: int = 5
@@ -106,7 +113,7 @@ class TrainConfig:
         → ``family`` when the settings have it); ``overrides`` win."""
         values: dict[str, Any] = {}
         for name in ("min_events", "min_calendars", "min_per_calendar", "target_precision",
-                     "default_threshold", "threshold_min", "threshold_max", "max_train_events"):
+                     "default_threshold", "threshold_min", "threshold_max", "max_train_events", "risk_delta"):
             if hasattr(cfg, name):
                 values[name] = getattr(cfg, name)
         family = getattr(cfg, "model_family", None)
@@ -293,32 +300,32 @@ def out_of_fold(X: np.ndarray, y: np.ndarray, blocks: np.ndarray, labels: Sequen
     return proba, mask
 
 
-def choose_threshold(confidence: np.ndarray, correct: np.ndarray, cfg: TrainConfig) -> tuple[float, str]:
-    """The per-user threshold (module docstring): the lowest ``t`` among the observed confidences
-    such that accuracy over {confidence ≥ t} ≥ ``target_precision``, clamped to
-    [threshold_min, threshold_max]. Returns ``(threshold, why)``."""
-    conf = np.asarray(confidence, dtype=np.float64)
-    ok = np.asarray(correct, dtype=bool)
-    n = len(conf)
-    if n < cfg.min_threshold_rows:
-        return float(cfg.default_threshold), (f"default: {n} out-of-fold predictions "
-                                              f"(< {cfg.min_threshold_rows})")
-    order = np.argsort(-conf, kind="stable")
-    c_sorted, ok_sorted = conf[order], ok[order]
-    cum_acc = np.cumsum(ok_sorted) / np.arange(1, n + 1)
-    # The kept set for t = c_sorted[i] is every row with confidence >= t, i.e. the prefix up to the
-    # last row of that confidence value: only those prefix ends are candidates.
-    last_of_value = np.r_[c_sorted[1:] != c_sorted[:-1], True]
-    good = np.flatnonzero(last_of_value & (cum_acc >= cfg.target_precision))
-    if good.size == 0:
-        return float(cfg.threshold_max), f"max: no confidence reaches {cfg.target_precision:.0%} out-of-fold"
-    i = int(good[-1])  # the longest qualifying prefix = the lowest qualifying t
-    t = float(c_sorted[i])
-    clamped = min(max(t, cfg.threshold_min), cfg.threshold_max)
-    why = f"oof: {i + 1}/{n} kept at ≥{t:.4f} with accuracy {cum_acc[i]:.4f}"
-    if clamped != t:
-        why += f"; clamped to {clamped:.2f}"
-    return float(clamped), why
+def choose_threshold(score: np.ndarray, correct: np.ndarray, cfg: TrainConfig) -> tuple[float, str]:
+    """The per-user threshold on the routing score (module docstring): fixed-sequence Learn-then-Test
+    at ``alpha = 1 - target_precision``, ``delta = risk_delta``. Returns ``(threshold, why)``;
+    :func:`choose_threshold_bound` also returns the bound."""
+    bound = choose_threshold_bound(score, correct, cfg)
+    return bound.threshold, bound.why
+
+
+def choose_threshold_bound(score: np.ndarray, correct: np.ndarray, cfg: TrainConfig) -> RiskBound:
+    return choose_threshold_ltt(score, correct, alpha=round(1.0 - cfg.target_precision, 10), delta=cfg.risk_delta,
+                                floor=cfg.threshold_min)
+
+
+def out_of_fold_novelty(events: Sequence[Event], blocks: np.ndarray) -> np.ndarray:
+    """Novelty of each event of block ``k`` against the events of blocks ``< k`` (what the fold's
+    model was trained on); block 0 rows get 1.0 (they are never out-of-fold)."""
+    out = np.ones(len(events), dtype=np.float64)
+    index = NoveltyIndex()
+    for b in range(int(blocks.max(initial=0)) + 1):
+        members = np.flatnonzero(blocks == b)
+        if b > 0:
+            for i in members:
+                out[i] = index.score(events[i])
+        for i in members:
+            index.add(events[i])
+    return out
 
 
 def _calibration(conf: np.ndarray, correct: np.ndarray, bins: int = 10) -> dict:
@@ -424,9 +431,12 @@ def _train(events: list[Event], cfg: TrainConfig, *, user_id: str, version: str,
     oof_pred = lab_arr[np.argmax(oof[mask], axis=1)] if mask.any() else np.asarray([], dtype=str)
     oof_conf = oof[mask].max(axis=1) if mask.any() else np.zeros(0)
     oof_ok = oof_pred == y[mask]
-    threshold, why = choose_threshold(oof_conf, oof_ok, cfg)
+    oof_nov = out_of_fold_novelty(labelled, blocks)[mask]
+    oof_score = np.asarray([routing_score(c, nv, cfg.novelty_weight) for c, nv in zip(oof_conf, oof_nov)])
+    bound = choose_threshold_bound(oof_score, oof_ok, cfg)
+    threshold, why = bound.threshold, bound.why
     cls = classification_metrics(y[mask], oof_pred, labels)
-    kept = oof_conf >= threshold
+    kept = oof_score >= threshold
     hold = blocks == cfg.n_blocks - 1
     hold_ok = oof_ok[hold[mask]] if mask.any() else np.zeros(0, dtype=bool)
 
@@ -450,6 +460,9 @@ def _train(events: list[Event], cfg: TrainConfig, *, user_id: str, version: str,
         "threshold": round(threshold, 4),
         "threshold_rule": why,
         "calibration": _calibration(oof_conf, oof_ok.astype(np.float64)),
+        "risk": bound.to_dict(),
+        "novelty_oof_mean": _round(oof_nov.mean()) if oof_nov.size else None,
+        "feature_spec": FEATURE_SPEC_VERSION,
         "holdout_accuracy": _round(hold_ok.mean()) if hold_ok.size else None,
         "holdout_rows": int(hold_ok.size),
         "train_seconds": round(train_seconds, 3),
@@ -459,6 +472,8 @@ def _train(events: list[Event], cfg: TrainConfig, *, user_id: str, version: str,
     onnx_bytes = to_onnx(model.estimator_, N_FEATURES, labels, {
         "threshold": round(threshold, 6), "version": version, "user": user_id, "family": cfg.family,
         "trained_at": trained_at, "metrics": {k: v for k, v in metrics.items() if k != "per_calendar"},
+        "novelty_index": NoveltyIndex.fit(labelled).to_text(), "novelty_weight": cfg.novelty_weight,
+        "risk": bound.to_dict(),
     })
     parity = check_parity(onnx_bytes, X, sk_proba)
     rows = _parity_rows(len(y))

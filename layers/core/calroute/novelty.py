@@ -1,0 +1,132 @@
+"""How unlike the user's training events an event is: a per-user novelty index that travels with
+the model (in its ONNX metadata, so the model's sha256 covers it). Pure Python, no numpy.
+
+The index is a bitmap of ``2**NOVELTY_BITS`` bits. Training sets one bit per distinct token of
+the user's training events (crc32 of the group and the token, like the featurizer's hashing but in
+a larger space): title words (``w``), title character 3-grams (``g``) and the time/shape tokens of
+:func:`calroute.features.time_tokens` (``k``). At serving, :meth:`NoveltyIndex.score` is
+
+    novelty = (share of title words unseen + share of title 3-grams unseen) / 2
+
+in [0, 1] (an event without a title is fully novel: the model knows nothing of it), and
+:meth:`NoveltyIndex.time_novelty` is the share of its time/shape tokens (weekday × hour, start time,
+duration bucket, all-day) never seen. A token hashing onto a bit another token set is taken as seen
+(a false "familiar", never a false "novel"); with a few thousand distinct tokens in 2**18 bits this
+happens to ~1-2% of unseen tokens.
+
+The routing rule (:mod:`calroute.policy`) combines the model's confidence with novelty into one
+score, ``confidence × (1 - NOVELTY_WEIGHT × novelty)``, and the per-user threshold on that score is
+chosen from out-of-fold rows (:mod:`calroute.risk`), whose novelty is measured against each fold's
+own training events — exactly what the live model meets.
+"""
+
+from __future__ import annotations
+
+import base64
+import zlib
+from typing import TYPE_CHECKING, Iterable, Optional
+
+from .features import char_ngrams, time_tokens, words
+
+if TYPE_CHECKING:
+    from .schema import Event
+
+NOVELTY_BITS = 18
+_MASK = (1 << NOVELTY_BITS) - 1
+#: Weight of novelty in the routing score ``confidence × (1 - NOVELTY_WEIGHT × novelty)``: a global
+#: design constant (chosen on the tuning users, docs/learning.md), not fitted per user.
+NOVELTY_WEIGHT = 0.5
+#: Time tokens whose novelty :meth:`NoveltyIndex.time_novelty` measures (prefixes).
+_TIME_KEYS = ("wh", "hm", "dur", "allday", "wallday")
+_MEMO_MAX = 50_000
+_MEMO: dict[str, int] = {}
+
+
+def _bit(key: str) -> int:
+    b = _MEMO.get(key)
+    if b is None:
+        b = zlib.crc32(key.encode("utf-8")) & _MASK
+        if len(_MEMO) < _MEMO_MAX:
+            _MEMO[key] = b
+    return b
+
+
+def _keys(ev: "Event") -> tuple[list[str], list[str], list[str]]:
+    title = words(ev.summary)
+    return ([f"w\x1f{t}" for t in title], [f"g\x1f{t}" for t in char_ngrams(title)],
+            [f"k\x1f{t}" for t in time_tokens(ev) if t.startswith(_TIME_KEYS)])
+
+
+class NoveltyIndex:
+    """The set of tokens a user's training events contain (a bitmap; see the module docstring)."""
+
+    __slots__ = ("bits", "n_tokens")
+
+    def __init__(self, bits: Optional[bytearray] = None, n_tokens: int = 0):
+        self.bits = bits if bits is not None else bytearray(1 << (NOVELTY_BITS - 3))
+        self.n_tokens = int(n_tokens)
+
+    @classmethod
+    def fit(cls, events: Iterable["Event"]) -> "NoveltyIndex":
+        idx = cls()
+        for ev in events:
+            idx.add(ev)
+        return idx
+
+    def add(self, ev: "Event") -> None:
+        ws, gs, ks = _keys(ev)
+        bits = self.bits
+        for key in (*ws, *gs, *ks):
+            b = _bit(key)
+            byte, mask = b >> 3, 1 << (b & 7)
+            if not bits[byte] & mask:
+                bits[byte] |= mask
+                self.n_tokens += 1
+
+    def _unseen(self, keys: list[str]) -> float:
+        bits = self.bits
+        miss = 0
+        for key in keys:
+            b = _bit(key)
+            if not (bits[b >> 3] >> (b & 7)) & 1:
+                miss += 1
+        return miss / len(keys)
+
+    def score(self, ev: "Event") -> float:
+        """Text novelty in [0, 1]: the mean of the unseen shares of title words and 3-grams."""
+        ws, gs, _ = _keys(ev)
+        if not ws:
+            return 1.0
+        return 0.5 * (self._unseen(ws) + self._unseen(gs))
+
+    def time_novelty(self, ev: "Event") -> float:
+        """Share of the event's time/shape tokens (weekday × hour, start time, duration, all-day)
+        that no training event had."""
+        _, _, ks = _keys(ev)
+        return self._unseen(ks) if ks else 0.0
+
+    # ---------------------------------------------------------------- (de)serialisation
+
+    def to_text(self) -> str:
+        """``"<n_tokens>:<base64 of the zlib-compressed bitmap>"`` (ONNX metadata values are strings)."""
+        return f"{self.n_tokens}:" + base64.b64encode(zlib.compress(bytes(self.bits), 9)).decode("ascii")
+
+    @classmethod
+    def from_text(cls, text: str) -> "NoveltyIndex":
+        """Inverse of :meth:`to_text`; raises ``ValueError`` on anything else."""
+        try:
+            n, _, b64 = text.partition(":")
+            raw = zlib.decompress(base64.b64decode(b64.encode("ascii"), validate=True))
+        except Exception as exc:  # noqa: BLE001 - binascii/zlib errors: one clear error type
+            raise ValueError(f"not a novelty index: {type(exc).__name__}") from None
+        if len(raw) != 1 << (NOVELTY_BITS - 3):
+            raise ValueError(f"novelty index has {len(raw)} bytes, expected {1 << (NOVELTY_BITS - 3)}")
+        return cls(bytearray(raw), int(n))
+
+
+def routing_score(confidence: float, novelty: Optional[float], weight: float = NOVELTY_WEIGHT) -> float:
+    """The score the threshold applies to: ``confidence × (1 - weight × novelty)`` (``confidence``
+    itself for a model without a novelty index, i.e. feature spec 1)."""
+    if novelty is None:
+        return float(confidence)
+    return float(confidence) * (1.0 - weight * novelty)
