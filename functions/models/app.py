@@ -74,6 +74,12 @@ class ModelStatus(BaseModel):
     threshold: Optional[float] = Field(None, description="The per-user confidence threshold")
     labels: list[str] = Field(default_factory=list, description="Calendar ids the model knows")
     metrics: dict[str, Any] = Field(default_factory=dict)
+    risk: Optional[dict[str, Any]] = Field(None, description=(
+        "The threshold's guarantee: Learn-then-Test at level delta over the out-of-fold rows "
+        "(rows, kept, errors, Clopper-Pearson upper bound on the kept error, certified)"))
+    feature_spec: Optional[int] = Field(None, description="The featurizer version the model was trained with")
+    unmet_calendars: list[str] = Field(default_factory=list, description=(
+        "The user's calendars the active model has not met (their events go to the LLM until retraining)"))
     profiles: dict[str, Any] = Field(default_factory=dict, description="Per-calendar profiles")
     events_total: int
     labelled_events: int

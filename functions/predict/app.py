@@ -61,9 +61,18 @@ class Classification(BaseModel):
     confidence: Optional[float] = Field(..., description="The model's probability for the chosen calendar")
     method: Literal["ml", "llm", "ml_low_confidence", "llm_only", "none"]
     model_version: Optional[str]
-    threshold: Optional[float]
+    threshold: Optional[float] = Field(..., description=(
+        "The user's certified threshold on confidence x (1 - w x novelty); 1.0 = no threshold could be "
+        "certified, the model never answers on its own"))
     alternatives: list[Alternative] = Field(..., description="The model's top 3")
-    reason: str
+    reason: str = Field(..., description=(
+        "confident | low_confidence | novel_event | unmet_calendar | uncertified_model | no_model | ... "
+        "(why the model answered or deferred; the LLM's reason when it answered)"))
+    defer_reason: Optional[str] = Field(None, description=(
+        "Null when the model answered on its own; else why it deferred: low_confidence | novel_event | "
+        "unmet_calendar | uncertified_model | no_model | kill_switch | control_cohort | model_unavailable"))
+    novelty: Optional[float] = Field(None, description=(
+        "Share of the event's title unseen in the user's training events (feature spec 2 models)"))
     cohort: Literal["control", "treatment"]
     latency_ms: float
 

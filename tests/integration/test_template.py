@@ -197,6 +197,7 @@ def test_predict_least_privilege():
         "table:RegistryTable": {"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query"},
         "table:PredictionsTable": {"dynamodb:PutItem", "dynamodb:BatchWriteItem"},
         "table:UsageTable": {"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query"},
+        "table:UsersTable": {"dynamodb:Query"},  # calendar list: unmet calendars, LLM answer check
         "function:LlmFallbackFunction": {"lambda:InvokeFunction"},
         "ssm:/calroute/${Stage}/ml-enabled": {"ssm:GetParameter"},
     }

@@ -49,6 +49,9 @@ class Settings(BaseModel):
     default_threshold: float = Field(0.85, ge=0, le=1)
     threshold_min: float = Field(0.30, ge=0, le=1)
     threshold_max: float = Field(0.99, ge=0, le=1)
+    # the threshold's guarantee: the kept out-of-fold error is certified below 1 - target_precision
+    # with probability at least 1 - risk_delta (calroute.risk, Learn-then-Test)
+    risk_delta: float = Field(0.1, gt=0, lt=1)
     champion_tolerance: float = Field(0.01, ge=0, le=1)
     # the champion is scored on the candidate's holdout events written after it was trained; with fewer
     # than this many, the two models' recorded out-of-sample holdout accuracies are compared instead

@@ -161,18 +161,36 @@ def use_model(*, ml_enabled: bool, cohort: str) -> bool:
 
 
 def decide(*, top_prob: Optional[float], threshold: Optional[float], llm_available: bool,
-           llm_unavailable_reason: str = "llm_unavailable", no_model_reason: str = "no_model") -> Decision:
+           llm_unavailable_reason: str = "llm_unavailable", no_model_reason: str = "no_model",
+           confidence: Optional[float] = None, unmet: bool = False) -> Decision:
     """The routing decision for one event.
 
-    ``top_prob`` is None when no model was used (``no_model_reason`` says why: ``no_model``,
-    ``kill_switch``, ``control_cohort``, ``model_unavailable``).
+    ``top_prob`` is the routing score the threshold applies to (the model's top probability, for
+    feature spec 2 discounted by novelty: :func:`calroute.novelty.routing_score`), None when no model
+    was used (``no_model_reason`` says why: ``no_model``, ``kill_switch``, ``control_cohort``,
+    ``model_unavailable``). ``confidence`` is the top probability itself (to tell a novel event from
+    an unsure one); ``unmet`` says the event may belong to a calendar the model has not met.
+
+    Reasons for deferring: ``uncertified_model`` (no threshold could be certified: threshold ≥ 1),
+    ``unmet_calendar``, ``novel_event`` (confident, but unlike the user's training events),
+    ``low_confidence``.
     """
     if top_prob is None:
         if llm_available:
             return Decision("llm_only", True, no_model_reason)
         return Decision("none", False, f"{no_model_reason}+{llm_unavailable_reason}")
-    if threshold is not None and top_prob >= threshold:
+    certified = threshold is not None and threshold < 1.0
+    if certified and top_prob >= threshold and not unmet:
         return Decision("ml", False, "confident")
+    if not certified:
+        why = "uncertified_model"
+    elif unmet:
+        why = "unmet_calendar"
+    elif confidence is not None and confidence >= threshold:
+        why = "novel_event"
+    else:
+        why = "low_confidence"
     if llm_available:
-        return Decision("llm", True, "low_confidence")
-    return Decision("ml_low_confidence", False, llm_unavailable_reason)
+        return Decision("llm", True, why)
+    return Decision("ml_low_confidence", False, llm_unavailable_reason if why == "low_confidence"
+                    else f"{why}+{llm_unavailable_reason}")

@@ -9,7 +9,10 @@ A user needs training when
 4. ``retrain_corrections`` (10) or more corrections were recorded since the last training
    (``corrections_total`` vs ``corrections_total_at_training``);
 5. a drift monitor flagged the active model (``drifted`` on the registry ACTIVE item or on the
-   version record) and no training happened since the flag was set.
+   version record) and no training happened since the flag was set;
+6. a calendar the last training did not know (not in its ``labels``) has ``min_per_calendar`` (10)
+   or more events (the users PROFILE ``calev#<calendarId>`` counters): until then its events go to
+   the LLM (:mod:`calroute.calendars`), after it the model can answer with it.
 
 "The last training" is the newest model version of the user, whatever became of it (active,
 archived, rejected, conflict): a candidate that lost to the champion is not retrained every night,
@@ -23,6 +26,8 @@ from typing import Optional
 
 from .config import Settings
 
+#: Profile attribute prefix of the per-calendar event counters (the users table adapter writes them).
+CALENDAR_COUNT_PREFIX = "calev#"
 NEVER_TRAINED = "never trained"
 UP_TO_DATE = "up to date"
 
@@ -84,6 +89,15 @@ def needs_training(*, profile: dict, active: Optional[dict], last: Optional[dict
         new_events = events_total - int(at_events)
         if new_events >= cfg.retrain_new_events:
             return True, f"{new_events} new events since training (threshold {cfg.retrain_new_events})"
+
+    known = ref.get("labels")
+    if known is not None:
+        fresh = {k[len(CALENDAR_COUNT_PREFIX):]: int(v or 0) for k, v in profile.items()
+                 if isinstance(k, str) and k.startswith(CALENDAR_COUNT_PREFIX)}
+        ready = sorted(c for c, n in fresh.items() if c not in set(known) and n >= cfg.min_per_calendar)
+        if ready:
+            return True, (f"new calendar {ready[0]} has {fresh[ready[0]]} events (threshold {cfg.min_per_calendar})"
+                          if len(ready) == 1 else f"{len(ready)} new calendars with {cfg.min_per_calendar}+ events")
 
     corrections_total = int(profile.get("corrections_total") or 0)
     at_corr = ref.get("corrections_total_at_training")

@@ -43,6 +43,7 @@ _THROTTLE_CODES = {
 }
 RUN_PK = "_run"
 GLOBAL_PK = "_global"
+from ..retrain import CALENDAR_COUNT_PREFIX  # noqa: E402  (profile counters per calendar)
 
 
 def now_iso() -> str:
@@ -268,13 +269,23 @@ class EventRepo(_TableAdapter):
 class UserRepo(_TableAdapter):
     """Per-user profile counters, calendars and corrections."""
 
-    def bump(self, user_id: str, *, events: int = 0, corrections: int = 0) -> None:
-        """Atomically add to the user's counters (creating the profile on first use)."""
+    def bump(self, user_id: str, *, events: int = 0, corrections: int = 0,
+             calendars: Optional[dict[str, int]] = None) -> None:
+        """Atomically add to the user's counters (creating the profile on first use); ``calendars``
+        adds new events per calendar (profile attributes ``calev#<calendarId>``)."""
+        adds = ["events_total :e", "corrections_total :c"]
+        values: dict[str, Any] = {":e": events, ":c": corrections, ":u": now_iso()}
+        names: dict[str, str] = {}
+        for i, (cal, n) in enumerate(sorted((calendars or {}).items())):
+            adds.append(f"#c{i} :c{i}")
+            names[f"#c{i}"] = f"{CALENDAR_COUNT_PREFIX}{cal}"
+            values[f":c{i}"] = int(n)
+        kwargs: dict[str, Any] = {"ExpressionAttributeNames": names} if names else {}
         self.table.update_item(
             Key={"user_id": user_id, "sk": "PROFILE"},
-            UpdateExpression="ADD events_total :e, corrections_total :c SET updated_at = :u, "
+            UpdateExpression="ADD " + ", ".join(adds) + " SET updated_at = :u, "
             "created_at = if_not_exists(created_at, :u)",
-            ExpressionAttributeValues={":e": events, ":c": corrections, ":u": now_iso()},
+            ExpressionAttributeValues=values, **kwargs,
         )
 
     def profile(self, user_id: str) -> dict:

@@ -77,14 +77,25 @@ def _upsert(user_id: str, events: list[Event], repos: Any, *, source: str) -> tu
         try:
             landed = store.existing_ids(user_id, new_ids) if new_ids else set()
             if landed:
-                users.bump(user_id, events=len(landed))
+                users.bump(user_id, events=len(landed),
+                           calendars=_per_calendar([e for e in unique if e.event_id in landed]))
         except Exception:  # noqa: BLE001
             pass
         raise
     new = len(new_ids)
     if new:
-        users.bump(user_id, events=new)
+        fresh = set(new_ids)
+        users.bump(user_id, events=new, calendars=_per_calendar([e for e in unique if e.event_id in fresh]))
     return upserted, new
+
+
+def _per_calendar(events: list[Event]) -> dict[str, int]:
+    """New events per calendar (the retraining policy's "a new calendar has enough events")."""
+    out: dict[str, int] = {}
+    for e in events:
+        if e.calendar_id:
+            out[e.calendar_id] = out.get(e.calendar_id, 0) + 1
+    return out
 
 
 def validate_batch(raw_events: Any, cfg: Settings) -> list[Event]:

@@ -67,6 +67,12 @@ class ModelsService:
             "threshold": (active or {}).get("threshold"),
             "labels": (active or {}).get("labels") or [],
             "metrics": (record or {}).get("metrics") or {},
+            # the threshold's guarantee and the out-of-fold rows it rests on (calroute.risk); None for
+            # models trained before feature spec 2
+            "risk": ((record or {}).get("metrics") or {}).get("risk"),
+            "feature_spec": (record or active or {}).get("feature_spec"),
+            "unmet_calendars": sorted({c.calendar_id for c in self.repos["users"].calendars(user_id)}
+                                      - set((active or {}).get("labels") or [])) if active else [],
             "profiles": (record or {}).get("profiles") or {},
             "events_total": int(profile.get("events_total") or 0),
             "labelled_events": len(events),

@@ -6,7 +6,19 @@ the whole matrix; the events the policy routes to the LLM are sent to the fallba
 concurrently (at most ``llm_max_concurrency`` at a time). Each answer is::
 
     {"event_id", "calendar_id", "confidence", "method", "model_version", "threshold",
-     "alternatives": [{"calendar_id", "probability"}] (top 3), "reason", "cohort", "latency_ms"}
+     "alternatives": [{"calendar_id", "probability"}] (top 3), "reason", "novelty", "defer_reason",
+     "cohort", "latency_ms"}
+
+``defer_reason`` is null when the model answered on its own, else why it deferred
+(``low_confidence``, ``novel_event``, ``unmet_calendar``, ``uncertified_model``, ``no_model``,
+``kill_switch``, ``control_cohort``, ``model_unavailable``); ``reason`` is then the LLM's reason or
+why no one answered.
+
+``novelty`` (feature spec 2 models) is the share of the event's title the user's training events
+never had; the threshold applies to ``confidence × (1 - w × novelty)`` (docs/learning.md). With a
+:class:`~calroute.calendars.CalendarDirectory`, events that may belong to a calendar the model has
+not met go to the LLM (``reason: unmet_calendar``), and an LLM answer naming a calendar the user does
+not have is refused at this boundary (``llm_invalid_answer``).
 
 Never imports sklearn or openai (the LLM runs in its own function, reached through an
 :class:`~calroute.adapters.invoke.Invoker`).
@@ -25,6 +37,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from ..cache import FAILED, HIT, MISS, ModelCache
+from ..calendars import CalendarDirectory, may_belong_to_unmet, unmet_calendars
 from ..features import featurize
 from ..ids import hashed_user
 from ..llm import budget_exceeded
@@ -89,8 +102,9 @@ class EmfSink:
 class PredictService:
     def __init__(self, cfg, *, cache: ModelCache, invoker=None, predictions=None, usage=None,
                  flags: FlagProvider, sink=None, logger=None, clock: Callable[[], float] = time.perf_counter,
-                 new_id: Callable[[], str] | None = None):
+                 new_id: Callable[[], str] | None = None, calendars: Optional[CalendarDirectory] = None):
         self.cfg = cfg
+        self.calendars = calendars
         self.cache = cache
         self.invoker = invoker
         self.predictions = predictions
@@ -151,22 +165,33 @@ class PredictService:
         version = lookup.version if model is not None else None
         threshold = lookup.threshold if model is not None else None
 
-        probs = top = None
+        probs = top = novelty = scores = None
         labels: list[str] = []
+        unmet: dict = {}
         if model is not None:
-            probs = model.predict_proba(featurize(events))
+            probs = model.predict_proba(featurize(events, spec=model.feature_spec))
             labels = model.labels
             k = min(TOP_K, probs.shape[1])
             top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+            novelty = model.novelty_of(events)
+            scores = model.routing_scores(probs[np.arange(n), top[:, 0]], novelty)
+            if self.calendars is not None:
+                unmet = unmet_calendars(self.calendars.get(user_id), labels)
 
         # 2. routing
         llm_ok = self.invoker is not None and self.clock() >= self._llm_off_until
         llm_reason = "llm_not_configured"
         decisions: list[Decision] = []
         for i in range(n):
-            top_prob = float(probs[i, top[i, 0]]) if model is not None else None
-            decisions.append(decide(top_prob=top_prob, threshold=threshold, llm_available=llm_ok,
-                                    llm_unavailable_reason=llm_reason, no_model_reason=no_model_reason))
+            if model is None:
+                decisions.append(decide(top_prob=None, threshold=None, llm_available=llm_ok,
+                                        llm_unavailable_reason=llm_reason, no_model_reason=no_model_reason))
+                continue
+            nv = novelty[i] if novelty is not None else None
+            decisions.append(decide(top_prob=scores[i], threshold=threshold, llm_available=llm_ok,
+                                    llm_unavailable_reason=llm_reason, no_model_reason=no_model_reason,
+                                    confidence=float(probs[i, top[i, 0]]),
+                                    unmet=may_belong_to_unmet(events[i], unmet, nv) is not None))
         need = [i for i, d in enumerate(decisions) if d.call_llm]
         if need and self.usage is not None:
             over = budget_exceeded(self.usage, user_id, cfg)
@@ -192,11 +217,14 @@ class PredictService:
                                 for j in top[i]]
             cal = alternatives[0]["calendar_id"] if alternatives else None
             reason = d.reason
+            defer_reason = None if d.method == "ml" else d.reason.split("+")[0]
             done = t_model
             usd = 0.0
             called = d.call_llm
             if d.call_llm:
                 answer, done = answers[i]
+                if "calendar_id" in answer and not answer.get("error") and not self._allowed(user_id, answer, labels):
+                    answer = {"error": "invalid_answer"}  # a calendar the user does not have: never answered
                 if "calendar_id" in answer and not answer.get("error"):
                     d = d.after_llm(True)
                     cal = answer["calendar_id"]
@@ -222,6 +250,8 @@ class PredictService:
                 "threshold": threshold,
                 "alternatives": alternatives,
                 "reason": reason,
+                "novelty": round(novelty[i], 4) if novelty is not None else None,
+                "defer_reason": defer_reason,
                 "cohort": cohort,
                 "latency_ms": round((done - t0) * 1000.0, 3),
                 "_usd": usd,
@@ -236,6 +266,17 @@ class PredictService:
         return results
 
     # ------------------------------------------------------------------ helpers
+
+    def _allowed(self, user_id: str, answer: dict, labels: list[str]) -> bool:
+        """Is the fallback's calendar one of the user's? (the LLM function checks too; this is the
+        boundary that receives the answer). Unknown without a directory and without a model."""
+        cal = answer.get("calendar_id")
+        if not isinstance(cal, str) or not cal:
+            return False
+        if self.calendars is not None:
+            known = {c.calendar_id for c in self.calendars.get(user_id)} | set(labels)
+            return cal in known
+        return True  # no directory wired (some tests): the LLM function's own check stands
 
     def _ask_llm(self, user_id: str, events: list[Event], need: list[int], probs, top, labels: list[str],
                  version: Optional[str]) -> dict[int, tuple[dict, float]]:
@@ -329,11 +370,12 @@ def build_invoker(cfg, *, sink=None, logger=None):
 
 def build_predict_service(cfg, *, sink=None, logger=None) -> PredictService:
     """A PredictService on the AWS adapters (DynamoDB/S3 via boto3, honouring AWS_ENDPOINT_URL)."""
-    from ..adapters.aws import ModelStore, PredictionLog, Registry, UsageLedger
+    from ..adapters.aws import ModelStore, PredictionLog, Registry, UsageLedger, UserRepo
     from ..policy import flag_provider
 
     sink = sink or NullSink()
     cache = ModelCache.from_settings(cfg, Registry(cfg.registry_table), ModelStore(cfg.model_bucket), metrics=sink)
-    return PredictService(cfg, cache=cache, invoker=build_invoker(cfg, sink=sink, logger=logger),
+    directory = CalendarDirectory(UserRepo(cfg.users_table).calendars, ttl=cfg.model_revalidate_seconds)
+    return PredictService(cfg, cache=cache, invoker=build_invoker(cfg, sink=sink, logger=logger), calendars=directory,
                           predictions=PredictionLog(cfg.predictions_table, cfg.prediction_ttl_days),
                           usage=UsageLedger(cfg.usage_table), flags=flag_provider(cfg), sink=sink, logger=logger)
