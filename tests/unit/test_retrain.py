@@ -92,3 +92,14 @@ def test_naive_now_is_utc_and_created_at_fallback():
     needs, _ = needs_training(profile={"events_total": 10}, active=_active(), last=last, cfg=CFG,
                               now=NOW.replace(tzinfo=None))
     assert needs
+
+
+def test_a_new_calendar_with_enough_events_is_a_reason_to_retrain():
+    last = _ver(3, events=100, labels=["work", "home"])
+    profile = {"events_total": 109, "calev#work": 80, "calev#home": 20, "calev#gym": CFG.min_per_calendar - 1}
+    assert decide(profile, _active(), last) == (False, UP_TO_DATE)  # 9 gym events: not yet
+    profile["calev#gym"] = CFG.min_per_calendar
+    needs, reason = decide(profile, _active(), last)
+    assert needs and reason == f"new calendar gym has {CFG.min_per_calendar} events (threshold {CFG.min_per_calendar})"
+    # a model trained before labels were recorded is not retrained for it
+    assert decide(profile, _active(), _ver(3, events=100)) == (False, UP_TO_DATE)

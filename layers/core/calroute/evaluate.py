@@ -14,8 +14,13 @@ Gates are relaxed only for N-limited runs, and the output says so.
 
 Figures: ``coverage`` (share of test events the model keeps), ``accuracy_kept`` (accuracy on
 those), ``accuracy_all`` (argmax on every test event), ``macro_f1``, ``threshold``,
-``train_seconds``. ``overall`` pools every test event of every user; ``mean_of_users`` averages the
-users' figures.
+``train_seconds``, ``aurc`` (area under the risk-coverage curve of the routing score on the test
+events: lower is better), ``risk`` (the threshold's Learn-then-Test bound on the out-of-fold rows:
+``upper_bound``, ``kept``/``rows``, ``certified``) and ``risk_coverage`` (the curve, at most 21
+points). ``overall`` pools every test event of every user (one big timetable dominates it);
+``mean_of_users`` averages the users' figures; ``worst_user`` names the user with the lowest
+accuracy of kept answers and the one with the lowest coverage — judge by those. The table lists
+users worst first.
 """
 
 from __future__ import annotations
@@ -32,14 +37,15 @@ import numpy as np
 
 from . import ids
 from .features import featurize
-from .risk import aurc
+from .risk import aurc, risk_coverage_curve
 from .runtime import OnnxModel
 from .schema import Event, parse_event, sort_by_start
 from .training import GateFailed, TrainConfig, check_gates, classification_metrics, train_user_model
 
 TRAIN_FRACTION = 0.7
 EVAL_VERSION = "v20000101000000-000000"
-KEYS = ("coverage", "accuracy_kept", "accuracy_all", "macro_f1", "threshold", "train_seconds")
+KEYS = ("coverage", "accuracy_kept", "accuracy_all", "macro_f1", "threshold", "train_seconds", "aurc")
+CURVE_POINTS = 21
 
 
 # ----------------------------------------------------------------------------- loading
@@ -175,8 +181,39 @@ def evaluate_user(user_id: str, events: Sequence[Event], cfg: Optional[TrainConf
                threshold_rule=trained.metrics["threshold_rule"], parity_passed=trained.parity["passed"],
                onnx_bytes=len(trained.onnx_bytes), y=y, pred=pred, kept=kept, labels=all_labels,
                risk=trained.metrics.get("risk"), aurc=aurc(score, pred == y) if len(y) else None,
+               risk_coverage=_curve_points(score, pred == y),
                confidence=top, score=score)  # per-event arrays: for calroute.report (dropped from JSON)
     return out
+
+
+def _curve_points(score: np.ndarray, correct: np.ndarray, k: int = CURVE_POINTS) -> list[list[float]]:
+    """The risk-coverage curve thinned to about ``k`` ``[coverage, risk]`` points (JSON-sized)."""
+    cov, risk = risk_coverage_curve(score, correct)
+    if cov.size == 0:
+        return []
+    idx = np.unique(np.searchsorted(cov, np.linspace(cov[0], 1.0, k), side="left").clip(0, cov.size - 1))
+    return [[round(float(cov[i]), 4), round(float(risk[i]), 4)] for i in idx]
+
+
+def worst_users(users: list[dict]) -> dict:
+    """The user with the lowest accuracy of kept answers, and the one with the lowest coverage."""
+    done = [u for u in users if "skipped" not in u]
+    out: dict[str, Any] = {"accuracy_kept": None, "coverage": None}
+    scored = [u for u in done if u.get("accuracy_kept") is not None]
+    if scored:
+        w = min(scored, key=lambda u: (u["accuracy_kept"], u.get("coverage") or 0.0))
+        out["accuracy_kept"] = {"user": w["user"], "value": w["accuracy_kept"], "coverage": w.get("coverage")}
+    if done:
+        w = min(done, key=lambda u: (u.get("coverage") or 0.0, u["user"]))
+        out["coverage"] = {"user": w["user"], "value": w.get("coverage"), "accuracy_kept": w.get("accuracy_kept")}
+    return out
+
+
+def _worst_first(u: dict) -> tuple:
+    if "skipped" in u:
+        return (2, 0.0, 0.0, u["user"])
+    acc = u.get("accuracy_kept")
+    return (0 if acc is not None else 1, acc if acc is not None else 0.0, u.get("coverage") or 0.0, u["user"])
 
 
 def _mean(values: list) -> Optional[float]:
@@ -210,14 +247,19 @@ def evaluate_dir(data_dir: str | Path, max_train_per_calendar: Optional[int] = N
     overall = _scores(yq, pq, kept, labels) if done else {"test_events": 0}
     overall.update(threshold=_mean([r["threshold"] for r in done]),
                    train_seconds=float(sum(r["train_seconds"] for r in done)), users=len(done))
+    if done:
+        pooled_score = np.concatenate([r["score"] for r in done])
+        overall["aurc"] = aurc(pooled_score, yq == pq) if len(yq) else None
     mean = {k: _mean([r.get(k) for r in done]) for k in KEYS}
     users_out = [{k: v for k, v in r.items() if k not in ("y", "pred", "kept", "labels", "confidence", "score")} for r in results]
     return {
         "overall": overall,
         "mean_of_users": mean,
+        "worst_user": worst_users(users_out),
         "users": users_out,
         "settings": {"family": cfg.family, "max_train_per_calendar": max_train_per_calendar,
-                     "train_fraction": TRAIN_FRACTION, "target_precision": cfg.target_precision},
+                     "train_fraction": TRAIN_FRACTION, "target_precision": cfg.target_precision,
+                     "risk_delta": cfg.risk_delta},
     }
 
 
@@ -248,15 +290,27 @@ def _fmt(v: Any, pct: bool = True) -> str:
 def format_table(result: dict) -> str:
     """The human-readable table of :func:`evaluate_dir`'s result."""
     head = f"{'user':<18} {'train':>6} {'test':>6} {'coverage':>9} {'acc_kept':>9} {'acc_all':>8} " \
-           f"{'macroF1':>8} {'thresh':>7} {'train_s':>8}"
+           f"{'macroF1':>8} {'AURC':>7} {'thresh':>7} {'bound':>7} {'train_s':>8}"
     lines = [head, "-" * len(head)]
 
     def row(name: str, r: dict, train: Any = "") -> str:
+        bound = (r.get("risk") or {}).get("upper_bound") if isinstance(r.get("risk"), dict) else None
+        aurc_v = r.get("aurc")
         return (f"{name:<18} {train!s:>6} {r.get('test_events', '')!s:>6} {_fmt(r.get('coverage')):>9} "
                 f"{_fmt(r.get('accuracy_kept')):>9} {_fmt(r.get('accuracy_all')):>8} {_fmt(r.get('macro_f1')):>8} "
-                f"{_fmt(r.get('threshold'), False):>7} {_fmt(r.get('train_seconds'), False):>8}")
+                f"{'-' if aurc_v is None else f'{aurc_v:.4f}':>7} "
+                f"{_fmt(r.get('threshold'), False):>7} {_fmt(bound):>7} {_fmt(r.get('train_seconds'), False):>8}")
 
-    for u in result["users"]:
+    w = result.get("worst_user") or {}
+    if w.get("accuracy_kept"):
+        a = w["accuracy_kept"]
+        lines.insert(0, f"worst user (accuracy of kept answers): {a['user']} {_fmt(a['value'])} at coverage "
+                        f"{_fmt(a['coverage'])}")
+    if w.get("coverage"):
+        c = w["coverage"]
+        lines.insert(1 if w.get("accuracy_kept") else 0,
+                     f"lowest coverage: {c['user']} {_fmt(c['value'])} (accuracy kept {_fmt(c['accuracy_kept'])})")
+    for u in sorted(result["users"], key=_worst_first):
         if "skipped" in u:
             lines.append(f"{u['user']:<18} skipped: {u['skipped']}")
         else:

@@ -39,22 +39,30 @@ NOVELTY_WEIGHT = 0.5
 #: Time tokens whose novelty :meth:`NoveltyIndex.time_novelty` measures (prefixes).
 _TIME_KEYS = ("wh", "hm", "dur", "allday", "wallday")
 _MEMO_MAX = 50_000
-_MEMO: dict[str, int] = {}
+#: Per-group memo token -> bit (bounded: past _MEMO_MAX tokens, new ones are hashed each time).
+_MEMO: dict[str, dict[str, int]] = {"w": {}, "g": {}, "k": {}}
 
 
-def _bit(key: str) -> int:
-    b = _MEMO.get(key)
-    if b is None:
-        b = zlib.crc32(key.encode("utf-8")) & _MASK
-        if len(_MEMO) < _MEMO_MAX:
-            _MEMO[key] = b
-    return b
+def _bits(group: str, tokens: list[str]) -> list[int]:
+    memo = _MEMO[group]
+    out = []
+    for t in tokens:
+        b = memo.get(t)
+        if b is None:
+            b = zlib.crc32(f"{group}\x1f{t}".encode("utf-8")) & _MASK
+            if len(memo) < _MEMO_MAX:
+                memo[t] = b
+        out.append(b)
+    return out
 
 
-def _keys(ev: "Event") -> tuple[list[str], list[str], list[str]]:
+def _title_bits(ev: "Event") -> tuple[list[int], list[int]]:
     title = words(ev.summary)
-    return ([f"w\x1f{t}" for t in title], [f"g\x1f{t}" for t in char_ngrams(title)],
-            [f"k\x1f{t}" for t in time_tokens(ev) if t.startswith(_TIME_KEYS)])
+    return _bits("w", title), _bits("g", char_ngrams(title))
+
+
+def _time_bits(ev: "Event") -> list[int]:
+    return _bits("k", [t for t in time_tokens(ev) if t.startswith(_TIME_KEYS)])
 
 
 class NoveltyIndex:
@@ -74,27 +82,25 @@ class NoveltyIndex:
         return idx
 
     def add(self, ev: "Event") -> None:
-        ws, gs, ks = _keys(ev)
+        ws, gs = _title_bits(ev)
         bits = self.bits
-        for key in (*ws, *gs, *ks):
-            b = _bit(key)
+        for b in (*ws, *gs, *_time_bits(ev)):
             byte, mask = b >> 3, 1 << (b & 7)
             if not bits[byte] & mask:
                 bits[byte] |= mask
                 self.n_tokens += 1
 
-    def _unseen(self, keys: list[str]) -> float:
+    def _unseen(self, keys: list[int]) -> float:
         bits = self.bits
         miss = 0
-        for key in keys:
-            b = _bit(key)
+        for b in keys:
             if not (bits[b >> 3] >> (b & 7)) & 1:
                 miss += 1
         return miss / len(keys)
 
     def score(self, ev: "Event") -> float:
         """Text novelty in [0, 1]: the mean of the unseen shares of title words and 3-grams."""
-        ws, gs, _ = _keys(ev)
+        ws, gs = _title_bits(ev)
         if not ws:
             return 1.0
         return 0.5 * (self._unseen(ws) + self._unseen(gs))
@@ -102,7 +108,7 @@ class NoveltyIndex:
     def time_novelty(self, ev: "Event") -> float:
         """Share of the event's time/shape tokens (weekday × hour, start time, duration, all-day)
         that no training event had."""
-        _, _, ks = _keys(ev)
+        ks = _time_bits(ev)
         return self._unseen(ks) if ks else 0.0
 
     # ---------------------------------------------------------------- (de)serialisation
