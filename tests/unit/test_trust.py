@@ -218,3 +218,14 @@ def test_novelty_index_round_trip_and_scores():
                                           "end": "2026-03-08T01:10:00Z"})) == 1.0
     with pytest.raises(ValueError):
         NoveltyIndex.from_text("3:not-base64!")
+
+
+def test_a_spec_1_champion_is_scored_with_spec_1_features():
+    from calroute.services.training_run import holdout_accuracy
+    from support.models import make_events
+
+    model = OnnxModel.from_bytes(build_onnx(("work", "home"), model_version=version(2), spec=1))
+    events = make_events(("work", "home"), 12, seed=3)
+    P = model.predict_proba(featurize(events, spec=1))
+    expected = float(np.mean([model.labels[int(i)] == e.calendar_id for i, e in zip(np.argmax(P, axis=1), events)]))
+    assert holdout_accuracy(model, events) == pytest.approx(expected)

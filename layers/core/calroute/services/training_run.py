@@ -376,7 +376,7 @@ def holdout_accuracy(model: Any, events: list) -> Optional[float]:
 
     from ..features import featurize
 
-    P = model.predict_proba(featurize(events))
+    P = model.predict_proba(featurize(events, spec=getattr(model, "feature_spec", 2)))  # spec-1 champion: spec-1 features
     pred = [model.labels[i] for i in np.argmax(P, axis=1)]
     return float(np.mean([p == e.calendar_id for p, e in zip(pred, events)]))
 
