@@ -54,7 +54,7 @@ def aws(monkeypatch):
     way the template sets them for the functions. Yields the :class:`Resolver`."""
     from moto import mock_aws
 
-    from calroute.adapters import aws as aws_adapters
+    from calroute.adapters.dynamo import base as dynamo_base
     from calroute.config import settings
     from calroute.local.template import Resolver, create_data_resources, load_template
 
@@ -73,7 +73,7 @@ def aws(monkeypatch):
         for k, v in env.items():
             monkeypatch.setenv(k, v)
         # fresh boto3 resources inside the mock
-        monkeypatch.setattr(aws_adapters, "_shared", aws_adapters._Tables())
+        monkeypatch.setattr(dynamo_base, "_shared", dynamo_base.Tables())
         settings.cache_clear()
         yield resolver
         settings.cache_clear()
@@ -102,8 +102,10 @@ def models_api(aws, monkeypatch, fresh_settings):
     from support.apigw import call
 
     monkeypatch.setenv("AUTH_MODE", "dev")
+    from support.handlers import fresh_services
+
     mod = load_handler("models")
-    monkeypatch.setattr(mod, "_service", None)
+    fresh_services(monkeypatch, mod)
     fresh_settings.cache_clear()
 
     def request(method, path, user="alice", **kw):

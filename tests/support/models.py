@@ -3,7 +3,7 @@
 ``make_events`` produces labelled events whose titles separate the calendars cleanly;
 ``build_onnx`` trains a LogisticRegression on ``calroute.features.featurize`` output and converts it
 with skl2onnx (``zipmap=False``, float32 input ``X``) carrying the metadata_props documented in
-``calroute/runtime.py``; ``install_model`` stores it with ``ModelStore.put`` and registers/activates
+``calroute/runtime.py``; ``install_model`` stores it with ``S3ModelBlobs.put`` and registers/activates
 it in the registry (under the ``aws`` fixture).
 """
 
@@ -83,14 +83,15 @@ def install_model(user: str, *, calendars=("work", "home"), threshold: float = 0
                   spec: int = FEATURE_SPEC_VERSION, activate: bool = True, data: bytes | None = None,
                   profiles: dict | None = None, expected: str | None = "auto") -> dict:
     """Store + register (+ activate) a model for ``user``; returns the registry record."""
-    from calroute.adapters.aws import ModelStore, Registry
+    from calroute.adapters.dynamo.registry import DynamoRegistry
+    from calroute.adapters.s3_models import S3ModelBlobs
     from calroute.config import settings
 
     cfg = settings()
     ver = version(n)
     data = data if data is not None else build_onnx(calendars, threshold=threshold, model_version=ver, spec=spec,
                                                     user=user)
-    store, reg = ModelStore(cfg.model_bucket), Registry(cfg.registry_table)
+    store, reg = S3ModelBlobs(cfg.model_bucket), DynamoRegistry(cfg.registry_table)
     key, sha = store.put(user, ver, data)
     record = {"version": ver, "s3_key": key, "sha256": sha, "threshold": threshold, "feature_spec": spec,
               "labels": list(sorted(calendars))}
