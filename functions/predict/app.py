@@ -40,12 +40,12 @@ def service() -> PredictService:
     """The classification service on the AWS adapters, built from the settings on first use and
     kept for the container's life (its model cache lives as long).
 
-    The routes below call it through :func:`calroute.api.provided` rather than declaring
-    ``Depends(service)``: Powertools resolves ``Depends`` by re-reading the route's type hints on
-    every request, measured at +DEPENDS_US µs on a warm classify of ~WARM_US µs (docs/serving.md),
-    over the ~20 µs this path may spend on wiring. ``provided`` honours
-    ``app.dependency_overrides[service]`` all the same, so tests swap the service the same way as
-    for the other functions."""
+    The routes below call it through :func:`calroute.api.provided` instead of declaring
+    ``Depends(service)`` as the other HTTP functions do: Powertools resolves ``Depends`` by
+    evaluating the route's type hints again on every request, which added ~190 µs to a ~430 µs warm
+    classify (Powertools 3.37; ``python -m bench.depends_cost`` measures it), far over the ~20 µs
+    this path may spend on wiring. ``provided`` honours ``app.dependency_overrides[service]`` all
+    the same, so tests swap this service exactly as they swap the others."""
     return wiring.predict_service(settings(), sink=wiring.metrics_sink(metrics), logger=logger)
 
 
