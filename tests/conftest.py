@@ -49,6 +49,19 @@ def fresh_settings(monkeypatch):
 
 
 @pytest.fixture
+def no_network(monkeypatch):
+    """Every socket connection fails: for tests that must run on in-memory fakes only."""
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise OSError("a unit test tried to use the network")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+@pytest.fixture
 def aws(monkeypatch):
     """In-process moto with every table and bucket created from template.yaml; env vars set the
     way the template sets them for the functions. Yields the :class:`Resolver`."""

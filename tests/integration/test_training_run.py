@@ -5,7 +5,6 @@ write under a race), summarize, and S3 failures."""
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 import json
 import threading
@@ -15,44 +14,17 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from calroute import training
 from calroute import wiring
 from calroute.adapters.dynamo.registry import DynamoRegistry
 from calroute.adapters.s3_models import S3ModelBlobs
 from calroute.config import settings
 from calroute.errors import InvalidInput
-from calroute.features import featurize
 from calroute.runtime import OnnxModel
 from calroute.services import training_run as tr
-from support.models import build_onnx, install_model, make_events
+from support.models import FakeTrainer, build_onnx, install_model, make_events
 from support.models import version as model_version
 
 CALS = ("home", "kids", "work")
-
-
-class FakeTrainer:
-    """The calroute.training contract with a small, real ONNX model (fast): the real gates and
-    TrainConfig; ``holdout_accuracy`` and a probability ``perturb`` of the parity fixture chosen by
-    the test."""
-
-    TrainConfig = training.TrainConfig
-    check_gates = staticmethod(training.check_gates)
-
-    def __init__(self, holdout_accuracy: float = 1.0, perturb: float = 0.0):
-        self.holdout_accuracy, self.perturb = holdout_accuracy, perturb
-
-    def train_user_model(self, events, cfg, *, user_id, version, raise_on_parity_failure=True):
-        labels = sorted({e.calendar_id for e in events})
-        data = build_onnx(tuple(labels), per_calendar=12)
-        X = featurize(events[:20])
-        proba = OnnxModel.from_bytes(data).predict_proba(X)
-        hold = [e.event_id for e in events[-max(1, len(events) // 5):]]
-        return types.SimpleNamespace(
-            onnx_bytes=data, sha256=hashlib.sha256(data).hexdigest(), labels=labels, threshold=0.6,
-            metrics={"holdout_accuracy": self.holdout_accuracy, "n_events": len(events)}, profiles={},
-            holdout_event_ids=hold, parity={"passed": True, "max_abs_diff": 0.0, "argmax_flips": 0},
-            parity_X=X, parity_proba=proba + self.perturb, trained_at="2026-06-01T00:00:00+00:00",
-            family="logreg")
 
 
 @pytest.fixture
