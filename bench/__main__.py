@@ -96,10 +96,10 @@ def _cold(quick: bool) -> dict:
     ev.pop("calendar_id", None)
     # the LLM function's cold start needs the user's model (labels) installed: serving does it; if
     # serving was not selected, install it now
-    from calroute.adapters.aws import Registry
+    from calroute.adapters.dynamo.registry import DynamoRegistry
     from calroute.config import settings
 
-    if Registry(settings().registry_table).active(serving.USER) is None:
+    if DynamoRegistry(settings().registry_table).active(serving.USER) is None:
         from calroute.training import TrainConfig, train_user_model
 
         from bench.aws_env import install_model

@@ -82,12 +82,13 @@ def emulator(max_concurrency: int = 4) -> Iterator[Any]:
 def install_model(user: str, onnx_bytes: bytes, *, version: str, threshold: float, labels: list[str],
                   extra: Optional[dict] = None) -> dict:
     """Store ``onnx_bytes`` and make it the user's ACTIVE model (as Promote does)."""
-    from calroute.adapters.aws import ModelStore, Registry
+    from calroute.adapters.dynamo.registry import DynamoRegistry
+    from calroute.adapters.s3_models import S3ModelBlobs
     from calroute.config import settings
     from calroute.features import FEATURE_SPEC_VERSION
 
     cfg = settings()
-    store, reg = ModelStore(cfg.model_bucket), Registry(cfg.registry_table)
+    store, reg = S3ModelBlobs(cfg.model_bucket), DynamoRegistry(cfg.registry_table)
     key, sha = store.put(user, version, onnx_bytes)
     record = {"version": version, "s3_key": key, "sha256": sha, "threshold": threshold,
               "feature_spec": FEATURE_SPEC_VERSION, "labels": sorted(labels), **(extra or {})}

@@ -53,7 +53,8 @@ def _stats(ms: list[float]) -> dict:
 def run(quick: bool) -> dict:
     import json
 
-    from calroute.adapters.aws import EventRepo, UserRepo
+    from calroute.adapters.dynamo.events import DynamoEventStore
+    from calroute.adapters.dynamo.users import DynamoUserStore
     from calroute.config import DEFAULT_LLM_PRICES, settings
     from calroute.evaluate import split_events
     from calroute.llm import cost_usd
@@ -78,9 +79,9 @@ def run(quick: bool) -> dict:
         trained = train_user_model(train, tc, user_id=user, version=f"v20260102000000-{n:06x}")
         install_model(user, trained.onnx_bytes, version=trained.version, threshold=trained.threshold,
                       labels=trained.labels, extra={"profiles": trained.profiles})
-        EventRepo(cfg.events_table).put_events(user, train)
+        DynamoEventStore(cfg.events_table).put_events(user, train)
         for cal in trained.labels:
-            UserRepo(cfg.users_table).put_calendar(user, CalendarInfo(calendar_id=cal, name=cal.replace("_", " ")))
+            DynamoUserStore(cfg.users_table).put_calendar(user, CalendarInfo(calendar_id=cal, name=cal.replace("_", " ")))
         for e in test:
             truth[(e.summary, e.start.isoformat())] = e.calendar_id
         return test if not quick else test[:20]
@@ -142,7 +143,7 @@ def run(quick: bool) -> dict:
                       LLM_DAILY_BUDGET_USD="1000000", LLM_TIMEOUT_SECONDS="5")
         # --- hybrid: every test event, stand-in latency on the fallbacks -------------------------------
         set_env(ML_ENABLED="true", **common)
-        app._service = None
+        app.service.cache_clear()
         progress(f"llm economics: hybrid, {len(pairs)} events through the predict handler")
         hybrid = classify_all(pairs, standin)
         few_pairs = [(u, e) for u in sorted(few) for e in few[u]]
@@ -150,7 +151,7 @@ def run(quick: bool) -> dict:
         hybrid_few = classify_all(few_pairs, standin)
         # --- LLM-only: prompt sizes on a sample without latency, then end-to-end latency on a sample ---
         set_env(ML_ENABLED="false", **common)
-        app._service = None
+        app.service.cache_clear()
         per_user = 6 if quick else 30
         sample = [(u, e) for u in sorted(tests) for e in tests[u][:: max(1, len(tests[u]) // per_user)][:per_user]]
         standin.latency = (0.0, 0.0)
@@ -161,7 +162,7 @@ def run(quick: bool) -> dict:
         progress(f"llm economics: LLM-only latency on {len(lat_sample)} events (stand-in sleeps 0.4-0.8 s)")
         llm_only = classify_all(lat_sample, standin)
         set_env(ML_ENABLED="true", OPENAI_BASE_URL=None, OPENAI_API_KEY=None)
-        app._service = None
+        app.service.cache_clear()
 
     # --- figures ------------------------------------------------------------------------------------
     n = len(hybrid)

@@ -99,7 +99,7 @@ def run(quick: bool) -> dict:
     with open("/dev/null", "w") as devnull, contextlib.redirect_stdout(devnull):
         set_env(PREDICTION_LOG_SAMPLE_RATE="0", OPENAI_BASE_URL=None, OPENAI_API_KEY=None,
                 LAMBDA_INVOKE_MODE="inprocess")
-        app._service = None
+        app.service.cache_clear()
         progress(f"serving: warm classify through the predict handler ×{rep}")
         res["handler_warm"] = handler_timer(single, rep)
         res["handler_warm"]["prediction_log"] = "off (PREDICTION_LOG_SAMPLE_RATE=0)"
@@ -113,7 +113,7 @@ def run(quick: bool) -> dict:
         res["batch100"] = handler_timer(batch, rep_slow, warmup=3)
         res["batch100"]["per_event_ms"] = round(res["batch100"]["p50_ms"] / 100, 4)
         set_env(PREDICTION_LOG_SAMPLE_RATE="1")
-        app._service = None
+        app.service.cache_clear()
         progress("serving: warm classify with the prediction-log write (DynamoDB in moto over HTTP)")
         res["handler_warm_logged"] = handler_timer(single, rep_slow)
         res["batch100_logged"] = handler_timer(batch, max(3, rep_slow // 4), warmup=2)
@@ -123,7 +123,7 @@ def run(quick: bool) -> dict:
             methods[body["method"]] = methods.get(body["method"], 0) + 1
         res["handler_methods_sample"] = methods
         set_env(PREDICTION_LOG_SAMPLE_RATE="0")
-        app._service = None
+        app.service.cache_clear()
 
     # --- the model alone: ONNX vs sklearn, linear vs the seed's GB on 14 features -------------------
     progress("serving: model-only timings (ONNX, sklearn, GB on 14 features)")
@@ -155,12 +155,13 @@ def run(quick: bool) -> dict:
 
     # --- cache miss: registry GET + S3 GET + sha256 + session creation --------------------------------
     progress("serving: cache-miss model loads")
-    from calroute.adapters.aws import ModelStore, Registry
+    from calroute.adapters.dynamo.registry import DynamoRegistry
+    from calroute.adapters.s3_models import S3ModelBlobs
     from calroute.cache import ModelCache
     from calroute.config import settings
 
     cfg = settings()
-    reg, store = Registry(cfg.registry_table), ModelStore(cfg.model_bucket)
+    reg, store = DynamoRegistry(cfg.registry_table), S3ModelBlobs(cfg.model_bucket)
     cache = ModelCache.from_settings(cfg, reg, store)
     pointer = reg.active(USER)
     res["cache_miss"] = bench(lambda: cache.get(USER), repeat=rep_slow // 2 or 5, warmup=3,

@@ -51,21 +51,21 @@ def happy_path_transitions(definition: dict) -> tuple[int, int]:
 
 
 def run(em, quick: bool, *, n_users: int | None = None) -> dict:
-    from calroute.adapters.aws import resources_from
+    from calroute import wiring
     from calroute.config import settings
     from calroute.local.lambdas import function_specs
     from calroute.local.moto_server import run_training, state_machine_definition
 
     n_users = n_users or (4 if quick else 100)
-    repos = resources_from(settings())
+    repos = wiring.stores(settings())
     progress(f"state machine: seeding {n_users} synthetic users")
     sizes = []
     for i in range(n_users):
         user = f"sm{i:04d}"
         n = 60 + (i * 37) % 40  # 60..99 events, 3 calendars
         events = synthetic_user(n, n_calendars=3, seed=1000 + i, user=user)
-        repos["events"].put_events(user, events)
-        repos["users"].bump(user, events=len(events))
+        repos.events.put_events(user, events)
+        repos.users.bump(user, events=len(events))
         sizes.append(n)
     em.lambdas.invocations.clear()
     progress(f"state machine: running the training state machine over {n_users} users")
@@ -73,7 +73,7 @@ def run(em, quick: bool, *, n_users: int | None = None) -> dict:
     res = run_training(em, {"trigger": "schedule"}, name=f"bench-{int(time.time())}", timeout=1800)
     wall = time.perf_counter() - t0
     out = res.get("output") or {}
-    record = repos["registry"].get_run(res["execution_arn"].rsplit(":", 1)[-1]) or {}
+    record = repos.registry.get_run(res["execution_arn"].rsplit(":", 1)[-1]) or {}
     calls = list(em.lambdas.invocations)
     specs = {s.logical_id: s for s in function_specs(em.resolver).values()}
     by_fn: dict[str, list[float]] = {}

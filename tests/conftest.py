@@ -49,12 +49,25 @@ def fresh_settings(monkeypatch):
 
 
 @pytest.fixture
+def no_network(monkeypatch):
+    """Every socket connection fails: for tests that must run on in-memory fakes only."""
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise OSError("a unit test tried to use the network")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+@pytest.fixture
 def aws(monkeypatch):
     """In-process moto with every table and bucket created from template.yaml; env vars set the
     way the template sets them for the functions. Yields the :class:`Resolver`."""
     from moto import mock_aws
 
-    from calroute.adapters import aws as aws_adapters
+    from calroute.adapters.dynamo import base as dynamo_base
     from calroute.config import settings
     from calroute.local.template import Resolver, create_data_resources, load_template
 
@@ -73,7 +86,7 @@ def aws(monkeypatch):
         for k, v in env.items():
             monkeypatch.setenv(k, v)
         # fresh boto3 resources inside the mock
-        monkeypatch.setattr(aws_adapters, "_shared", aws_adapters._Tables())
+        monkeypatch.setattr(dynamo_base, "_shared", dynamo_base.Tables())
         settings.cache_clear()
         yield resolver
         settings.cache_clear()
@@ -102,8 +115,10 @@ def models_api(aws, monkeypatch, fresh_settings):
     from support.apigw import call
 
     monkeypatch.setenv("AUTH_MODE", "dev")
+    from support.handlers import fresh_services
+
     mod = load_handler("models")
-    monkeypatch.setattr(mod, "_service", None)
+    fresh_services(monkeypatch, mod)
     fresh_settings.cache_clear()
 
     def request(method, path, user="alice", **kw):

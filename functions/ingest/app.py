@@ -1,20 +1,22 @@
 """IngestFunction: labelled events, corrections, calendars and ICS import (HTTP API).
 
 Thin handler: authorise the path's user, validate, call ``calroute.services.ingest``, respond.
-Adapters are built on the first request and kept for the container's life; importing this module
-does no I/O.
+The service (:func:`calroute.wiring.ingest_service`) is built on the first request and kept for the
+container's life; routes receive it with Powertools' ``Depends`` (tests swap it through
+``app.dependency_overrides[service]``). Importing this module does no I/O.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any, Optional
+import functools
+from typing import Annotated, Any, Optional
 
+from aws_lambda_powertools.event_handler import Depends
 from pydantic import BaseModel, Field
 
-from calroute import ids
-from calroute.adapters.aws import EventRepo, PredictionLog, UserRepo
+from calroute import ids, wiring
 from calroute.api import (
     CalendarIdPath,
     EventIdPath,
@@ -28,23 +30,20 @@ from calroute.api import (
 from calroute.config import settings
 from calroute.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from calroute.services import ingest as svc
+from calroute.services.ingest import IngestService
 
 app = make_resolver()
-_repos: Optional[dict] = None
 
 ICS_CONTENT_TYPES = ("text/calendar", "text/plain", "application/octet-stream", "application/ics")
 
 
-def repos() -> dict:
-    global _repos
-    if _repos is None:
-        cfg = settings()
-        _repos = {
-            "events": EventRepo(cfg.events_table),
-            "users": UserRepo(cfg.users_table),
-            "predictions": PredictionLog(cfg.predictions_table, cfg.prediction_ttl_days),
-        }
-    return _repos
+@functools.cache
+def service() -> IngestService:
+    """The ingest use cases on the AWS adapters, built from the settings on first use."""
+    return wiring.ingest_service(settings())
+
+
+Service = Annotated[IngestService, Depends(service)]
 
 
 # ----------------------------------------------------------------------------- models
@@ -122,10 +121,10 @@ _ERRORS = {
           response_description="How many events were written",
           responses={200: {"description": "OK"}, 413: {"description": "Too many events or body too large"},
                      **_ERRORS})
-def post_events(userId: UserIdPath, body: IngestBody) -> IngestResult:
+def post_events(userId: UserIdPath, body: IngestBody, ingest: Service) -> IngestResult:
     authorize_user(app, userId)
     check_body_size(app)
-    result = svc.ingest_events(userId, body.events, repos(), settings())
+    result = ingest.ingest_events(userId, body.events)
     metrics.add_metric(name="EventsIngested", unit="Count", value=result["upserted"])
     return result  # type: ignore[return-value]
 
@@ -135,10 +134,11 @@ def post_events(userId: UserIdPath, body: IngestBody) -> IngestResult:
           "predicted, and marks the prediction log.",
           response_description="The correction record",
           responses={200: {"description": "OK"}, 404: {"description": "No such event"}, **_ERRORS})
-def post_correction(userId: UserIdPath, eventId: EventIdPath, body: CorrectionBody) -> CorrectionResult:
+def post_correction(userId: UserIdPath, eventId: EventIdPath, body: CorrectionBody,
+                    ingest: Service) -> CorrectionResult:
     authorize_user(app, userId)
     check_body_size(app)
-    result = svc.correct_event(userId, eventId, body.calendar_id, repos())
+    result = ingest.correct_event(userId, eventId, body.calendar_id)
     if result.get("changed"):
         metrics.add_metric(name="Corrections", unit="Count", value=1)
     return result  # type: ignore[return-value]
@@ -147,10 +147,11 @@ def post_correction(userId: UserIdPath, eventId: EventIdPath, body: CorrectionBo
 @app.put("/v1/users/<userId>/calendars/<calendarId>", summary="Create or update a calendar",
          tags=["ingest"], response_description="The stored calendar",
          responses={200: {"description": "OK"}, **_ERRORS})
-def put_calendar(userId: UserIdPath, calendarId: CalendarIdPath, body: CalendarBody) -> CalendarResult:
+def put_calendar(userId: UserIdPath, calendarId: CalendarIdPath, body: CalendarBody,
+                 ingest: Service) -> CalendarResult:
     authorize_user(app, userId)
     check_body_size(app)
-    return svc.put_calendar(userId, calendarId, body.name, body.description, repos())  # type: ignore[return-value]
+    return ingest.put_calendar(userId, calendarId, body.name, body.description)  # type: ignore[return-value]
 
 
 def _ics_body() -> bytes:
@@ -180,9 +181,9 @@ def _ics_body() -> bytes:
           responses={200: {"description": "OK"}, 413: {"description": "File too large"},
                      415: {"description": "Not text/calendar"}, **_ERRORS},
           openapi_extensions={"x-request-content-type": "text/calendar"})
-def import_calendar(userId: UserIdPath, calendarId: CalendarIdPath) -> ImportResult:
+def import_calendar(userId: UserIdPath, calendarId: CalendarIdPath, ingest: Service) -> ImportResult:
     authorize_user(app, userId)
-    result = svc.import_ics(userId, calendarId, _ics_body(), settings(), repos())
+    result = ingest.import_ics(userId, calendarId, _ics_body())
     metrics.add_metric(name="IcsEventsImported", unit="Count", value=result["events"])
     return result  # type: ignore[return-value]
 

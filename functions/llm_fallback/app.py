@@ -9,20 +9,21 @@ model's answer or to "none").
 
 from __future__ import annotations
 
-from typing import Any, Optional
+import functools
+from typing import Any
 
+from calroute import wiring
 from calroute.api import logger, metrics, task_handler
 from calroute.config import settings
-from calroute.llm import FallbackService, build_fallback_service
-
-_service: Optional[FallbackService] = None
+from calroute.llm import FallbackService
 
 
+@functools.cache
 def service() -> FallbackService:
-    global _service
-    if _service is None:
-        _service = build_fallback_service(settings(), sink=metrics, logger=logger)
-    return _service
+    """The fallback service on the AWS adapters and the OpenAI client, built from the settings on
+    first use and kept for the container's life (with its per-user example cache); tests rebuild it
+    with ``service.cache_clear()``."""
+    return wiring.fallback_service(settings(), sink=wiring.metrics_sink(metrics), logger=logger)
 
 
 @task_handler(flush_metrics=True)

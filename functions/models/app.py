@@ -13,17 +13,17 @@ and the OpenAPI document.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Annotated, Any, Optional
 
-from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler import Depends, Response
 from pydantic import BaseModel, Field
 
-from calroute import ids
-from calroute.adapters.aws import resources_from
+from calroute import ids, wiring
 from calroute.api import (
     UserIdPath,
     VersionPath,
@@ -39,7 +39,6 @@ from calroute.errors import InvalidInput
 from calroute.services.models import ModelsService, clean_reason
 
 app = make_resolver()
-_service: Optional[ModelsService] = None
 _ERRORS: dict = {400: {"description": "Bad request"}, 403: {"description": "Forbidden"},
                  404: {"description": "Not found"}, 409: {"description": "Conflict"},
                  422: {"description": "Validation error"}}
@@ -47,12 +46,14 @@ API_TITLE = "calroute"
 API_VERSION = "1.0.0"
 
 
+@functools.cache
 def service() -> ModelsService:
-    global _service
-    if _service is None:
-        cfg = settings()
-        _service = ModelsService(resources_from(cfg), cfg)
-    return _service
+    """The models service on the AWS adapters, built from the settings on first use and kept for the
+    container's life; routes receive it with ``Depends`` (tests: ``app.dependency_overrides``)."""
+    return wiring.models_service(settings())
+
+
+Service = Annotated[ModelsService, Depends(service)]
 
 
 class Gate(BaseModel):
@@ -120,50 +121,50 @@ def _reason() -> str:
 
 @app.get("/v1/users/<userId>/model", summary="The user's model: status, metrics, gates, retraining reason",
          tags=["models"], responses={200: {"description": "OK"}, **_ERRORS})
-def get_model(userId: UserIdPath) -> ModelStatus:
+def get_model(userId: UserIdPath, models: Service) -> ModelStatus:
     user = ids.user_id(userId)
     authorize_user(app, user)
-    return service().status(user)  # type: ignore[return-value]
+    return models.status(user)  # type: ignore[return-value]
 
 
 @app.post("/v1/users/<userId>/train", summary="Train this user's model now (asynchronous)", tags=["models"],
           description="Starts a one-user execution of the training state machine; the new model becomes "
           "active only if it passes the gates, the parity gate and champion/challenger.",
           responses={202: {"description": "Started"}, 503: {"description": "Training not configured"}, **_ERRORS})
-def post_train(userId: UserIdPath) -> Response[TrainStarted]:
+def post_train(userId: UserIdPath, models: Service) -> Response[TrainStarted]:
     user = ids.user_id(userId)
     authorize_user(app, user)
-    out = service().start_training(user, actor=caller_identity(app))
+    out = models.start_training(user, actor=caller_identity(app))
     metrics.add_metric(name="TrainingRequested", unit="Count", value=1)
     return Response(status_code=202, content_type="application/json", body=out)
 
 
 @app.get("/v1/users/<userId>/models", summary="The user's model versions and audit trail", tags=["models"],
          responses={200: {"description": "OK"}, **_ERRORS})
-def get_models(userId: UserIdPath) -> ModelVersions:
+def get_models(userId: UserIdPath, models: Service) -> ModelVersions:
     user = ids.user_id(userId)
     authorize_user(app, user)
-    return service().versions(user)  # type: ignore[return-value]
+    return models.versions(user)  # type: ignore[return-value]
 
 
 @app.post("/v1/users/<userId>/models/rollback", summary="Roll back to the previous active model",
           tags=["models"], description="Conditional on the active version not changing meanwhile (409 otherwise).",
           responses={200: {"description": "Rolled back"}, **_ERRORS})
-def post_rollback(userId: UserIdPath) -> ActiveChanged:
+def post_rollback(userId: UserIdPath, models: Service) -> ActiveChanged:
     user = ids.user_id(userId)
     authorize_user(app, user)
-    return service().rollback(user, reason=_reason(), actor=caller_identity(app))  # type: ignore[return-value]
+    return models.rollback(user, reason=_reason(), actor=caller_identity(app))  # type: ignore[return-value]
 
 
 @app.post("/v1/users/<userId>/models/<version>/promote", summary="Make a validated version active",
           tags=["models"], description="Operator override of champion/challenger (never of the parity gate); "
           "conditional on the active version not changing meanwhile (409 otherwise).",
           responses={200: {"description": "Promoted"}, **_ERRORS})
-def post_promote(userId: UserIdPath, version: VersionPath) -> ActiveChanged:
+def post_promote(userId: UserIdPath, version: VersionPath, models: Service) -> ActiveChanged:
     user = ids.user_id(userId)
     authorize_user(app, user)
     ver = ids.model_version(version)
-    return service().promote(user, ver, reason=_reason(), actor=caller_identity(app))  # type: ignore[return-value]
+    return models.promote(user, ver, reason=_reason(), actor=caller_identity(app))  # type: ignore[return-value]
 
 
 # ----------------------------------------------------------------------------- OpenAPI

@@ -9,28 +9,29 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any, Optional
 
+from aws_lambda_powertools.event_handler import Depends
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from pydantic import BaseModel
 
-from calroute import ids
-from calroute.adapters.aws import PredictionLog, UsageLedger
+from calroute import ids, wiring
 from calroute.api import UserIdPath, authorize_user, make_handler, make_resolver, require_operator
 from calroute.config import settings
 from calroute.services.stats import StatsService
 
 app = make_resolver()
-_service: Optional[StatsService] = None
 
 
+@functools.cache
 def service() -> StatsService:
-    global _service
-    if _service is None:
-        cfg = settings()
-        _service = StatsService(PredictionLog(cfg.predictions_table, cfg.prediction_ttl_days),
-                                UsageLedger(cfg.usage_table), cfg=cfg)
-    return _service
+    """The stats service on the AWS adapters, built from the settings on first use and kept for the
+    container's life; routes receive it with ``Depends`` (tests: ``app.dependency_overrides``)."""
+    return wiring.stats_service(settings())
+
+
+Service = Annotated[StatsService, Depends(service)]
 
 
 class MethodStats(BaseModel):
@@ -53,11 +54,11 @@ class UserStats(BaseModel):
 
 
 @app.get("/v1/users/<userId>/stats", summary="A user's last days of predictions and LLM usage", tags=["stats"])
-def user_stats(userId: UserIdPath,
+def user_stats(userId: UserIdPath, stats: Service,
                days: Annotated[int, Query(ge=1, le=90, description="How many days back")] = 7) -> UserStats:
     user = ids.user_id(userId)
     authorize_user(app, user)
-    return service().user_stats(user, days)  # type: ignore[return-value]
+    return stats.user_stats(user, days)  # type: ignore[return-value]
 
 
 _OPS_RESPONSES = {200: {"description": "OK"}, 403: {"description": "Operators only"},
@@ -70,19 +71,20 @@ ExperimentPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$
          description="LLM usage from the ledger; ML share, confidence histogram, USD and time saved against "
          "LLM-only from a bounded Scan of the prediction log (at most STATS_MAX_DAYS days and "
          "STATS_MAX_ITEMS items: the `scan` field says which bound applied).", responses=_OPS_RESPONSES)
-def global_stats(days: Annotated[int, Query(ge=1, le=90, description="How many days back")] = 7) -> dict:
+def global_stats(stats: Service,
+                 days: Annotated[int, Query(ge=1, le=90, description="How many days back")] = 7) -> dict:
     require_operator(app)
-    return service().global_stats(days)
+    return stats.global_stats(days)
 
 
 @app.get("/v1/experiments/<name>", summary="An A/B experiment's arms compared (operators)", tags=["stats"],
          description="Control (LLM only) vs treatment (hybrid) per cohort: requests, accuracy from corrections, "
          "LLM calls, cost, latency p50/p99, a two-proportion z-test and the seed's targets.",
          responses=_OPS_RESPONSES)
-def experiment(name: ExperimentPath,
+def experiment(name: ExperimentPath, stats: Service,
                days: Annotated[int, Query(ge=1, le=90, description="How many days back")] = 7) -> dict:
     require_operator(app)
-    return service().experiment(name, days)
+    return stats.experiment(name, days)
 
 
 lambda_handler = make_handler(app)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from calroute.adapters.aws import resources_from
+from calroute import wiring
 from calroute.api import logger, metrics, task_handler
 from calroute.config import settings
 from calroute.services import training_run
@@ -14,7 +14,7 @@ from calroute.services import training_run
 @task_handler(flush_metrics=True)
 def lambda_handler(event: dict, context: Any) -> dict:
     cfg = settings()
-    out = training_run.summarize(event, resources_from(cfg), cfg, metrics=metrics)
+    out = training_run.summarize(event, wiring.stores(cfg), cfg, metrics=metrics)
     logger.info("training run finished", extra={k: out.get(k) for k in (
         "run_id", "planned", "trained", "skipped", "rejected", "failed", "conflict", "seconds")})
     return out

@@ -87,10 +87,10 @@ def test_import_ics_over_the_api_is_idempotent(stack):
     again = c.import_ics("e2e_importer", "hockey", data)
     assert first["events"] == again["events"] == 32
     assert first["new"] == 32 and again["new"] == 0  # the same ids: upserted, not duplicated
-    from calroute.adapters.aws import EventRepo
+    from calroute.adapters.dynamo.events import DynamoEventStore
     from calroute.config import settings
 
-    assert EventRepo(settings().events_table).count_events("e2e_importer") == 32
+    assert DynamoEventStore(settings().events_table).count_events("e2e_importer") == 32
     bad = c.request("POST", c.user_path("e2e_importer", "calendars", "hockey", "import"), body=b"not a calendar",
                     content_type="text/calendar")
     assert 400 <= bad.status < 500 and {"error", "message"} <= set(bad.json())
@@ -123,10 +123,10 @@ def test_correction_and_stats(stack, demo, trained):
     assert res["calendar_id"]
     corr = c.correct(demo.user, ev.event_id, other)
     assert corr
-    from calroute.adapters.aws import EventRepo
+    from calroute.adapters.dynamo.events import DynamoEventStore
     from calroute.config import settings
 
-    assert EventRepo(settings().events_table).get_event(demo.user, ev.event_id).calendar_id == other
+    assert DynamoEventStore(settings().events_table).get_event(demo.user, ev.event_id).calendar_id == other
     missing = c.request("POST", c.user_path(demo.user, "events", "no-such-event", "correction"),
                         json_body={"calendar_id": other})
     assert missing.status == 404 and missing.json()["error"]

@@ -1,27 +1,298 @@
-"""The DynamoDB/S3 adapters against moto, with resources created from template.yaml."""
+"""Contract tests of the storage ports: every case runs against the DynamoDB/S3 adapters on moto
+(resources created from template.yaml) and against the in-memory fakes of ``support/fakes.py``, so
+the fakes the service unit tests use are held to what the adapters do."""
 
 import threading
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from calroute.adapters.aws import EventRepo, ModelStore, Registry, UserRepo, batch_write
+from calroute import wiring
+from calroute.adapters.dynamo.base import batch_write
 from calroute.config import settings
-from calroute.errors import Conflict, ModelIntegrityError, ServiceUnavailable
-from calroute.schema import parse_event
+from calroute.errors import Conflict, ModelIntegrityError, NotFound, ServiceUnavailable
+from calroute.ports import GLOBAL_PK, Stores
+from calroute.schema import CalendarInfo, parse_event
+from support.fakes import fake_stores
 
 
-def _ev(i, cal="work"):
+@pytest.fixture(params=["dynamo", "fake"])
+def stores(request) -> Stores:
+    if request.param == "dynamo":
+        request.getfixturevalue("aws")
+        return wiring.stores(settings())
+    return fake_stores()
+
+
+def _ev(i, cal="work", **kw):
     return parse_event({"event_id": f"e{i}", "summary": f"Meeting {i}", "start": "2026-03-02T09:00:00Z",
-                        "calendar_id": cal})
+                        "calendar_id": cal, **kw})
 
 
-def test_events_upsert_is_idempotent(aws):
-    repo = EventRepo(settings().events_table)
+def _record(v, **kw):
+    return {"version": v, "s3_key": f"models/alice/{v}.onnx", "sha256": "x" * 64, "threshold": 0.8,
+            "feature_spec": 1, "labels": ["a", "b"], **kw}
+
+
+V1, V2, V3 = (f"v2026010100000{i}-abcdef" for i in (1, 2, 3))
+
+
+# ----------------------------------------------------------------------------- events
+
+
+def test_events_upsert_is_idempotent(stores):
+    repo = stores.events
     repo.put_events("alice", [_ev(i) for i in range(60)])
     repo.put_events("alice", [_ev(i, "home") for i in range(60)])
     evs = repo.list_events("alice")
     assert len(evs) == 60 and {e.calendar_id for e in evs} == {"home"}
     assert repo.list_events("bob") == []
+
+
+def test_events_last_one_wins_within_a_batch_and_reads(stores):
+    repo = stores.events
+    assert repo.put_events("alice", [_ev(1), _ev(2), _ev(1, "home")]) == 2
+    assert repo.get_event("alice", "e1").calendar_id == "home"
+    assert repo.get_event("alice", "e9") is None and repo.get_event("bob", "e1") is None
+    assert repo.existing_ids("alice", ["e1", "e3", "e2", "e1"]) == {"e1", "e2"}
+    assert repo.existing_ids("bob", ["e1"]) == set()
+    assert repo.count_events("alice") == 2 and repo.count_events("bob") == 0
+    assert [e.event_id for e in repo.list_events("alice")] == ["e1", "e2"]  # sort-key order
+    assert len(repo.list_events("alice", limit=1)) == 1
+
+
+def test_set_calendar_relabels_and_moves_updated_at(stores):
+    repo = stores.events
+    repo.put_events("alice", [_ev(1, description="keep me")])
+    (_, before), = repo.list_events_updated("alice")
+    ev = repo.set_calendar("alice", "e1", "home")
+    assert ev.calendar_id == "home" and ev.description == "keep me"
+    (stored, after), = repo.list_events_updated("alice")
+    assert stored.calendar_id == "home" and stored.description == "keep me" and after >= before
+    datetime.fromisoformat(after)
+    with pytest.raises(NotFound):
+        repo.set_calendar("alice", "missing", "home")
+
+
+# ----------------------------------------------------------------------------- users
+
+
+def test_user_counters_and_calendars(stores):
+    users = stores.users
+    users.bump("alice", events=5)
+    users.bump("alice", events=3, corrections=1)
+    p = users.profile("alice")
+    assert p["events_total"] == 8 and p["corrections_total"] == 1
+    assert p["user_id"] == "alice" and p["created_at"] <= p["updated_at"]
+    assert users.profile("bob") == {}
+    users.put_calendar("alice", CalendarInfo(calendar_id="work", name="Work", description="Day job"))
+    assert [c.name for c in users.calendars("alice")] == ["Work"]
+    assert [p["user_id"] for p in users.iter_profiles()] == ["alice"]
+
+
+def test_calendars_are_replaced_and_ordered_by_id(stores):
+    users = stores.users
+    for cid in ("work", "home", "kids"):
+        users.put_calendar("alice", CalendarInfo(calendar_id=cid, name=cid.title()))
+    users.put_calendar("alice", CalendarInfo(calendar_id="home", name="Family", description="d"))
+    assert [(c.calendar_id, c.name, c.description) for c in users.calendars("alice")] == [
+        ("home", "Family", "d"), ("kids", "Kids", ""), ("work", "Work", "")]
+    assert users.calendars("bob") == []
+
+
+def test_record_correction_carries_the_prediction(stores):
+    rec = stores.users.record_correction("alice", "e1", old="work", new="home",
+                                         prediction={"calendar_id": "work", "method": "ml", "model_version": V1})
+    assert rec["sk"].startswith("CORR#") and rec["sk"].endswith("#e1")
+    assert (rec["from_calendar"], rec["to_calendar"], rec["predicted_calendar"], rec["predicted_method"],
+            rec["predicted_model_version"]) == ("work", "home", "work", "ml", V1)
+    bare = stores.users.record_correction("alice", "e2", old=None, new="home", prediction=None)
+    assert bare["from_calendar"] == "" and "predicted_calendar" not in bare
+
+
+# ----------------------------------------------------------------------------- model blobs
+
+
+def test_model_store_sha_checked(stores):
+    store = stores.models
+    key, sha = store.put("alice", "v20260101000000-abcdef", b"onnx-bytes")
+    assert key == store.key("alice", "v20260101000000-abcdef") == "models/alice/v20260101000000-abcdef.onnx"
+    assert store.get(key, sha) == b"onnx-bytes" and store.get(key) == b"onnx-bytes"
+    with pytest.raises(ModelIntegrityError):
+        store.get(key, "0" * 64)
+    with pytest.raises(ModelIntegrityError):
+        store.get("models/alice/missing.onnx")
+    store.delete(key)
+    store.delete(key)  # already gone: no error
+    with pytest.raises(ModelIntegrityError):
+        store.get(key, sha)
+
+
+def test_model_store_json_and_suffixes(stores):
+    store = stores.models
+    key, _ = store.put("alice", V1, b"npz", suffix=".parity.npz")
+    assert key.endswith(f"{V1}.parity.npz")
+    store.put_json("runs/r1/users.json", [{"user_id": "alice", "run_id": "r1"}])
+    assert store.get_json("runs/r1/users.json") == [{"user_id": "alice", "run_id": "r1"}]
+    with pytest.raises(NotFound):
+        store.get_json("runs/missing/users.json")
+    assert isinstance(store.bucket, str) and store.bucket
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+def test_conditional_promote_race_has_one_winner(stores):
+    reg = stores.registry
+    recs = []
+    for i in range(2):
+        v = f"v2026010100000{i}-abcdef"
+        rec = _record(v)
+        reg.put_version("alice", v, rec)
+        recs.append(rec)
+    results = []
+
+    def promote(rec):
+        try:
+            reg.activate("alice", rec, expected_version=None, actor="test", reason="race")
+            results.append("won")
+        except Conflict:
+            results.append("lost")
+
+    threads = [threading.Thread(target=promote, args=(r,)) for r in recs]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert sorted(results) == ["lost", "won"]
+    active = reg.active("alice")
+    assert active["version"] in {r["version"] for r in recs}
+    assert len(reg.audit_trail("alice")) == 1
+
+
+def test_versions_status_and_activation_chain(stores):
+    reg = stores.registry
+    assert reg.active("alice") is None and reg.versions("alice") == [] and reg.get_version("alice", V1) is None
+    for v in (V2, V1):
+        reg.put_version("alice", v, _record(v, metrics={"holdout_accuracy": 0.9}, threshold=1.0))
+    with pytest.raises(Conflict):
+        reg.put_version("alice", V1, _record(V1))
+    assert [r["version"] for r in reg.versions("alice")] == [V1, V2]
+    rec = reg.get_version("alice", V1)
+    assert rec["status"] == "candidate" and rec["metrics"] == {"holdout_accuracy": 0.9}
+    assert rec["threshold"] == 1 and rec["labels"] == ["a", "b"]  # stored as DynamoDB stores numbers
+    reg.set_status("alice", V1, "validated", "parity ok", validated=True, parity={"max_abs_diff": 0.5})
+    rec = reg.get_version("alice", V1)
+    assert (rec["status"], rec["status_reason"], rec["validated"], rec["parity"]) == (
+        "validated", "parity ok", True, {"max_abs_diff": 0.5})
+    with pytest.raises(NotFound):
+        reg.set_status("alice", V3, "validated")
+
+    p1 = reg.activate("alice", _record(V1), expected_version=None, actor="a", reason="first")
+    assert p1["version"] == V1 and p1["previous_version"] == "" and p1["threshold"] == 0.8
+    assert reg.active("alice", consistent=True)["version"] == V1
+    with pytest.raises(Conflict) as lost:
+        reg.activate("alice", _record(V2), expected_version=None, actor="b", reason="stale")
+    assert lost.value.code == "active_changed"
+    p2 = reg.activate("alice", _record(V2), expected_version=V1, actor="b", reason="better", action="manual_promote")
+    assert p2["previous_version"] == V1
+    statuses = {r["version"]: r["status"] for r in reg.versions("alice")}
+    assert statuses == {V1: "archived", V2: "active"}
+    trail = reg.audit_trail("alice")  # in time order; within one millisecond, in any order
+    assert sorted((a["action"], a["from_version"], a["to_version"]) for a in trail) == [
+        ("manual_promote", V1, V2), ("promote", "", V1)]
+    manual = next(a for a in trail if a["action"] == "manual_promote")
+    assert manual["actor"] == "b" and manual["reason"] == "better" and manual["at"]
+    assert [a["sk"] for a in trail] == sorted(a["sk"] for a in trail)
+    reg.audit("alice", action="train_requested", actor="x")
+    assert "train_requested" in [a["action"] for a in reg.audit_trail("alice")]
+    assert reg.active("bob") is None and reg.audit_trail("bob") == []
+
+
+def test_mark_drift_only_on_the_active_version(stores):
+    reg = stores.registry
+    reg.put_version("alice", V1, _record(V1))
+    assert reg.mark_drift("alice", V1, {"drifted": True}, at="2026-01-01T00:00:00+00:00") is False  # no ACTIVE
+    reg.activate("alice", _record(V1), expected_version=None, actor="a", reason="r")
+    report = {"drifted": True, "max": 0.4, "psi": {"hour": 0.4}}
+    assert reg.mark_drift("alice", V1, report, at="2026-01-02T00:00:00+00:00") is True
+    for item in (reg.active("alice"), reg.get_version("alice", V1)):
+        assert item["drifted"] is True and item["drift"] == report and item["drift_at"].startswith("2026-01-02")
+    assert reg.mark_drift("alice", V2, report, at="x") is False  # ACTIVE names another version
+
+
+def test_training_run_records(stores):
+    reg = stores.registry
+    for r in ("r20260101000000-aaaaaa", "r20260102000000-bbbbbb", "r20260103000000-cccccc"):
+        reg.put_run(r, {"trained": 1, "seconds": 1.5, "failures": []})
+    run = reg.get_run("r20260102000000-bbbbbb")
+    assert run["run_id"] == "r20260102000000-bbbbbb" and run["trained"] == 1 and run["seconds"] == 1.5
+    assert reg.get_run("missing") is None
+    assert [r["run_id"] for r in reg.runs(limit=2)] == ["r20260103000000-cccccc", "r20260102000000-bbbbbb"]
+    assert reg.versions("_run") == []  # runs are not versions
+
+
+# ----------------------------------------------------------------------------- prediction log
+
+
+def _pred(eid, **kw):
+    return {"event_id": eid, "calendar_id": "work", "method": "ml", "confidence": 0.91, "cohort": "treatment",
+            "latency_ms": 1.5, "model_version": V1, "reason": "r", "llm_usd": None, **kw}
+
+
+def test_prediction_log_put_get_mark(stores):
+    log = stores.predictions
+    log.put_many("alice", [_pred("e1"), _pred("e2", calendar_id="home", confidence=None)])
+    log.put_many("alice", [])
+    item = log.get("alice", "e1")
+    assert item["calendar_id"] == "work" and item["confidence"] == 0.91 and "llm_usd" not in item
+    assert item["expires_at"] > 0 and item["created_at"]
+    assert "confidence" not in log.get("alice", "e2")
+    assert log.get("bob", "e1") is None
+    marked = log.mark("alice", "e1", "home")
+    assert marked["was_correct"] is False and marked["corrected_to"] == "home" and marked["calendar_id"] == "work"
+    assert log.mark("alice", "e2", "home")["was_correct"] is True
+    assert log.mark("alice", "missing", "home") is None
+    assert log.get("alice", "e1")["was_correct"] is False
+
+
+def test_prediction_log_since_and_bounded_scan(stores):
+    log = stores.predictions
+    before = (datetime.now(timezone.utc) - timedelta(minutes=1)).isoformat(timespec="milliseconds")
+    log.put_many("alice", [_pred(f"a{i}") for i in range(5)])
+    log.put_many("bob", [_pred(f"b{i}", method="llm", llm_usd=0.002) for i in range(3)])
+    later = (datetime.now(timezone.utc) + timedelta(minutes=1)).isoformat(timespec="milliseconds")
+    assert [i["event_id"] for i in log.since("alice", before)] == [f"a{i}" for i in range(5)]
+    assert len(log.since("alice", before, limit=2)) == 2 and log.since("alice", later) == []
+    items, info = log.scan_since(before, max_items=100)
+    assert len(items) == 8 and info["truncated"] is False
+    for it in items:
+        assert set(it) <= set(log.SCAN_FIELDS) and "user_id" not in it and "event_id" not in it
+    assert sorted(i["method"] for i in items).count("llm") == 3
+    assert {i.get("llm_usd") for i in items} == {None, 0.002}
+    few, info = log.scan_since(before, max_items=3)
+    assert len(few) == 3 and info["truncated"] is True
+    assert log.scan_since(later, max_items=10)[0] == []
+
+
+# ----------------------------------------------------------------------------- usage ledger
+
+
+def test_usage_ledger_sums_per_user_and_globally(stores):
+    usage = stores.usage
+    usage.add("alice", usd=0.001, input_tokens=100, output_tokens=5)
+    usage.add("alice", usd=0.002, input_tokens=200, output_tokens=10)
+    usage.add("bob", usd=0.5, input_tokens=1, output_tokens=1, calls=2)
+    assert usage.spent("alice") == pytest.approx(0.003) and usage.spent("bob") == pytest.approx(0.5)
+    assert usage.spent(GLOBAL_PK) == pytest.approx(0.503) and usage.spent("carol") == 0.0
+    assert usage.spent("alice", "2000-01-01") == 0.0
+    today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    (row,) = usage.days("alice", today)
+    assert (row["day"], row["calls"], row["input_tokens"], row["output_tokens"]) == (today, 2, 300, 15)
+    assert row["usd"] == pytest.approx(0.003)
+    assert usage.days(GLOBAL_PK, today)[0]["calls"] == 4
+    assert usage.days("alice", "2999-01-01") == []
+
+
+# ----------------------------------------------------------------------------- DynamoDB internals
 
 
 def test_batch_write_retries_unprocessed_items():
@@ -44,53 +315,3 @@ def test_batch_write_retries_unprocessed_items():
 
     with pytest.raises(ServiceUnavailable):
         batch_write(Stuck(), "t", [{"PutRequest": {"Item": {"i": 1}}}], sleep=lambda s: None)
-
-
-def test_model_store_sha_checked(aws):
-    store = ModelStore(settings().model_bucket)
-    key, sha = store.put("alice", "v20260101000000-abcdef", b"onnx-bytes")
-    assert store.get(key, sha) == b"onnx-bytes"
-    with pytest.raises(ModelIntegrityError):
-        store.get(key, "0" * 64)
-    with pytest.raises(ModelIntegrityError):
-        store.get("models/alice/missing.onnx")
-
-
-def test_conditional_promote_race_has_one_winner(aws):
-    reg = Registry(settings().registry_table)
-    recs = []
-    for i in range(2):
-        v = f"v2026010100000{i}-abcdef"
-        rec = {"version": v, "s3_key": f"models/alice/{v}.onnx", "sha256": "x" * 64, "threshold": 0.8,
-               "feature_spec": 1, "labels": ["a", "b"]}
-        reg.put_version("alice", v, rec)
-        recs.append(rec)
-    results = []
-
-    def promote(rec):
-        try:
-            reg.activate("alice", rec, expected_version=None, actor="test", reason="race")
-            results.append("won")
-        except Conflict:
-            results.append("lost")
-
-    threads = [threading.Thread(target=promote, args=(r,)) for r in recs]
-    [t.start() for t in threads]
-    [t.join() for t in threads]
-    assert sorted(results) == ["lost", "won"]
-    active = reg.active("alice")
-    assert active["version"] in {r["version"] for r in recs}
-    assert len(reg.audit_trail("alice")) == 1
-
-
-def test_user_counters_and_calendars(aws):
-    from calroute.schema import CalendarInfo
-
-    users = UserRepo(settings().users_table)
-    users.bump("alice", events=5)
-    users.bump("alice", events=3, corrections=1)
-    p = users.profile("alice")
-    assert p["events_total"] == 8 and p["corrections_total"] == 1
-    users.put_calendar("alice", CalendarInfo(calendar_id="work", name="Work", description="Day job"))
-    assert [c.name for c in users.calendars("alice")] == ["Work"]
-    assert [p["user_id"] for p in users.iter_profiles()] == ["alice"]

@@ -11,7 +11,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from calroute.adapters.aws import Registry, resources_from
+from calroute import wiring
+from calroute.adapters.dynamo.registry import DynamoRegistry
 from calroute.config import settings
 from calroute.schema import parse_event
 from calroute.services import training_run
@@ -57,19 +58,19 @@ class Metrics:
 @pytest.fixture
 def world(aws):
     cfg = settings()
-    repos = resources_from(cfg)
+    repos = wiring.stores(cfg)
     return cfg, repos
 
 
 def _train_and_promote(users: list[str], cfg, repos) -> dict:
     planned = training_run.plan({"trigger": "schedule"}, repos, cfg)
-    items = repos["models"].get_json(planned["key"])
+    items = repos.models.get_json(planned["key"])
     assert sorted(i["user_id"] for i in items) == sorted(users)
     out = {}
     for it in items:
         r = training_run.train_user(it, repos, cfg)
         assert r["status"] == "candidate", r
-        rec = repos["registry"].get_version(it["user_id"], r["version"])
+        rec = repos.registry.get_version(it["user_id"], r["version"])
         ref = rec["drift_reference"]
         assert ref["n"] == 200 and set(ref["groups"]) == {"time", "shape", "tokens"}
         assert ref["labels"] == {"work": 100, "home": 100}
@@ -82,9 +83,7 @@ def _train_and_promote(users: list[str], cfg, repos) -> dict:
 
 
 def _classify(user: str, events: list, cfg) -> None:
-    from calroute.services.predict import build_predict_service
-
-    svc = build_predict_service(cfg)  # no LLM configured: the model answers or flags low confidence
+    svc = wiring.predict_service(cfg)  # no LLM configured: the model answers or flags low confidence
     for i in range(0, len(events), 50):
         results = svc.classify_events(user, events[i:i + 50])
         assert all(r["model_version"] for r in results)
@@ -94,8 +93,8 @@ def test_shifted_requests_flag_drift_and_schedule_retraining(world):
     cfg, repos = world
     for u, seed in (("stable", 1), ("shifty", 2), ("quiet", 3)):
         evs = _events(u, 100, seed)
-        repos["events"].put_events(u, evs)
-        repos["users"].bump(u, events=len(evs))
+        repos.events.put_events(u, evs)
+        repos.users.bump(u, events=len(evs))
     versions = _train_and_promote(["stable", "shifty", "quiet"], cfg, repos)
 
     _classify("stable", _events("req-s", 100, 11, labelled=False), cfg)
@@ -104,12 +103,12 @@ def test_shifted_requests_flag_drift_and_schedule_retraining(world):
     _classify("quiet", _events("req-q", 50, 13, labelled=False)[: cfg.drift_min_samples - 1], cfg)
 
     plan = training_run.plan({"trigger": "schedule"}, repos, cfg, now=datetime.now(timezone.utc) + timedelta(hours=1))
-    planned = {i["user_id"]: i["reason"] for i in repos["models"].get_json(plan["key"])}
+    planned = {i["user_id"]: i["reason"] for i in repos.models.get_json(plan["key"])}
     assert planned == {"shifty": "drift detected on the active model"}
     assert plan["drift"]["checked"] == 2 and plan["drift"]["drifted"] == 1 and plan["drift"]["insufficient"] == 1
     assert plan["drift"]["max_psi"] > 0.15
 
-    reg: Registry = repos["registry"]
+    reg: DynamoRegistry = repos.registry
     shifty, stable, quiet = reg.active("shifty"), reg.active("stable"), reg.active("quiet")
     assert shifty["drifted"] is True and shifty["drift"]["max"] > 0.15 and shifty["drift"]["n"] == 200
     assert shifty["drift"]["version"] == versions["shifty"] and shifty["drift_at"]
@@ -132,7 +131,7 @@ def test_shifted_requests_flag_drift_and_schedule_retraining(world):
 
     # retrained on the new data and promoted: the new ACTIVE carries no flag, the policy is satisfied
     new = _events("new", 100, 5, shifted=True)
-    repos["events"].put_events("shifty", [e.model_copy(update={"calendar_id": "home" if i % 2 else "work"})
+    repos.events.put_events("shifty", [e.model_copy(update={"calendar_id": "home" if i % 2 else "work"})
                                           for i, e in enumerate(new)])
     r = training_run.train_user({"user_id": "shifty", "run_id": plan["run_id"]}, repos, cfg)
     r = training_run.promote(training_run.validate(r, repos, cfg), repos, cfg)
@@ -140,16 +139,16 @@ def test_shifted_requests_flag_drift_and_schedule_retraining(world):
     if r["status"] == "promoted":
         assert "drifted" not in reg.active("shifty")
     plan2 = training_run.plan({"trigger": "schedule"}, repos, cfg)
-    assert "shifty" not in {i["user_id"] for i in repos["models"].get_json(plan2["key"])}
+    assert "shifty" not in {i["user_id"] for i in repos.models.get_json(plan2["key"])}
 
 
 def test_a_stale_report_is_not_written_over_a_newer_model(world):
     cfg, repos = world
     evs = _events("u", 100, 4)
-    repos["events"].put_events("u", evs)
-    repos["users"].bump("u", events=len(evs))
+    repos.events.put_events("u", evs)
+    repos.users.bump("u", events=len(evs))
     v1 = _train_and_promote(["u"], cfg, repos)["u"]
-    reg: Registry = repos["registry"]
+    reg: DynamoRegistry = repos.registry
     assert reg.mark_drift("u", "v20000101000000-000000", {"drifted": True, "max": 0.9}, at="x") is False
     assert "drifted" not in reg.active("u")
     assert reg.mark_drift("u", v1, {"drifted": False, "max": 0.01}, at="t") is True

@@ -10,11 +10,14 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from calroute.adapters.aws import EventRepo, PredictionLog, UserRepo
+from calroute import wiring
+from calroute.adapters.dynamo import base as dynamo_base
+from calroute.adapters.dynamo.events import DynamoEventStore
 from calroute.config import Settings, settings
 from calroute.errors import ServiceUnavailable
 from calroute.services import ingest as svc
 from support.apigw import LambdaContext, call, http_event
+from support.handlers import fresh_services
 
 from conftest import load_handler
 
@@ -29,18 +32,15 @@ def ev(i: int, cal: str = "work", **kw) -> dict:
 
 
 @pytest.fixture
-def app(aws):
+def app(aws, monkeypatch):
     mod = load_handler("ingest")
-    mod._repos = None  # adapters bound to this test's moto
-    yield mod
-    mod._repos = None
+    fresh_services(monkeypatch, mod)  # adapters bound to this test's moto
+    return mod
 
 
 @pytest.fixture
 def repos(aws):
-    cfg = settings()
-    return {"events": EventRepo(cfg.events_table), "users": UserRepo(cfg.users_table),
-            "predictions": PredictionLog(cfg.predictions_table)}
+    return wiring.stores(settings())
 
 
 def post_events(app, events, user=U, **kw):
@@ -58,9 +58,9 @@ def test_ingest_is_idempotent(app, repos):
     assert sorted(body["calendars_added"]) == ["home", "work"]
     status, _, body = post_events(app, batch)
     assert status == 200 and body == {"upserted": 31, "new": 0, "calendars_added": []}
-    assert repos["events"].count_events(U) == 31
-    assert repos["users"].profile(U)["events_total"] == 31  # re-post not double-counted
-    stored = repos["events"].get_event(U, "e100")
+    assert repos.events.count_events(U) == 31
+    assert repos.users.profile(U)["events_total"] == 31  # re-post not double-counted
+    stored = repos.events.get_event(U, "e100")
     assert stored.calendar_id == "home" and stored.summary == "Meeting 100"
 
 
@@ -70,7 +70,7 @@ def test_google_form_is_accepted(app, repos):
          "status": "confirmed"}
     status, _, body = post_events(app, [g])
     assert status == 200 and body["upserted"] == 1
-    assert repos["events"].get_event(U, "g1").start.utcoffset().total_seconds() == 3600
+    assert repos.events.get_event(U, "g1").start.utcoffset().total_seconds() == 3600
 
 
 @pytest.mark.parametrize("bad,field", [
@@ -87,9 +87,9 @@ def test_one_bad_event_means_nothing_is_written(app, repos, bad, field):
     assert 400 <= status < 500, body
     assert set(body) >= {"error", "message"}
     assert body["field"] == field
-    assert repos["events"].count_events(U) == 0
-    assert repos["users"].profile(U) == {}
-    assert repos["users"].calendars(U) == []
+    assert repos.events.count_events(U) == 0
+    assert repos.users.profile(U) == {}
+    assert repos.users.calendars(U) == []
 
 
 def test_batch_limit_is_413_naming_the_field(app, repos, monkeypatch):
@@ -97,7 +97,7 @@ def test_batch_limit_is_413_naming_the_field(app, repos, monkeypatch):
     settings.cache_clear()
     status, _, body = post_events(app, [ev(i) for i in range(6)])
     assert status == 413 and body["field"] == "events" and "INGEST_MAX_EVENTS" in body["message"]
-    assert repos["events"].count_events(U) == 0
+    assert repos.events.count_events(U) == 0
     status, _, body = post_events(app, [ev(i) for i in range(5)])
     assert status == 200 and body["upserted"] == 5
 
@@ -127,12 +127,12 @@ def test_sample_events_for_sam_local_invoke(app, repos):
         resp = app.lambda_handler(event, Ctx())
         assert resp["statusCode"] == 200, (name, resp["body"])
         out[name] = json.loads(resp["body"])
-    assert repos["events"].get_event("demo", "evt-2").calendar_id == "health"
+    assert repos.events.get_event("demo", "evt-2").calendar_id == "health"
     # the weekly series (8) is inside the import window until 2028; the single event always counts
     assert out["import"]["vevents"] == 2 and out["import"]["events"] in (9, 1)
     assert out["import_base64"]["events"] == 21
-    assert repos["events"].count_events("demo") == 3 + out["import"]["events"] + 21
-    assert {c.calendar_id: c.name for c in repos["users"].calendars("demo")}["gym"] == "Gym"
+    assert repos.events.count_events("demo") == 3 + out["import"]["events"] + 21
+    assert {c.calendar_id: c.name for c in repos.users.calendars("demo")}["gym"] == "Gym"
 
 
 def test_invalid_user_id_in_path_is_4xx(app):
@@ -144,7 +144,7 @@ def test_storage_throttling_is_503_with_retry_after(app, monkeypatch):
     def throttled(self, *a, **kw):
         raise ServiceUnavailable("storage is throttling writes; retry the request", retry_after=2)
 
-    monkeypatch.setattr(EventRepo, "put_events", throttled)
+    monkeypatch.setattr(DynamoEventStore, "put_events", throttled)
     status, headers, body = post_events(app, [ev(0)])
     assert status == 503 and headers["retry-after"] == "2" and body["error"] == "unavailable"
 
@@ -152,11 +152,21 @@ def test_storage_throttling_is_503_with_retry_after(app, monkeypatch):
 def test_throttle_client_error_from_a_single_call_is_503(app, repos, monkeypatch):
     post_events(app, [ev(0)])
 
-    def throttled(self, *a, **kw):
-        raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow"}},
-                          "GetItem")
+    class ThrottledTable:
+        """A table whose GetItem raises what boto3 raises once its retries are spent."""
 
-    monkeypatch.setattr(EventRepo, "get_event", throttled)
+        def __init__(self, table):
+            self.table = table
+
+        def get_item(self, **kw):
+            raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow"}},
+                              "GetItem")
+
+        def __getattr__(self, name):
+            return getattr(self.table, name)
+
+    real_table = dynamo_base.Tables.table
+    monkeypatch.setattr(dynamo_base.Tables, "table", lambda self, name: ThrottledTable(real_table(self, name)))
     status, headers, body = call(app.lambda_handler, "POST", f"/v1/users/{U}/events/e0/correction",
                                  body={"calendar_id": "home"})
     assert status == 503 and "retry-after" in headers
@@ -167,7 +177,7 @@ def test_throttle_client_error_from_a_single_call_is_503(app, repos, monkeypatch
 
 def test_correction_relabels_and_records_the_prediction(app, repos):
     post_events(app, [ev(1), ev(2)])
-    repos["predictions"].put_many(U, [{"event_id": "e1", "calendar_id": "work", "method": "ml",
+    repos.predictions.put_many(U, [{"event_id": "e1", "calendar_id": "work", "method": "ml",
                                        "model_version": "v20250101000000-abcdef", "confidence": 0.91}])
     status, _, body = call(app.lambda_handler, "POST", f"/v1/users/{U}/events/e1/correction",
                            body={"calendar_id": "home"})
@@ -176,14 +186,14 @@ def test_correction_relabels_and_records_the_prediction(app, repos):
     assert body["predicted_calendar"] == "work" and body["predicted_method"] == "ml"
     assert body["predicted_model_version"] == "v20250101000000-abcdef"
     assert body["was_correct"] is False and body["changed"] is True
-    assert repos["events"].get_event(U, "e1").calendar_id == "home"
-    assert repos["predictions"].get(U, "e1")["was_correct"] is False
-    assert repos["users"].profile(U)["corrections_total"] == 1
-    corr = repos["users"].table.query(
+    assert repos.events.get_event(U, "e1").calendar_id == "home"
+    assert repos.predictions.get(U, "e1")["was_correct"] is False
+    assert repos.users.profile(U)["corrections_total"] == 1
+    corr = repos.users.table.query(
         KeyConditionExpression="user_id = :u AND begins_with(sk, :p)",
         ExpressionAttributeValues={":u": U, ":p": "CORR#"})["Items"]
     assert len(corr) == 1 and corr[0]["to_calendar"] == "home" and corr[0]["predicted_calendar"] == "work"
-    assert "home" in {c.calendar_id for c in repos["users"].calendars(U)}
+    assert "home" in {c.calendar_id for c in repos.users.calendars(U)}
 
 
 def test_correction_without_logged_prediction_and_unchanged_label(app, repos):
@@ -191,7 +201,7 @@ def test_correction_without_logged_prediction_and_unchanged_label(app, repos):
     status, _, body = call(app.lambda_handler, "POST", f"/v1/users/{U}/events/e1/correction",
                            body={"calendar_id": "work"})
     assert status == 200 and body["changed"] is False and body.get("predicted_calendar") is None
-    assert repos["users"].profile(U).get("corrections_total", 0) == 0
+    assert repos.users.profile(U).get("corrections_total", 0) == 0
 
 
 def test_correction_of_unknown_event_is_404(app):
@@ -217,7 +227,7 @@ def test_put_calendar(app, repos):
                                       "description": "Meetings, reviews, 1:1s"}
     status, _, body = call(app.lambda_handler, "PUT", f"/v1/users/{U}/calendars/work", body={"name": "Job"})
     assert status == 200
-    cals = repos["users"].calendars(U)
+    cals = repos.users.calendars(U)
     assert [(c.calendar_id, c.name, c.description) for c in cals] == [("work", "Job", "")]
 
 
@@ -227,7 +237,7 @@ def test_put_calendar_bounds(app, repos):
     assert 400 <= status < 500 and body["field"] == "name"
     status, _, body = call(app.lambda_handler, "PUT", f"/v1/users/{U}/calendars/bad%20id", body={"name": "x"})
     assert 400 <= status < 500
-    assert repos["users"].calendars(U) == []
+    assert repos.users.calendars(U) == []
 
 
 # ----------------------------------------------------------------------------- ICS import
@@ -241,15 +251,15 @@ def test_import_real_calendar_over_the_api(app, repos):
     assert status == 200, body
     assert body["events"] == 21 and body["new"] == 21 and body["vevents"] == 21 and body["skipped"] == 0
     assert body["calendar_registered"] is True
-    assert repos["events"].count_events(U) == 21
-    assert {e.calendar_id for e in repos["events"].list_events(U)} == {"meetups"}
-    assert [c.calendar_id for c in repos["users"].calendars(U)] == ["meetups"]
+    assert repos.events.count_events(U) == 21
+    assert {e.calendar_id for e in repos.events.list_events(U)} == {"meetups"}
+    assert [c.calendar_id for c in repos.users.calendars(U)] == ["meetups"]
     # again, base64-encoded as API Gateway sends binary media: idempotent
     status, _, body = call(app.lambda_handler, "POST", path, raw_body=data,
                            headers={"content-type": "text/calendar"})
     assert status == 200 and body["events"] == 21 and body["new"] == 0 and body["calendar_registered"] is False
-    assert repos["events"].count_events(U) == 21
-    assert repos["users"].profile(U)["events_total"] == 21
+    assert repos.events.count_events(U) == 21
+    assert repos.users.profile(U)["events_total"] == 21
 
 
 def test_import_registers_x_wr_calname_and_keeps_user_names(repos, aws):
@@ -258,10 +268,10 @@ def test_import_registers_x_wr_calname_and_keeps_user_names(repos, aws):
     now = datetime(2025, 12, 1, tzinfo=timezone.utc)
     out = svc.import_ics(U, "hockey", data, cfg, repos, now=now)
     assert out["events"] == 32 and out["calendar_registered"]
-    assert [(c.name) for c in repos["users"].calendars(U)] == ["Swiss Hockey Men"]
+    assert [(c.name) for c in repos.users.calendars(U)] == ["Swiss Hockey Men"]
     svc.put_calendar(U, "hockey", "My hockey", "", repos)
     svc.import_ics(U, "hockey", data, cfg, repos, now=now)
-    assert [(c.name) for c in repos["users"].calendars(U)] == ["My hockey"]
+    assert [(c.name) for c in repos.users.calendars(U)] == ["My hockey"]
 
 
 def test_import_expands_recurring_series_within_the_window(repos, aws):
@@ -272,7 +282,7 @@ def test_import_expands_recurring_series_within_the_window(repos, aws):
     out = svc.import_ics("bob", "uni", data, Settings(ics_window_days_forward=1),
                          repos, now=datetime(2025, 3, 1, tzinfo=timezone.utc))
     assert 0 < out["recurring_expanded"] < 1900
-    assert repos["events"].count_events("bob") == out["events"]
+    assert repos.events.count_events("bob") == out["events"]
 
 
 @pytest.mark.parametrize("kw", [
@@ -285,7 +295,7 @@ def test_import_wrong_content_is_4xx_json(app, repos, kw):
     status, _, body = call(app.lambda_handler, "POST", f"/v1/users/{U}/calendars/meetups/import", **kw)
     assert 400 <= status < 500, body
     assert body["error"] and body["message"]
-    assert repos["events"].count_events(U) == 0
+    assert repos.events.count_events(U) == 0
 
 
 def test_import_too_large_is_413(app, monkeypatch):
@@ -323,7 +333,7 @@ def test_dev_auth_header_must_match_the_path_user(app, repos, monkeypatch):
         kw.setdefault("headers", {})["x-calroute-user"] = "mallory"
         status, _, _ = call(app.lambda_handler, method, path, **kw)
         assert status == 403, path
-    assert repos["events"].count_events(U) == 0 and repos["users"].calendars(U) == []
+    assert repos.events.count_events(U) == 0 and repos.users.calendars(U) == []
     status, _, body = post_events(app, [ev(0)], headers={"x-calroute-user": U})
     assert status == 200 and body["upserted"] == 1
 

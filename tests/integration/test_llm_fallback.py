@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from calroute.adapters.aws import EventRepo, UsageLedger, UserRepo
+from calroute.adapters.dynamo.events import DynamoEventStore
+from calroute.adapters.dynamo.usage import DynamoUsageLedger
+from calroute.adapters.dynamo.users import DynamoUserStore
 from calroute.adapters.invoke import CallableInvoker, LambdaInvoker
 from calroute.config import settings
 from calroute.schema import CalendarInfo, parse_event
@@ -28,7 +30,7 @@ class Ctx:
 @pytest.fixture
 def fallback(aws, fake_llm):
     cfg = settings()
-    users, events = UserRepo(cfg.users_table), EventRepo(cfg.events_table)
+    users, events = DynamoUserStore(cfg.users_table), DynamoEventStore(cfg.events_table)
     users.put_calendar("demo", CalendarInfo(calendar_id="work", name="Work", description="Acme Corp job"))
     users.put_calendar("demo", CalendarInfo(calendar_id="home", name="Home"))
     users.put_calendar("mallory", CalendarInfo(calendar_id="mallory-cal", name="Mallory's"))
@@ -39,9 +41,9 @@ def fallback(aws, fake_llm):
     events.put_events("mallory", [parse_event({"event_id": "m1", "summary": "Quarterly sync Acme secret",
                                                "start": "2026-02-02T10:00:00Z", "calendar_id": "mallory-cal"})])
     mod = load_handler("llm_fallback")
-    mod._service = None
+    mod.service.cache_clear()  # a service bound to this test's moto and fake LLM
     yield mod
-    mod._service = None
+    mod.service.cache_clear()
 
 
 def sample():
@@ -60,7 +62,7 @@ def test_answers_with_similar_events_of_the_caller_only(fallback, fake_llm):
     assert "Quarterly sync Acme" in prompt and "Acme quarterly planning" in prompt  # similar labelled events
     assert "mallory" not in prompt.lower() and "secret" not in prompt
     assert "Acme Corp job" in prompt  # calendar description
-    ledger = UsageLedger(settings().usage_table)
+    ledger = DynamoUsageLedger(settings().usage_table)
     assert ledger.spent("demo") == pytest.approx(out["usd"]) and ledger.spent("_global") == pytest.approx(out["usd"])
 
 
@@ -77,7 +79,7 @@ def test_faults_are_error_answers_not_exceptions(fallback, fake_llm, monkeypatch
 def test_user_budget_skips_the_call(fallback, fake_llm, monkeypatch):
     monkeypatch.setenv("LLM_USER_DAILY_BUDGET_USD", "0.001")
     settings.cache_clear()
-    UsageLedger(settings().usage_table).add("demo", usd=0.002, input_tokens=10, output_tokens=1)
+    DynamoUsageLedger(settings().usage_table).add("demo", usd=0.002, input_tokens=10, output_tokens=1)
     out = fallback.lambda_handler(sample(), Ctx())
     assert out["error"] == "budget" and fake_llm.requests == []
 

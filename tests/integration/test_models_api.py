@@ -8,8 +8,10 @@ import json
 
 import pytest
 
-from calroute.adapters.aws import Registry, resources_from
+from calroute import wiring
+from calroute.adapters.dynamo.registry import DynamoRegistry
 from calroute.config import settings
+from support.handlers import fresh_services
 from support.models import install_model, make_events, version
 
 
@@ -19,15 +21,15 @@ def api(models_api):
 
 
 def _seed(user, calendars=("home", "work"), per_calendar=30):
-    repos = resources_from(settings())
+    repos = wiring.stores(settings())
     events = make_events(calendars, per_calendar)
-    repos["events"].put_events(user, events)
-    repos["users"].bump(user, events=len(events))
+    repos.events.put_events(user, events)
+    repos.users.bump(user, events=len(events))
 
 
 def _validated(user, n, calendars=("home", "work")):
     rec = install_model(user, calendars=calendars, n=n, activate=False)
-    Registry(settings().registry_table).set_status(user, rec["version"], "validated", "parity ok", validated=True,
+    DynamoRegistry(settings().registry_table).set_status(user, rec["version"], "validated", "parity ok", validated=True,
                                                    metrics={"holdout_accuracy": 0.9})
     return rec
 
@@ -46,7 +48,7 @@ def test_status_explains_gates_and_policy(api):
     assert body["labelled_events"] == 60 and body["events_total"] == 60
 
     rec = install_model("alice", calendars=("home", "work"), profiles={"work": {"n": 30}})
-    Registry(settings().registry_table).set_status("alice", rec["version"], "active", "",
+    DynamoRegistry(settings().registry_table).set_status("alice", rec["version"], "active", "",
                                                    events_total_at_training=10, metrics={"holdout_accuracy": 0.97})
     _, _, body = api("GET", "/v1/users/alice/model")
     assert body["status"] == "active" and body["active_version"] == rec["version"]
@@ -75,7 +77,7 @@ def test_train_starts_a_one_user_execution(api, monkeypatch, fresh_settings):
                                    definition=json.dumps({"StartAt": "A", "States": {"A": {"Type": "Succeed"}}})
                                    )["stateMachineArn"]
     monkeypatch.setenv("STATE_MACHINE_ARN", arn)
-    monkeypatch.setattr(api.mod, "_service", None)
+    fresh_services(monkeypatch, api.mod)
     fresh_settings.cache_clear()
     status, _, body = api("POST", "/v1/users/alice/train")
     assert status == 202, body
@@ -104,7 +106,7 @@ def test_promote_and_rollback_are_conditional_and_audited(api):
 
     status, _, body = api("POST", "/v1/users/alice/models/rollback", body={"reason": "complaints"})
     assert status == 200 and body["active_version"] == v1["version"] and body["rolled_back_from"] == v2["version"]
-    reg = Registry(settings().registry_table)
+    reg = DynamoRegistry(settings().registry_table)
     assert reg.get_version("alice", v2["version"])["status"] == "rolled_back"
     rb = [a for a in reg.audit_trail("alice") if a["action"] == "rollback"]
     assert rb and rb[0]["from_version"] == v2["version"] and rb[0]["to_version"] == v1["version"]
@@ -131,7 +133,7 @@ def test_promote_loses_a_race_with_409_and_no_lost_update(api, monkeypatch):
     v1 = install_model("alice", calendars=("home", "work"), n=1)
     v2 = _validated("alice", 2)
     v3 = install_model("alice", calendars=("home", "work"), n=3)  # a training run promoted v3 meanwhile
-    real_active = Registry.active
+    real_active = DynamoRegistry.active
     stale = {"done": False}
 
     def stale_active(self, user_id, consistent=False):
@@ -140,16 +142,16 @@ def test_promote_loses_a_race_with_409_and_no_lost_update(api, monkeypatch):
             return {**real_active(self, user_id, consistent), "version": v1["version"]}
         return real_active(self, user_id, consistent)
 
-    monkeypatch.setattr(Registry, "active", stale_active)
+    monkeypatch.setattr(DynamoRegistry, "active", stale_active)
     status, _, body = api("POST", f"/v1/users/alice/models/{v2['version']}/promote", body={"reason": "x"})
     assert status == 409 and body["error"] == "active_changed"
-    assert real_active(Registry(settings().registry_table), "alice")["version"] == v3["version"]
+    assert real_active(DynamoRegistry(settings().registry_table), "alice")["version"] == v3["version"]
 
 
 def test_promote_refuses_a_version_whose_model_object_is_gone(api):
     install_model("alice", calendars=("home", "work"), n=1)
     v2 = _validated("alice", 2)
-    resources_from(settings())["models"].delete(v2["s3_key"])
+    wiring.stores(settings()).models.delete(v2["s3_key"])
     status, _, body = api("POST", f"/v1/users/alice/models/{v2['version']}/promote")
     assert status == 409 and body["error"] == "model_unavailable"
 

@@ -16,10 +16,14 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from calroute.adapters.aws import PredictionLog, Registry, UsageLedger
+from calroute.adapters.dynamo.predictions import DynamoPredictionLog
+from calroute.adapters.dynamo.registry import DynamoRegistry
+from calroute.adapters.dynamo.usage import DynamoUsageLedger
 from calroute.config import settings
 from calroute.local.template import ROOT, _Tag, load_template
 from support.apigw import call
+from support.fakes import fake_stores
+from support.handlers import fresh_services
 from support.models import install_model
 
 from conftest import load_handler
@@ -34,7 +38,7 @@ CODE_DIRS = (ROOT / "layers" / "core" / "calroute", ROOT / "functions")
 
 def _validated(user, n):
     rec = install_model(user, calendars=("home", "work"), n=n, activate=False)
-    Registry(settings().registry_table).set_status(user, rec["version"], "validated", "parity ok", validated=True)
+    DynamoRegistry(settings().registry_table).set_status(user, rec["version"], "validated", "parity ok", validated=True)
     return rec
 
 
@@ -71,7 +75,7 @@ def test_rollback_without_reason_is_audited_with_a_default(models_api):
     v2 = _validated("alice", 2)
     assert models_api("POST", f"/v1/users/alice/models/{v2['version']}/promote")[0] == 200
     assert models_api("POST", "/v1/users/alice/models/rollback")[0] == 200
-    trail = Registry(settings().registry_table).audit_trail("alice")
+    trail = DynamoRegistry(settings().registry_table).audit_trail("alice")
     rb = [a for a in trail if a["action"] == "rollback"]
     assert rb and rb[0]["reason"] == "rollback" and rb[0]["actor"] == "dev:alice" and rb[0]["at"]
 
@@ -80,23 +84,23 @@ def test_a_lost_race_is_refused_and_audited(models_api, monkeypatch):
     v1 = install_model("alice", calendars=("home", "work"), n=1)
     v2 = _validated("alice", 2)
     v3 = _validated("alice", 3)
-    real_active = Registry.active
+    real_active = DynamoRegistry.active
 
     def stale(self, user_id, consistent=False):  # the operator read ACTIVE before a training run moved it
         item = real_active(self, user_id, consistent)
         return {**item, "version": v1["version"]} if item else item
 
     assert models_api("POST", f"/v1/users/alice/models/{v2['version']}/promote")[0] == 200
-    monkeypatch.setattr(Registry, "active", stale)
+    monkeypatch.setattr(DynamoRegistry, "active", stale)
     status, _, body = models_api("POST", f"/v1/users/alice/models/{v3['version']}/promote",
                                  body={"reason": "try v3"}, user="alice")
     assert status == 409 and body["error"] == "active_changed"
-    monkeypatch.setattr(Registry, "active", real_active)
-    trail = Registry(settings().registry_table).audit_trail("alice")
+    monkeypatch.setattr(DynamoRegistry, "active", real_active)
+    trail = DynamoRegistry(settings().registry_table).audit_trail("alice")
     lost = [a for a in trail if a["action"] == "manual_promote_conflict"]
     assert lost and lost[0]["actor"] == "dev:alice" and lost[0]["reason"] == "try v3"
     assert lost[0]["version"] == v3["version"] and lost[0]["expected_version"] == v1["version"]
-    assert Registry(settings().registry_table).active("alice")["version"] == v2["version"]  # no lost update
+    assert DynamoRegistry(settings().registry_table).active("alice")["version"] == v2["version"]  # no lost update
 
 
 # ------------------------------------------------------------------------------------------ alarms, dashboard
@@ -238,7 +242,7 @@ def test_emitted_dimensions_match_what_alarms_query(monkeypatch):
     from aws_lambda_powertools import Metrics
 
     from calroute.services import training_run
-    from calroute.services.predict import EmfSink
+    from calroute.adapters.emf import EmfSink
 
     monkeypatch.delenv("POWERTOOLS_METRICS_DISABLED", raising=False)
     alarm_dims = {}
@@ -257,16 +261,13 @@ def test_emitted_dimensions_match_what_alarms_query(monkeypatch):
         sink.add_metric("LlmCostUsd", "None", 0.001)
         m.flush_metrics()
 
-        class Repos(dict):
-            pass
-
         class Reg:
             def put_run(self, run_id, record):
                 pass
 
         run = {"run_id": "r1", "results": [{"status": "failed", "user_id": "u1"}], "count": 1,
                "drift": {"checked": 2, "drifted": 1, "max_psi": 0.4}}
-        training_run.summarize(run, Repos(registry=Reg()), settings(), metrics=m)
+        training_run.summarize(run, fake_stores(registry=Reg()), settings(), metrics=m)
         m.flush_metrics()
     docs = _emf_docs(buf.getvalue())
     seen = {}
@@ -288,7 +289,7 @@ def test_plan_may_write_only_the_drift_attributes_of_the_registry():
         "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"}]
     assert len(writes) == 1 and writes[0]["Action"] == "dynamodb:UpdateItem"
     attrs = set(writes[0]["Condition"]["ForAllValues:StringEquals"]["dynamodb:Attributes"])
-    assert set(Registry.DRIFT_ATTRIBUTES) <= attrs <= set(Registry.DRIFT_ATTRIBUTES) | {"user_id", "sk", "version"}
+    assert set(DynamoRegistry.DRIFT_ATTRIBUTES) <= attrs <= set(DynamoRegistry.DRIFT_ATTRIBUTES) | {"user_id", "sk", "version"}
     reads = {a for s in sts if _plain(s["Resource"]) == ["GetAtt", "PredictionsTable.Arn"] for a in (
         s["Action"] if isinstance(s["Action"], list) else [s["Action"]])}
     assert reads == {"dynamodb:Query"}
@@ -299,7 +300,7 @@ NOW = datetime.now(timezone.utc)
 
 
 def _log(user: str, rows: list[dict]) -> None:
-    log = PredictionLog(settings().predictions_table)
+    log = DynamoPredictionLog(settings().predictions_table)
     log.put_many(user, [{"event_id": f"{user}-{i}", **r} for i, r in enumerate(rows)])
 
 
@@ -320,7 +321,7 @@ def stats_api(aws, monkeypatch, fresh_settings):
     monkeypatch.setenv("AUTH_MODE", "dev")
     monkeypatch.setenv("OPERATOR_IDS", "ops-1")
     mod = load_handler("stats")
-    monkeypatch.setattr(mod, "_service", None)
+    fresh_services(monkeypatch, mod)
     fresh_settings.cache_clear()
 
     def request(path, user="ops-1", **kw):
@@ -337,7 +338,7 @@ def test_global_stats_ml_share_histogram_spend_and_savings(stats_api):
     _log("bob", [_row("ml", conf=0.99, latency=5.0, correct=False), _row("llm_only", latency=500.0, usd=0.004),
                  _row("ml", conf=0.96, latency=5.0, age_days=3)])
     _log("carol", [_row("ml", conf=0.99, age_days=30)])  # outside every window
-    UsageLedger(settings().usage_table).add("alice", usd=0.002, input_tokens=1000, output_tokens=20)
+    DynamoUsageLedger(settings().usage_table).add("alice", usd=0.002, input_tokens=1000, output_tokens=20)
     status, _, body = stats_api("/v1/stats", query={"days": "1"})
     assert status == 200, body
     assert body["requests"] == 6 and body["scan"]["days"] == 1 and body["scan"]["truncated"] is False
@@ -361,7 +362,7 @@ def test_global_stats_ml_share_histogram_spend_and_savings(stats_api):
 def test_global_stats_are_bounded_and_say_so(stats_api, monkeypatch, fresh_settings):
     _log("alice", [_row("ml", conf=0.99) for _ in range(130)])
     monkeypatch.setenv("STATS_MAX_ITEMS", "100")
-    monkeypatch.setattr(stats_api.mod, "_service", None)
+    fresh_services(monkeypatch, stats_api.mod)
     fresh_settings.cache_clear()
     status, _, body = stats_api("/v1/stats")
     assert status == 200 and body["requests"] == 100
@@ -378,7 +379,7 @@ def test_operator_endpoints_refuse_users(stats_api):
 
 def test_experiment_report_compares_the_arms(stats_api, monkeypatch, fresh_settings):
     monkeypatch.setenv("EXPERIMENT_CONTROL_PERCENT", "50")
-    monkeypatch.setattr(stats_api.mod, "_service", None)
+    fresh_services(monkeypatch, stats_api.mod)
     fresh_settings.cache_clear()
     control = [_row("llm_only", cohort="control", latency=600.0 + i, usd=0.001, correct=i % 10 != 0)
                for i in range(60)]

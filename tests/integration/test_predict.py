@@ -5,12 +5,15 @@ import json
 
 import pytest
 
-from calroute.adapters.aws import PredictionLog, UsageLedger, UserRepo
+from calroute.adapters.dynamo.predictions import DynamoPredictionLog
+from calroute.adapters.dynamo.usage import DynamoUsageLedger
+from calroute.adapters.dynamo.users import DynamoUserStore
 from calroute.config import settings
 from calroute.runtime import OnnxModel
 from calroute.schema import CalendarInfo
 from conftest import load_handler
 from support.fake_llm import answer, enum_of, fake_llm, garbage, prompt_of, slow, status, unknown  # noqa: F401
+from support.handlers import current, fresh_services
 from support.models import install_model, version
 
 CONFIDENT = {"event_id": "e-conf", "summary": "Sprint standup", "start": "2026-03-03T10:00:00Z"}
@@ -39,7 +42,7 @@ def http(path, body, method="POST", raw=None):
 @pytest.fixture
 def predict(aws, monkeypatch):
     mod = load_handler("predict")
-    mod._service = None
+    fresh_services(monkeypatch, mod)
     settings.cache_clear()
 
     def call(user, body=None, batch=False, raw=None):
@@ -53,15 +56,15 @@ def predict(aws, monkeypatch):
         return resp["statusCode"], doc
 
     call.mod = mod
-    yield call
-    mod._service = None
+    call.service = lambda: current(mod)
+    return call
 
 
 @pytest.fixture
 def with_llm(fake_llm, monkeypatch):
     monkeypatch.setenv("LAMBDA_INVOKE_MODE", "inprocess")
     settings.cache_clear()
-    users = UserRepo(settings().users_table)
+    users = DynamoUserStore(settings().users_table)
     for c in (CalendarInfo(calendar_id="work", name="Work"), CalendarInfo(calendar_id="home", name="Home")):
         users.put_calendar("alice", c)
     users.put_calendar("bob", CalendarInfo(calendar_id="bob-private", name="Bob's secret club"))
@@ -93,7 +96,7 @@ def test_confident_is_ml_without_llm_call_and_is_logged(predict, with_llm, capsy
     assert body["alternatives"][0]["calendar_id"] == "work" and len(body["alternatives"]) == 2
     assert body["event_id"] == "e-conf" and body["latency_ms"] > 0
     assert with_llm.requests == []
-    item = PredictionLog(settings().predictions_table).get("alice", "e-conf")
+    item = DynamoPredictionLog(settings().predictions_table).get("alice", "e-conf")
     assert item["method"] == "ml" and item["calendar_id"] == "work" and item["model_version"] == version(1)
     assert item["expires_at"] > 0 and item["cohort"] == "treatment" and "drift" in item
     out = capsys.readouterr().out
@@ -114,14 +117,14 @@ def test_unsure_calls_llm_once_with_only_the_callers_calendars(predict, with_llm
     assert enum_of(req) == ["home", "work"]
     assert "bob-private" not in json.dumps(req) and "secret club" not in prompt_of(req)
     assert '"calendar_id": "work"' in prompt_of(req)  # the model's candidates are in the prompt
-    assert UsageLedger(settings().usage_table).spent("alice") > 0
+    assert DynamoUsageLedger(settings().usage_table).spent("alice") > 0
 
 
 def test_generated_event_id_is_returned_and_logged(predict, with_llm):
     install_model("alice")
     code, body = predict("alice", {"event": {"summary": "Sprint standup", "start": "2026-03-03T10:00:00Z"}})
     assert code == 200 and body["event_id"].startswith("p-")
-    assert PredictionLog(settings().predictions_table).get("alice", body["event_id"])["method"] == "ml"
+    assert DynamoPredictionLog(settings().predictions_table).get("alice", body["event_id"])["method"] == "ml"
 
 
 @pytest.mark.parametrize("behaviour,reason", [(unknown("evil"), "llm_invalid_answer"),
@@ -143,7 +146,7 @@ def test_llm_faults_fall_back_to_low_confidence(predict, with_llm, monkeypatch, 
 
 def test_budget_spent_means_no_llm_call(predict, with_llm):
     install_model("alice")
-    UsageLedger(settings().usage_table).add("alice", usd=1.0, input_tokens=1, output_tokens=1)
+    DynamoUsageLedger(settings().usage_table).add("alice", usd=1.0, input_tokens=1, output_tokens=1)
     code, body = predict("alice", {"event": UNSURE})
     assert code == 200 and body["method"] == "ml_low_confidence" and body["reason"] == "budget"
     assert with_llm.requests == []
@@ -186,7 +189,7 @@ def test_unconfigured_fallback_function_is_not_invoked_again(predict):
 
     calls = []
     predict("alice", {"event": CONFIDENT})  # builds the service
-    svc = predict.mod.service()
+    svc = predict.service()
     svc.invoker = CallableInvoker(lambda payload: calls.append(payload) or
                                   {"error": "not_configured", "message": "no LLM endpoint is configured"})
     svc._llm_off_until = float("-inf")
@@ -208,7 +211,8 @@ def test_control_cohort_is_llm_only(predict, with_llm, monkeypatch):
 
 @pytest.mark.parametrize("breakage", ["sha", "missing", "spec"])
 def test_broken_model_is_not_used(predict, with_llm, capsys, breakage):
-    from calroute.adapters.aws import ModelStore, Registry
+    from calroute.adapters.dynamo.registry import DynamoRegistry
+    from calroute.adapters.s3_models import S3ModelBlobs
     from support.models import build_onnx
 
     cfg = settings()
@@ -217,22 +221,23 @@ def test_broken_model_is_not_used(predict, with_llm, capsys, breakage):
     else:
         rec = install_model("alice")
         if breakage == "missing":
-            ModelStore(cfg.model_bucket).delete(rec["s3_key"])
+            S3ModelBlobs(cfg.model_bucket).delete(rec["s3_key"])
         else:
-            ModelStore(cfg.model_bucket).put("alice", version(1), b"tampered bytes")
+            S3ModelBlobs(cfg.model_bucket).put("alice", version(1), b"tampered bytes")
     code, body = predict("alice", {"event": CONFIDENT})
     assert code == 200 and body["method"] == "llm_only" and body["model_version"] is None
     code, body = predict("alice", {"event": CONFIDENT})
     out = capsys.readouterr().out
     assert metric_total(out, "ModelLoadFailures") == 1  # negative-cached: one failure, one S3 GET
-    assert predict.mod.service().cache.load_failures == 1
+    assert predict.service().cache.load_failures == 1
 
 
 def test_active_pointing_to_deleted_version_falls_back(predict):
-    from calroute.adapters.aws import ModelStore, Registry
+    from calroute.adapters.dynamo.registry import DynamoRegistry
+    from calroute.adapters.s3_models import S3ModelBlobs
 
     rec = install_model("alice")
-    ModelStore(settings().model_bucket).delete(rec["s3_key"])
+    S3ModelBlobs(settings().model_bucket).delete(rec["s3_key"])
     code, body = predict("alice", {"event": CONFIDENT})
     assert code == 200 and body["method"] == "none" and body["reason"] == "model_unavailable+llm_not_configured"
 
@@ -241,8 +246,8 @@ def test_promotion_visible_after_revalidation_interval(predict):
     install_model("alice", n=1)
     assert predict("alice", {"event": CONFIDENT})[1]["model_version"] == version(1)
     t = [10_000.0]
-    predict.mod.service().cache.clock = lambda: t[0]
-    predict.mod.service().cache.invalidate("alice")
+    predict.service().cache.clock = lambda: t[0]
+    predict.service().cache.invalidate("alice")
     assert predict("alice", {"event": CONFIDENT})[1]["model_version"] == version(1)
     install_model("alice", n=2)
     t[0] += 30
@@ -270,7 +275,7 @@ def test_batch_of_100_runs_the_model_once(predict, with_llm, monkeypatch):
     assert methods.count("ml") == 90 and methods.count("llm") == 10
     assert [r["event_id"] for r in body["results"]] == [e["event_id"] for e in events]
     assert len(with_llm.requests) == 10
-    assert len(PredictionLog(settings().predictions_table).since("alice", "2000-01-01")) == 100
+    assert len(DynamoPredictionLog(settings().predictions_table).since("alice", "2000-01-01")) == 100
 
 
 def test_batch_limit_and_bad_items(predict):
@@ -308,17 +313,17 @@ def test_bad_input_is_4xx_json(predict, user, body, raw, status_, field):
         assert out["field"] == field
 
 
-def test_user_stats_from_log_corrections_and_ledger(predict, with_llm):
+def test_user_stats_from_log_corrections_and_ledger(predict, with_llm, monkeypatch):
     install_model("alice")
     with_llm.behave(answer("home", usage=(1000, 10)))
     events = [dict(CONFIDENT, event_id=f"c{i}") for i in range(3)] + [dict(UNSURE, event_id="u0")]
     assert predict("alice", {"events": events}, batch=True)[0] == 200
-    log = PredictionLog(settings().predictions_table)
+    log = DynamoPredictionLog(settings().predictions_table)
     log.mark("alice", "c0", "work")   # right
     log.mark("alice", "c1", "home")   # wrong
     log.mark("alice", "u0", "home")   # right (llm)
     stats = load_handler("stats")
-    stats._service = None
+    fresh_services(monkeypatch, stats)
     resp = stats.lambda_handler(http("/v1/users/alice/stats", None, method="GET", raw=""), Ctx())
     assert resp["statusCode"] == 200, resp
     body = json.loads(resp["body"])

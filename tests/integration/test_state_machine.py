@@ -18,7 +18,8 @@ import time
 
 import pytest
 
-from calroute.adapters.aws import Registry, resources_from
+from calroute import wiring
+from calroute.adapters.dynamo.registry import DynamoRegistry
 from calroute.config import settings
 from calroute.local.moto_server import free_port, run_training, start_emulator
 from support.models import build_onnx, install_model, make_events, version
@@ -35,22 +36,22 @@ def emulator(monkeypatch):
 
 
 def _seed(repos, user, events):
-    repos["events"].put_events(user, events)
-    repos["users"].bump(user, events=len(events))
+    repos.events.put_events(user, events)
+    repos.users.bump(user, events=len(events))
 
 
 def test_scheduled_run_trains_skips_and_survives_a_crash(emulator):
     cfg = settings()
-    repos = resources_from(cfg)
+    repos = wiring.stores(cfg)
     assert cfg.events_table.startswith("calroute-") and emulator.endpoint.startswith("http://127.0.0.1:")
     _seed(repos, "ana", make_events(("home", "kids", "work"), 25))         # trains
     _seed(repos, "ben", make_events(("work",), 60))                        # one calendar: gates fail
     _seed(repos, "cid", make_events(("home", "work"), 30))                 # crashes: a corrupt item
-    repos["events"].t.table(cfg.events_table).put_item(
+    repos.events.t.table(cfg.events_table).put_item(
         Item={"user_id": "cid", "event_id": "zz-corrupt", "calendar_id": "work", "data": "{not json"})
     _seed(repos, "dot", make_events(("home", "work"), 30))                 # up to date
     install_model("dot", calendars=("home", "work"))
-    repos["registry"].set_status("dot", repos["registry"].active("dot")["version"], "active", "",
+    repos.registry.set_status("dot", repos.registry.active("dot")["version"], "active", "",
                                  events_total_at_training=60, trained_at=time.strftime("%Y-%m-%dT%H:%M:%S+00:00",
                                                                                         time.gmtime()))
 
@@ -62,7 +63,7 @@ def test_scheduled_run_trains_skips_and_survives_a_crash(emulator):
 
     assert res["status"] == "SUCCEEDED", (res["error"], res["cause"])
     out = res["output"]
-    record = repos["registry"].get_run("nightly-1")
+    record = repos.registry.get_run("nightly-1")
     for r in (out, record):
         assert (r["trained"], r["skipped"], r["failed"], r["rejected"], r["conflict"]) == (1, 1, 1, 0, 0), r
         assert r["planned"] == 3 and r["not_needed"] == 1
@@ -70,11 +71,11 @@ def test_scheduled_run_trains_skips_and_survives_a_crash(emulator):
     assert record["user_ms_max"] >= record["user_ms_p50"] > 0
 
     # the trained user's model is active, stored, and points at an existing object
-    active = repos["registry"].active("ana")
+    active = repos.registry.active("ana")
     assert active is not None and active["labels"] == ["home", "kids", "work"]
-    assert repos["models"].get(active["s3_key"], active["sha256"])
-    assert repos["registry"].active("ben") is None and repos["registry"].active("cid") is None
-    assert repos["registry"].get_version("ana", active["version"])["run_id"] == "nightly-1"
+    assert repos.models.get(active["s3_key"], active["sha256"])
+    assert repos.registry.active("ben") is None and repos.registry.active("cid") is None
+    assert repos.registry.get_version("ana", active["version"])["run_id"] == "nightly-1"
 
     # the real handlers ran, through moto's Lambda invoke
     calls = [c["function"] for c in emulator.lambdas.invocations]
@@ -95,10 +96,10 @@ def test_one_run_with_a_crash_a_validate_rejection_and_a_promote_race(emulator, 
     from calroute.services import training_run
 
     cfg = settings()
-    repos = resources_from(cfg)
+    repos = wiring.stores(cfg)
     _seed(repos, "ana", make_events(("home", "work"), 30))
     _seed(repos, "cid", make_events(("home", "work"), 30))
-    repos["events"].t.table(cfg.events_table).put_item(
+    repos.events.t.table(cfg.events_table).put_item(
         Item={"user_id": "cid", "event_id": "zz-corrupt", "calendar_id": "work", "data": "{not json"})
     _seed(repos, "eve", make_events(("home", "work"), 30))
     _seed(repos, "fay", make_events(("home", "work"), 30))
@@ -109,8 +110,8 @@ def test_one_run_with_a_crash_a_validate_rejection_and_a_promote_race(emulator, 
 
     def validate_after_tamper(item, repos_, cfg_, **kw):
         if item.get("user_id") == "eve":
-            rec = repos_["registry"].get_version("eve", item["version"])
-            repos_["models"].t.s3.put_object(Bucket=repos_["models"].bucket, Key=rec["s3_key"], Body=b"not onnx")
+            rec = repos_.registry.get_version("eve", item["version"])
+            repos_.models.t.s3.put_object(Bucket=repos_.models.bucket, Key=rec["s3_key"], Body=b"not onnx")
             tampered.append(item["version"])
         return real_validate(item, repos_, cfg_, **kw)
 
@@ -119,7 +120,7 @@ def test_one_run_with_a_crash_a_validate_rejection_and_a_promote_race(emulator, 
     # Promote: another writer activates its own (stored, registered) model for fay just before each
     # of the run's conditional writes. Its models know home/kids, so they lose the champion/challenger
     # comparison on fay's home/work holdout and the second attempt reaches the write too.
-    real_activate = Registry.activate
+    real_activate = DynamoRegistry.activate
     racers = [(n, build_onnx(("home", "kids"), model_version=version(n), user="fay")) for n in (1, 2)]
     raced: list[str] = []
 
@@ -133,7 +134,7 @@ def test_one_run_with_a_crash_a_validate_rejection_and_a_promote_race(emulator, 
             raced.append(racer["version"])
         return real_activate(self, user_id, record, **kw)
 
-    monkeypatch.setattr(Registry, "activate", activate_after_a_racer)
+    monkeypatch.setattr(DynamoRegistry, "activate", activate_after_a_racer)
 
     t0 = time.perf_counter()
     res = run_training(emulator, {"trigger": "schedule"}, name="nightly-2", timeout=240)
@@ -141,7 +142,7 @@ def test_one_run_with_a_crash_a_validate_rejection_and_a_promote_race(emulator, 
           f"{len(emulator.lambdas.invocations)} lambda invocations")
 
     assert res["status"] == "SUCCEEDED", (res["error"], res["cause"])
-    record = repos["registry"].get_run("nightly-2")
+    record = repos.registry.get_run("nightly-2")
     for r in (res["output"], record):
         assert (r["trained"], r["skipped"], r["failed"], r["rejected"], r["conflict"]) == (1, 0, 1, 1, 1), r
         assert r["planned"] == 4 and r["not_needed"] == 0
@@ -151,7 +152,7 @@ def test_one_run_with_a_crash_a_validate_rejection_and_a_promote_race(emulator, 
     assert rejections["eve"]["stage"] == "validate" and "integrity" in rejections["eve"]["reason"]
     assert rejections["fay"]["stage"] == "conflict" and "concurrently" in rejections["fay"]["reason"]
 
-    reg, store = repos["registry"], repos["models"]
+    reg, store = repos.registry, repos.models
     # no ACTIVE pointer of any user points at a missing (or altered) object
     for user in ("ana", "cid", "eve", "fay"):
         active = reg.active(user, consistent=True)
@@ -184,11 +185,11 @@ def test_one_run_with_a_crash_a_validate_rejection_and_a_promote_race(emulator, 
 
 def test_one_user_api_run_and_a_failing_summarize_fails_the_run(emulator, monkeypatch):
     cfg = settings()
-    repos = resources_from(cfg)
+    repos = wiring.stores(cfg)
     res = run_training(emulator, {"trigger": "api", "user_ids": ["nobody"], "run_id": "r-api-1"}, timeout=60)
     assert res["status"] == "SUCCEEDED"
     assert (res["output"]["skipped"], res["output"]["planned"]) == (1, 1)
-    assert repos["models"].get_json("runs/r-api-1/users.json")[0]["user_id"] == "nobody"
+    assert repos.models.get_json("runs/r-api-1/users.json")[0]["user_id"] == "nobody"
 
     # Summarize is not caught: a broken run record write is a failed run (an operator must look)
     from calroute.services import training_run
@@ -205,19 +206,19 @@ def test_emulator_persists_tables_and_objects(tmp_path, monkeypatch):
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     em = start_emulator(free_port(), persist_dir=str(tmp_path), stack_name="calroute-persist-test")
     try:
-        repos = resources_from(settings())
-        repos["users"].bump("ana", events=3)
-        repos["models"].put("ana", "v20260101000000-abcdef", b"bytes")
+        repos = wiring.stores(settings())
+        repos.users.bump("ana", events=3)
+        repos.models.put("ana", "v20260101000000-abcdef", b"bytes")
     finally:
         em.stop()
     assert "AWS_ENDPOINT_URL" not in __import__("os").environ  # the environment is restored
     # the next emulator starts from an empty moto (start_emulator resets it): only the snapshot remains
     em = start_emulator(free_port(), persist_dir=str(tmp_path), stack_name="calroute-persist-test")
     try:
-        repos = resources_from(settings())
-        assert repos["users"].profile("ana")["events_total"] == 3
-        key = repos["models"].key("ana", "v20260101000000-abcdef")
-        assert repos["models"].get(key) == b"bytes"
+        repos = wiring.stores(settings())
+        assert repos.users.profile("ana")["events_total"] == 3
+        key = repos.models.key("ana", "v20260101000000-abcdef")
+        assert repos.models.get(key) == b"bytes"
     finally:
         em.stop()
 

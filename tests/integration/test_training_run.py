@@ -4,7 +4,7 @@ write under a race), summarize, and S3 failures."""
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import io
 import json
 import threading
@@ -14,53 +14,28 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from calroute import training
-from calroute.adapters.aws import ModelStore, Registry, resources_from
+from calroute import wiring
+from calroute.adapters.dynamo.registry import DynamoRegistry
+from calroute.adapters.s3_models import S3ModelBlobs
 from calroute.config import settings
 from calroute.errors import InvalidInput
-from calroute.features import featurize
 from calroute.runtime import OnnxModel
 from calroute.services import training_run as tr
-from support.models import build_onnx, install_model, make_events
+from support.models import FakeTrainer, build_onnx, install_model, make_events
 from support.models import version as model_version
 
 CALS = ("home", "kids", "work")
 
 
-class FakeTrainer:
-    """The calroute.training contract with a small, real ONNX model (fast): the real gates and
-    TrainConfig; ``holdout_accuracy`` and a probability ``perturb`` of the parity fixture chosen by
-    the test."""
-
-    TrainConfig = training.TrainConfig
-    check_gates = staticmethod(training.check_gates)
-
-    def __init__(self, holdout_accuracy: float = 1.0, perturb: float = 0.0):
-        self.holdout_accuracy, self.perturb = holdout_accuracy, perturb
-
-    def train_user_model(self, events, cfg, *, user_id, version, raise_on_parity_failure=True):
-        labels = sorted({e.calendar_id for e in events})
-        data = build_onnx(tuple(labels), per_calendar=12)
-        X = featurize(events[:20])
-        proba = OnnxModel.from_bytes(data).predict_proba(X)
-        hold = [e.event_id for e in events[-max(1, len(events) // 5):]]
-        return types.SimpleNamespace(
-            onnx_bytes=data, sha256=hashlib.sha256(data).hexdigest(), labels=labels, threshold=0.6,
-            metrics={"holdout_accuracy": self.holdout_accuracy, "n_events": len(events)}, profiles={},
-            holdout_event_ids=hold, parity={"passed": True, "max_abs_diff": 0.0, "argmax_flips": 0},
-            parity_X=X, parity_proba=proba + self.perturb, trained_at="2026-06-01T00:00:00+00:00",
-            family="logreg")
-
-
 @pytest.fixture
 def repos(aws):
-    return resources_from(settings())
+    return wiring.stores(settings())
 
 
 def seed(repos, user, calendars=CALS, per_calendar=25):
     events = make_events(calendars, per_calendar)
-    repos["events"].put_events(user, events)
-    repos["users"].bump(user, events=len(events))
+    repos.events.put_events(user, events)
+    repos.users.bump(user, events=len(events))
     return events
 
 
@@ -83,12 +58,12 @@ def test_plan_scheduled_uses_the_policy_and_writes_users_json(repos):
     seed(repos, "bob", calendars=("work",), per_calendar=5)  # 5 events: cannot train yet
     seed(repos, "carol")
     install_model("carol", calendars=CALS)  # trained just now: up to date
-    repos["registry"].set_status("carol", model_version(1), "active", "",
+    repos.registry.set_status("carol", model_version(1), "active", "",
                                  events_total_at_training=75, corrections_total_at_training=0,
                                  trained_at=datetime.now(timezone.utc).isoformat())
     out = tr.plan({"trigger": "schedule"}, repos, settings(), execution_name="exec-1")
     assert out["run_id"] == "exec-1" and out["key"] == "runs/exec-1/users.json"
-    items = repos["models"].get_json(out["key"])
+    items = repos.models.get_json(out["key"])
     assert items == [{"user_id": "alice", "run_id": "exec-1", "reason": "never trained"}]
     assert out["count"] == 1 and out["skipped_total"] == 2
     reasons = {s["user_id"]: s["reason"] for s in out["skipped"]}
@@ -96,13 +71,13 @@ def test_plan_scheduled_uses_the_policy_and_writes_users_json(repos):
 
     later = datetime.now(timezone.utc) + timedelta(days=31)
     out = tr.plan({}, repos, settings(), now=later)
-    assert {i["user_id"] for i in repos["models"].get_json(out["key"])} == {"alice", "carol"}
+    assert {i["user_id"] for i in repos.models.get_json(out["key"])} == {"alice", "carol"}
     assert out["run_id"].startswith("r") and out["trigger"] == "schedule"
 
 
 def test_plan_explicit_users_always_go_through_s3(repos):
     out = tr.plan({"trigger": "api", "user_ids": ["dave", "dave", "erin"], "run_id": "r-api-1"}, repos, settings())
-    assert repos["models"].get_json("runs/r-api-1/users.json") == [
+    assert repos.models.get_json("runs/r-api-1/users.json") == [
         {"user_id": "dave", "run_id": "r-api-1", "reason": "requested (api)"},
         {"user_id": "erin", "run_id": "r-api-1", "reason": "requested (api)"}]
     assert out["count"] == 2
@@ -119,12 +94,12 @@ def test_happy_path_with_the_real_trainer(repos):
     seed(repos, "alice")
     out = tr.train_user({"user_id": "alice", "run_id": "r1"}, repos, settings())
     assert out["status"] == "candidate" and tr.ids.VERSION_RE.fullmatch(out["version"])
-    rec = repos["registry"].get_version("alice", out["version"])
+    rec = repos.registry.get_version("alice", out["version"])
     assert rec["status"] == "candidate" and rec["events_total_at_training"] == 75
     assert rec["labels"] == list(CALS) and rec["holdout_event_ids"] and rec["profiles"]
     # the stored bytes and fixtures are what the registry says
-    data = repos["models"].get(rec["s3_key"], rec["sha256"])
-    with np.load(io.BytesIO(repos["models"].get(rec["parity_key"], rec["parity_sha256"])), allow_pickle=False) as z:
+    data = repos.models.get(rec["s3_key"], rec["sha256"])
+    with np.load(io.BytesIO(repos.models.get(rec["parity_key"], rec["parity_sha256"])), allow_pickle=False) as z:
         assert z["X"].shape[0] == z["sk_proba"].shape[0] > 0
     assert OnnxModel.from_bytes(data).labels == list(CALS)
 
@@ -132,7 +107,7 @@ def test_happy_path_with_the_real_trainer(repos):
     assert out["status"] == "valid", out
     out = tr.promote(out, repos, settings())
     assert out["status"] == "promoted" and out["previous_version"] == ""
-    active = repos["registry"].active("alice")
+    active = repos.registry.active("alice")
     assert active["version"] == rec["version"]
     # a Lambda retry of Promote after success is harmless
     assert tr.promote({**out, "status": "valid"}, repos, settings())["status"] == "promoted"
@@ -142,7 +117,7 @@ def test_gates_skip_a_user_with_too_few_events(repos):
     seed(repos, "bob", calendars=("work", "home"), per_calendar=8)
     out = tr.train_user({"user_id": "bob", "run_id": "r1"}, repos, settings(), trainer=FakeTrainer())
     assert out["status"] == "skipped" and "needs at least 50" in out["reason"]
-    assert repos["registry"].versions("bob") == []
+    assert repos.registry.versions("bob") == []
 
 
 def test_parity_gate_rejects_a_broken_candidate(repos):
@@ -151,17 +126,17 @@ def test_parity_gate_rejects_a_broken_candidate(repos):
                         trainer=FakeTrainer(perturb=0.01))  # sklearn "said" other probabilities
     out = tr.validate(out, repos, settings())
     assert out["status"] == "rejected" and "parity failed" in out["reason"]
-    rec = repos["registry"].get_version("alice", out["version"])
+    rec = repos.registry.get_version("alice", out["version"])
     assert rec["status"] == "rejected" and rec["rejected_stage"] == "validate"
     assert rec["parity"]["max_abs_diff"] > 1e-4
-    assert repos["registry"].active("alice") is None
+    assert repos.registry.active("alice") is None
 
 
 def test_validate_rejects_tampered_model_bytes(repos):
     seed(repos, "alice")
     out = tr.train_user({"user_id": "alice", "run_id": "r1"}, repos, settings(), trainer=FakeTrainer())
-    rec = repos["registry"].get_version("alice", out["version"])
-    repos["models"].t.s3.put_object(Bucket=repos["models"].bucket, Key=rec["s3_key"], Body=b"not onnx")
+    rec = repos.registry.get_version("alice", out["version"])
+    repos.models.t.s3.put_object(Bucket=repos.models.bucket, Key=rec["s3_key"], Body=b"not onnx")
     out = tr.validate(out, repos, settings())
     assert out["status"] == "rejected" and "sha256" in out["reason"]
 
@@ -172,19 +147,19 @@ def test_champion_challenger_rejects_a_worse_model(repos):
     out = run_user(repos, "alice", FakeTrainer(holdout_accuracy=0.40))
     assert out["status"] == "rejected" and out["stage"] == "champion"
     assert "worse than the active model" in out["reason"]
-    rec = repos["registry"].get_version("alice", out["version"])
+    rec = repos.registry.get_version("alice", out["version"])
     assert rec["status"] == "rejected" and rec["challenge"]["champion_accuracy"] > 0.9
-    assert repos["registry"].active("alice")["version"] == champion["version"]
+    assert repos.registry.active("alice")["version"] == champion["version"]
 
     out = run_user(repos, "alice", FakeTrainer(holdout_accuracy=1.0))
     assert out["status"] == "promoted", out
-    assert repos["registry"].active("alice")["previous_version"] == champion["version"]
+    assert repos.registry.active("alice")["previous_version"] == champion["version"]
 
 
 def _champion(repos, user, *, trained_at: str, holdout_accuracy=None):
     """An ACTIVE model that classifies CALS well, with the training time and metrics TrainUser records."""
     rec = install_model(user, calendars=CALS)
-    repos["registry"].set_status(user, rec["version"], "active", "test", trained_at=trained_at,
+    repos.registry.set_status(user, rec["version"], "active", "test", trained_at=trained_at,
                                  metrics={"holdout_accuracy": holdout_accuracy})
     return rec
 
@@ -198,14 +173,14 @@ def test_champion_is_not_scored_on_events_it_trained_on(repos):
     champion = _champion(repos, "alice", trained_at=later, holdout_accuracy=0.80)
     out = run_user(repos, "alice", FakeTrainer(holdout_accuracy=0.85))
     assert out["status"] == "promoted", out
-    assert repos["registry"].active("alice")["previous_version"] == champion["version"]
+    assert repos.registry.active("alice")["previous_version"] == champion["version"]
     assert "recorded out-of-sample" in out["reason"]
 
     seed(repos, "bob")
     _champion(repos, "bob", trained_at=later, holdout_accuracy=0.97)
     out = run_user(repos, "bob", FakeTrainer(holdout_accuracy=0.90))
     assert out["status"] == "rejected" and out["stage"] == "champion", out
-    rec = repos["registry"].get_version("bob", out["version"])
+    rec = repos.registry.get_version("bob", out["version"])
     assert rec["challenge"]["basis"] == "recorded out-of-sample holdout accuracies"
     assert rec["challenge"]["champion_rows"] == 0 and rec["challenge"]["champion_accuracy"] == 0.97
 
@@ -216,7 +191,7 @@ def test_champion_is_scored_on_the_holdout_events_newer_than_it(repos):
     _champion(repos, "alice", trained_at=earlier, holdout_accuracy=0.5)  # its record does not matter here
     out = run_user(repos, "alice", FakeTrainer(holdout_accuracy=0.40))
     assert out["status"] == "rejected" and out["stage"] == "champion", out
-    challenge = repos["registry"].get_version("alice", out["version"])["challenge"]
+    challenge = repos.registry.get_version("alice", out["version"])["challenge"]
     assert challenge["basis"] == "holdout events newer than the champion"
     assert challenge["champion_rows"] == challenge["holdout_rows"] >= settings().champion_min_rows
     assert challenge["champion_accuracy"] > 0.9
@@ -245,7 +220,7 @@ def test_racing_promotions_one_wins_no_lost_update(repos):
     barrier = threading.Barrier(2)
     first_call: set = set()
 
-    class RacingRegistry(Registry):
+    class RacingRegistry(DynamoRegistry):
         def activate(self, user_id, record, **kw):
             me = threading.get_ident()
             if me not in first_call:  # both threads read "no active model", then write together
@@ -253,7 +228,7 @@ def test_racing_promotions_one_wins_no_lost_update(repos):
                 barrier.wait(timeout=10)
             return super().activate(user_id, record, **kw)
 
-    racing = {**repos, "registry": RacingRegistry(settings().registry_table)}
+    racing = dataclasses.replace(repos, registry=RacingRegistry(settings().registry_table))
     results = {}
 
     def go(item):
@@ -263,16 +238,16 @@ def test_racing_promotions_one_wins_no_lost_update(repos):
     [t.start() for t in threads]
     [t.join(timeout=30) for t in threads]
     assert {r["status"] for r in results.values()} == {"promoted"}  # the loser re-read and won on retry
-    audit = repos["registry"].audit_trail("alice")
+    audit = repos.registry.audit_trail("alice")
     conflicts = [x for x in audit if x["action"] == "promote_conflict"]
     promotes = [x for x in audit if x["action"] == "promote"]
     assert len(conflicts) == 1 and len(promotes) == 2
     # no lost update: the second promotion replaced the first one, knowingly
-    active = repos["registry"].active("alice")
+    active = repos.registry.active("alice")
     loser = conflicts[0]["version"]
     assert active["version"] == loser and active["previous_version"] in (a["version"], b["version"])
     assert active["previous_version"] != loser
-    statuses = sorted(v["status"] for v in repos["registry"].versions("alice"))
+    statuses = sorted(v["status"] for v in repos.registry.versions("alice"))
     assert statuses == ["active", "archived"]
 
 
@@ -281,7 +256,7 @@ def test_a_promotion_that_keeps_losing_the_race_is_a_conflict(repos):
     mine = _validated(repos, "alice", FakeTrainer())
     racers = [install_model("alice", calendars=CALS, n=i, activate=False) for i in (1, 2)]
 
-    class AlwaysRaced(Registry):
+    class AlwaysRaced(DynamoRegistry):
         """Another run activates its model just before each of our conditional writes."""
 
         def activate(self, user_id, record, **kw):
@@ -292,9 +267,9 @@ def test_a_promotion_that_keeps_losing_the_race_is_a_conflict(repos):
                                  actor="other-run", reason="race")
             return super().activate(user_id, record, **kw)
 
-    out = tr.promote(mine, {**repos, "registry": AlwaysRaced(settings().registry_table)}, settings())
+    out = tr.promote(mine, dataclasses.replace(repos, registry=AlwaysRaced(settings().registry_table)), settings())
     assert out["status"] == "conflict"
-    reg = repos["registry"]
+    reg = repos.registry
     assert reg.get_version("alice", mine["version"])["status"] == "conflict"
     active = reg.active("alice")
     assert active["version"] != mine["version"]  # the racer's write was not overwritten
@@ -307,31 +282,31 @@ def test_a_promotion_that_keeps_losing_the_race_is_a_conflict(repos):
 def test_s3_failure_mid_training_leaves_no_record_and_no_orphan(repos, monkeypatch):
     seed(repos, "alice")
     champion = install_model("alice", calendars=CALS)
-    real_put = ModelStore.put
+    real_put = S3ModelBlobs.put
 
     def failing_put(self, user_id, version, data, suffix=".onnx"):
         if suffix == ".parity.npz":
             raise OSError("S3 is down")
         return real_put(self, user_id, version, data, suffix)
 
-    monkeypatch.setattr(ModelStore, "put", failing_put)
+    monkeypatch.setattr(S3ModelBlobs, "put", failing_put)
     with pytest.raises(OSError):
         tr.train_user({"user_id": "alice", "run_id": "r1"}, repos, settings(), trainer=FakeTrainer())
-    assert [v["version"] for v in repos["registry"].versions("alice")] == [champion["version"]]
-    keys = [o["Key"] for o in repos["models"].t.s3.list_objects_v2(Bucket=repos["models"].bucket,
+    assert [v["version"] for v in repos.registry.versions("alice")] == [champion["version"]]
+    keys = [o["Key"] for o in repos.models.t.s3.list_objects_v2(Bucket=repos.models.bucket,
                                                                     Prefix="models/alice/").get("Contents", [])]
     assert keys == [champion["s3_key"]]
-    assert repos["registry"].active("alice")["version"] == champion["version"]
+    assert repos.registry.active("alice")["version"] == champion["version"]
 
 
 def test_promote_never_points_active_at_a_missing_object(repos):
     seed(repos, "alice")
     out = _validated(repos, "alice", FakeTrainer())
-    rec = repos["registry"].get_version("alice", out["version"])
-    repos["models"].delete(rec["s3_key"])  # lost after validation
+    rec = repos.registry.get_version("alice", out["version"])
+    repos.models.delete(rec["s3_key"])  # lost after validation
     out = tr.promote(out, repos, settings())
     assert out["status"] == "rejected" and "missing" in out["reason"]
-    assert repos["registry"].active("alice") is None
+    assert repos.registry.active("alice") is None
 
 
 # ----------------------------------------------------------------------------- summarize
@@ -356,7 +331,7 @@ def test_summarize_counts_and_records_the_run(repos):
 
     now = datetime(2026, 6, 1, 0, 2, tzinfo=timezone.utc)
     out = tr.summarize(run, repos, settings(), now=now, metrics=Metrics())
-    stored = repos["registry"].get_run("r-sum")
+    stored = repos.registry.get_run("r-sum")
     for rec in (out, stored):
         assert (rec["trained"], rec["skipped"], rec["rejected"], rec["failed"], rec["conflict"]) == (2, 1, 1, 1, 1)
         assert rec["not_needed"] == 7 and rec["seconds"] == 120.0

@@ -113,10 +113,10 @@ def http(stack) -> Http:
 @pytest.fixture(scope="module")
 def tables(stack):
     """The stack's repositories (boto3 against the moto server), for before/after comparisons."""
-    from calroute.adapters.aws import resources_from
+    from calroute import wiring
     from calroute.config import settings
 
-    return resources_from(settings())
+    return wiring.stores(settings())
 
 
 def snapshot_user(user: str) -> dict:

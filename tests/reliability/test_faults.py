@@ -14,10 +14,14 @@ import json
 
 import pytest
 
-from calroute.adapters import aws as aws_adapters
-from calroute.adapters.aws import EventRepo, ModelStore, Registry, UserRepo
+from calroute.adapters.dynamo import base as dynamo_base
+from calroute.adapters.dynamo.events import DynamoEventStore
+from calroute.adapters.dynamo.registry import DynamoRegistry
+from calroute.adapters.dynamo.users import DynamoUserStore
+from calroute.adapters.s3_models import S3ModelBlobs
 from calroute.config import settings
 from support.apigw import call
+from support.handlers import fresh_services
 from support.models import install_model, version
 
 from conftest import load_handler
@@ -81,24 +85,24 @@ class Throttle:
 @pytest.fixture
 def ingest(aws, monkeypatch):
     mod = load_handler("ingest")
-    monkeypatch.setattr(mod, "_repos", None)
+    fresh_services(monkeypatch, mod)
     # no real waiting between the adapters' retries
-    monkeypatch.setitem(aws_adapters.batch_write.__kwdefaults__, "sleep", lambda s: None)
-    monkeypatch.setitem(EventRepo.existing_ids.__kwdefaults__, "sleep", lambda s: None)
+    monkeypatch.setitem(dynamo_base.batch_write.__kwdefaults__, "sleep", lambda s: None)
+    monkeypatch.setitem(DynamoEventStore.existing_ids.__kwdefaults__, "sleep", lambda s: None)
     return mod
 
 
 def hook(throttle: Throttle):
     import boto3
 
-    client = aws_adapters.shared_tables().ddb.meta.client
+    client = dynamo_base.shared_tables().ddb.meta.client
     throttle.client = boto3.client("dynamodb")  # low-level: takes wire-format items as they are
     client.meta.events.register(f"before-call.dynamodb.{throttle.op}", throttle)
     return lambda: client.meta.events.unregister(f"before-call.dynamodb.{throttle.op}", throttle)
 
 
 def stored(user: str) -> dict:
-    repo = EventRepo(settings().events_table)
+    repo = DynamoEventStore(settings().events_table)
     out = {}
     for item in repo.t.table(settings().events_table).query(
             KeyConditionExpression="user_id = :u", ExpressionAttributeValues={":u": user})["Items"]:
@@ -121,7 +125,7 @@ def test_throttled_writes_are_retried_and_nothing_is_lost(ingest):
     assert sorted(got) == [e["event_id"] for e in batch]
     for e in batch:  # content, not just ids
         assert got[e["event_id"]]["summary"] == e["summary"] and got[e["event_id"]]["description"] == e["description"]
-    assert UserRepo(settings().users_table).profile(U)["events_total"] == 60
+    assert DynamoUserStore(settings().users_table).profile(U)["events_total"] == 60
 
 
 def test_throttled_reads_of_existing_ids_are_retried(ingest):
@@ -153,7 +157,7 @@ def test_persistent_throttle_is_503_and_a_resend_completes_with_exact_counters(i
     assert status == 200, body
     assert len(stored(U)) == 60
     # the counter that drives retraining counts every distinct event exactly once
-    assert UserRepo(settings().users_table).profile(U)["events_total"] == 60
+    assert DynamoUserStore(settings().users_table).profile(U)["events_total"] == 60
 
 
 def test_throttled_counter_update_is_503_then_a_resend_is_exact(ingest):
@@ -172,7 +176,7 @@ def test_throttled_counter_update_is_503_then_a_resend_is_exact(ingest):
     # Known limit (docs/reliability.md): when the counter update itself keeps throttling after the
     # events were written, the resend sees them as existing and events_total under-counts that batch
     # (it only times retraining). It must never over-count.
-    assert UserRepo(settings().users_table).profile(U).get("events_total", 0) <= 5
+    assert DynamoUserStore(settings().users_table).profile(U).get("events_total", 0) <= 5
 
 
 # ----------------------------------------------------------------------------- model objects
@@ -196,15 +200,15 @@ def test_truncated_model_falls_back_with_a_metric(aws, monkeypatch, capsys, regi
     import hashlib
 
     mod = load_handler("predict")
-    monkeypatch.setattr(mod, "_service", None)
+    fresh_services(monkeypatch, mod)
     cfg = settings()
     rec = install_model("alice")
-    store = ModelStore(cfg.model_bucket)
+    store = S3ModelBlobs(cfg.model_bucket)
     data = store.get(rec["s3_key"], rec["sha256"])
     cut = data[: len(data) // 2]
     store.put("alice", version(1), cut)  # the object is replaced by its first half
     if registry_sha == "matching":  # e.g. a partial upload recorded as if complete
-        reg = Registry(cfg.registry_table)
+        reg = DynamoRegistry(cfg.registry_table)
         reg.t.table(cfg.registry_table).update_item(
             Key={"user_id": "alice", "sk": "ACTIVE"}, UpdateExpression="SET sha256 = :s",
             ExpressionAttributeValues={":s": hashlib.sha256(cut).hexdigest()})

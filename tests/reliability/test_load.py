@@ -53,7 +53,7 @@ def pct(values: list[float], p: float) -> float:
 
 
 def test_concurrent_classify_while_ingesting(stack, http):
-    from calroute.adapters.aws import EventRepo
+    from calroute.adapters.dynamo.events import DynamoEventStore
     from calroute.config import settings
     from support.models import install_model
 
@@ -89,7 +89,7 @@ def test_concurrent_classify_while_ingesting(stack, http):
     assert len(lat_classify) == n
 
     # every ingested event is readable afterwards: count and content
-    repo = EventRepo(settings().events_table)
+    repo = DynamoEventStore(settings().events_table)
     table = repo.t.table(settings().events_table)
     total = 0
     for w in range(INGESTERS):

@@ -16,6 +16,7 @@ from urllib.parse import quote
 import pytest
 
 from support.apigw import LambdaContext, http_event
+from support.handlers import fresh_services
 
 from conftest import load_handler
 from rel_support import http, snapshot_user, stack, table_counts  # noqa: F401 - fixtures
@@ -254,10 +255,7 @@ def handler_for(path: str) -> str:
 @pytest.fixture
 def handlers(aws, monkeypatch):
     mods = {n: load_handler(n) for n in ("ingest", "predict", "models")}
-    for m in mods.values():
-        for attr in ("_repos", "_service"):
-            if hasattr(m, attr):
-                monkeypatch.setattr(m, attr, None)
+    fresh_services(monkeypatch, *mods.values())
     return mods
 
 
@@ -317,14 +315,14 @@ def test_bad_inputs_through_the_handlers_are_4xx_and_write_nothing(handlers):
 
 
 def test_control_characters_are_stripped_and_unicode_kept(handlers):
-    from calroute.adapters.aws import EventRepo
+    from calroute.adapters.dynamo.events import DynamoEventStore
     from calroute.config import settings
 
     events = [ev(event_id="c1", summary="Sprint\x00\x1b[31m review\x07"),
               ev(event_id="c2", summary="Sprint \U0001F680 review"), ev(event_id="c3", summary="Cafe\u0301")]
     status, body = invoke(handlers, Case("strings", "POST", events_path(), {"events": events}))
     assert status == 200, body
-    repo = EventRepo(settings().events_table)
+    repo = DynamoEventStore(settings().events_table)
     assert repo.get_event(U, "c1").summary == "Sprint[31m review"
     assert repo.get_event(U, "c2").summary == "Sprint \U0001F680 review"
     assert repo.get_event(U, "c3").summary == "Caf\u00e9"  # NFC

@@ -3,6 +3,7 @@ np.load only with allow_pickle=False, YAML only through safe loaders, no built-i
 featurizer path."""
 
 import ast
+import os
 import re
 from pathlib import Path
 
@@ -92,6 +93,8 @@ def test_predict_path_never_imports_sklearn():
 
         pytest.skip("predict function not present")
     env = {"AWS_DEFAULT_REGION": "us-east-1", "POWERTOOLS_TRACE_DISABLED": "true", "PATH": ""}
+    if os.environ.get("PYTHONPATH"):  # the package under test, when it is not the installed one
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "", f"predict imports {out.stdout.strip()}"

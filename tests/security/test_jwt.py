@@ -20,9 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from calroute.adapters.aws import EventRepo, UserRepo
+from calroute.adapters.dynamo.events import DynamoEventStore
+from calroute.adapters.dynamo.users import DynamoUserStore
 from calroute.config import settings
 from support.apigw import call
+from support.handlers import fresh_services
 
 from conftest import load_handler
 
@@ -152,10 +154,7 @@ def jwt_mode(aws, monkeypatch, fresh_settings):
     monkeypatch.setenv("AUTH_MODE", "jwt")
     fresh_settings.cache_clear()
     mods = {name: load_handler(name) for name in ("ingest", "models", "predict")}
-    for attr in ("_repos", "_service"):
-        for m in mods.values():
-            if hasattr(m, attr):
-                monkeypatch.setattr(m, attr, None)
+    fresh_services(monkeypatch, *mods.values())
     assert settings().auth_mode == "jwt"
     return mods
 
@@ -173,8 +172,8 @@ def test_jwt_sub_must_equal_the_path_user_on_ingest(jwt_mode):
         assert status == 403, (kw, body)
         assert body["error"] == "forbidden" and body["field"] == "userId"
     cfg = settings()
-    assert EventRepo(cfg.events_table).count_events("alice") == 0  # nothing half-written
-    assert UserRepo(cfg.users_table).calendars("alice") == []
+    assert DynamoEventStore(cfg.events_table).count_events("alice") == 0  # nothing half-written
+    assert DynamoUserStore(cfg.users_table).calendars("alice") == []
     status, _, body = call(h, "POST", path, body={"events": [EV]}, jwt_sub="alice")
     assert status == 200 and body["upserted"] == 1, body
 
@@ -202,7 +201,7 @@ def test_iam_mode_trusts_the_signed_backend(aws, monkeypatch, fresh_settings):
     monkeypatch.setenv("AUTH_MODE", "iam")
     fresh_settings.cache_clear()
     mod = load_handler("models")
-    monkeypatch.setattr(mod, "_service", None)
+    fresh_services(monkeypatch, mod)
     status, _, body = call(mod.lambda_handler, "GET", "/v1/users/alice/model",
                            iam_user_arn="arn:aws:iam::123456789012:role/backend")
     assert status == 200 and body["user_id"] == "alice"

@@ -12,12 +12,16 @@ import logging
 
 import pytest
 
-from calroute.adapters.aws import EventRepo, PredictionLog, Registry, UserRepo
+from calroute.adapters.dynamo.events import DynamoEventStore
+from calroute.adapters.dynamo.predictions import DynamoPredictionLog
+from calroute.adapters.dynamo.registry import DynamoRegistry
+from calroute.adapters.dynamo.users import DynamoUserStore
 from calroute.config import settings
 from calroute.ids import hashed_user
 from calroute.schema import CalendarInfo
 from support.apigw import call
 from support.fake_llm import answer, fake_llm, prompt_of  # noqa: F401 - fixture
+from support.handlers import fresh_services
 from support.models import install_model
 
 from conftest import load_handler
@@ -35,10 +39,7 @@ def handlers(aws, fake_llm, monkeypatch, fresh_settings):
     monkeypatch.setenv("AUTH_MODE", "dev")
     fresh_settings.cache_clear()
     mods = {n: load_handler(n) for n in ("ingest", "predict", "models", "llm_fallback", "stats")}
-    for m in mods.values():
-        for attr in ("_repos", "_service"):
-            if hasattr(m, attr):
-                monkeypatch.setattr(m, attr, None)
+    fresh_services(monkeypatch, *mods.values())
     from calroute.api import logger
 
     old = logger.log_level
@@ -88,7 +89,7 @@ def test_secrets_event_text_and_raw_user_ids_never_logged(handlers, fake_llm, ca
 
 def _seed_two_tenants():
     cfg = settings()
-    users, events = UserRepo(cfg.users_table), EventRepo(cfg.events_table)
+    users, events = DynamoUserStore(cfg.users_table), DynamoEventStore(cfg.events_table)
     from calroute.schema import parse_event
 
     users.put_calendar("alice", CalendarInfo(calendar_id="work", name="Work"))
@@ -96,7 +97,7 @@ def _seed_two_tenants():
     users.put_calendar("bob", CalendarInfo(calendar_id="bob-private", name="Bob's secret club"))
     events.put_events("bob", [parse_event({"event_id": "b1", "summary": "Bob's secret meeting",
                                            "start": "2026-03-02T10:00:00Z", "calendar_id": "bob-private"})])
-    PredictionLog(cfg.predictions_table).put_many("bob", [{"event_id": "b1", "calendar_id": "bob-private",
+    DynamoPredictionLog(cfg.predictions_table).put_many("bob", [{"event_id": "b1", "calendar_id": "bob-private",
                                                           "method": "ml", "confidence": 0.9}])
     return install_model("bob", calendars=("work", "home"))
 
@@ -104,7 +105,7 @@ def _seed_two_tenants():
 def test_a_tenant_cannot_read_modify_or_use_anothers_data(handlers, fake_llm):
     m = handlers
     bob_model = _seed_two_tenants()
-    before_events = EventRepo(settings().events_table).get_event("bob", "b1")
+    before_events = DynamoEventStore(settings().events_table).get_event("bob", "b1")
 
     # acting as alice on bob's paths: always 403, nothing changes
     for name, method, path, kw in [
@@ -123,9 +124,9 @@ def test_a_tenant_cannot_read_modify_or_use_anothers_data(handlers, fake_llm):
     ]:
         status, _, body = req(m, name, method, path, "alice", **kw)
         assert status == 403 and body["error"] == "forbidden", (path, status, body)
-    assert EventRepo(settings().events_table).get_event("bob", "b1") == before_events
-    assert [c.name for c in UserRepo(settings().users_table).calendars("bob")] == ["Bob's secret club"]
-    assert Registry(settings().registry_table).active("bob")["version"] == bob_model["version"]
+    assert DynamoEventStore(settings().events_table).get_event("bob", "b1") == before_events
+    assert [c.name for c in DynamoUserStore(settings().users_table).calendars("bob")] == ["Bob's secret club"]
+    assert DynamoRegistry(settings().registry_table).active("bob")["version"] == bob_model["version"]
 
     # alice on her own paths never sees bob's model, versions, stats or calendars
     status, _, body = req(m, "predict", "POST", "/v1/users/alice/classify", "alice",
@@ -135,7 +136,7 @@ def test_a_tenant_cannot_read_modify_or_use_anothers_data(handlers, fake_llm):
     assert "bob-private" not in prompt and "Bob's secret" not in prompt
     status, _, body = req(m, "models", "POST", f"/v1/users/alice/models/{bob_model['version']}/promote", "alice",
                           body={})
-    assert status in (404, 409) and Registry(settings().registry_table).active("alice") is None
+    assert status in (404, 409) and DynamoRegistry(settings().registry_table).active("alice") is None
     status, _, body = req(m, "models", "GET", "/v1/users/alice/models", "alice")
     assert status == 200 and bob_model["version"] not in json.dumps(body)
     status, _, body = req(m, "stats", "GET", "/v1/users/alice/stats", "alice")

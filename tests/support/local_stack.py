@@ -12,7 +12,7 @@ from typing import Iterator
 
 @contextmanager
 def running_stack(data_dir: Path) -> Iterator[object]:
-    from calroute.adapters import aws as aws_adapters
+    from calroute.adapters.dynamo import base as dynamo_base
     from calroute.config import settings
     from calroute.local.moto_server import free_port
     from calroute.local.stack import Console, LocalStack
@@ -20,7 +20,7 @@ def running_stack(data_dir: Path) -> Iterator[object]:
     saved_env = dict(os.environ)
     for k in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "AWS_ENDPOINT_URL"):
         os.environ.pop(k, None)
-    saved_tables = aws_adapters._shared
+    saved_tables = dynamo_base._shared
     st = LocalStack(data_dir=data_dir, port=0, aws_port=free_port(), auth="dev", persist_interval=0,
                     console=Console(quiet=True))
     st.start()
@@ -30,5 +30,5 @@ def running_stack(data_dir: Path) -> Iterator[object]:
         st.stop()
         os.environ.clear()
         os.environ.update(saved_env)
-        aws_adapters._shared = saved_tables
+        dynamo_base._shared = saved_tables
         settings.cache_clear()

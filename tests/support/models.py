@@ -3,7 +3,7 @@
 ``make_events`` produces labelled events whose titles separate the calendars cleanly;
 ``build_onnx`` trains a LogisticRegression on ``calroute.features.featurize`` output and converts it
 with skl2onnx (``zipmap=False``, float32 input ``X``) carrying the metadata_props documented in
-``calroute/runtime.py``; ``install_model`` stores it with ``ModelStore.put`` and registers/activates
+``calroute/runtime.py``; ``install_model`` stores it with ``S3ModelBlobs.put`` and registers/activates
 it in the registry (under the ``aws`` fixture).
 """
 
@@ -83,14 +83,15 @@ def install_model(user: str, *, calendars=("work", "home"), threshold: float = 0
                   spec: int = FEATURE_SPEC_VERSION, activate: bool = True, data: bytes | None = None,
                   profiles: dict | None = None, expected: str | None = "auto") -> dict:
     """Store + register (+ activate) a model for ``user``; returns the registry record."""
-    from calroute.adapters.aws import ModelStore, Registry
+    from calroute.adapters.dynamo.registry import DynamoRegistry
+    from calroute.adapters.s3_models import S3ModelBlobs
     from calroute.config import settings
 
     cfg = settings()
     ver = version(n)
     data = data if data is not None else build_onnx(calendars, threshold=threshold, model_version=ver, spec=spec,
                                                     user=user)
-    store, reg = ModelStore(cfg.model_bucket), Registry(cfg.registry_table)
+    store, reg = S3ModelBlobs(cfg.model_bucket), DynamoRegistry(cfg.registry_table)
     key, sha = store.put(user, ver, data)
     record = {"version": ver, "s3_key": key, "sha256": sha, "threshold": threshold, "feature_spec": spec,
               "labels": list(sorted(calendars))}
@@ -103,3 +104,34 @@ def install_model(user: str, *, calendars=("work", "home"), threshold: float = 0
             expected = cur["version"] if cur else None
         reg.activate(user, record, expected_version=expected, actor="test", reason="test")
     return record
+
+
+class FakeTrainer:
+    """The calroute.training contract with a small, real ONNX model (fast): the real gates and
+    TrainConfig; ``holdout_accuracy`` and a probability ``perturb`` of the parity fixture chosen by
+    the test. (Imports calroute.training, i.e. sklearn, when first built.)"""
+
+    def __init__(self, holdout_accuracy: float = 1.0, perturb: float = 0.0):
+        from calroute import training
+
+        self.TrainConfig = training.TrainConfig
+        self.check_gates = training.check_gates
+        self.holdout_accuracy, self.perturb = holdout_accuracy, perturb
+
+    def train_user_model(self, events, cfg, *, user_id, version, raise_on_parity_failure=True):
+        import hashlib
+        import types
+
+        from calroute.runtime import OnnxModel
+
+        labels = sorted({e.calendar_id for e in events})
+        data = build_onnx(tuple(labels), per_calendar=12)
+        X = featurize(events[:20])
+        proba = OnnxModel.from_bytes(data).predict_proba(X)
+        hold = [e.event_id for e in events[-max(1, len(events) // 5):]]
+        return types.SimpleNamespace(
+            onnx_bytes=data, sha256=hashlib.sha256(data).hexdigest(), labels=labels, threshold=0.6,
+            metrics={"holdout_accuracy": self.holdout_accuracy, "n_events": len(events)}, profiles={},
+            holdout_event_ids=hold, parity={"passed": True, "max_abs_diff": 0.0, "argmax_flips": 0},
+            parity_X=X, parity_proba=proba + self.perturb, trained_at="2026-06-01T00:00:00+00:00",
+            family="logreg")

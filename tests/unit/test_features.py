@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -5,6 +6,9 @@ import numpy as np
 
 from calroute.features import FEATURE_SPEC, N_DENSE, N_FEATURES, featurize, featurize_dense
 from calroute.schema import parse_event
+
+# the package under test, when it is not the installed one (a worktree run with PYTHONPATH)
+_PYTHONPATH = {"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}
 
 EV = {"summary": "Rugby training at Morley", "location": "Scatcherd Lane", "description": "Bring boots",
       "start": "2026-03-07T14:00:00Z", "end": "2026-03-07T19:30:00Z", "attendees": ["coach@morleyrfc.example"]}
@@ -26,7 +30,7 @@ def test_featurizer_identical_across_processes():
     )
     outs = {
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                       env={"PYTHONHASHSEED": str(seed), "PATH": ""}).stdout
+                       env={"PYTHONHASHSEED": str(seed), "PATH": "", **_PYTHONPATH}).stdout
         for seed in (1, 2)
     }
     assert len(outs) == 1

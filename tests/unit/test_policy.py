@@ -1,5 +1,6 @@
 """Routing policy: decisions, cohorts (stable across calls and processes), the kill-switch providers."""
 
+import os
 import subprocess
 import sys
 
@@ -10,6 +11,9 @@ from calroute.policy import (
     CONTROL, TREATMENT, SsmFlagProvider, StaticFlags, cohort_bucket, cohort_for, decide, flag_provider, parse_flag,
     use_model,
 )
+
+# the package under test, when it is not the installed one (a worktree run with PYTHONPATH)
+_PYTHONPATH = {"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}
 
 
 def test_confident_model_answers_alone():
@@ -66,7 +70,7 @@ def test_cohorts_stable_across_processes():
     code = ("from calroute.policy import cohort_bucket\n"
             f"print([cohort_bucket('exp', u) for u in {users!r}])")
     outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                           env={"PYTHONHASHSEED": seed, "PATH": ""}, check=True).stdout.strip()
+                           env={"PYTHONHASHSEED": seed, "PATH": "", **_PYTHONPATH}, check=True).stdout.strip()
             for seed in ("1", "2")}
     assert outs == {str([cohort_bucket("exp", u) for u in users])}
 

@@ -195,6 +195,15 @@ def make_resolver(**kwargs: Any) -> APIGatewayHttpResolver:
     return app
 
 
+def provided(app: APIGatewayHttpResolver, provider: Callable[[], Any]) -> Any:
+    """``provider()``, or ``app.dependency_overrides[provider]()`` when a test put one there: the
+    override semantics of Powertools' ``Depends`` for a route that calls its provider itself (the
+    hot path, where resolving ``Depends`` per request costs more than the lookup: see
+    ``functions/predict/app.py``)."""
+    overrides = app.dependency_overrides
+    return (overrides.get(provider, provider) if overrides else provider)()
+
+
 def check_body_size(app: APIGatewayHttpResolver) -> None:
     body = app.current_event.body or ""
     if len(body) > settings().max_body_bytes:

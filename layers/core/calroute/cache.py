@@ -22,10 +22,11 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 from .errors import ModelIntegrityError
 from .features import SUPPORTED_SPECS
+from .ports import NullSink
 from .runtime import OnnxModel
 
 HIT, MISS, NO_MODEL, FAILED = "hit", "miss", "none", "failed"
@@ -60,11 +61,6 @@ class _Entry:
         return self.model.memory_estimate if self.model is not None else 0
 
 
-class _NullMetrics:
-    def add_metric(self, *a: Any, **k: Any) -> None:
-        pass
-
-
 class ModelCache:
     """Thread-safe per-container LRU of per-user models (see the module docstring)."""
 
@@ -79,7 +75,7 @@ class ModelCache:
         self.revalidate_seconds = float(revalidate_seconds)
         self.failure_ttl_seconds = float(failure_ttl_seconds)
         self.clock = clock
-        self.metrics = metrics or _NullMetrics()
+        self.metrics = metrics or NullSink()
         self.loader = loader
         # feature specs this container can featurize (spec-1 models keep being served until retrained)
         self.serving_spec = (serving_spec,) if isinstance(serving_spec, int) else tuple(serving_spec)

@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterable, Optional, Protocol, Sequence
 from . import ids
 from .errors import CalrouteError
 from .features import event_tokens
+from .ports import GLOBAL_PK, EventStore, MetricsSink, ModelRegistry, NullSink, UsageLedger, UserStore
 from .schema import CalendarInfo, Event, parse_event
 
 MAX_REASON = 200
@@ -270,10 +271,8 @@ def cost_usd(model: str, input_tokens: int, output_tokens: int, prices: dict[str
     return (input_tokens * float(price.get("input", 0.0)) + output_tokens * float(price.get("output", 0.0))) / 1e6
 
 
-def budget_exceeded(usage, user_id: str, cfg) -> Optional[str]:
+def budget_exceeded(usage: UsageLedger, user_id: str, cfg) -> Optional[str]:
     """``"user_budget"``/``"global_budget"`` when today's spend reached a budget, else None."""
-    from .adapters.aws import GLOBAL_PK
-
     if usage.spent(user_id) >= cfg.llm_user_daily_budget_usd:
         return "user_budget"
     if usage.spent(GLOBAL_PK) >= cfg.llm_daily_budget_usd:
@@ -307,11 +306,6 @@ def _describe_profiles(profiles: Any) -> dict[str, str]:
     return out
 
 
-class _NullMetrics:
-    def add_metric(self, *a: Any, **k: Any) -> None:
-        pass
-
-
 class FallbackService:
     """``handle(payload)`` → ``{"calendar_id","reason","usd","input_tokens","output_tokens","latency_ms"}``
     or ``{"error": code, "message"}``. Never raises for LLM faults.
@@ -320,13 +314,13 @@ class FallbackService:
     "model_version"?}``.
     """
 
-    def __init__(self, cfg, *, client_factory: Callable[[], LlmClient], users, events, registry, usage,
-                 metrics=None, clock: Callable[[], float] = time.perf_counter, logger=None):
+    def __init__(self, cfg, *, client_factory: Callable[[], LlmClient], users: UserStore, events: EventStore,
+                 registry: ModelRegistry, usage: UsageLedger, metrics: Optional[MetricsSink] = None, clock: Callable[[], float] = time.perf_counter, logger=None):
         self.cfg = cfg
         self._client_factory = client_factory
         self._client: Optional[LlmClient] = None
         self.users, self.events, self.registry, self.usage = users, events, registry, usage
-        self.metrics = metrics or _NullMetrics()
+        self.metrics = metrics or NullSink()
         self.clock = clock
         self.logger = logger
         self.examples = ExampleCache(lambda user: self.events.list_events(user, limit=SIMILAR_SCAN_LIMIT),
@@ -413,17 +407,3 @@ class FallbackService:
             record = self.registry.get_version(user, active["version"]) or {}
             profiles = record.get("profiles")
         return _describe_profiles(profiles)
-
-
-def build_fallback_service(cfg, *, sink=None, logger=None) -> FallbackService:
-    """A FallbackService on the AWS adapters and the OpenAI SDK client (created on first use)."""
-    from .adapters.aws import EventRepo, Registry, UsageLedger, UserRepo
-
-    def client_factory() -> LlmClient:
-        from .adapters.llm_openai import OpenAIChatClient
-
-        return OpenAIChatClient.from_settings(cfg)
-
-    return FallbackService(cfg, client_factory=client_factory, users=UserRepo(cfg.users_table),
-                           events=EventRepo(cfg.events_table), registry=Registry(cfg.registry_table),
-                           usage=UsageLedger(cfg.usage_table), metrics=sink, logger=logger)

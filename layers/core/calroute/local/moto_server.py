@@ -134,10 +134,10 @@ def _reset_clients() -> None:
     loaded against an earlier emulator would keep calling its closed port."""
     import sys
 
-    from calroute.adapters import aws as aws_adapters
+    from calroute.adapters.dynamo.base import reset_shared_tables
     from calroute.config import settings
 
-    aws_adapters._shared = aws_adapters._Tables()
+    reset_shared_tables()
     settings.cache_clear()
     for name in [m for m in sys.modules if m.startswith("calroute_fn_")]:
         del sys.modules[name]

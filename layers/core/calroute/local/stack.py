@@ -312,16 +312,16 @@ class LocalStack:
         return result
 
     def has_events(self, user: str) -> bool:
-        from ..adapters.aws import EventRepo
+        from .. import wiring
         from ..config import settings
 
-        return EventRepo(settings().events_table).count_events(user) > 0
+        return wiring.stores(settings()).events.count_events(user) > 0
 
     def active_model(self, user: str) -> Optional[dict]:
-        from ..adapters.aws import Registry
+        from .. import wiring
         from ..config import settings
 
-        return Registry(settings().registry_table).active(user)
+        return wiring.stores(settings()).registry.active(user)
 
 
 # ----------------------------------------------------------------------------- the demo

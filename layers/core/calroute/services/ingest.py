@@ -1,53 +1,33 @@
 """Ingest use cases: labelled events in, corrections, calendars, ICS import.
 
-Adapters are passed in (``repos``: the mapping :func:`calroute.adapters.aws.resources_from` returns,
-or any object with ``events`` / ``users`` / ``predictions`` attributes), so tests can swap them.
+The stores are passed in (a :class:`~calroute.ports.Stores`; :class:`IngestService` binds them and
+the settings for the handler), so tests can swap them.
 
 * :func:`ingest_events` validates the WHOLE batch before the first write: one bad event and nothing
   is written. Writes are idempotent upserts keyed by ``(user_id, event_id)``, so posting the same
   batch twice stores it once; ``events_total`` only counts ids that were not stored before.
-* If DynamoDB throttling survives the adapter's retries, the call raises
+* If storage throttling survives the adapter's retries, the adapter raises
   :class:`~calroute.errors.ServiceUnavailable` (503 + Retry-After). Part of the batch may then be
   stored; because every write is an upsert the client simply resends the whole batch.
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any, Iterator, Mapping, Optional
-
-from botocore.exceptions import ClientError
+from typing import Any, Optional
 
 from .. import ids
-from ..adapters.aws import is_throttle
 from ..config import Settings
-from ..errors import InvalidInput, NotFound, PayloadTooLarge, ServiceUnavailable
+from ..errors import InvalidInput, NotFound, PayloadTooLarge
 from ..ics import import_window, read_ics
+from ..ports import Stores, UserStore
 from ..schema import CalendarInfo, Event, clean_text, parse_event
 
 MAX_CALENDAR_NAME = 200
 MAX_CALENDAR_DESCRIPTION = 1000
 
 
-def _repo(repos: Any, name: str) -> Any:
-    if isinstance(repos, Mapping):
-        return repos[name]
-    return getattr(repos, name)
-
-
-@contextmanager
-def storage_errors() -> Iterator[None]:
-    """DynamoDB throttling that survived boto3's retries → :class:`ServiceUnavailable` (503)."""
-    try:
-        yield
-    except ClientError as exc:
-        if is_throttle(exc):
-            raise ServiceUnavailable("storage is throttling; retry the request", retry_after=2) from exc
-        raise
-
-
-def _register_missing_calendars(user_id: str, calendar_ids: set[str], users: Any,
+def _register_missing_calendars(user_id: str, calendar_ids: set[str], users: UserStore,
                                 names: Optional[dict[str, tuple[str, str]]] = None) -> list[str]:
     """Register calendars the user has not described yet (name = id unless ``names`` says better).
     Existing calendars are never overwritten: their name/description belong to the user."""
@@ -60,9 +40,9 @@ def _register_missing_calendars(user_id: str, calendar_ids: set[str], users: Any
     return added
 
 
-def _upsert(user_id: str, events: list[Event], repos: Any, *, source: str) -> tuple[int, int]:
+def _upsert(user_id: str, events: list[Event], stores: Stores, *, source: str) -> tuple[int, int]:
     """Store events; bump ``events_total`` by the ids not stored before. Returns (upserted, new)."""
-    store, users = _repo(repos, "events"), _repo(repos, "users")
+    store, users = stores.events, stores.users
     unique = list({e.event_id: e for e in events}.values())
     if not unique:
         return 0, 0
@@ -70,7 +50,7 @@ def _upsert(user_id: str, events: list[Event], repos: Any, *, source: str) -> tu
     new_ids = [e.event_id for e in unique if e.event_id not in existing]
     try:
         upserted = store.put_events(user_id, unique, source=source)
-    except (ServiceUnavailable, ClientError):
+    except Exception:  # noqa: BLE001 - re-raised below
         # Part of the batch may have landed before storage gave up. The client's resend will see
         # those ids as existing, so count the new ones that did land now, or events_total would
         # lose them for good (best effort: if this fails too, the original error is what matters).
@@ -123,20 +103,19 @@ def validate_batch(raw_events: Any, cfg: Settings) -> list[Event]:
     return events
 
 
-def ingest_events(user_id: str, raw_events: Any, repos: Any, cfg: Settings) -> dict:
+def ingest_events(user_id: str, raw_events: Any, stores: Stores, cfg: Settings) -> dict:
     """Batch upsert of labelled events, all-or-nothing validation, idempotent by event id.
 
     Returns ``{"upserted": n, "new": k, "calendars_added": [...]}`` (``n`` distinct event ids).
     """
     ids.user_id(user_id)
     events = validate_batch(raw_events, cfg)
-    with storage_errors():
-        added = _register_missing_calendars(user_id, {e.calendar_id for e in events}, _repo(repos, "users"))
-        upserted, new = _upsert(user_id, events, repos, source="api")
+    added = _register_missing_calendars(user_id, {e.calendar_id for e in events}, stores.users)
+    upserted, new = _upsert(user_id, events, stores, source="api")
     return {"upserted": upserted, "new": new, "calendars_added": added}
 
 
-def correct_event(user_id: str, event_id: str, calendar_id: str, repos: Any) -> dict:
+def correct_event(user_id: str, event_id: str, calendar_id: str, stores: Stores) -> dict:
     """Relabel a stored event and record the correction.
 
     The record carries what had been predicted (calendar, method, model version) when the prediction
@@ -146,20 +125,19 @@ def correct_event(user_id: str, event_id: str, calendar_id: str, repos: Any) -> 
     ids.user_id(user_id)
     ids.event_id(event_id, field="eventId")
     ids.calendar_id(calendar_id, field="calendar_id")
-    store, users, log = _repo(repos, "events"), _repo(repos, "users"), _repo(repos, "predictions")
-    with storage_errors():
-        current = store.get_event(user_id, event_id)
-        if current is None:
-            raise NotFound(f"event {event_id!r} not found", field="eventId")
-        prediction = log.get(user_id, event_id)
-        store.set_calendar(user_id, event_id, calendar_id)
-        _register_missing_calendars(user_id, {calendar_id}, users)
-        record = users.record_correction(user_id, event_id, old=current.calendar_id, new=calendar_id,
-                                         prediction=prediction)
-        marked = log.mark(user_id, event_id, calendar_id) if prediction else None
-        changed = current.calendar_id != calendar_id
-        if changed:
-            users.bump(user_id, corrections=1)
+    store, users, log = stores.events, stores.users, stores.predictions
+    current = store.get_event(user_id, event_id)
+    if current is None:
+        raise NotFound(f"event {event_id!r} not found", field="eventId")
+    prediction = log.get(user_id, event_id)
+    store.set_calendar(user_id, event_id, calendar_id)
+    _register_missing_calendars(user_id, {calendar_id}, users)
+    record = users.record_correction(user_id, event_id, old=current.calendar_id, new=calendar_id,
+                                     prediction=prediction)
+    marked = log.mark(user_id, event_id, calendar_id) if prediction else None
+    changed = current.calendar_id != calendar_id
+    if changed:
+        users.bump(user_id, corrections=1)
     out = {k: v for k, v in record.items() if k not in ("user_id", "sk")}
     out["changed"] = changed
     if marked is not None:
@@ -168,7 +146,7 @@ def correct_event(user_id: str, event_id: str, calendar_id: str, repos: Any) -> 
 
 
 def put_calendar(user_id: str, calendar_id: str, name: Optional[str], description: Optional[str],
-                 repos: Any) -> dict:
+                 stores: Stores) -> dict:
     """Create or replace a calendar's name and description (what the LLM fallback is shown)."""
     ids.user_id(user_id)
     ids.calendar_id(calendar_id, field="calendarId")
@@ -179,12 +157,11 @@ def put_calendar(user_id: str, calendar_id: str, name: Optional[str], descriptio
         field = str(exc).split(" ", 1)[0]
         raise InvalidInput(str(exc), field=field if field in ("name", "description") else "body") from None
     info = CalendarInfo(calendar_id=calendar_id, name=clean_name or calendar_id, description=clean_desc)
-    with storage_errors():
-        _repo(repos, "users").put_calendar(user_id, info)
+    stores.users.put_calendar(user_id, info)
     return info.model_dump()
 
 
-def import_ics(user_id: str, calendar_id: str, body: bytes | str, cfg: Settings, repos: Any, *,
+def import_ics(user_id: str, calendar_id: str, body: bytes | str, cfg: Settings, stores: Stores, *,
                now: Optional[datetime] = None) -> dict:
     """Parse an iCalendar file (recurring series expanded within
     ``now - ICS_WINDOW_DAYS_BACK .. now + ICS_WINDOW_DAYS_FORWARD``), label every event with
@@ -196,13 +173,11 @@ def import_ics(user_id: str, calendar_id: str, body: bytes | str, cfg: Settings,
                            now=now or datetime.now(timezone.utc))
     res = read_ics(body, calendar_id, window=window, max_occurrences=cfg.ics_max_occurrences,
                    max_bytes=cfg.ics_max_bytes)
-    users = _repo(repos, "users")
-    with storage_errors():
-        added = _register_missing_calendars(
-            user_id, {calendar_id}, users,
-            names={calendar_id: (clean_text(res.calendar_name, MAX_CALENDAR_NAME, truncate=True) or calendar_id,
-                                 clean_text(res.calendar_description, MAX_CALENDAR_DESCRIPTION, truncate=True))})
-        upserted, new = _upsert(user_id, res.events, repos, source="ics")
+    added = _register_missing_calendars(
+        user_id, {calendar_id}, stores.users,
+        names={calendar_id: (clean_text(res.calendar_name, MAX_CALENDAR_NAME, truncate=True) or calendar_id,
+                             clean_text(res.calendar_description, MAX_CALENDAR_DESCRIPTION, truncate=True))})
+    upserted, new = _upsert(user_id, res.events, stores, source="ics")
     return {
         "calendar_id": calendar_id,
         "calendar_registered": bool(added),
@@ -215,3 +190,23 @@ def import_ics(user_id: str, calendar_id: str, body: bytes | str, cfg: Settings,
         "skipped_reasons": dict(res.skipped_reasons),
         "window": {"start": window[0].isoformat(), "end": window[1].isoformat()},
     }
+
+
+class IngestService:
+    """The ingest use cases bound to their stores and settings (what the ingest handler receives)."""
+
+    def __init__(self, stores: Stores, cfg: Settings):
+        self.stores, self.cfg = stores, cfg
+
+    def ingest_events(self, user_id: str, raw_events: Any) -> dict:
+        return ingest_events(user_id, raw_events, self.stores, self.cfg)
+
+    def correct_event(self, user_id: str, event_id: str, calendar_id: str) -> dict:
+        return correct_event(user_id, event_id, calendar_id, self.stores)
+
+    def put_calendar(self, user_id: str, calendar_id: str, name: Optional[str], description: Optional[str]) -> dict:
+        return put_calendar(user_id, calendar_id, name, description, self.stores)
+
+    def import_ics(self, user_id: str, calendar_id: str, body: bytes | str, *,
+                   now: Optional[datetime] = None) -> dict:
+        return import_ics(user_id, calendar_id, body, self.cfg, self.stores, now=now)

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Optional
 
 from ..config import Settings
 from ..gates import check_gates
 from ..errors import Conflict, InvalidInput, ModelIntegrityError, NotFound, ServiceUnavailable
+from ..ports import ModelRegistry, Stores
 from ..retrain import latest_training, needs_training
 from .training_run import load_training_events, new_run_id
 
@@ -34,16 +35,16 @@ def _gates(events: list, cfg: Settings) -> tuple[bool, str]:
 
 
 class ModelsService:
-    """``repos``: :func:`calroute.adapters.aws.resources_from`; ``sfn``: a boto3 Step Functions
-    client (created lazily)."""
+    """``stores``: :func:`calroute.wiring.stores`; ``sfn``: a boto3 Step Functions client (created
+    lazily)."""
 
-    def __init__(self, repos: Mapping[str, Any], cfg: Settings, *, sfn: Any = None,
+    def __init__(self, stores: Stores, cfg: Settings, *, sfn: Any = None,
                  now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
-        self.repos, self.cfg, self._sfn, self.now = repos, cfg, sfn, now
+        self.stores, self.cfg, self._sfn, self.now = stores, cfg, sfn, now
 
     @property
-    def registry(self):
-        return self.repos["registry"]
+    def registry(self) -> ModelRegistry:
+        return self.stores.registry
 
     # --- reads ---
     def status(self, user_id: str) -> dict:
@@ -53,8 +54,8 @@ class ModelsService:
         versions = reg.versions(user_id)
         last = latest_training(versions)
         record = next((v for v in versions if active and v["version"] == active["version"]), None)
-        profile = self.repos["users"].profile(user_id)
-        events = load_training_events(user_id, self.repos, self.cfg)
+        profile = self.stores.users.profile(user_id)
+        events = load_training_events(user_id, self.stores, self.cfg)
         can, can_reason = _gates(events, self.cfg)
         needs, needs_reason = needs_training(profile=profile, active=active, last=last, cfg=self.cfg,
                                              now=self.now(), can_train=(can, can_reason))
@@ -71,7 +72,7 @@ class ModelsService:
             # models trained before feature spec 2
             "risk": ((record or {}).get("metrics") or {}).get("risk"),
             "feature_spec": (record or active or {}).get("feature_spec"),
-            "unmet_calendars": sorted({c.calendar_id for c in self.repos["users"].calendars(user_id)}
+            "unmet_calendars": sorted({c.calendar_id for c in self.stores.users.calendars(user_id)}
                                       - set((active or {}).get("labels") or [])) if active else [],
             "profiles": (record or {}).get("profiles") or {},
             "events_total": int(profile.get("events_total") or 0),
@@ -128,7 +129,7 @@ class ModelsService:
     # --- ACTIVE pointer changes ---
     def _check_object(self, record: dict) -> None:
         try:
-            self.repos["models"].get(record["s3_key"], record.get("sha256"))
+            self.stores.models.get(record["s3_key"], record.get("sha256"))
         except ModelIntegrityError as exc:
             raise Conflict(f"version {record['version']} cannot be activated: {exc}", field="version",
                            code="model_unavailable") from None

@@ -5,7 +5,7 @@ Drift (``check_user_drift``): the training reference (``drift.reference_profile`
 events, stored on the registry version as ``drift_reference`` by TrainUser) against the text-free
 ``drift`` summaries of the user's logged requests since the active model's promotion (at most
 ``drift_window_days`` back, at most ``drift_max_items``). The planner stores the report on the
-registry (``Registry.mark_drift``: ACTIVE + version, ``drift``/``drifted``/``drift_at``) and the
+registry (``ModelRegistry.mark_drift``: ACTIVE + version, ``drift``/``drifted``/``drift_at``) and the
 retraining policy schedules a drifted user (``retrain.needs_training``).
 
 Operator views aggregate a bounded Scan of the prediction log (``PredictionLog.scan_since``: a day
@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable, Optional
 
 from .. import drift as drift_mod
 from ..experiments import arm_stats, compare_arms, percentile
+from ..ports import GLOBAL_PK, PredictionLog, UsageLedger
 
 #: confidence histogram edges (upper bounds, inclusive); the routing threshold is per user
 CONFIDENCE_BINS = (0.5, 0.7, 0.85, 0.95, 1.0)
@@ -210,11 +211,11 @@ def operator_stats(items: list[dict], ledger: dict, cfg: Any) -> dict:
 
 
 class OpsService:
-    """Operator aggregates over a bounded Scan of the prediction log. ``predictions``: a
-    :class:`~calroute.adapters.aws.PredictionLog`; ``usage``: a
-    :class:`~calroute.adapters.aws.UsageLedger`."""
+    """Operator aggregates over a bounded Scan of the prediction log (``PredictionLog.scan_since``)
+    and the ``_global`` rows of the usage ledger."""
 
-    def __init__(self, predictions: Any, usage: Any, cfg: Any, *, now: Callable[[], datetime] = _utcnow):
+    def __init__(self, predictions: PredictionLog, usage: UsageLedger, cfg: Any, *,
+                 now: Callable[[], datetime] = _utcnow):
         self.predictions, self.usage, self.cfg, self.now = predictions, usage, cfg, now
 
     def _scan(self, days: int) -> tuple[list[dict], dict]:
@@ -232,8 +233,6 @@ class OpsService:
 
     def stats(self, days: int = 1) -> dict:
         """``GET /v1/stats`` (without the ledger part, which :class:`StatsService` adds)."""
-        from ..adapters.aws import GLOBAL_PK
-
         items, scan = self._scan(days)
         since_day = scan["since"][:10]
         rows = self.usage.days(GLOBAL_PK, since_day)

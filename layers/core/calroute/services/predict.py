@@ -26,8 +26,6 @@ Never imports sklearn or openai (the LLM runs in its own function, reached throu
 
 from __future__ import annotations
 
-import json
-import os
 import time
 import uuid
 import zlib
@@ -42,61 +40,13 @@ from ..features import featurize
 from ..ids import hashed_user
 from ..llm import budget_exceeded
 from ..policy import CONTROL, Decision, FlagProvider, cohort_for, decide
+from ..ports import NullSink
 from ..schema import Event, parse_event, parse_events
 
 TOP_K = 3
 
-
-class NullSink:
-    """Metrics sink that drops everything (tests, scripts)."""
-
-    def add_metric(self, name: str, unit: str, value: float) -> None:
-        pass
-
-    def add_dimensioned(self, name: str, unit: str, value: float, dims: dict[str, str]) -> None:
-        pass
-
-
 #: After the fallback answers ``not_configured``, predict skips it for this long (seconds).
 LLM_NOT_CONFIGURED_BACKOFF_S = 60.0
-
-
-class EmfSink:
-    """Powertools Metrics (EMF). Dimensioned metrics (method, cohort — never the user) go out as a
-    ``single_metric`` each, since a Metrics flush carries one dimension set."""
-
-    def __init__(self, metrics):
-        self.m = metrics
-        self._templates: dict[tuple, tuple[str, str]] = {}
-        # Powertools' own switch (single_metric and direct EMF lines would ignore it)
-        self.disabled = os.environ.get("POWERTOOLS_METRICS_DISABLED", "").strip().lower() in ("1", "true", "yes")
-
-    def add_metric(self, name: str, unit: str, value: float) -> None:
-        self.m.add_metric(name=name, unit=unit, value=value)
-
-    def add_dimensioned(self, name: str, unit: str, value: float, dims: dict[str, str]) -> None:
-        if self.disabled:
-            return
-        # One EMF document written directly: Powertools' single_metric does the same through a
-        # throw-away provider at ~5x the cost, which matters on the hot path. The document is the
-        # same for every (name, unit, dimensions) but for its timestamp and value, so its JSON is
-        # built once and only those two are filled in per request.
-        key = (name, unit, tuple(dims.items()), tuple(self.m.default_dimensions.items()))
-        parts = self._templates.get(key)
-        if parts is None:
-            parts = self._templates[key] = self._template(name, unit, dims)
-        head, tail = parts
-        print(f"{head}{int(time.time() * 1000)}{tail}{json.dumps(value)}}}", flush=False)
-
-    def _template(self, name: str, unit: str, dims: dict[str, str]) -> tuple[str, str]:
-        base = {"service": self.m.service} if getattr(self.m, "service", None) else {}
-        labels = {**base, **self.m.default_dimensions, **dims}
-        directive = {"Namespace": self.m.namespace, "Dimensions": [list(labels)],
-                     "Metrics": [{"Name": name, "Unit": unit}]}
-        sep = (",", ":")
-        head = json.dumps(labels, separators=sep)[:-1] + ',"_aws":{"Timestamp":'
-        tail = ',"CloudWatchMetrics":[' + json.dumps(directive, separators=sep) + "]}," + json.dumps(name) + ":"
-        return head, tail
 
 
 class PredictService:
@@ -346,36 +296,3 @@ class PredictService:
             if self.logger:
                 self.logger.warning("prediction log write failed",
                                     extra={"user": hashed_user(user_id), "error": type(exc).__name__})
-
-
-# ----------------------------------------------------------------------------- wiring
-
-
-def build_invoker(cfg, *, sink=None, logger=None):
-    """The LLM fallback invoker for ``cfg``: the Lambda function (``LLM_FUNCTION_NAME``), or the
-    fallback service in-process (``LAMBDA_INVOKE_MODE=inprocess`` with an LLM configured), or None."""
-    from ..adapters.invoke import CallableInvoker, LambdaInvoker
-
-    if cfg.lambda_invoke_mode == "inprocess":
-        if not cfg.llm_configured:
-            return None
-        from ..llm import build_fallback_service
-
-        return CallableInvoker(build_fallback_service(cfg, sink=sink, logger=logger).handle)
-    if cfg.llm_function_name:
-        timeout = cfg.llm_timeout_seconds * (cfg.llm_max_retries + 1) + 3.0
-        return LambdaInvoker(cfg.llm_function_name, read_timeout=timeout)
-    return None
-
-
-def build_predict_service(cfg, *, sink=None, logger=None) -> PredictService:
-    """A PredictService on the AWS adapters (DynamoDB/S3 via boto3, honouring AWS_ENDPOINT_URL)."""
-    from ..adapters.aws import ModelStore, PredictionLog, Registry, UsageLedger, UserRepo
-    from ..policy import flag_provider
-
-    sink = sink or NullSink()
-    cache = ModelCache.from_settings(cfg, Registry(cfg.registry_table), ModelStore(cfg.model_bucket), metrics=sink)
-    directory = CalendarDirectory(UserRepo(cfg.users_table).calendars, ttl=cfg.model_revalidate_seconds)
-    return PredictService(cfg, cache=cache, invoker=build_invoker(cfg, sink=sink, logger=logger), calendars=directory,
-                          predictions=PredictionLog(cfg.predictions_table, cfg.prediction_ttl_days),
-                          usage=UsageLedger(cfg.usage_table), flags=flag_provider(cfg), sink=sink, logger=logger)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
+from ..ports import GLOBAL_PK, PredictionLog, UsageLedger
+
 METHODS = ("ml", "llm", "ml_low_confidence", "llm_only", "none")
 
 
@@ -20,7 +22,8 @@ class StatsService:
     """``cfg`` (a :class:`~calroute.config.Settings`) enables the operator views over the whole
     prediction log (:class:`~calroute.services.ops.OpsService`: bounded Scan)."""
 
-    def __init__(self, predictions, usage, *, cfg=None, now: Callable[[], datetime] = _utcnow):
+    def __init__(self, predictions: PredictionLog, usage: UsageLedger, *, cfg=None,
+                 now: Callable[[], datetime] = _utcnow):
         self.predictions = predictions
         self.usage = usage
         self.cfg = cfg
@@ -88,8 +91,6 @@ class StatsService:
         prediction-log aggregates of :func:`calroute.services.ops.operator_stats` (ML share,
         confidence histogram, USD and time saved against LLM-only; bounded: see ``scan``) —
         operators only."""
-        from ..adapters.aws import GLOBAL_PK
-
         since = self.now() - timedelta(days=days)
         rows = sorted(self.usage.days(GLOBAL_PK, since.strftime("%Y-%m-%d")), key=lambda d: d["day"])
         extra = self.ops.stats(days) if self.cfg is not None else {}

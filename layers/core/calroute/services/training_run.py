@@ -36,6 +36,7 @@ from typing import Any, Callable, Mapping, Optional
 from .. import ids
 from ..config import Settings
 from ..errors import Conflict, InvalidInput, ModelIntegrityError
+from ..ports import ModelBlobs, ModelRegistry, PredictionLog, Stores
 from ..retrain import counter_gate, latest_training, needs_training
 from ..schema import sort_by_start
 
@@ -47,8 +48,6 @@ MAX_HOLDOUT_IDS = 2000
 MAX_LISTED = 100
 #: result statuses of one user's child workflow
 STATUSES = ("promoted", "skipped", "rejected", "failed", "conflict")
-
-Repos = Mapping[str, Any]  # calroute.adapters.aws.resources_from(cfg)
 
 
 def _now(now: Optional[datetime]) -> datetime:
@@ -89,7 +88,7 @@ def _base(item: Mapping) -> dict:
 # ----------------------------------------------------------------------------- Plan
 
 
-def plan(run_input: Mapping, repos: Repos, cfg: Settings, *, now: Optional[datetime] = None,
+def plan(run_input: Mapping, stores: Stores, cfg: Settings, *, now: Optional[datetime] = None,
          execution_name: Optional[str] = None) -> dict:
     """Who trains in this run. ``run_input["user_ids"]`` (POST /train) names the users explicitly;
     otherwise every user's profile is paged through and the retraining policy decides.
@@ -122,8 +121,8 @@ def plan(run_input: Mapping, repos: Repos, cfg: Settings, *, now: Optional[datet
     else:
         from .ops import DriftTally, check_user_drift
 
-        users, registry = repos["users"], repos["registry"]
-        predictions = repos.get("predictions")
+        users, registry = stores.users, stores.registry
+        predictions = stores.predictions
         tally = DriftTally()
         for profile in users.iter_profiles():
             u = profile.get("user_id", "")
@@ -144,8 +143,8 @@ def plan(run_input: Mapping, repos: Repos, cfg: Settings, *, now: Optional[datet
                 if len(skipped) < MAX_LISTED:
                     skipped.append({"user_id": u, "reason": reason})
     key = run_key(run_id)
-    repos["models"].put_json(key, items)
-    out = {"run_id": run_id, "bucket": repos["models"].bucket, "key": key, "count": len(items),
+    stores.models.put_json(key, items)
+    out = {"run_id": run_id, "bucket": stores.models.bucket, "key": key, "count": len(items),
            "skipped": skipped, "skipped_total": skipped_total, "started_at": now.isoformat(),
            "trigger": trigger}
     if run_input.get("user_ids") is None:
@@ -153,8 +152,8 @@ def plan(run_input: Mapping, repos: Repos, cfg: Settings, *, now: Optional[datet
     return out
 
 
-def _monitor_drift(user: str, active: dict, versions: list[dict], last: Optional[dict], registry: Any,
-                   predictions: Any, cfg: Settings, now: datetime, tally: Any, check: Callable) -> tuple:
+def _monitor_drift(user: str, active: dict, versions: list[dict], last: Optional[dict], registry: ModelRegistry,
+                   predictions: PredictionLog, cfg: Settings, now: datetime, tally: Any, check: Callable) -> tuple:
     """Drift of the active model (see :mod:`calroute.services.ops`): the report is stored on the
     registry (ACTIVE + version) when it concludes, and the returned ``(active, last)`` carry the
     verdict for the retraining policy. A failure here never fails the plan (drift is advisory)."""
@@ -180,9 +179,9 @@ def _monitor_drift(user: str, active: dict, versions: list[dict], last: Optional
 # ----------------------------------------------------------------------------- TrainUser
 
 
-def load_training_events(user_id: str, repos: Repos, cfg: Settings) -> list:
+def load_training_events(user_id: str, stores: Stores, cfg: Settings) -> list:
     """The user's labelled events, the ``max_train_events`` most recent, in time order."""
-    events = [e for e in repos["events"].list_events(user_id) if e.calendar_id]
+    events = [e for e in stores.events.list_events(user_id) if e.calendar_id]
     return sort_by_start(events)[-cfg.max_train_events:]
 
 
@@ -203,23 +202,19 @@ def _thin(ids_: list[str], k: int = MAX_HOLDOUT_IDS) -> list[str]:
     return [ids_[i] for i in idx]
 
 
-def run_item(step: Callable[..., dict], event: Mapping, logger: Any) -> dict:
+def run_item(step: Callable[..., dict], event: Mapping, stores: Stores, cfg: Settings, logger: Any) -> dict:
     """What each per-user state's handler (TrainUser, Validate, Promote) does: validate the item's
-    user id, tag the logs with the hashed user and the run id, run ``step`` on the AWS adapters and
-    log its outcome (never event text)."""
-    from ..adapters.aws import resources_from
-    from ..config import settings
-
-    cfg = settings()
+    user id, tag the logs with the hashed user and the run id, run ``step`` on ``stores`` and log its
+    outcome (never event text)."""
     user = ids.user_id(event.get("user_id"), field="user_id")
     logger.append_keys(user=ids.hashed_user(user), run_id=event.get("run_id"))
-    out = step(event, resources_from(cfg), cfg)
+    out = step(event, stores, cfg)
     logger.info(f"{step.__name__} done",
                 extra={k: out.get(k) for k in ("status", "version", "reason", "duration_ms") if k in out})
     return out
 
 
-def train_user(item: Mapping, repos: Repos, cfg: Settings, *, now: Optional[datetime] = None,
+def train_user(item: Mapping, stores: Stores, cfg: Settings, *, now: Optional[datetime] = None,
                clock: Callable[[], float] = time.perf_counter, trainer: Any = None) -> dict:
     """Gates → train → store candidate (ONNX + parity fixtures) → register it.
 
@@ -235,8 +230,8 @@ def train_user(item: Mapping, repos: Repos, cfg: Settings, *, now: Optional[date
     out = _base(item)
     if trainer is None:
         from .. import training as trainer
-    profile = repos["users"].profile(user)
-    events = load_training_events(user, repos, cfg)
+    profile = stores.users.profile(user)
+    events = load_training_events(user, stores, cfg)
     tcfg = trainer.TrainConfig.from_settings(cfg)
     ok, why = trainer.check_gates(events, tcfg)
     if not ok:
@@ -245,7 +240,7 @@ def train_user(item: Mapping, repos: Repos, cfg: Settings, *, now: Optional[date
     version = new_version(now)
     kwargs = {"raise_on_parity_failure": False} if _accepts(trainer.train_user_model, "raise_on_parity_failure") else {}
     model = trainer.train_user_model(events, tcfg, user_id=user, version=version, **kwargs)
-    store = repos["models"]
+    store = stores.models
     key, sha = store.put(user, version, model.onnx_bytes)
     try:
         pkey, psha = store.put(user, version, _npz(model.parity_X, model.parity_proba), suffix=".parity.npz")
@@ -274,7 +269,7 @@ def train_user(item: Mapping, repos: Repos, cfg: Settings, *, now: Optional[date
             # text-free histograms of the training events: what drift is measured against
             "drift_reference": reference_profile(events),
         }
-        repos["registry"].put_version(user, version, record)
+        stores.registry.put_version(user, version, record)
     except Exception:
         # no registry record may name a missing object, and no object may outlive a failed registration
         for k in (key, store.key(user, version, ".parity.npz")):
@@ -305,7 +300,7 @@ def _accepts(fn: Callable, name: str) -> bool:
 # ----------------------------------------------------------------------------- Validate
 
 
-def check_candidate(record: dict, store: Any, tol: float = PARITY_TOL) -> dict:
+def check_candidate(record: dict, store: ModelBlobs, tol: float = PARITY_TOL) -> dict:
     """The parity gate, in the inference runtime: returns ``{"passed", "reason", ...parity}``."""
     import numpy as np
 
@@ -343,18 +338,18 @@ def check_candidate(record: dict, store: Any, tol: float = PARITY_TOL) -> dict:
     return out
 
 
-def validate(item: Mapping, repos: Repos, cfg: Settings, *,
+def validate(item: Mapping, stores: Stores, cfg: Settings, *,
              clock: Callable[[], float] = time.perf_counter) -> dict:
     t0 = clock()
     user = ids.user_id(item.get("user_id"), field="user_id")
     version = ids.model_version(item.get("version"))
     out = {**_base(item), "version": version}
     prior = int(item.get("duration_ms") or 0)
-    registry = repos["registry"]
+    registry = stores.registry
     record = registry.get_version(user, version)
     if record is None:
         raise ModelIntegrityError(f"candidate {version} is not in the registry")
-    verdict = check_candidate(record, repos["models"])
+    verdict = check_candidate(record, stores.models)
     parity = _finite({k: v for k, v in verdict.items() if k not in ("reason", "passed")})
     if not verdict["passed"]:
         registry.set_status(user, version, "rejected", verdict["reason"], rejected_stage="validate", parity=parity)
@@ -403,7 +398,7 @@ def unseen_by(champion: Optional[dict], holdout: list[tuple[Any, str]]) -> Optio
     return out
 
 
-def challenge(candidate: dict, active: Optional[dict], holdout: list, store: Any, cfg: Settings,
+def challenge(candidate: dict, active: Optional[dict], holdout: list, store: ModelBlobs, cfg: Settings,
               champion: Optional[dict] = None) -> dict:
     """Champion/challenger: promote the candidate iff it is not worse than the ACTIVE model
     (``candidate_accuracy + champion_tolerance >= champion_accuracy``), both scored out of sample.
@@ -459,11 +454,11 @@ def challenge(candidate: dict, active: Optional[dict], holdout: list, store: Any
                        f"{champ:.4f} on {basis} (tolerance {cfg.champion_tolerance})")}
 
 
-def repo_get(store: Any, record: dict) -> bytes:
+def repo_get(store: ModelBlobs, record: dict) -> bytes:
     return store.get(record["s3_key"], record.get("sha256"))
 
 
-def promote(item: Mapping, repos: Repos, cfg: Settings, *,
+def promote(item: Mapping, stores: Stores, cfg: Settings, *,
             clock: Callable[[], float] = time.perf_counter) -> dict:
     """Champion/challenger, then ``Registry.activate(expected_version=<active read before>)``.
 
@@ -476,7 +471,7 @@ def promote(item: Mapping, repos: Repos, cfg: Settings, *,
     run_id = str(item.get("run_id") or "")
     out = {**_base(item), "version": version}
     prior = int(item.get("duration_ms") or 0)
-    registry, store = repos["registry"], repos["models"]
+    registry, store = stores.registry, stores.models
     record = registry.get_version(user, version)
     if record is None:
         raise ModelIntegrityError(f"candidate {version} is not in the registry")
@@ -496,7 +491,7 @@ def promote(item: Mapping, repos: Repos, cfg: Settings, *,
         registry.set_status(user, version, "rejected", reason, rejected_stage="promote")
         return done("rejected", stage="promote", reason=reason)
     wanted = set(record.get("holdout_event_ids") or [])
-    holdout = [(e, t) for e, t in repos["events"].list_events_updated(user)
+    holdout = [(e, t) for e, t in stores.events.list_events_updated(user)
                if e.event_id in wanted and e.calendar_id] if wanted else []
     actor = f"training-run:{run_id}" if run_id else "training-run"
     for attempt in (1, 2):
@@ -525,7 +520,7 @@ def promote(item: Mapping, repos: Repos, cfg: Settings, *,
 # ----------------------------------------------------------------------------- Summarize
 
 
-def summarize(run: Mapping, repos: Repos, cfg: Settings, *, now: Optional[datetime] = None,
+def summarize(run: Mapping, stores: Stores, cfg: Settings, *, now: Optional[datetime] = None,
               metrics: Any = None) -> dict:
     """Count the Map's results, store the run record (registry pk ``_run``) and emit
     ``TrainingUsers{Trained,Skipped,Rejected,Failed,Conflict}`` (no per-user dimension)."""
@@ -574,7 +569,7 @@ def summarize(run: Mapping, repos: Repos, cfg: Settings, *, now: Optional[dateti
         "rejections": rejections,
         "drift": run.get("drift") if isinstance(run.get("drift"), dict) else None,
     }
-    repos["registry"].put_run(run_id, {k: v for k, v in record.items() if v is not None})
+    stores.registry.put_run(run_id, {k: v for k, v in record.items() if v is not None})
     if metrics is not None:
         from aws_lambda_powertools.metrics import MetricUnit
 

@@ -1,0 +1,140 @@
+"""The events table behind :class:`calroute.ports.EventStore`: labelled events of one user, keyed by
+event id (pk ``user_id``, sk ``event_id``; the flat event JSON in ``data``)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Iterable, Optional
+
+from botocore.exceptions import ClientError
+
+from ...errors import NotFound, ServiceUnavailable
+from ...schema import Event, parse_event
+from .base import (
+    TableAdapter,
+    backoff,
+    batch_write,
+    is_condition_failed,
+    is_throttle,
+    iter_chunks,
+    now_iso,
+    query_all,
+    translated,
+)
+
+
+def _data(ev: Event) -> str:
+    return json.dumps(ev.to_flat(), ensure_ascii=False, separators=(",", ":"))
+
+
+class DynamoEventStore(TableAdapter):
+    """Labelled events of one user, keyed by event id (upserts are idempotent)."""
+
+    @translated
+    def put_events(self, user_id: str, events: list[Event], *, source: str = "api") -> int:
+        """Upsert labelled events (each must have ``event_id`` and ``calendar_id``)."""
+        ts = now_iso()
+        reqs, seen = [], {}
+        for ev in events:
+            seen[ev.event_id] = ev  # last one wins within a batch (BatchWriteItem rejects duplicates)
+        for ev in seen.values():
+            item = {
+                "user_id": user_id,
+                "event_id": ev.event_id,
+                "calendar_id": ev.calendar_id or "",
+                "start": ev.start_utc.isoformat(),
+                "data": _data(ev),
+                "source": source,
+                "updated_at": ts,
+            }
+            reqs.append({"PutRequest": {"Item": item}})
+        batch_write(self.t.ddb.meta.client, self.name, reqs)
+        return len(reqs)
+
+    @staticmethod
+    def _event(item: dict) -> Event:
+        return parse_event(json.loads(item["data"]))
+
+    @translated
+    def get_event(self, user_id: str, event_id: str) -> Optional[Event]:
+        item = self.table.get_item(Key={"user_id": user_id, "event_id": event_id}).get("Item")
+        return self._event(item) if item else None
+
+    def existing_ids(self, user_id: str, event_ids: Iterable[str], *, max_attempts: int = 8,
+                     sleep=time.sleep) -> set[str]:
+        """Which of ``event_ids`` are already stored (BatchGetItem of keys only, 100 per call,
+        UnprocessedKeys retried); lets ingest count new events without double-counting re-posts."""
+        client = self.t.ddb.meta.client
+        wanted = list(dict.fromkeys(event_ids))
+        found: set[str] = set()
+        for chunk in iter_chunks(wanted, 100):
+            pending = {self.name: {"Keys": [{"user_id": user_id, "event_id": e} for e in chunk],
+                                   "ProjectionExpression": "event_id"}}
+            for attempt in range(max_attempts):
+                try:
+                    resp = client.batch_get_item(RequestItems=pending)
+                except ClientError as exc:
+                    if not is_throttle(exc):
+                        raise
+                    resp = {"UnprocessedKeys": pending}
+                found.update(i["event_id"] for i in resp.get("Responses", {}).get(self.name, []))
+                pending = resp.get("UnprocessedKeys") or {}
+                if not pending:
+                    break
+                sleep(backoff(attempt))
+            else:
+                raise ServiceUnavailable("storage is throttling reads; retry the request", retry_after=2)
+        return found
+
+    @translated
+    def set_calendar(self, user_id: str, event_id: str, calendar_id: str) -> Event:
+        """Relabel an existing event (conditional: it must exist)."""
+        ev = self.get_event(user_id, event_id)
+        if ev is None:
+            raise NotFound(f"event {event_id!r} not found", field="eventId")
+        ev = ev.model_copy(update={"calendar_id": calendar_id})
+        try:
+            self.table.update_item(
+                Key={"user_id": user_id, "event_id": event_id},
+                UpdateExpression="SET calendar_id = :c, #d = :d, updated_at = :u",
+                ConditionExpression="attribute_exists(event_id)",
+                ExpressionAttributeNames={"#d": "data"},
+                ExpressionAttributeValues={":c": calendar_id, ":d": _data(ev), ":u": now_iso()},
+            )
+        except ClientError as exc:
+            if is_condition_failed(exc):  # deleted between the read and the write
+                raise NotFound(f"event {event_id!r} not found", field="eventId") from None
+            raise
+        return ev
+
+    def list_events(self, user_id: str, limit: Optional[int] = None) -> list[Event]:
+        return [ev for ev, _ in self.list_events_updated(user_id, limit)]
+
+    @translated
+    def list_events_updated(self, user_id: str, limit: Optional[int] = None) -> list[tuple[Event, str]]:
+        """The user's events with the time each was last written (``updated_at``: ingest, import or
+        correction), for "which events has a model trained on" questions."""
+        out = []
+        for item in query_all(
+            self.table,
+            KeyConditionExpression="user_id = :u",
+            ExpressionAttributeValues={":u": user_id},
+        ):
+            out.append((self._event(item), str(item.get("updated_at") or "")))
+            if limit and len(out) >= limit:
+                break
+        return out
+
+    @translated
+    def count_events(self, user_id: str) -> int:
+        table = self.table
+        kwargs = dict(KeyConditionExpression="user_id = :u", ExpressionAttributeValues={":u": user_id},
+                      Select="COUNT")
+        total = 0
+        while True:
+            page = table.query(**kwargs)
+            total += page.get("Count", 0)
+            if "LastEvaluatedKey" not in page:
+                return total
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]

@@ -1,0 +1,248 @@
+"""The storage ports: what the services need of each store, and nothing about how it is stored.
+
+One :class:`typing.Protocol` per store, with exactly the methods the services call. Implementations:
+
+* DynamoDB / S3 — :mod:`calroute.adapters.dynamo` and :mod:`calroute.adapters.s3_models` (Lambda,
+  the local stack, the contract tests against moto);
+* in memory — ``tests/support/fakes.py`` (service unit tests; the contract tests run the same cases
+  against both, so the fakes are held to the adapters' behaviour).
+
+Every method takes an already validated user id and only ever touches that user's data. Adapters
+raise the domain's errors (:mod:`calroute.errors`), never their SDK's: storage throttling that
+survived the SDK's retries is :class:`~calroute.errors.ServiceUnavailable`, a lost conditional write
+:class:`~calroute.errors.Conflict`, a missing or corrupt model object
+:class:`~calroute.errors.ModelIntegrityError`.
+
+:class:`Stores` is the typed container the services receive; :class:`MetricsSink` and
+:class:`NullSink` are the metrics port and its do-nothing implementation.
+
+This module imports nothing beyond the standard library and :mod:`calroute.schema` (types only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional, Protocol
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only
+    from .schema import CalendarInfo, Event
+
+#: registry partition of the training-run records (user ids never start with ``_``)
+RUN_PK = "_run"
+#: usage-ledger partition of the service-wide daily totals
+GLOBAL_PK = "_global"
+
+
+class EventStore(Protocol):
+    """Labelled events of one user, keyed by event id; upserts are idempotent."""
+
+    def put_events(self, user_id: str, events: list[Event], *, source: str = "api") -> int:
+        """Upsert events (last one wins within a batch); returns how many distinct ids were written.
+        Raises ServiceUnavailable when storage keeps throttling (part of the batch may be stored)."""
+        ...
+
+    def get_event(self, user_id: str, event_id: str) -> Optional[Event]: ...
+
+    def existing_ids(self, user_id: str, event_ids: Iterable[str]) -> set[str]:
+        """Which of ``event_ids`` are stored already."""
+        ...
+
+    def set_calendar(self, user_id: str, event_id: str, calendar_id: str) -> Event:
+        """Relabel a stored event; NotFound when it is not stored."""
+        ...
+
+    def list_events(self, user_id: str, limit: Optional[int] = None) -> list[Event]:
+        """The user's events in event-id order (at most ``limit``)."""
+        ...
+
+    def list_events_updated(self, user_id: str, limit: Optional[int] = None) -> list[tuple[Event, str]]:
+        """As :meth:`list_events`, each with the time it was last written (ISO 8601)."""
+        ...
+
+    def count_events(self, user_id: str) -> int: ...
+
+
+class UserStore(Protocol):
+    """Per-user profile counters, calendars and corrections."""
+
+    def bump(self, user_id: str, *, events: int = 0, corrections: int = 0,
+             calendars: Optional[dict[str, int]] = None) -> None:
+        """Atomically add to ``events_total`` / ``corrections_total`` (creating the profile), and
+        new events per calendar to ``calev#<calendarId>`` (the retraining policy reads them)."""
+        ...
+
+    def profile(self, user_id: str) -> dict:
+        """The profile item (``events_total``, ``corrections_total``, ``created_at``, ...) or ``{}``."""
+        ...
+
+    def iter_profiles(self, page_size: int = 500) -> Iterator[dict]:
+        """Every user's profile (each carries ``user_id``)."""
+        ...
+
+    def put_calendar(self, user_id: str, cal: CalendarInfo) -> None: ...
+
+    def calendars(self, user_id: str) -> list[CalendarInfo]:
+        """The user's calendars in calendar-id order."""
+        ...
+
+    def record_correction(self, user_id: str, event_id: str, *, old: Optional[str], new: str,
+                          prediction: Optional[dict]) -> dict:
+        """Store a correction record (with what had been predicted) and return it."""
+        ...
+
+
+class ModelRegistry(Protocol):
+    """Model versions per user, the ACTIVE pointer (changed only by conditional writes), the audit
+    trail, and the training-run records (under :data:`RUN_PK`)."""
+
+    def put_version(self, user_id: str, version: str, record: dict) -> None:
+        """Register a new version (status ``candidate`` unless given); Conflict if it exists."""
+        ...
+
+    def get_version(self, user_id: str, version: str) -> Optional[dict]: ...
+
+    def set_status(self, user_id: str, version: str, status: str, reason: str = "", **extra: Any) -> None:
+        """Set a version's status (and ``extra`` attributes); NotFound if the version is unknown."""
+        ...
+
+    def versions(self, user_id: str) -> list[dict]:
+        """Every version record, oldest first."""
+        ...
+
+    def active(self, user_id: str, consistent: bool = False) -> Optional[dict]:
+        """The ACTIVE pointer (``version``, ``s3_key``, ``sha256``, ``threshold``, ...) or None."""
+        ...
+
+    def activate(self, user_id: str, record: dict, *, expected_version: Optional[str], actor: str,
+                 reason: str, action: str = "promote") -> dict:
+        """Point ACTIVE at ``record`` iff it still names ``expected_version`` (None: no pointer),
+        else Conflict (``active_changed``). Marks the new version active, the old one archived,
+        audits the change; returns the new pointer."""
+        ...
+
+    def audit(self, user_id: str, **fields: Any) -> None: ...
+
+    def mark_drift(self, user_id: str, version: str, report: dict, *, at: str) -> bool:
+        """Store a drift report on ACTIVE (iff it still names ``version``) and on the version;
+        False when ACTIVE changed meanwhile."""
+        ...
+
+    def audit_trail(self, user_id: str) -> list[dict]:
+        """The audit items, oldest first (each has ``sk``, ``at``, ``action``, ...)."""
+        ...
+
+    def put_run(self, run_id: str, record: dict) -> None: ...
+
+    def get_run(self, run_id: str) -> Optional[dict]: ...
+
+    def runs(self, limit: int = 20) -> list[dict]:
+        """The latest training-run records, newest first."""
+        ...
+
+
+class ModelBlobs(Protocol):
+    """Model bytes (ONNX, parity fixtures) and run files, addressed by key; sha256 checked on read."""
+
+    bucket: str
+
+    def key(self, user_id: str, version: str, suffix: str = ".onnx") -> str:
+        """``models/{user_id}/{version}{suffix}``."""
+        ...
+
+    def put(self, user_id: str, version: str, data: bytes, suffix: str = ".onnx") -> tuple[str, str]:
+        """Store ``data``; returns ``(key, sha256)``."""
+        ...
+
+    def get(self, key: str, sha256: Optional[str] = None) -> bytes:
+        """The bytes at ``key``; ModelIntegrityError when missing or not matching ``sha256``."""
+        ...
+
+    def put_json(self, key: str, obj: Any) -> None: ...
+
+    def get_json(self, key: str) -> Any:
+        """NotFound when there is no object at ``key``."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove the object (no error when it is already gone)."""
+        ...
+
+
+class PredictionLog(Protocol):
+    """One item per classified event (latest wins) with a TTL; corrections mark ``was_correct``."""
+
+    #: the only fields :meth:`scan_since` returns (aggregates: never the user, event or reason)
+    SCAN_FIELDS: tuple[str, ...]
+
+    def put_many(self, user_id: str, records: list[dict]) -> None:
+        """Log records (each with ``event_id``); ``None`` values are left out."""
+        ...
+
+    def get(self, user_id: str, event_id: str) -> Optional[dict]: ...
+
+    def mark(self, user_id: str, event_id: str, correct_calendar: str) -> Optional[dict]:
+        """Set ``was_correct`` / ``corrected_to`` on a logged prediction; None if it was not logged."""
+        ...
+
+    def since(self, user_id: str, since_iso: str, limit: Optional[int] = None) -> list[dict]:
+        """The user's records created at/after ``since_iso`` (at most ``limit``)."""
+        ...
+
+    def scan_since(self, since_iso: str, *, max_items: int, page_size: int = 1000,
+                   max_pages: Optional[int] = None) -> tuple[list[dict], dict]:
+        """Every user's records created at/after ``since_iso``, projected to :attr:`SCAN_FIELDS`,
+        at most ``max_items``; ``info = {"scanned", "pages", "truncated"}``."""
+        ...
+
+
+class UsageLedger(Protocol):
+    """LLM calls, tokens and USD per user and UTC day, and the same summed under :data:`GLOBAL_PK`."""
+
+    def add(self, user_id: str, *, usd: float, input_tokens: int, output_tokens: int, calls: int = 1) -> None:
+        """Add to today's row of ``user_id`` and of :data:`GLOBAL_PK`."""
+        ...
+
+    def spent(self, user_id: str, day: Optional[str] = None) -> float:
+        """USD spent on ``day`` (``yyyy-mm-dd``, default today, UTC); ``user_id`` may be GLOBAL_PK."""
+        ...
+
+    def days(self, user_id: str, since_day: str) -> list[dict]:
+        """The rows (``day``, ``calls``, ``usd``, ``input_tokens``, ``output_tokens``) from ``since_day``."""
+        ...
+
+
+class MetricsSink(Protocol):
+    """Where services send metrics. Dimensioned metrics carry low-cardinality labels only (method,
+    cohort), never a user. :class:`calroute.adapters.emf.EmfSink` writes CloudWatch EMF."""
+
+    def add_metric(self, name: str, unit: str, value: float) -> None: ...
+
+    def add_dimensioned(self, name: str, unit: str, value: float, dims: dict[str, str]) -> None: ...
+
+
+class NullSink:
+    """The metrics sink that drops everything (the default of every service; tests, scripts)."""
+
+    def add_metric(self, name: str, unit: str, value: float) -> None:
+        pass
+
+    def add_dimensioned(self, name: str, unit: str, value: float, dims: dict[str, str]) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class Stores:
+    """Every store a service may use; built in one place (:func:`calroute.wiring.stores`).
+
+    ``dataclasses.replace(stores, registry=...)`` swaps one of them (tests)."""
+
+    events: EventStore
+    users: UserStore
+    registry: ModelRegistry
+    models: ModelBlobs
+    predictions: PredictionLog
+    usage: UsageLedger
+
+
+__all__ = ["RUN_PK", "GLOBAL_PK", "EventStore", "UserStore", "ModelRegistry", "ModelBlobs", "PredictionLog",
+           "UsageLedger", "MetricsSink", "NullSink", "Stores"]

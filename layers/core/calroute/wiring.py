@@ -1,0 +1,145 @@
+"""The one place services are built from :class:`~calroute.config.Settings`.
+
+Handlers call these builders (once per container: each handler caches what it built) and never
+construct adapters themselves; tests build the same services on in-memory fakes (``stores=``) or
+swap a handler's service with Powertools' ``app.dependency_overrides``.
+
+* :func:`stores` — the DynamoDB/S3 adapters (boto3, honouring ``AWS_ENDPOINT_URL``);
+* :func:`ingest_service`, :func:`models_service`, :func:`stats_service` — the HTTP use cases;
+* :func:`predict_service` (with :func:`invoker` for the LLM fallback) and :func:`fallback_service`;
+* :func:`metrics_sink` — the EMF sink on a Powertools ``Metrics``.
+
+Building does no I/O: boto3 resources are created on first use and shared by the process
+(:func:`calroute.adapters.dynamo.base.shared_tables`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Optional
+
+from .config import Settings
+from .ports import MetricsSink, NullSink, Stores
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only
+    from .adapters.dynamo.base import Tables
+    from .adapters.invoke import Invoker
+    from .llm import FallbackService
+    from .services.ingest import IngestService
+    from .services.models import ModelsService
+    from .services.predict import PredictService
+    from .services.stats import StatsService
+
+
+def stores(cfg: Settings, *, tables: Optional["Tables"] = None) -> Stores:
+    """Every store on DynamoDB/S3 (``tables``: the boto3 resources; default the process's)."""
+    from .adapters.dynamo.events import DynamoEventStore
+    from .adapters.dynamo.predictions import DynamoPredictionLog
+    from .adapters.dynamo.registry import DynamoRegistry
+    from .adapters.dynamo.usage import DynamoUsageLedger
+    from .adapters.dynamo.users import DynamoUserStore
+    from .adapters.s3_models import S3ModelBlobs
+
+    return Stores(
+        events=DynamoEventStore(cfg.events_table, tables),
+        users=DynamoUserStore(cfg.users_table, tables),
+        registry=DynamoRegistry(cfg.registry_table, tables),
+        models=S3ModelBlobs(cfg.model_bucket, tables),
+        predictions=DynamoPredictionLog(cfg.predictions_table, cfg.prediction_ttl_days, tables),
+        usage=DynamoUsageLedger(cfg.usage_table, tables),
+    )
+
+
+_aws_stores = stores  # the builders' ``stores=`` argument shadows the function's name
+
+
+def metrics_sink(metrics: Any) -> MetricsSink:
+    """CloudWatch EMF through a Powertools ``Metrics`` (its namespace, service and switch)."""
+    from .adapters.emf import EmfSink
+
+    return EmfSink(metrics)
+
+
+# ----------------------------------------------------------------------------- HTTP use cases
+
+
+def ingest_service(cfg: Settings, *, stores: Optional[Stores] = None) -> "IngestService":
+    from .services.ingest import IngestService
+
+    return IngestService(stores if stores is not None else _aws_stores(cfg), cfg)
+
+
+def models_service(cfg: Settings, *, stores: Optional[Stores] = None, sfn: Any = None) -> "ModelsService":
+    """``sfn``: a boto3 Step Functions client (default: created on the first training request)."""
+    from .services.models import ModelsService
+
+    return ModelsService(stores if stores is not None else _aws_stores(cfg), cfg, sfn=sfn)
+
+
+def stats_service(cfg: Settings, *, stores: Optional[Stores] = None) -> "StatsService":
+    from .services.stats import StatsService
+
+    s = stores if stores is not None else _aws_stores(cfg)
+    return StatsService(s.predictions, s.usage, cfg=cfg)
+
+
+# ----------------------------------------------------------------------------- classification
+
+
+def fallback_service(cfg: Settings, *, sink: Optional[MetricsSink] = None, logger: Any = None,
+                     stores: Optional[Stores] = None, client_factory: Any = None) -> "FallbackService":
+    """The LLM fallback on the stores and the OpenAI SDK client (created on first use;
+    ``client_factory`` replaces it)."""
+    from .llm import FallbackService, LlmClient
+
+    def openai_client() -> LlmClient:
+        from .adapters.llm_openai import OpenAIChatClient
+
+        return OpenAIChatClient.from_settings(cfg)
+
+    s = stores if stores is not None else _aws_stores(cfg)
+    return FallbackService(cfg, client_factory=client_factory or openai_client, users=s.users, events=s.events,
+                           registry=s.registry, usage=s.usage, metrics=sink, logger=logger)
+
+
+def invoker(cfg: Settings, *, sink: Optional[MetricsSink] = None, logger: Any = None,
+            stores: Optional[Stores] = None) -> Optional["Invoker"]:
+    """The LLM fallback invoker for ``cfg``: the Lambda function (``LLM_FUNCTION_NAME``), or the
+    fallback service in-process (``LAMBDA_INVOKE_MODE=inprocess`` with an LLM configured), or None."""
+    from .adapters.invoke import CallableInvoker, LambdaInvoker
+
+    if cfg.lambda_invoke_mode == "inprocess":
+        if not cfg.llm_configured:
+            return None
+        return CallableInvoker(fallback_service(cfg, sink=sink, logger=logger, stores=stores).handle)
+    if cfg.llm_function_name:
+        timeout = cfg.llm_timeout_seconds * (cfg.llm_max_retries + 1) + 3.0
+        return LambdaInvoker(cfg.llm_function_name, read_timeout=timeout)
+    return None
+
+
+_invoker = invoker  # shadowed by predict_service's ``invoker=`` argument
+
+
+def predict_service(cfg: Settings, *, sink: Optional[MetricsSink] = None, logger: Any = None,
+                    stores: Optional[Stores] = None, invoker: Any = "auto") -> "PredictService":
+    """The classification service: model cache on the registry and the model blobs, the LLM
+    fallback invoker (``"auto"``: :func:`invoker` for ``cfg``), the prediction log, the usage ledger
+    (budgets) and the ML kill switch."""
+    from .cache import ModelCache
+    from .calendars import CalendarDirectory
+    from .policy import flag_provider
+    from .services.predict import PredictService
+
+    sink = sink or NullSink()
+    s = stores if stores is not None else _aws_stores(cfg)
+    if invoker == "auto":
+        invoker = _invoker(cfg, sink=sink, logger=logger, stores=s)
+    cache = ModelCache.from_settings(cfg, s.registry, s.models, metrics=sink)
+    # the user's calendars: calendars the model has not met, and the check of the LLM's answer
+    directory = CalendarDirectory(s.users.calendars, ttl=cfg.model_revalidate_seconds)
+    return PredictService(cfg, cache=cache, invoker=invoker, predictions=s.predictions, usage=s.usage,
+                          flags=flag_provider(cfg), sink=sink, logger=logger, calendars=directory)
+
+
+__all__ = ["stores", "metrics_sink", "ingest_service", "models_service", "stats_service", "fallback_service",
+           "invoker", "predict_service"]

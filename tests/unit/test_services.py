@@ -1,0 +1,385 @@
+"""The use cases on the in-memory fakes of the storage ports (support/fakes.py): ingest, predict,
+models and the training-run steps, built by calroute.wiring as the handlers build them. No moto,
+no network (sockets refuse to connect); the fakes are held to the adapters' behaviour by the
+contract tests in tests/integration/test_adapters.py."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from calroute.schema import CalendarInfo
+
+from calroute import wiring
+from calroute.config import Settings
+from calroute.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
+from calroute.features import FEATURE_SPEC_VERSION
+from calroute.ports import GLOBAL_PK
+from calroute.services import training_run as tr
+from support.fakes import FakeEventStore, FakeRegistry, Recorder, fake_stores
+from support.models import FakeTrainer, build_onnx, make_events, version
+
+pytestmark = pytest.mark.usefixtures("no_network")
+
+U = "alice"
+CFG = Settings()
+
+
+def ev(i: int, cal: str = "work", **kw) -> dict:
+    return {"event_id": f"e{i}", "summary": f"Meeting {i}", "start": f"2026-03-{1 + i % 28:02d}T10:00:00Z",
+            "calendar_id": cal, **kw}
+
+
+def install(stores, user: str = U, n: int = 1, calendars=("work", "home"), data: bytes | None = None) -> dict:
+    """Store + register + activate a small real model (what Promote leaves behind)."""
+    ver = version(n)
+    data = data if data is not None else build_onnx(calendars, model_version=ver, user=user)
+    key, sha = stores.models.put(user, ver, data)
+    record = {"version": ver, "s3_key": key, "sha256": sha, "threshold": 0.6, "feature_spec": FEATURE_SPEC_VERSION,
+              "labels": sorted(calendars)}
+    stores.registry.put_version(user, ver, record)
+    for cal in calendars:  # ingest registers every calendar a user's events name
+        stores.users.put_calendar(user, CalendarInfo(calendar_id=cal, name=cal))
+    cur = stores.registry.active(user)
+    stores.registry.activate(user, record, expected_version=cur["version"] if cur else None, actor="test",
+                             reason="test")
+    return record
+
+
+# ----------------------------------------------------------------------------- ingest
+
+
+def test_ingest_is_idempotent_and_counts_new_events_once():
+    stores = fake_stores()
+    ingest = wiring.ingest_service(CFG, stores=stores)
+    batch = [ev(i) for i in range(30)] + [ev(100, "home")]
+    assert ingest.ingest_events(U, batch) == {"upserted": 31, "new": 31, "calendars_added": ["home", "work"]}
+    assert ingest.ingest_events(U, batch) == {"upserted": 31, "new": 0, "calendars_added": []}
+    assert stores.events.count_events(U) == 31 and stores.users.profile(U)["events_total"] == 31
+    assert [c.calendar_id for c in stores.users.calendars(U)] == ["home", "work"]
+
+
+def test_one_bad_event_and_nothing_is_written():
+    stores = fake_stores()
+    ingest = wiring.ingest_service(CFG, stores=stores)
+    with pytest.raises(InvalidInput) as exc:
+        ingest.ingest_events(U, [ev(1), {"event_id": "e2", "summary": "no label", "start": "2026-03-02T10:00:00Z"}])
+    assert exc.value.field == "events[1].calendar_id"
+    assert stores.events.count_events(U) == 0 and stores.users.profile(U) == {} and stores.users.calendars(U) == []
+
+
+def test_storage_giving_up_mid_batch_keeps_the_counter_exact_on_resend():
+    class GivesUp(FakeEventStore):
+        """Stores the first half of a batch, then reports throttling (as BatchWriteItem may)."""
+
+        def __init__(self):
+            super().__init__()
+            self.fail = True
+
+        def put_events(self, user_id, events, *, source="api"):
+            if self.fail:
+                self.fail = False
+                super().put_events(user_id, events[: len(events) // 2], source=source)
+                raise ServiceUnavailable("storage is throttling writes; retry the request", retry_after=2)
+            return super().put_events(user_id, events, source=source)
+
+    stores = fake_stores(events=GivesUp())
+    ingest = wiring.ingest_service(CFG, stores=stores)
+    batch = [ev(i) for i in range(10)]
+    with pytest.raises(ServiceUnavailable):
+        ingest.ingest_events(U, batch)
+    assert stores.users.profile(U)["events_total"] == 5  # what landed is counted ...
+    assert ingest.ingest_events(U, batch)["new"] == 5  # ... and the resend counts only the rest
+    assert stores.users.profile(U)["events_total"] == 10 == stores.events.count_events(U)
+
+
+def test_correction_relabels_records_the_prediction_and_marks_the_log():
+    stores = fake_stores()
+    ingest = wiring.ingest_service(CFG, stores=stores)
+    ingest.ingest_events(U, [ev(1), ev(2)])
+    stores.predictions.put_many(U, [{"event_id": "e1", "calendar_id": "work", "method": "ml",
+                                     "model_version": version(1)}])
+    out = ingest.correct_event(U, "e1", "home")
+    assert out["changed"] is True and out["was_correct"] is False
+    assert (out["from_calendar"], out["to_calendar"], out["predicted_method"]) == ("work", "home", "ml")
+    assert stores.events.get_event(U, "e1").calendar_id == "home"
+    assert stores.predictions.get(U, "e1")["corrected_to"] == "home"
+    assert stores.users.profile(U)["corrections_total"] == 1
+    assert "home" in {c.calendar_id for c in stores.users.calendars(U)}
+    same = ingest.correct_event(U, "e2", "work")  # already labelled so: recorded, not counted
+    assert same["changed"] is False and "was_correct" not in same
+    assert stores.users.profile(U)["corrections_total"] == 1
+    with pytest.raises(NotFound):
+        ingest.correct_event(U, "nope", "home")
+
+
+def test_calendars_are_cleaned_and_an_import_registers_its_calendar():
+    stores = fake_stores()
+    ingest = wiring.ingest_service(CFG, stores=stores)
+    assert ingest.put_calendar(U, "work", " Work\u0007 ", None) == {"calendar_id": "work", "name": "Work",
+                                                                   "description": ""}
+    with pytest.raises(InvalidInput) as exc:
+        ingest.put_calendar(U, "work", "n" * 201, "")
+    assert exc.value.field == "name"
+    ics = ("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nX-WR-CALNAME:Gym\r\nBEGIN:VEVENT\r\nUID:g1@test\r\n"
+           "DTSTART:20260302T070000Z\r\nDTEND:20260302T080000Z\r\nSUMMARY:Spin class\r\nEND:VEVENT\r\n"
+           "END:VCALENDAR\r\n")
+    now = datetime(2026, 3, 1, tzinfo=timezone.utc)
+    out = ingest.import_ics(U, "gym", ics, now=now)
+    assert out["calendar_registered"] is True and out["events"] == 1 and out["new"] == 1
+    assert {c.calendar_id: c.name for c in stores.users.calendars(U)}["gym"] == "Gym"
+    assert ingest.import_ics(U, "gym", ics, now=now)["new"] == 0  # idempotent
+
+
+# ----------------------------------------------------------------------------- predict
+
+
+CONFIDENT = {"event_id": "e-conf", "summary": "sprint standup review", "start": "2026-03-03T10:00:00Z"}
+UNSURE = {"event_id": "e-unsure", "summary": "zzz", "start": "2026-03-03T10:00:00Z"}
+
+
+class Invoker:
+    """The LLM fallback as predict sees it (an Invoker): answers ``answer`` and records payloads."""
+
+    def __init__(self, answer: dict):
+        self.answer, self.payloads = answer, []
+
+    def invoke(self, payload: dict) -> dict:
+        self.payloads.append(payload)
+        return dict(self.answer)
+
+
+def test_a_confident_model_answers_alone_and_is_logged():
+    stores, sink = fake_stores(), Recorder()
+    install(stores)
+    svc = wiring.predict_service(CFG, stores=stores, sink=sink, invoker=None)
+    out = svc.classify(U, CONFIDENT)
+    assert out["method"] == "ml" and out["calendar_id"] == "work" and out["model_version"] == version(1)
+    assert out["confidence"] >= out["threshold"] == 0.6
+    logged = stores.predictions.get(U, "e-conf")
+    assert logged["method"] == "ml" and logged["calendar_id"] == "work" and logged["drift"]
+    assert sink.total("ModelCacheMiss") == 1 and sink.total("Predictions") == 1
+    svc.classify(U, CONFIDENT)
+    assert sink.total("ModelCacheHit") == 1  # cached: no second load
+
+
+def test_no_model_and_no_llm_is_none():
+    svc = wiring.predict_service(CFG, stores=fake_stores(), invoker=None)
+    out = svc.classify(U, CONFIDENT)
+    assert out["method"] == "none" and out["calendar_id"] is None
+    assert out["reason"] == "no_model+llm_not_configured"
+
+
+def test_an_unsure_model_asks_the_llm_within_budget():
+    stores = fake_stores()
+    install(stores)
+    llm = Invoker({"calendar_id": "home", "reason": "looks personal", "usd": 0.001})
+    svc = wiring.predict_service(CFG, stores=stores, invoker=llm)
+    out = svc.classify(U, UNSURE)
+    assert out["method"] == "llm" and out["calendar_id"] == "home" and out["reason"] == "looks personal"
+    (payload,) = llm.payloads
+    assert payload["user_id"] == U and payload["model_version"] == version(1) and payload["candidates"]
+    stores.usage.add(U, usd=CFG.llm_user_daily_budget_usd, input_tokens=1, output_tokens=1)
+    out = svc.classify(U, dict(UNSURE, event_id="e-2"))
+    assert out["method"] == "ml_low_confidence" and out["reason"] == "budget" and len(llm.payloads) == 1
+
+
+def test_the_kill_switch_and_a_broken_model_never_use_the_model():
+    stores, sink = fake_stores(), Recorder()
+    rec = install(stores)
+    llm = Invoker({"calendar_id": "work", "reason": "r"})
+    off = wiring.predict_service(Settings(ml_enabled=False), stores=stores, invoker=llm)
+    out = off.classify(U, CONFIDENT)
+    assert out["method"] == "llm_only" and out["model_version"] is None and out["alternatives"] == []
+    stores.models.objects[rec["s3_key"]] = b"tampered"  # fails its sha256 check
+    broken = wiring.predict_service(CFG, stores=stores, sink=sink, invoker=None)
+    for _ in range(2):
+        out = broken.classify(U, CONFIDENT)
+        assert out["method"] == "none" and out["reason"] == "model_unavailable+llm_not_configured"
+    assert sink.total("ModelLoadFailures") == 1  # negative-cached
+
+
+# ----------------------------------------------------------------------------- models API
+
+
+def _validated(stores, user: str, n: int) -> dict:
+    ver = version(n)
+    data = build_onnx(("work", "home"), model_version=ver, user=user)
+    key, sha = stores.models.put(user, ver, data)
+    rec = {"version": ver, "s3_key": key, "sha256": sha, "threshold": 0.6, "feature_spec": FEATURE_SPEC_VERSION,
+           "labels": ["home", "work"], "status": "validated", "validated": True}
+    stores.registry.put_version(user, ver, rec)
+    return rec
+
+
+def test_model_status_reports_gates_and_the_active_model():
+    stores = fake_stores()
+    models = wiring.models_service(CFG, stores=stores)
+    out = models.status(U)
+    assert out["status"] == "no_model" and out["can_train"]["ok"] is False and out["active_version"] is None
+    install(stores)
+    out = models.status(U)
+    assert out["status"] == "active" and out["active_version"] == version(1) and out["threshold"] == 0.6
+    assert models.versions(U)["versions"][0]["version"] == version(1)
+
+
+def test_promote_and_rollback_are_conditional_and_audited():
+    stores = fake_stores()
+    models = wiring.models_service(CFG, stores=stores)
+    v1 = install(stores, n=1)
+    v2 = _validated(stores, U, 2)
+    with pytest.raises(NotFound):
+        models.promote(U, version(9), reason="", actor="dev:alice")
+    out = models.promote(U, v2["version"], reason="better", actor="dev:alice")
+    assert out == {"user_id": U, "active_version": v2["version"], "previous_version": v1["version"], "changed": True}
+    assert models.promote(U, v2["version"], reason="", actor="dev:alice")["changed"] is False
+    back = models.rollback(U, reason="oops", actor="dev:alice")
+    assert back == {"user_id": U, "active_version": v1["version"], "rolled_back_from": v2["version"]}
+    assert stores.registry.get_version(U, v2["version"])["status"] == "rolled_back"
+    actions = [a["action"] for a in stores.registry.audit_trail(U)]
+    assert actions.count("manual_promote") == 1 and actions.count("rollback") == 1
+
+
+def test_a_promotion_racing_another_writer_is_refused_and_audited():
+    class Stale(FakeRegistry):
+        """Answers the ACTIVE read with an older version (a training run moved it meanwhile)."""
+
+        def active(self, user_id, consistent=False):
+            item = super().active(user_id, consistent)
+            return {**item, "version": version(1)} if item else item
+
+    stores = fake_stores(registry=Stale())
+    install(stores, n=1)
+    install(stores, n=3)  # the writer that won
+    v2 = _validated(stores, U, 2)
+    with pytest.raises(Conflict) as exc:
+        wiring.models_service(CFG, stores=stores).promote(U, v2["version"], reason="try", actor="dev:alice")
+    assert exc.value.code == "active_changed"
+    lost = [a for a in stores.registry.audit_trail(U) if a["action"] == "manual_promote_conflict"]
+    assert lost and lost[0]["expected_version"] == version(1)
+    assert FakeRegistry.active(stores.registry, U)["version"] == version(3)  # no lost update
+
+
+def test_start_training_needs_a_state_machine_and_audits_the_request():
+    class Sfn:
+        def __init__(self):
+            self.calls = []
+
+        def start_execution(self, **kw):
+            self.calls.append(kw)
+            return {"executionArn": f"arn:aws:states:us-east-1:123456789012:execution:sm:{kw['name']}"}
+
+    stores = fake_stores()
+    with pytest.raises(ServiceUnavailable):
+        wiring.models_service(CFG, stores=stores).start_training(U, actor="dev:alice")
+    sfn = Sfn()
+    models = wiring.models_service(Settings(state_machine_arn="arn:aws:states:us-east-1:123456789012:stateMachine:sm"),
+                                   stores=stores, sfn=sfn)
+    out = models.start_training(U, actor="dev:alice")
+    assert sfn.calls[0]["name"] == out["run_id"] and out["execution_arn"].endswith(out["run_id"])
+    (audit,) = stores.registry.audit_trail(U)
+    assert audit["action"] == "train_requested" and audit["run_id"] == out["run_id"]
+
+
+# ----------------------------------------------------------------------------- training run steps
+
+
+def seed(stores, user: str, calendars=("home", "kids", "work"), per_calendar: int = 25):
+    events = make_events(calendars, per_calendar)
+    stores.events.put_events(user, events)
+    stores.users.bump(user, events=len(events))
+    return events
+
+
+def test_plan_writes_the_users_to_train():
+    stores = fake_stores()
+    seed(stores, "alice")
+    seed(stores, "bob", calendars=("work",), per_calendar=5)  # cannot train yet
+    out = tr.plan({"trigger": "schedule"}, stores, CFG, execution_name="exec-1")
+    assert out["key"] == "runs/exec-1/users.json" and out["bucket"] == stores.models.bucket
+    assert stores.models.get_json(out["key"]) == [{"user_id": "alice", "run_id": "exec-1", "reason": "never trained"}]
+    assert out["skipped_total"] == 1 and out["drift"]["checked"] == 0
+    asked = tr.plan({"trigger": "api", "user_ids": ["bob", "bob"], "run_id": "r-api"}, stores, CFG)
+    assert [i["user_id"] for i in stores.models.get_json(asked["key"])] == ["bob"]
+    with pytest.raises(InvalidInput):
+        tr.plan({"user_ids": ["../x"]}, stores, CFG)
+
+
+def test_train_validate_promote_then_a_worse_candidate_is_rejected():
+    stores = fake_stores()
+    seed(stores, "alice")
+    item = {"user_id": "alice", "run_id": "r1", "reason": "test"}
+    out = tr.train_user(item, stores, CFG, trainer=FakeTrainer())
+    assert out["status"] == "candidate"
+    rec = stores.registry.get_version("alice", out["version"])
+    assert stores.models.get(rec["s3_key"], rec["sha256"]) and rec["drift_reference"]
+    out = tr.validate(out, stores, CFG)
+    assert out["status"] == "valid", out
+    out = tr.promote(out, stores, CFG)
+    assert out["status"] == "promoted" and stores.registry.active("alice")["version"] == rec["version"]
+
+    worse = tr.validate(tr.train_user(item, stores, CFG, now=datetime.now(timezone.utc) + timedelta(seconds=2),
+                                      trainer=FakeTrainer(holdout_accuracy=0.4)), stores, CFG)
+    out = tr.promote(worse, stores, CFG)
+    assert out["status"] == "rejected" and out["stage"] == "champion"
+    assert stores.registry.active("alice")["version"] == rec["version"]
+
+
+def test_gates_skip_and_a_tampered_candidate_is_rejected():
+    stores = fake_stores()
+    seed(stores, "bob", calendars=("work",), per_calendar=5)
+    skipped = tr.train_user({"user_id": "bob", "run_id": "r1"}, stores, CFG, trainer=FakeTrainer())
+    assert skipped["status"] == "skipped" and stores.registry.versions("bob") == []
+    seed(stores, "alice")
+    out = tr.train_user({"user_id": "alice", "run_id": "r1"}, stores, CFG, trainer=FakeTrainer())
+    rec = stores.registry.get_version("alice", out["version"])
+    stores.models.objects[rec["s3_key"]] = b"not onnx"
+    out = tr.validate(out, stores, CFG)
+    assert out["status"] == "rejected" and "sha256" in out["reason"]
+    assert stores.registry.get_version("alice", out["version"])["rejected_stage"] == "validate"
+
+
+def test_a_failed_registration_leaves_no_object_behind():
+    class Refuses(FakeRegistry):
+        def put_version(self, user_id, version, record):
+            raise ServiceUnavailable("storage is throttling; retry the request", retry_after=2)
+
+    stores = fake_stores(registry=Refuses())
+    seed(stores, "alice")
+    with pytest.raises(ServiceUnavailable):
+        tr.train_user({"user_id": "alice", "run_id": "r1"}, stores, CFG, trainer=FakeTrainer())
+    assert stores.models.objects == {}
+
+
+def test_summarize_records_the_run():
+    stores, recorded = fake_stores(), []
+
+    class Metrics:
+        def add_metric(self, name, unit, value):
+            recorded.append((name, value))
+
+    run = {"run_id": "r-sum", "count": 2, "skipped_total": 3, "trigger": "schedule",
+           "started_at": "2026-06-01T00:00:00+00:00",
+           "results": [{"user_id": "a", "status": "promoted", "duration_ms": 100},
+                       {"user_id": "b", "status": "failed", "stage": "train", "error": "ValueError"}]}
+    out = tr.summarize(run, stores, CFG, now=datetime(2026, 6, 1, 0, 1, tzinfo=timezone.utc), metrics=Metrics())
+    stored = stores.registry.get_run("r-sum")
+    assert (stored["trained"], stored["failed"], stored["not_needed"], stored["seconds"]) == (1, 1, 3, 60.0)
+    assert out["failures"] == [{"user_id": "b", "stage": "train", "error": "ValueError"}]
+    assert ("TrainingUsersTrained", 1) in recorded and stores.registry.runs()[0]["run_id"] == "r-sum"
+
+
+def test_stats_read_the_log_and_the_global_ledger():
+    stores = fake_stores()
+    stores.predictions.put_many(U, [{"event_id": "e1", "calendar_id": "work", "method": "ml", "latency_ms": 2.0},
+                                    {"event_id": "e2", "calendar_id": "home", "method": "llm", "latency_ms": 600.0,
+                                     "llm_usd": 0.002}])
+    stores.predictions.mark(U, "e1", "work")
+    stores.usage.add(U, usd=0.002, input_tokens=900, output_tokens=20)
+    stats = wiring.stats_service(CFG, stores=stores)
+    mine = stats.user_stats(U)
+    assert mine["predictions"] == 2 and mine["by_method"]["ml"]["accuracy"] == 1.0 and mine["llm"]["calls"] == 1
+    glob = stats.global_stats(1)
+    assert glob["requests"] == 2 and glob["llm"]["calls"] == 1 and glob["llm_calls"] == 1
+    assert stores.usage.days(GLOBAL_PK, "2000-01-01")[0]["calls"] == 1
