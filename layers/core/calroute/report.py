@@ -71,18 +71,12 @@ def collect_details(data_dir: str | Path, *, users: Optional[Sequence[str]] = No
 
 def coverage_accuracy_curve(confidence: Sequence[float], correct: Sequence[bool]) -> tuple[np.ndarray, np.ndarray]:
     """(coverage, accuracy of the kept events) as the threshold sweeps every distinct confidence,
-    from the most confident event only (lowest coverage) to every event (coverage 1)."""
-    conf = np.asarray(confidence, dtype=float)
-    ok = np.asarray(correct, dtype=float)
-    if conf.size == 0:
-        return np.zeros(0), np.zeros(0)
-    order = np.argsort(-conf, kind="stable")
-    cum = np.cumsum(ok[order])
-    k = np.arange(1, conf.size + 1)
-    # keep the last index of each tie group: a threshold keeps all events of equal confidence
-    c_sorted = conf[order]
-    last = np.r_[c_sorted[1:] != c_sorted[:-1], True]
-    return k[last] / conf.size, cum[last] / k[last]
+    from the most confident event only (lowest coverage) to every event (coverage 1): one minus the
+    risk of :func:`calroute.risk.risk_coverage_curve` (the same sweep, ties kept together)."""
+    from .risk import risk_coverage_curve
+
+    cov, risk = risk_coverage_curve(confidence, correct)
+    return cov, 1.0 - risk
 
 
 def reliability_bins(confidence: Sequence[float], correct: Sequence[bool], bins: int = 10) -> list[dict]:
