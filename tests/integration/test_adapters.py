@@ -90,6 +90,18 @@ def test_user_counters_and_calendars(stores):
     assert [p["user_id"] for p in users.iter_profiles()] == ["alice"]
 
 
+def test_per_calendar_counters_add_up(stores):
+    """The retraining policy reads ``calev#<calendarId>``: bumps add per calendar, atomically."""
+    from calroute.retrain import CALENDAR_COUNT_PREFIX
+    users = stores.users
+    users.bump("alice", events=3, calendars={"gym": 2, "work": 1})
+    users.bump("alice", events=2, calendars={"gym": 2})
+    p = users.profile("alice")
+    assert p[f"{CALENDAR_COUNT_PREFIX}gym"] == 4 and p[f"{CALENDAR_COUNT_PREFIX}work"] == 1
+    assert p["events_total"] == 5
+    assert users.profile("bob") == {}
+
+
 def test_calendars_are_replaced_and_ordered_by_id(stores):
     users = stores.users
     for cid in ("work", "home", "kids"):
