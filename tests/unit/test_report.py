@@ -51,7 +51,8 @@ def _synthetic(rng=np.random.default_rng(3)):
               "mean_of_users": {"coverage": 0.9, "accuracy_kept": 0.96, "accuracy_all": 0.9, "macro_f1": 0.87,
                                 "threshold": 0.6},
               "users": [{"user": "ana", "train_events": 100, "test_events": 60, "coverage": 0.9,
-                         "accuracy_kept": 0.97, "accuracy_all": 0.9, "macro_f1": 0.9, "threshold": 0.6},
+                         "accuracy_kept": 0.97, "accuracy_all": 0.9, "macro_f1": 0.9, "threshold": 0.6,
+                         "aurc": 0.0123},
                         {"user": "cid", "skipped": "needs at least 50 labelled events (has 3)"}],
               "settings": {"family": "logreg"}}
     return result, {"users": users, "learning_curve": curve}
@@ -71,6 +72,7 @@ def test_write_report_produces_the_pngs_html_and_markdown(tmp_path):
     for name in report.PLOTS:
         assert f"]({name})" in md
     assert "| overall (pooled) |" in md and "97.0%" in md
+    assert "| 0.0123 |" in md and "Risk vs coverage per user" in md
     det = json.loads((rep / "details.json").read_text())
     assert [c["n"] for c in det["learning_curve"]] == [5, 10, 20, 50]
     assert sum(b["count"] for b in det["reliability"]) == 120
@@ -89,3 +91,22 @@ def test_collect_details_on_a_tiny_dataset(tmp_path):
     assert len(u["y"]) == len(u["pred"]) == len(u["confidence"]) > 0
     assert all(0.0 <= c <= 1.0 for c in u["confidence"]) and 0 <= u["threshold"] <= 1
     assert [c["n"] for c in d["learning_curve"]] == [5] and d["learning_curve"][0]["coverage"] is not None
+
+
+def test_plots_mark_the_threshold_on_the_routing_score_not_the_confidence(tmp_path, monkeypatch):
+    """The threshold applies to confidence × (1 - w × novelty): the dot of a user whose novelty
+    discounts every score below the threshold must be absent, whatever the raw confidence."""
+    result, details = _synthetic()
+    for d in details["users"].values():
+        d["score"] = [c * 0.5 for c in d["confidence"]]  # all below the 0.6 threshold
+    dots = []
+    import matplotlib.axes
+    real = matplotlib.axes.Axes.scatter
+    monkeypatch.setattr(matplotlib.axes.Axes, "scatter", lambda self, *a, **k: (dots.append(a), real(self, *a, **k))[1])
+    report.plot_risk_coverage(details, tmp_path / "r.png")
+    report.plot_coverage_accuracy(details, tmp_path / "c.png")
+    assert dots == [] and (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
+    for d in details["users"].values():
+        d["score"] = d["confidence"]
+    report.plot_risk_coverage(details, tmp_path / "r.png")
+    assert len(dots) == 2

@@ -26,7 +26,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 CURVE_SIZES = (5, 10, 20, 50)
-PLOTS = ("coverage_accuracy.png", "reliability.png", "learning_curve.png", "confusion.png")
+PLOTS = ("coverage_accuracy.png", "reliability.png", "learning_curve.png", "confusion.png", "risk_coverage.png")
 
 
 # ----------------------------------------------------------------------------- data
@@ -36,7 +36,7 @@ def collect_details(data_dir: str | Path, *, users: Optional[Sequence[str]] = No
                     curve_sizes: Sequence[int] = CURVE_SIZES, cfg: Any = None) -> dict:
     """Per-event outcomes of every user and the learning curve.
 
-    Returns ``{"users": {user: {"y", "pred", "confidence", "labels", "threshold"}},
+    Returns ``{"users": {user: {"y", "pred", "confidence", "score", "labels", "threshold"}},
     "learning_curve": [{"n", "coverage", "accuracy_kept", "accuracy_all", "users": {...}}]}``
     (lists, JSON-serialisable)."""
     from dataclasses import replace
@@ -57,6 +57,8 @@ def collect_details(data_dir: str | Path, *, users: Optional[Sequence[str]] = No
             continue
         per_user[u] = {"y": [str(v) for v in r["y"]], "pred": [str(v) for v in r["pred"]],
                        "confidence": [float(c) for c in r.get("confidence", [])],
+                       # the routing score the threshold applies to (confidence discounted by novelty)
+                       "score": [float(c) for c in r.get("score", r.get("confidence", []))],
                        "labels": list(r["labels"]), "threshold": float(r["threshold"])}
     curve = []
     for n in curve_sizes:
@@ -123,9 +125,10 @@ def plot_coverage_accuracy(details: dict, path: Path) -> None:
     lows, x_lo = [], 1.0
     for i, (u, d) in enumerate(sorted(details["users"].items())):
         correct = np.asarray(d["y"]) == np.asarray(d["pred"])
-        cov, acc = coverage_accuracy_curve(d["confidence"], correct)
+        score = d.get("score", d["confidence"])
+        cov, acc = coverage_accuracy_curve(score, correct)
         color = f"C{i}"
-        conf = np.asarray(d["confidence"])
+        conf = np.asarray(score)
         kept = conf >= d["threshold"]
         mark = ""
         if kept.any():
@@ -146,6 +149,47 @@ def plot_coverage_accuracy(details: dict, path: Path) -> None:
     ax.set_ylim(max(0.0, min(lows + [0.95]) - 0.02), 1.005)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_risk_coverage(details: dict, path: Path, *, alpha: float = 0.05) -> None:
+    """Risk (error rate of the answered events) vs coverage per user as the threshold on the routing
+    score moves, the area under each curve (AURC) in the legend, the error the threshold bounds
+    (``alpha = 1 - TARGET_PRECISION``) as a line and each model's chosen threshold as a dot."""
+    from .risk import aurc, risk_coverage_curve
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.5, 5), dpi=110)
+    top = alpha * 2
+    users = sorted(details["users"].items(),
+                   key=lambda kv: -aurc(kv[1].get("score", kv[1]["confidence"]),
+                                        np.asarray(kv[1]["y"]) == np.asarray(kv[1]["pred"])) if kv[1]["y"] else 0.0)
+    for i, (u, d) in enumerate(users):
+        correct = np.asarray(d["y"]) == np.asarray(d["pred"])
+        score = np.asarray(d.get("score", d["confidence"]), dtype=np.float64)
+        cov, risk = risk_coverage_curve(score, correct)
+        if not cov.size:
+            continue
+        color = f"C{i % 10}"
+        kept = score >= d["threshold"]
+        mark = ""
+        if kept.any():
+            c, r = kept.mean(), 1.0 - correct[kept].mean()
+            ax.scatter([c], [r], color=color, s=60, zorder=5, edgecolor="black")
+            mark = f"; kept {c:.0%} at risk {r:.1%}"
+        ax.step(cov, risk, where="post", color=color, lw=1.6,
+                label=f"{u}: AURC {aurc(score, correct):.4f}{mark}")
+        top = max(top, float(np.max(risk)))
+    ax.axhline(alpha, color="grey", ls=":", lw=1, label=f"bounded error {alpha:.0%} (1 - target precision)")
+    ax.set_xlabel("coverage (share of test events the model answers)")
+    ax.set_ylabel("risk (error rate of the answered events)")
+    ax.set_title("Risk vs coverage per user, worst AURC first\n(dot = the threshold each user's model certified)")
+    ax.set_xlim(0.0, 1.005)
+    ax.set_ylim(-0.002, min(1.0, top * 1.05))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -268,20 +312,21 @@ def _pct(v: Any) -> str:
 
 
 def _tables(result: dict, details: dict, bins: list[dict]) -> list[tuple[str, list[str], list[list[str]]]]:
-    head = ["user", "train", "test", "coverage", "accuracy_kept", "accuracy_all", "macro-F1", "threshold"]
+    head = ["user", "train", "test", "coverage", "accuracy_kept", "accuracy_all", "macro-F1", "threshold", "AURC"]
     rows = []
     for u in result.get("users", []):
         if "skipped" in u:
-            rows.append([u["user"], "", "", f"skipped: {u['skipped']}", "", "", "", ""])
+            rows.append([u["user"], "", "", f"skipped: {u['skipped']}", "", "", "", "", ""])
             continue
         rows.append([u["user"], str(u.get("train_events", "")), str(u.get("test_events", "")), _pct(u.get("coverage")),
                      _pct(u.get("accuracy_kept")), _pct(u.get("accuracy_all")), _pct(u.get("macro_f1")),
-                     f"{u.get('threshold', 0):.2f}"])
+                     f"{u.get('threshold', 0):.2f}", "-" if u.get("aurc") is None else f"{u['aurc']:.4f}"])
     for name, key in (("overall (pooled)", "overall"), ("mean of users", "mean_of_users")):
         r = result.get(key) or {}
         rows.append([name, "", str(r.get("test_events", "")), _pct(r.get("coverage")), _pct(r.get("accuracy_kept")),
                      _pct(r.get("accuracy_all")), _pct(r.get("macro_f1")),
-                     "-" if r.get("threshold") is None else f"{r['threshold']:.2f}"])
+                     "-" if r.get("threshold") is None else f"{r['threshold']:.2f}",
+                     "-" if r.get("aurc") is None else f"{r['aurc']:.4f}"])
     curve = [[str(c["n"]), _pct(c.get("coverage")), _pct(c.get("accuracy_kept")), _pct(c.get("accuracy_all"))]
              for c in details.get("learning_curve") or []]
     rel = [[f"{b['lo']:.1f}-{b['hi']:.1f}", str(b["count"]), _pct(b["confidence"]), _pct(b["accuracy"])]
@@ -335,10 +380,13 @@ def write_report(result: dict, outdir: str | Path, *, details: dict, data_dir: O
     bins = plot_reliability(details, out / PLOTS[1])
     plot_learning_curve(details, result, out / PLOTS[2])
     plot_confusion(details, out / PLOTS[3])
+    target = (result.get("settings") or {}).get("target_precision")
+    plot_risk_coverage(details, out / PLOTS[4], alpha=round(1.0 - float(target), 6) if target else 0.05)
     captions = {PLOTS[0]: "Coverage vs accuracy per user (chosen threshold marked)",
                 PLOTS[1]: "Reliability diagram (calibration)",
                 PLOTS[2]: "Learning curve: accuracy_kept and coverage vs training events per calendar",
-                PLOTS[3]: "Confusion matrices"}
+                PLOTS[3]: "Confusion matrices",
+                PLOTS[4]: "Risk vs coverage per user (AURC; the bounded error; the certified threshold marked)"}
     settings = {"data": data_dir or "DIR", "out": str(outdir)}
     tables = _tables(result, details, bins)
     (out / "README.md").write_text(_markdown(result, tables, captions, settings), encoding="utf-8")
