@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT / "layers" / "core") not in sys.path:  # running from a checkout without `pip install -e`
-    sys.path.insert(0, str(ROOT / "layers" / "core"))
+for _p in (ROOT / "layers" / "core", ROOT / "tools"):  # running from a checkout without `pip install -e`
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
 
 from bench import harness  # noqa: E402
 
@@ -32,7 +33,7 @@ AWS_SECTIONS = {"serving", "cold_start", "state_machine", "llm_economics"}
 
 
 def _accuracy(quick: bool) -> dict:
-    from calroute.evaluate import evaluate_dir
+    from calroute_dev.evaluation import evaluate_dir
 
     harness.progress("accuracy: calroute evaluate --data data/users --max-train-per-calendar 20")
     users = ["d2_researcher"] if quick else None

@@ -1,5 +1,5 @@
 """The AWS emulation the serving, LLM and state-machine benchmarks run against: calroute's moto
-server (:func:`calroute.local.moto_server.start_emulator`, 127.0.0.1, resources from
+server (:func:`calroute_dev.local.moto_server.start_emulator`, 127.0.0.1, resources from
 template.yaml), plus helpers to install a model for a user the way Promote does (S3 object + registry
 version + ACTIVE pointer) and to call the real HTTP handlers with API Gateway HTTP API v2 events.
 """
@@ -64,7 +64,7 @@ def set_env(**values: Optional[str]) -> None:
 @contextmanager
 def emulator(max_concurrency: int = 4) -> Iterator[Any]:
     """A running emulator on a free port; the serving env (auth off, no SSM flag) is set."""
-    from calroute.local.moto_server import free_port, start_emulator
+    from calroute_dev.local.moto_server import free_port, start_emulator
 
     os.environ.pop("AWS_ENDPOINT_URL", None)
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")

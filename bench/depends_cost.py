@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-for p in (ROOT / "layers" / "core", ROOT / "tests"):
+for p in (ROOT / "layers" / "core", ROOT / "tools", ROOT / "tests"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
@@ -85,7 +85,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--repeat", type=int, default=2000, help="requests per handler per round")
     ap.add_argument("--rounds", type=int, default=11)
     args = ap.parse_args(argv)
-    from calroute.local.lambdas import LambdaContext
+    from calroute_dev.local.lambdas import LambdaContext
     from support.apigw import http_event
 
     plain, with_depends = _handlers()

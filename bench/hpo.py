@@ -32,10 +32,11 @@ from typing import Any, Optional
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT / "layers" / "core") not in sys.path:
-    sys.path.insert(0, str(ROOT / "layers" / "core"))
+for _p in (ROOT / "layers" / "core", ROOT / "tools"):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
 
-from calroute import evaluate as ev  # noqa: E402
+from calroute_dev import evaluation as ev  # noqa: E402
 from calroute.training import DEFAULT_C, DEFAULT_DENSE_SCALE, GateFailed, TrainConfig, train_user_model  # noqa: E402
 
 GRID = [{"C": c, "dense_scale": ds} for c in (2.0, 5.0, 20.0, 100.0) for ds in (0.1, 1.0)]

@@ -56,7 +56,7 @@ def run(quick: bool) -> dict:
     from calroute.adapters.dynamo.events import DynamoEventStore
     from calroute.adapters.dynamo.users import DynamoUserStore
     from calroute.config import DEFAULT_LLM_PRICES, settings
-    from calroute.evaluate import split_events
+    from calroute_dev.evaluation import split_events
     from calroute.llm import cost_usd
     from calroute.schema import CalendarInfo
     from calroute.training import TrainConfig, train_user_model
@@ -101,7 +101,7 @@ def run(quick: bool) -> dict:
         return rng.choice(wrong) if wrong else allowed[0]
 
     app = load_function("predict")
-    from calroute.local.lambdas import LambdaContext
+    from calroute_dev.local.lambdas import LambdaContext
 
     ctx = LambdaContext(name="calroute-bench", memory=1769)
     model = cfg.llm_model

@@ -19,7 +19,7 @@ import time
 from http.server import BaseHTTPRequestHandler
 from typing import Callable, Optional
 
-from calroute.local.gateway import LoopbackHTTPServer
+from calroute_dev.local.gateway import LoopbackHTTPServer
 
 _DATA_RE = re.compile(r"<(data-[0-9a-f]+)>\n(.*)\n</\1>", re.S)
 

@@ -60,7 +60,7 @@ def measure(onnx_bytes: bytes, counts: list[int]) -> dict:
 
 
 def run(quick: bool, *, families=None, user: str = "d3_developer") -> dict:
-    from calroute.evaluate import split_events
+    from calroute_dev.evaluation import split_events
     from calroute.training import FAMILIES, TrainConfig, train_user_model
 
     from .users import real_users

@@ -22,11 +22,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "layers" / "core"))
+sys.path.insert(0, str(ROOT / "tools"))
 sys.path.insert(0, str(ROOT))
 
 from bench import memory  # noqa: E402 - the RSS-measuring child process, shared with bench/memory.py
 
-from calroute.evaluate import evaluate_dir, load_users, split_events  # noqa: E402
+from calroute_dev.evaluation import evaluate_dir, load_users, split_events  # noqa: E402
 from calroute.training import TrainConfig, train_user_model  # noqa: E402
 
 CANDIDATES = [

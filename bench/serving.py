@@ -74,7 +74,7 @@ def run(quick: bool) -> dict:
     single = [http_event("POST", f"/v1/users/{USER}/classify", {"event": f}) for f in flat]
     batch = [http_event("POST", f"/v1/users/{USER}/classify/batch", {"events": flat[i:i + 100]})
              for i in range(0, len(flat) - 100, 100)]
-    from calroute.local.lambdas import LambdaContext
+    from calroute_dev.local.lambdas import LambdaContext
 
     ctx = LambdaContext(name="calroute-bench", memory=1769)
     app = load_function("predict")

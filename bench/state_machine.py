@@ -53,8 +53,8 @@ def happy_path_transitions(definition: dict) -> tuple[int, int]:
 def run(em, quick: bool, *, n_users: int | None = None) -> dict:
     from calroute import wiring
     from calroute.config import settings
-    from calroute.local.lambdas import function_specs
-    from calroute.local.moto_server import run_training, state_machine_definition
+    from calroute_dev.local.lambdas import function_specs
+    from calroute_dev.local.moto_server import run_training, state_machine_definition
 
     n_users = n_users or (4 if quick else 100)
     repos = wiring.stores(settings())

@@ -55,7 +55,7 @@ def combos(data: Path, n: int = N_COMBOS, seed: int = SEED) -> dict[str, list[Pa
 
 
 def _load(data: Path) -> dict[str, dict]:
-    from calroute.evaluate import load_users
+    from calroute_dev.evaluation import load_users
     from calroute.ics import parse_ics
     from calroute import ids
 
@@ -74,7 +74,7 @@ def _load(data: Path) -> dict[str, dict]:
 
 
 def _summary(results: list[dict]) -> dict:
-    from calroute.evaluate import worst_users
+    from calroute_dev.evaluation import worst_users
 
     users = [{k: v for k, v in r.items() if k not in ("y", "pred", "kept", "labels", "confidence", "score")}
              for r in results]
@@ -92,7 +92,7 @@ def _summary(results: list[dict]) -> dict:
 
 
 def run(quick: bool = False) -> dict:
-    from calroute.evaluate import evaluate_user
+    from calroute_dev.evaluation import evaluate_user
     from calroute.training import TrainConfig
 
     groups = _load(ROOT / "data")

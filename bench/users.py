@@ -66,7 +66,7 @@ def synthetic_user(n_events: int, *, n_calendars: int = 4, seed: int = 0, user: 
 
 
 def real_users(users_dir: Path = USERS_DIR) -> dict[str, list[Event]]:
-    """The bundled users (``data/users/<user>/<calendar>.ics``) via :func:`calroute.evaluate.load_users`."""
-    from calroute.evaluate import load_users
+    """The bundled users (``data/users/<user>/<calendar>.ics``) via :func:`calroute_dev.evaluation.load_users`."""
+    from calroute_dev.evaluation import load_users
 
     return load_users(users_dir)

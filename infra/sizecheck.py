@@ -60,7 +60,7 @@ LAYER_SMOKE = {
 
 def load_template(path: Path) -> dict:
     """The built template, read with the project's one CloudFormation-aware safe YAML loader."""
-    from calroute.local.template import load_template as _load
+    from calroute_dev.local.template import load_template as _load
 
     return _load(path)
 

@@ -69,7 +69,7 @@ def aws(monkeypatch):
 
     from calroute.adapters.dynamo import base as dynamo_base
     from calroute.config import settings
-    from calroute.local.template import Resolver, create_data_resources, load_template
+    from calroute_dev.local.template import Resolver, create_data_resources, load_template
 
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     with mock_aws():

@@ -31,7 +31,7 @@ def stack(tmp_path_factory):
 def demo(stack):
     """d1_student seeded through the API: of each calendar, the most recent 30% held back, and of the
     rest only the 60 most recent events uploaded (so training takes seconds, not half a minute)."""
-    from calroute.local import demo as demo_mod
+    from calroute_dev.local import demo as demo_mod
 
     data = demo_mod.load_demo(DEMO, max_seen_per_calendar=60)
     n = demo_mod.seed(stack.client(data.user), data, progress=lambda line: None)
@@ -68,7 +68,7 @@ def test_dev_auth_header_must_match_the_path_user(stack):
     assert wrong.status == 403 and wrong.json()["error"] == "forbidden"
     right = c.request("GET", c.user_path("alice", "model"))  # the client sends x-calroute-user: alice
     assert right.status == 200, right.text
-    from calroute.local.client import Client
+    from calroute_dev.local.client import Client
 
     anonymous = Client(stack.url, auth="none").request("GET", c.user_path("alice", "model"))
     assert anonymous.status == 403
@@ -97,7 +97,7 @@ def test_import_ics_over_the_api_is_idempotent(stack):
 
 
 def test_train_then_classify_unseen_events(stack, demo, trained):
-    from calroute.local.demo import classify_unseen, summarize
+    from calroute_dev.local.demo import classify_unseen, summarize
 
     c = stack.client(demo.user)
     model = c.model(demo.user)
@@ -147,11 +147,11 @@ def test_fire_schedule_runs_the_state_machine(stack, demo, trained):
 @pytest.mark.slow
 def test_cli_smoke_exits_0(tmp_path):
     """`calroute local --smoke` (what CI runs) in a separate process on free ports."""
-    from calroute.local.moto_server import free_port
+    from calroute_dev.local.moto_server import free_port
 
     env = {k: v for k, v in os.environ.items() if k not in ("AWS_ENDPOINT_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL")}
     exe = Path(sys.executable).with_name("calroute")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "calroute.cli"]
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "calroute_dev.cli"]
     proc = subprocess.run(cmd + ["local", "--smoke", "--port", str(free_port()), "--aws-port", str(free_port()),
                                  "--data-dir", str(tmp_path / "data")],
                           capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from calroute.local import gateway as gw
-from calroute.local.client import Client, default_auth, region_from_url
-from calroute.local.template import Resolver
+from calroute_dev.local import gateway as gw
+from calroute_dev.local.client import Client, default_auth, region_from_url
+from calroute_dev.local.template import Resolver
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -143,7 +143,7 @@ def test_gateway_dev_auth_404_500_413_and_admin(echo_gateway, monkeypatch):
 def test_snapshot_round_trip_and_replace(aws, tmp_path):
     import boto3
 
-    from calroute.local import persist
+    from calroute_dev.local import persist
 
     tables = [aws.physical_name("EventsTable"), aws.physical_name("UsersTable")]
     bucket = aws.physical_name("ModelBucket")
@@ -193,7 +193,7 @@ def test_client_signs_sigv4_for_deployed_apis_and_sends_bearer_for_jwt():
 
 
 def test_cli_starts_fast_without_heavy_imports():
-    code = ("import sys, time; t = time.perf_counter(); from calroute import cli; "
+    code = ("import sys, time; t = time.perf_counter(); from calroute_dev import cli; "
             "p = cli._parser_without_evaluate(); p.parse_args(['status', '--user', 'u']); "
             "print(time.perf_counter() - t); "
             "print(','.join(m for m in ('boto3', 'sklearn', 'onnxruntime', 'numpy', 'aws_lambda_powertools') "
@@ -204,7 +204,7 @@ def test_cli_starts_fast_without_heavy_imports():
 
 
 def test_cli_table_and_usage_errors(capsys):
-    from calroute import cli
+    from calroute_dev import cli
 
     text = cli.table([["a", 1, "50%"], ["bbb", 22, "7%"]], ["name", "n", "share"])
     assert text.splitlines() == ["name   n  share", "----  --  -----", "a      1    50%", "bbb   22     7%"]
@@ -215,7 +215,7 @@ def test_cli_table_and_usage_errors(capsys):
 
 
 def test_holdout_split_keeps_the_most_recent_30_percent():
-    from calroute.local.demo import split_holdout
+    from calroute_dev.local.demo import split_holdout
     from calroute.schema import parse_event
 
     base = datetime(2026, 1, 1, 9, tzinfo=timezone.utc)
@@ -227,8 +227,8 @@ def test_holdout_split_keeps_the_most_recent_30_percent():
 
 
 def test_stack_helpers_llm_banner_schedule_input_and_progress_lines():
-    from calroute.local import stack
-    from calroute.local.template import load_template
+    from calroute_dev.local import stack
+    from calroute_dev.local.template import load_template
 
     off = stack.local_overrides("dev", environ={})
     assert off["AUTH_MODE"] == "dev" and off["LLM_API_KEY_PARAM"] == ""

@@ -24,7 +24,7 @@ def test_every_setting_is_in_the_configuration_table():
 
 
 def test_every_template_parameter_is_documented():
-    from calroute.local.template import load_template
+    from calroute_dev.local.template import load_template
 
     table = _section("<!-- parameters-table:start -->", "<!-- parameters-table:end -->")
     documented = set(re.findall(r"^\| `([A-Za-z0-9]+)` \|", table, flags=re.M))

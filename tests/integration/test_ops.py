@@ -20,7 +20,7 @@ from calroute.adapters.dynamo.predictions import DynamoPredictionLog
 from calroute.adapters.dynamo.registry import DynamoRegistry
 from calroute.adapters.dynamo.usage import DynamoUsageLedger
 from calroute.config import settings
-from calroute.local.template import ROOT, _Tag, load_template
+from calroute_dev.local.template import ROOT, _Tag, load_template
 from support.apigw import call
 from support.fakes import fake_stores
 from support.handlers import fresh_services

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from calroute.local.template import ROOT, _Tag, load_template
+from calroute_dev.local.template import ROOT, _Tag, load_template
 
 T = load_template()
 RES = T["Resources"]
@@ -36,7 +36,7 @@ LAYER_MODULES = {
     "LlmLayer": {"openai", "httpx2", "httpcore2", "anyio", "jiter"},
     "IcalLayer": {"icalendar", "recurring_ical_events", "x_wr_timezone", "tzdata"},
 }
-NOT_SHIPPED = {"calroute.local", "calroute.cli", "moto", "pytest", "hypothesis", "matplotlib"}
+NOT_SHIPPED = {"calroute_dev", "moto", "pytest", "hypothesis", "matplotlib"}
 
 
 def _layer_makefile(logical: str) -> Path:
@@ -111,8 +111,82 @@ def test_layer_contents_split():
     assert "openai" in _requirements("llm") and "openai" not in _requirements("core")
     assert "icalendar" in _requirements("ical") and "icalendar" not in _requirements("core")
     assert "--no-deps" in (LAYERS_DIR / "inference" / "Makefile").read_text()
-    core_mk = (LAYERS_DIR / "core" / "Makefile").read_text()
-    assert "calroute/local" in core_mk and "calroute/cli.py" in core_mk  # dev tooling not shipped
+
+
+# ------------------------------------------------------------------------------------- the built CoreLayer
+TOOLING = ROOT / "tools" / "calroute_dev"
+# modules the runtime never needs: the developer tooling's own and its libraries
+TOOLING_IMPORTS = {"calroute_dev", "argparse", "matplotlib", "moto", "yaml", "pytest", "hypothesis", "requests"}
+
+
+def _build_core_layer(artifacts: Path) -> Path:
+    """Run the CoreLayer's real build target (what `sam build` runs: make --makefile layers/core/Makefile
+    build-CoreLayer with ARTIFACTS_DIR set) with only the cross-platform pip download stubbed out."""
+    proc = subprocess.run(["make", "--no-print-directory", "--makefile", str(LAYERS_DIR / "core" / "Makefile"),
+                           "build-CoreLayer", f"ARTIFACTS_DIR={artifacts}", f"PYTHON={sys.executable}",
+                           "PIP_INSTALL=:"], capture_output=True, text=True, timeout=120, cwd=str(ROOT))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return artifacts / "python" / "calroute"
+
+
+def _imported_top_levels(path: Path) -> set[str]:
+    import ast
+
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            out.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            out.add(node.module.split(".")[0])
+    return out
+
+
+def test_built_core_layer_ships_exactly_the_runtime_package(tmp_path):
+    built = _build_core_layer(tmp_path / "artifacts")
+    shipped = {p.relative_to(built).as_posix() for p in built.rglob("*") if p.is_file()}
+    source = {p.relative_to(ROOT / "layers" / "core" / "calroute").as_posix()
+              for p in (ROOT / "layers" / "core" / "calroute").rglob("*.py") if "__pycache__" not in p.parts}
+    assert shipped == source, f"shipped != source: {sorted(shipped ^ source)}"  # all of calroute, nothing else
+    assert not any("__pycache__" in s for s in shipped)
+    # no tooling module: neither the old in-package ones nor any name of the tooling package
+    tooling = {p.relative_to(TOOLING).as_posix() for p in TOOLING.rglob("*.py")} - {"__init__.py"}
+    assert tooling, TOOLING
+    for name in ("cli.py", "evaluate.py", "evaluation.py", "report.py", "local", *tooling):
+        assert not (built / name).exists(), f"the CoreLayer ships tooling: calroute/{name}"
+    bad = {rel: sorted(_imported_top_levels(built / rel) & TOOLING_IMPORTS) for rel in sorted(shipped)}
+    bad = {k: v for k, v in bad.items() if v}
+    assert not bad, f"shipped modules importing tooling: {bad}"
+
+
+def test_built_core_layer_imports_without_the_tooling(tmp_path):
+    """Every module of the built python/calroute imports with the tooling package and its libraries blocked."""
+    built = _build_core_layer(tmp_path / "artifacts")
+    code = r"""
+import importlib, importlib.abc, json, pkgutil, sys
+blocked = set(json.loads(sys.argv[1]))
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in blocked:
+            raise ImportError(f"{name} is developer tooling")
+        return None
+sys.meta_path.insert(0, Block())
+import calroute
+assert calroute.__file__.startswith(sys.argv[2]), calroute.__file__
+bad = {}
+for m in pkgutil.walk_packages(calroute.__path__, "calroute."):
+    try:
+        importlib.import_module(m.name)
+    except BaseException as exc:  # noqa: BLE001
+        bad[m.name] = f"{type(exc).__name__}: {exc}"
+print(json.dumps(bad))
+"""
+    env = dict(os.environ, PYTHONPATH=str(built.parent), AUTH_MODE="none", AWS_DEFAULT_REGION="us-east-1",
+               POWERTOOLS_TRACE_DISABLED="true")
+    proc = subprocess.run([sys.executable, "-c", code, json.dumps(["calroute_dev", "matplotlib", "moto", "pytest"]),
+                           str(built)], capture_output=True, text=True, timeout=180, env=env, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    bad = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert not bad, bad
 
 
 # ------------------------------------------------------------------------------------- trim.py

@@ -21,7 +21,7 @@ import pytest
 from calroute import wiring
 from calroute.adapters.dynamo.registry import DynamoRegistry
 from calroute.config import settings
-from calroute.local.moto_server import free_port, run_training, start_emulator
+from calroute_dev.local.moto_server import free_port, run_training, start_emulator
 from support.models import build_onnx, install_model, make_events, version
 
 

@@ -1,7 +1,7 @@
 """template.yaml, read as data (no AWS): least-privilege IAM per function, data-resource hardening,
 API auth, routes -> handlers, the training schedule + state machine wiring, alarms, outputs.
 
-Pure parsing through calroute.local.template.load_template; every check names what it found so a
+Pure parsing through calroute_dev.local.template.load_template; every check names what it found so a
 failure says what to fix.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from calroute.config import Settings
-from calroute.local.template import ROOT, _Tag, load_template
+from calroute_dev.local.template import ROOT, _Tag, load_template
 
 T = load_template()
 RES = T["Resources"]

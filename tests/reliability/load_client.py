@@ -101,5 +101,6 @@ def run(spec: dict) -> dict:
 
 if __name__ == "__main__":
     here = Path(__file__).resolve()
-    sys.path[:0] = [str(here.parent), str(here.parents[1]), str(here.parents[2] / "layers" / "core")]
+    sys.path[:0] = [str(here.parent), str(here.parents[1]), str(here.parents[2] / "layers" / "core"),
+                   str(here.parents[2] / "tools")]
     print(json.dumps(run(json.loads(sys.argv[1]))))

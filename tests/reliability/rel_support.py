@@ -30,7 +30,7 @@ class Reply:
         return json.loads(self.raw.decode("utf-8"))
 
 
-GATEWAY_MAX_BODY = 10 * 1024 * 1024  # calroute.local.gateway.MAX_BODY_BYTES (API Gateway's limit)
+GATEWAY_MAX_BODY = 10 * 1024 * 1024  # calroute_dev.local.gateway.MAX_BODY_BYTES (API Gateway's limit)
 
 
 class Http:

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-SCANNED = [p for d in ("layers", "functions", "bench", "infra") for p in (ROOT / d).rglob("*.py")
+SCANNED = [p for d in ("layers", "tools", "functions", "bench", "infra") for p in (ROOT / d).rglob("*.py")
            if ".aws-sam" not in p.parts and "site-packages" not in str(p) and "/python/" not in str(p)]
 
 

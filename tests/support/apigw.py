@@ -16,7 +16,7 @@ import uuid
 from typing import Any, Optional
 from urllib.parse import urlencode
 
-from calroute.local.lambdas import LambdaContext  # noqa: F401 - the one stand-in, re-exported for tests
+from calroute_dev.local.lambdas import LambdaContext  # noqa: F401 - the one stand-in, re-exported for tests
 
 
 def http_event(method: str, path: str, body: Any = None, headers: Optional[dict] = None,

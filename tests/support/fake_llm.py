@@ -27,7 +27,7 @@ from typing import Any, Callable, Optional
 
 import pytest
 
-from calroute.local.gateway import LoopbackHTTPServer
+from calroute_dev.local.gateway import LoopbackHTTPServer
 
 
 @dataclass

@@ -14,8 +14,8 @@ from typing import Iterator
 def running_stack(data_dir: Path) -> Iterator[object]:
     from calroute.adapters.dynamo import base as dynamo_base
     from calroute.config import settings
-    from calroute.local.moto_server import free_port
-    from calroute.local.stack import Console, LocalStack
+    from calroute_dev.local.moto_server import free_port
+    from calroute_dev.local.stack import Console, LocalStack
 
     saved_env = dict(os.environ)
     for k in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "AWS_ENDPOINT_URL"):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from calroute import evaluate
+from calroute_dev import evaluate
 from calroute.schema import parse_event
 
 from test_training import synthetic_flat

@@ -1,4 +1,4 @@
-"""calroute.report: the curve/bin/confusion helpers, and the report writer on a small synthetic result."""
+"""calroute_dev.report: the curve/bin/confusion helpers, and the report writer on a small synthetic result."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from calroute import report
+from calroute_dev import report
 
 
 def test_coverage_accuracy_curve_sweeps_thresholds_and_keeps_ties_together():

@@ -16,7 +16,7 @@ from calroute.cache import ModelCache
 from calroute.calendars import CalendarDirectory, calendar_words, may_belong_to_unmet, unmet_calendars
 from calroute.config import Settings
 from calroute.errors import ModelIntegrityError
-from calroute.evaluate import load_ics_dir, split_events
+from calroute_dev.evaluation import load_ics_dir, split_events
 from calroute.features import featurize
 from calroute.novelty import NoveltyIndex, routing_score
 from calroute.policy import StaticFlags, decide

@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[4]
+ROOT = Path(__file__).resolve().parents[3]
 TEMPLATE = ROOT / "template.yaml"
 ACCOUNT = "123456789012"
 

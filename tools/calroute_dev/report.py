@@ -10,8 +10,8 @@ Markdown page, written by ``calroute evaluate --data DIR --report OUTDIR``.
 * ``confusion.png`` — one row-normalised confusion matrix per user (calendars differ per user).
 
 :func:`collect_details` produces what the plots need beyond ``evaluate_dir``'s JSON (per-event
-confidences, the learning curve) by calling :func:`calroute.evaluate.evaluate_user` /
-:func:`calroute.evaluate.evaluate_dir`; :func:`write_report` draws and writes. Developer tooling:
+confidences, the learning curve) by calling :func:`calroute_dev.evaluation.evaluate_user` /
+:func:`calroute_dev.evaluation.evaluate_dir`; :func:`write_report` draws and writes. Developer tooling:
 matplotlib is imported only here, never by a Lambda.
 """
 
@@ -41,8 +41,8 @@ def collect_details(data_dir: str | Path, *, users: Optional[Sequence[str]] = No
     (lists, JSON-serialisable)."""
     from dataclasses import replace
 
-    from .evaluate import evaluate_dir, evaluate_user, load_users
-    from .training import TrainConfig
+    from .evaluation import evaluate_dir, evaluate_user, load_users
+    from calroute.training import TrainConfig
 
     cfg = cfg or TrainConfig()
     if family:
@@ -75,7 +75,7 @@ def coverage_accuracy_curve(confidence: Sequence[float], correct: Sequence[bool]
     """(coverage, accuracy of the kept events) as the threshold sweeps every distinct confidence,
     from the most confident event only (lowest coverage) to every event (coverage 1): one minus the
     risk of :func:`calroute.risk.risk_coverage_curve` (the same sweep, ties kept together)."""
-    from .risk import risk_coverage_curve
+    from calroute.risk import risk_coverage_curve
 
     cov, risk = risk_coverage_curve(confidence, correct)
     return cov, 1.0 - risk
@@ -158,7 +158,7 @@ def plot_risk_coverage(details: dict, path: Path, *, alpha: float = 0.05) -> Non
     """Risk (error rate of the answered events) vs coverage per user as the threshold on the routing
     score moves, the area under each curve (AURC) in the legend, the error the threshold bounds
     (``alpha = 1 - TARGET_PRECISION``) as a line and each model's chosen threshold as a dot."""
-    from .risk import aurc, risk_coverage_curve
+    from calroute.risk import aurc, risk_coverage_curve
 
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.5, 5), dpi=110)

@@ -1,13 +1,13 @@
 """``calroute local`` — the whole service on one machine (what ``make local`` runs).
 
-1. the AWS emulation (:func:`calroute.local.moto_server.start_emulator`): moto on 127.0.0.1:4566
+1. the AWS emulation (:func:`calroute_dev.local.moto_server.start_emulator`): moto on 127.0.0.1:4566
    with the tables, bucket, functions and state machine of template.yaml; Step Functions executes the
    real ASL and Lambda invokes run the real handlers in-process;
-2. the data of the previous run restored from ``.calroute-local/`` (:mod:`calroute.local.persist`);
-3. the local API Gateway (:mod:`calroute.local.gateway`) on 127.0.0.1:3000, plus two local-only
+2. the data of the previous run restored from ``.calroute-local/`` (:mod:`calroute_dev.local.persist`);
+3. the local API Gateway (:mod:`calroute_dev.local.gateway`) on 127.0.0.1:3000, plus two local-only
    admin routes: ``POST /local/schedule`` (start the state machine with the schedule's input) and
    ``POST /local/execution`` (``{"execution_arn"}`` → its status and output);
-4. the demo (:mod:`calroute.local.demo`): seed ``data/users/d1_student`` through the API holding back
+4. the demo (:mod:`calroute_dev.local.demo`): seed ``data/users/d1_student`` through the API holding back
    the most recent 30% of each calendar, run the training state machine, classify the held-back
    events through the API and print a table;
 5. serve until Ctrl-C, then stop the gateway, snapshot the data and stop moto.
@@ -87,7 +87,7 @@ def apply_overrides(lambdas: Any, overrides: dict[str, str]) -> None:
     common = getattr(lambdas, "common_env", None)
     if isinstance(common, dict):
         common.update(overrides)
-    from ..config import settings
+    from calroute.config import settings
 
     settings.cache_clear()
 
@@ -312,14 +312,14 @@ class LocalStack:
         return result
 
     def has_events(self, user: str) -> bool:
-        from .. import wiring
-        from ..config import settings
+        from calroute import wiring
+        from calroute.config import settings
 
         return wiring.stores(settings()).events.count_events(user) > 0
 
     def active_model(self, user: str) -> Optional[dict]:
-        from .. import wiring
-        from ..config import settings
+        from calroute import wiring
+        from calroute.config import settings
 
         return wiring.stores(settings()).registry.active(user)
 
@@ -410,7 +410,7 @@ def _smoke_checks(stack: LocalStack, report: dict) -> list[str]:
 
 
 def run(args: Any) -> int:
-    """Entry point of ``calroute local`` (argparse namespace from :mod:`calroute.cli`)."""
+    """Entry point of ``calroute local`` (argparse namespace from :mod:`calroute_dev.cli`)."""
     from .demo import DEMO_DIR
 
     say = Console()

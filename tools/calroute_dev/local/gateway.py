@@ -34,7 +34,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from .template import ACCOUNT, Resolver, function_environment
 
-log = logging.getLogger("calroute.local.gateway")
+log = logging.getLogger("calroute_dev.local.gateway")
 
 MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
 _TEXT_TYPES = ("application/json", "text/plain", "application/x-www-form-urlencoded")
@@ -124,7 +124,7 @@ def discover_routes(resolver: Resolver) -> list[Route]:
 
 
 class FunctionHost:
-    """Runs the HTTP functions' real handlers through :class:`calroute.local.lambdas.InProcessLambdas`
+    """Runs the HTTP functions' real handlers through :class:`calroute_dev.local.lambdas.InProcessLambdas`
     (the same loader, module names and per-function environment the moto Lambda dispatch uses),
     one HTTP invocation at a time in the whole process (see the module docstring)."""
 

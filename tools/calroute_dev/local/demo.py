@@ -43,7 +43,7 @@ class DemoData:
 
 def calendar_files(folder: str | Path) -> dict[str, Path]:
     """``{calendar id: path}`` for every ``*.ics`` in ``folder`` (file stem = calendar id)."""
-    from .. import ids
+    from calroute import ids
 
     out = {}
     for path in sorted(Path(folder).glob("*.ics")):
@@ -53,8 +53,8 @@ def calendar_files(folder: str | Path) -> dict[str, Path]:
 
 def import_window(now: Optional[datetime] = None) -> tuple[datetime, datetime]:
     """The window the import API uses (Settings ``ics_window_days_back/forward``)."""
-    from ..config import Settings
-    from ..ics import import_window as window
+    from calroute.config import Settings
+    from calroute.ics import import_window as window
 
     cfg = Settings.from_env()
     return window(cfg.ics_window_days_back, cfg.ics_window_days_forward, now)
@@ -62,7 +62,7 @@ def import_window(now: Optional[datetime] = None) -> tuple[datetime, datetime]:
 
 def split_holdout(events: list, fraction: float = HOLDOUT) -> tuple[list, list]:
     """Time-ordered split: the most recent ``fraction`` (at least one event when there are 2+)."""
-    from ..schema import sort_by_start
+    from calroute.schema import sort_by_start
 
     ordered = sort_by_start(events)
     n_unseen = int(round(len(ordered) * fraction))
@@ -79,7 +79,7 @@ def load_demo(folder: str | Path = DEMO_DIR, user: Optional[str] = None, *, frac
     ``max_seen_per_calendar`` keeps only the most recent N seen events of each calendar (faster
     training for tests); the unseen events are the same either way.
     """
-    from ..ics import parse_ics
+    from calroute.ics import parse_ics
 
     folder = Path(folder)
     seen, unseen = {}, {}
@@ -149,7 +149,7 @@ def summarize(rows: list[dict]) -> dict:
 
 def render(rows: list[dict], per_calendar: int = 4) -> str:
     """A readable table: a few events per calendar, then a per-calendar and an overall summary."""
-    from ..cli import table
+    from ..text import table
 
     shown = []
     by_cal: dict[str, list[dict]] = {}

@@ -7,10 +7,10 @@ Step Functions interpreter, whose Lambda tasks run our real handlers in-process.
    (``AWS_ENDPOINT_URL``; ``MOTO_PORT``, which moto's ASL interpreter uses for its own boto3 clients);
 2. enables real ASL execution (``POST /moto-api/config {"stepfunctions": {"execute_state_machine": true}}``);
 3. creates the DynamoDB tables and the S3 bucket of template.yaml
-   (:func:`calroute.local.template.create_data_resources`), optionally restoring a snapshot from
+   (:func:`calroute_dev.local.template.create_data_resources`), optionally restoring a snapshot from
    ``persist_dir``;
 4. creates every function of the template in moto's Lambda (a dummy zip and an IAM role) and
-   patches the Lambda backend so an invoke runs the real handler (:mod:`calroute.local.lambdas`);
+   patches the Lambda backend so an invoke runs the real handler (:mod:`calroute_dev.local.lambdas`);
 5. creates the state machine from ``infra/statemachine/training.asl.json`` with its
    ``DefinitionSubstitutions`` resolved.
 
@@ -320,7 +320,7 @@ def _data_names(resolver: Resolver) -> tuple[list[str], list[str]]:
 
 
 def save_snapshot(emulator: Emulator, directory: Path) -> None:
-    """Write the template's tables and bucket to ``directory`` (:func:`calroute.local.persist.dump`)."""
+    """Write the template's tables and bucket to ``directory`` (:func:`calroute_dev.local.persist.dump`)."""
     from . import persist
 
     tables, buckets = _data_names(emulator.resolver)
