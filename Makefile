@@ -17,7 +17,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum |
 
 help:
 	@echo "make local     run calroute locally (AWS emulation + API on 127.0.0.1:3000, demo user trained)"
-	@echo "make test      install what tests need and run the whole suite"
+	@echo "make test      install what tests need, check the import layering (lint-imports), run the whole suite"
 	@echo "make bench     run the benchmarks (numbers to bench/results and docs/benchmarks.md)"
 	@echo "make validate  sam validate --lint + cfn-lint"
 	@echo "make build     sam build (cross-built, trimmed layers) + size check"
@@ -36,10 +36,13 @@ venv: $(STAMP)
 local: venv
 	$(VENV)/bin/calroute local $(ARGS)
 
+# lint-imports: the layering contracts of .importlinter (docs/architecture.md), before the tests
 test: venv
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -n 2 --dist loadfile --durations=8 $(PYTEST_ARGS)
 
 test-fast: venv
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -m "not slow" -x $(PYTEST_ARGS)
 
 bench: venv
@@ -87,4 +90,4 @@ sizecheck:
 	$(PY) infra/sizecheck.py .aws-sam/build --smoke
 
 clean:
-	rm -rf .aws-sam .pytest_cache .hypothesis build *.egg-info
+	rm -rf .aws-sam .pytest_cache .hypothesis .import_linter_cache build *.egg-info
