@@ -4,6 +4,9 @@
   makefile) that cross-builds for the Lambda runtime (python3.12, manylinux x86_64, wheels only);
 - layer requirements are pinned to the versions the test suite runs;
 - layers/trim.py removes what Lambda never runs and keeps what it does (``*.libs``, ``.dist-info``);
+- the CoreLayer's build target, run for real into a temporary ARTIFACTS_DIR (only the cross-platform
+  pip download stubbed out), ships exactly the runtime package: no tooling module (CLI, local stack,
+  evaluation, report live in tools/calroute_dev), no tooling import, every module importable alone;
 - each function imports (at module load) only what its layers ship: a function without the
   inference/training/llm/ical layer must not import numpy/onnxruntime/sklearn/openai/icalendar.
 """
