@@ -164,6 +164,33 @@ def test_a_confident_model_answers_alone_and_is_logged():
     assert sink.total("ModelCacheHit") == 1  # cached: no second load
 
 
+@pytest.mark.parametrize("rate", [0.0, 0.3, 1.0])
+def test_the_prediction_log_keeps_a_deterministic_share_by_event_id(rate):
+    """PREDICTION_LOG_SAMPLE_RATE: 0 logs nothing, 1 everything, in between a share decided by the
+    event id (crc32), the same on every container and every retry of the same event."""
+    import zlib
+
+    stores = fake_stores()
+    install(stores)
+    cfg = Settings(prediction_log_sample_rate=rate)
+    svc = wiring.predict_service(cfg, stores=stores, sink=Recorder(), invoker=None)
+    ids = [f"ev-{i}" for i in range(400)]
+    from calroute.schema import parse_event
+
+    svc.classify_events(U, [parse_event({**CONFIDENT, "event_id": i}) for i in ids])
+    kept = {eid for (_, eid) in stores.predictions.items}
+    assert kept == {i for i in ids if zlib.crc32(i.encode()) % 10_000 < int(rate * 10_000)}
+    if 0 < rate < 1:
+        assert abs(len(kept) / len(ids) - rate) < 0.07
+        again = fake_stores()
+        install(again)
+        wiring.predict_service(cfg, stores=again, sink=Recorder(), invoker=None).classify_events(
+            U, [parse_event({**CONFIDENT, "event_id": i}) for i in reversed(ids)])
+        assert {eid for (_, eid) in again.predictions.items} == kept  # same ids, whatever the order or batch
+    else:
+        assert len(kept) == int(rate * len(ids))
+
+
 def test_no_model_and_no_llm_is_none():
     svc = wiring.predict_service(CFG, stores=fake_stores(), invoker=None)
     out = svc.classify(U, CONFIDENT)
