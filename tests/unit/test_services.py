@@ -367,6 +367,31 @@ def test_gates_skip_and_a_tampered_candidate_is_rejected():
     assert stores.registry.get_version("alice", out["version"])["rejected_stage"] == "validate"
 
 
+def test_validate_rejects_a_model_whose_labels_differ_from_its_registration():
+    """The registry's labels are what predict trusts for column order: a model object whose own
+    labels differ (a swapped or re-ordered export) never becomes valid."""
+    stores = fake_stores()
+    seed(stores, "alice")
+    out = tr.train_user({"user_id": "alice", "run_id": "r1"}, stores, CFG, trainer=FakeTrainer())
+    rec = stores.registry.get_version("alice", out["version"])
+    assert tr.check_candidate(rec, stores.models)["passed"] is True
+    swapped = {**rec, "labels": list(reversed(rec["labels"]))}
+    res = tr.check_candidate(swapped, stores.models)
+    assert res["passed"] is False and res["reason"] == "the model's labels differ from the registered labels"
+
+
+def test_training_reads_only_the_most_recent_max_train_events():
+    """MAX_TRAIN_EVENTS bounds what TrainUser loads (the newest, in time order)."""
+    stores = fake_stores()
+    events = seed(stores, "alice", per_calendar=50)  # 150 events
+    cfg = Settings(max_train_events=100)
+    got = tr.load_training_events("alice", stores, cfg)
+    kept = {e.event_id for e in got}
+    assert len(got) == 100 == len(kept) and [e.start for e in got] == sorted(e.start for e in got)
+    assert all(e.start <= got[0].start for e in events if e.event_id not in kept)  # the oldest are dropped
+    assert len(tr.load_training_events("alice", stores, CFG)) == 150
+
+
 def test_a_failed_registration_leaves_no_object_behind():
     class Refuses(FakeRegistry):
         def put_version(self, user_id, version, record):
