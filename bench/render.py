@@ -141,6 +141,7 @@ def render(f: dict) -> str:
                 _row("featurize (1 event)", s.get("featurize"), "feature spec 2 (time tokens)"),
                 _row("featurize (1 event), spec 1", s.get("featurize_v1"), "what spec-1 models are served with"),
                 _row("novelty (1 event)", s.get("novelty"), "title words + 3-grams against the novelty index"),
+                _row("anomaly (1 event)", s.get("anomaly"), "when/how-long tokens against the predicted calendar's"),
                 _row("featurize + ONNX predict_proba", s.get("onnx_featurize_predict")),
                 _row("featurize + sklearn predict_proba (same model)", s.get("sklearn_featurize_predict")),
                 _row("ONNX predict_proba only", s.get("onnx_predict_only")),

@@ -131,6 +131,9 @@ def run(quick: bool) -> dict:
     res["featurize"] = bench(lambda: featurize([next(rows)]), repeat=rep)
     # novelty of one event against the user's training tokens (the routing score's second input)
     res["novelty"] = bench(lambda: onnx_model.novelty_of([next(rows)]), repeat=rep)
+    # time/shape anomaly against the predicted calendar (the veto of the routing score)
+    first = onnx_model.labels[0]
+    res["anomaly"] = bench(lambda: onnx_model.anomaly_of([next(rows)], [first]), repeat=rep)
     res["featurize_v1"] = bench(lambda: featurize([next(rows)], spec=1), repeat=rep)
     res["onnx_featurize_predict"] = bench(lambda: onnx_model.predict_proba(featurize([next(rows)])), repeat=rep)
     res["sklearn_featurize_predict"] = bench(lambda: sk.predict_proba(featurize([next(rows)])), repeat=rep)

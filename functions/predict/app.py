@@ -74,13 +74,16 @@ class Classification(BaseModel):
         "certified, the model never answers on its own"))
     alternatives: list[Alternative] = Field(..., description="The model's top 3")
     reason: str = Field(..., description=(
-        "confident | low_confidence | novel_event | unmet_calendar | uncertified_model | no_model | ... "
+        "confident | low_confidence | novel_event | unusual_time | unmet_calendar | uncertified_model | no_model | ... "
         "(why the model answered or deferred; the LLM's reason when it answered)"))
     defer_reason: Optional[str] = Field(None, description=(
         "Null when the model answered on its own; else why it deferred: low_confidence | novel_event | "
-        "unmet_calendar | uncertified_model | no_model | kill_switch | control_cohort | model_unavailable"))
+        "unusual_time | unmet_calendar | uncertified_model | no_model | kill_switch | control_cohort | model_unavailable"))
     novelty: Optional[float] = Field(None, description=(
         "Share of the event's title unseen in the user's training events (feature spec 2 models)"))
+    anomaly: Optional[float] = Field(None, description=(
+        "Share of the event's when/how-long tokens (hour or all-day, weekday, duration, multi-day) that "
+        "no training event of the predicted calendar had; at >= 0.75 the model defers (unusual_time)"))
     cohort: Literal["control", "treatment"]
     latency_ms: float
 

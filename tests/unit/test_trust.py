@@ -229,3 +229,51 @@ def test_a_spec_1_champion_is_scored_with_spec_1_features():
     P = model.predict_proba(featurize(events, spec=1))
     expected = float(np.mean([model.labels[int(i)] == e.calendar_id for i, e in zip(np.argmax(P, axis=1), events)]))
     assert holdout_accuracy(model, events) == pytest.approx(expected)
+
+
+def test_calendar_shapes_round_trip_and_anomaly():
+    from calroute.novelty import CalendarShapes, shape_tokens
+
+    game = parse_event({"summary": "SUI – FIN", "start": "2026-02-12T20:20:00+01:00",
+                        "end": "2026-02-12T22:50:00+01:00", "calendar_id": "hockey"})
+    holiday = parse_event({"summary": "Easter", "start": "2026-04-05", "end": "2026-04-06", "all_day": True,
+                           "calendar_id": "holidays"})
+    assert shape_tokens(game) == ["w3", "dur180", "h20"] and "allday" in shape_tokens(holiday)
+    shapes = CalendarShapes.fit([game, holiday])
+    back = CalendarShapes.from_text(shapes.to_text())
+    assert back.seen == shapes.seen
+    assert back.anomaly(game, "hockey") == 0.0
+    assert back.anomaly(game, "holidays") == 1.0  # a 20:20 weekday game is nothing like an all-day holiday
+    assert back.anomaly(game, "never_trained") == 1.0
+    for bad in ("[", "[1]", '{"a": [1]}'):
+        with pytest.raises(ValueError):
+            CalendarShapes.from_text(bad)
+    assert routing_score(0.99, 0.0, anomaly=0.75) == 0.0 and routing_score(0.99, 0.0, anomaly=0.5) == 0.99
+
+
+def test_an_event_at_a_time_its_calendar_never_had_is_deferred_as_unusual_time(d1):
+    """A known hockey title, but all-day on a weekday over a week: the text says hockey, and every
+    hockey game is a 2.5-hour evening event — the model defers with ``unusual_time``."""
+    train, _, trained = d1
+    model = OnnxModel.from_bytes(trained.onnx_bytes)
+    assert model.shapes is not None and model.anomaly_veto == pytest.approx(0.75)
+    assert trained.metrics["anomaly_oof_vetoed"] is not None
+    asked = []
+    svc = _service(trained.onnx_bytes, llm=lambda payload: asked.append(payload) or {
+        "calendar_id": "swiss_hockey_men_2025_26", "reason": "llm says so"})
+    known = next(e for e in train if e.calendar_id == "swiss_hockey_men_2025_26")
+    flat = {k: v for k, v in known.to_flat().items() if k not in ("calendar_id", "end", "all_day")}
+    odd = svc.classify("d1_student", {**flat, "event_id": "odd", "start": "2026-03-02", "end": "2026-03-10",
+                                      "all_day": True})
+    assert odd["alternatives"][0]["calendar_id"] == "swiss_hockey_men_2025_26"
+    assert odd["anomaly"] >= 0.75 and odd["method"] == "llm" and odd["defer_reason"] == "unusual_time"
+    ok = svc.classify("d1_student", {**known.to_flat(), "event_id": "ok", "calendar_id": None})
+    assert ok["method"] == "ml" and ok["anomaly"] == 0.0 and len(asked) == 1
+
+
+def test_unusual_time_without_llm_says_why():
+    d = decide(top_prob=0.0, threshold=0.6, llm_available=False, llm_unavailable_reason="llm_not_configured",
+               confidence=0.95, anomalous=True)
+    assert (d.method, d.reason) == ("ml_low_confidence", "unusual_time+llm_not_configured")
+    assert decide(top_prob=0.0, threshold=0.6, llm_available=True, confidence=0.5, anomalous=True).reason \
+        == "low_confidence"

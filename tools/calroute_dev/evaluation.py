@@ -172,7 +172,8 @@ def evaluate_user(user_id: str, events: Sequence[Event], cfg: Optional[TrainConf
     pred = labels[np.argmax(proba, axis=1)] if len(y) else np.asarray([], dtype=object)
     top = proba.max(axis=1) if len(y) else np.zeros(0)
     novelty = model.novelty_of(test)
-    score = np.asarray(model.routing_scores(top, novelty), dtype=np.float64)
+    anomaly = model.anomaly_of(test, [str(p) for p in pred])
+    score = np.asarray(model.routing_scores(top, novelty, anomaly), dtype=np.float64)
     kept = np.asarray([decide(top_prob=float(p), threshold=model.threshold, llm_available=False).method == "ml"
                        for p in score], dtype=bool)
     all_labels = sorted(set(model.labels) | set(y.tolist()))

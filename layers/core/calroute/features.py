@@ -158,7 +158,7 @@ def dense_features(ev: Event) -> list[float]:
 DURATION_BUCKETS = (0, 30, 60, 90, 120, 180, 240, 360, 600, 1440)
 
 
-def _duration_bucket(minutes: float) -> str:
+def duration_bucket(minutes: float) -> str:
     for b in DURATION_BUCKETS:
         if minutes <= b:
             return str(b)
@@ -171,7 +171,7 @@ def time_tokens(ev: Event) -> list[str]:
     st = ev.start
     dow = st.weekday()
     minutes = ev.duration_minutes
-    out = [f"w{dow}", f"dur{_duration_bucket(minutes)}", f"y{st.year}", f"ym{st.year}-{st.month:02d}"]
+    out = [f"w{dow}", f"dur{duration_bucket(minutes)}", f"y{st.year}", f"ym{st.year}-{st.month:02d}"]
     if ev.all_day:
         out.append("allday")
         out.append(f"wallday{dow}")

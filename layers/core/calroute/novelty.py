@@ -14,19 +14,27 @@ duration bucket, all-day) never seen. A token hashing onto a bit another token s
 (a false "familiar", never a false "novel"); with a few thousand distinct tokens in 2**18 bits this
 happens to ~1-2% of unseen tokens.
 
-The routing rule (:mod:`calroute.policy`) combines the model's confidence with novelty into one
-score, ``confidence × (1 - NOVELTY_WEIGHT × novelty)``, and the per-user threshold on that score is
-chosen from out-of-fold rows (:mod:`calroute.risk`), whose novelty is measured against each fold's
-own training events — exactly what the live model meets.
+The **time/shape anomaly** (:class:`CalendarShapes`) is measured against the user's calendars: for
+the calendar the model picked, the share of the event's when/how-long tokens (hour or all-day,
+weekday, duration bucket, multi-day: :func:`shape_tokens`) that none of that calendar's training
+events had. A 20:20 weekday game put in an all-day holiday calendar scores 1.0.
+
+The routing rule (:mod:`calroute.policy`) combines the model's confidence with both into one score,
+``confidence × (1 - NOVELTY_WEIGHT × novelty)``, set to 0 when the anomaly reaches
+``ANOMALY_VETO``, and the per-user threshold on that score is certified on out-of-fold rows
+(:mod:`calroute.risk`), whose novelty and anomaly are measured against each fold's own training
+events — exactly what the live model meets. ``bench/anomaly.py`` measured this veto against
+discounting by the anomaly and against IsolationForest scores (docs/trust.md).
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import zlib
 from typing import TYPE_CHECKING, Iterable, Optional
 
-from .features import char_ngrams, time_tokens, words
+from .features import char_ngrams, duration_bucket, time_tokens, words
 
 if TYPE_CHECKING:
     from .schema import Event
@@ -36,6 +44,10 @@ _MASK = (1 << NOVELTY_BITS) - 1
 #: Weight of novelty in the routing score ``confidence × (1 - NOVELTY_WEIGHT × novelty)``: a global
 #: design constant (chosen on the tuning users, docs/learning.md), not fitted per user.
 NOVELTY_WEIGHT = 0.5
+#: The routing score is 0 when the anomaly against the predicted calendar reaches this (3 of an
+#: event's 3-4 when/how-long tokens never seen in that calendar): chosen on the tuning users, where it
+#: cost 0.2 points of mean coverage (bench/anomaly.py, docs/trust.md).
+ANOMALY_VETO = 0.75
 #: Time tokens whose novelty :meth:`NoveltyIndex.time_novelty` measures (prefixes).
 _TIME_KEYS = ("wh", "hm", "dur", "allday", "wallday")
 _MEMO_MAX = 50_000
@@ -130,9 +142,68 @@ class NoveltyIndex:
         return cls(bytearray(raw), int(n))
 
 
-def routing_score(confidence: float, novelty: Optional[float], weight: float = NOVELTY_WEIGHT) -> float:
-    """The score the threshold applies to: ``confidence × (1 - weight × novelty)`` (``confidence``
-    itself for a model without a novelty index, i.e. feature spec 1)."""
+def shape_tokens(ev: "Event") -> list[str]:
+    """When and how long: the weekday, duration bucket, hour (or ``allday``) and ``multiday`` tokens
+    of :func:`calroute.features.time_tokens` (built directly: this runs per classified event)."""
+    minutes = ev.duration_minutes
+    out = [f"w{ev.start.weekday()}", f"dur{duration_bucket(minutes)}",
+           "allday" if ev.all_day else f"h{ev.start.hour}"]
+    if minutes > 1440.0:
+        out.append("multiday")
+    return out
+
+
+class CalendarShapes:
+    """Per calendar, the when/how-long tokens its training events had (a few dozen strings each)."""
+
+    __slots__ = ("seen",)
+
+    def __init__(self, seen: Optional[dict[str, frozenset[str]]] = None):
+        self.seen: dict[str, frozenset[str]] = dict(seen or {})
+
+    @classmethod
+    def fit(cls, events: Iterable["Event"]) -> "CalendarShapes":
+        out = cls()
+        for ev in events:
+            out.add(ev)
+        return out
+
+    def add(self, ev: "Event") -> None:
+        if ev.calendar_id is not None:
+            self.seen[ev.calendar_id] = self.seen.get(ev.calendar_id, frozenset()) | frozenset(shape_tokens(ev))
+
+    def anomaly(self, ev: "Event", calendar_id: str) -> float:
+        """Share of ``ev``'s when/how-long tokens no training event of ``calendar_id`` had (1.0 for a
+        calendar without training events)."""
+        toks = shape_tokens(ev)
+        seen = self.seen.get(calendar_id)
+        if seen is None:
+            return 1.0
+        return sum(t not in seen for t in toks) / len(toks) if toks else 0.0
+
+    def to_text(self) -> str:
+        return json.dumps({c: sorted(t) for c, t in sorted(self.seen.items())}, separators=(",", ":"))
+
+    @classmethod
+    def from_text(cls, text: str) -> "CalendarShapes":
+        """Inverse of :meth:`to_text`; raises ``ValueError`` on anything else."""
+        try:
+            raw = json.loads(text)
+        except ValueError:
+            raise ValueError("not a calendar shape index: bad JSON") from None
+        if not isinstance(raw, dict) or not all(
+                isinstance(c, str) and isinstance(t, list) and all(isinstance(x, str) for x in t) for c, t in raw.items()):
+            raise ValueError("not a calendar shape index: expected {calendar: [token, ...]}")
+        return cls({c: frozenset(t) for c, t in raw.items()})
+
+
+def routing_score(confidence: float, novelty: Optional[float], weight: float = NOVELTY_WEIGHT,
+                  anomaly: Optional[float] = None, veto: float = ANOMALY_VETO) -> float:
+    """The score the threshold applies to: ``confidence × (1 - weight × novelty)``, 0 when
+    ``anomaly >= veto`` (``confidence`` itself for a model without a novelty index, i.e. feature
+    spec 1; no veto for a model without a shape index)."""
     if novelty is None:
         return float(confidence)
+    if anomaly is not None and anomaly >= veto:
+        return 0.0
     return float(confidence) * (1.0 - weight * novelty)

@@ -28,7 +28,7 @@ from .runtime import META_PREFIX, OnnxModel
 PARITY_TOL = 1e-4
 #: The metadata keys a calroute model carries (without the ``calroute.`` prefix).
 METADATA_KEYS = ("labels", "feature_spec", "threshold", "version", "user", "family", "trained_at", "metrics",
-                 "novelty_index", "novelty_weight", "risk")
+                 "novelty_index", "novelty_weight", "risk", "shape_index", "anomaly_veto")
 _JSON_KEYS = ("labels", "metrics", "risk")
 
 

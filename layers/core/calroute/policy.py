@@ -162,17 +162,20 @@ def use_model(*, ml_enabled: bool, cohort: str) -> bool:
 
 def decide(*, top_prob: Optional[float], threshold: Optional[float], llm_available: bool,
            llm_unavailable_reason: str = "llm_unavailable", no_model_reason: str = "no_model",
-           confidence: Optional[float] = None, unmet: bool = False) -> Decision:
+           confidence: Optional[float] = None, unmet: bool = False, anomalous: bool = False) -> Decision:
     """The routing decision for one event.
 
     ``top_prob`` is the routing score the threshold applies to (the model's top probability, for
     feature spec 2 discounted by novelty: :func:`calroute.novelty.routing_score`), None when no model
     was used (``no_model_reason`` says why: ``no_model``, ``kill_switch``, ``control_cohort``,
     ``model_unavailable``). ``confidence`` is the top probability itself (to tell a novel event from
-    an unsure one); ``unmet`` says the event may belong to a calendar the model has not met.
+    an unsure one); ``unmet`` says the event may belong to a calendar the model has not met;
+    ``anomalous`` that its time/shape is unlike every training event of the predicted calendar
+    (the veto of :func:`calroute.novelty.routing_score`).
 
     Reasons for deferring: ``uncertified_model`` (no threshold could be certified: threshold ≥ 1),
-    ``unmet_calendar``, ``novel_event`` (confident, but unlike the user's training events),
+    ``unmet_calendar``, ``unusual_time`` (confident, but at a time/duration the predicted calendar
+    never had), ``novel_event`` (confident, but unlike the user's training events),
     ``low_confidence``.
     """
     if top_prob is None:
@@ -186,6 +189,8 @@ def decide(*, top_prob: Optional[float], threshold: Optional[float], llm_availab
         why = "uncertified_model"
     elif unmet:
         why = "unmet_calendar"
+    elif anomalous and confidence is not None and confidence >= threshold:
+        why = "unusual_time"
     elif confidence is not None and confidence >= threshold:
         why = "novel_event"
     else:

@@ -11,9 +11,12 @@ A calroute ONNX model has one float32 input ``X`` (n × N_FEATURES) and, convert
   ``calroute.metrics`` (JSON) — training metadata
 * feature spec 2 and later: ``calroute.novelty_index`` (:class:`calroute.novelty.NoveltyIndex`, the
   user's training tokens), ``calroute.novelty_weight`` and ``calroute.risk`` (JSON: the threshold's
-  guarantee, :class:`calroute.risk.RiskBound`). The threshold then applies to the routing score
-  ``confidence × (1 - novelty_weight × novelty)``; a spec-1 model has none of these and its
-  threshold applies to the confidence alone.
+  guarantee, :class:`calroute.risk.RiskBound`); models trained since the time/shape anomaly also
+  ``calroute.shape_index`` (:class:`calroute.novelty.CalendarShapes`, JSON) and
+  ``calroute.anomaly_veto``. The threshold then applies to the routing score
+  ``confidence × (1 - novelty_weight × novelty)`` (0 when the anomaly against the predicted calendar
+  reaches the veto); a spec-1 model has none of these and its threshold applies to the confidence
+  alone.
 """
 
 from __future__ import annotations
@@ -56,6 +59,15 @@ def session_options():
     return so
 
 
+#: RSS growth of one loaded session per byte of its ONNX model, per family: bench/model_selection.py
+#: (``rss_per_session_bytes / onnx_bytes``, bench/results/model_selection_spec1.json) plus 5%;
+#: tests/unit/test_cache.py holds every family's charge at or above what the bench measured. A
+#: family not listed is charged the largest figure.
+RSS_PER_ONNX_BYTE = {"logreg": 3.45, "sgd": 5.2, "linsvc": 4.45, "gb_dense": 5.7, "gb_all": 5.15}
+#: The decoded novelty index (a 2**18-bit bitmap) and the calendar shape index of spec-2 models.
+NOVELTY_INDEX_BYTES = 32_768 + 4_096
+
+
 @dataclass
 class OnnxModel:
     """A loaded per-user model: ``predict_proba(X)`` returns (n × k) probabilities over ``labels``."""
@@ -72,6 +84,8 @@ class OnnxModel:
     extra: dict = field(default_factory=dict)
     novelty: Optional[object] = None  # NoveltyIndex (spec 2+), None for spec-1 models
     novelty_weight: float = 0.0
+    shapes: Optional[object] = None  # CalendarShapes (models trained with the anomaly veto), else None
+    anomaly_veto: float = 2.0
 
     @classmethod
     def from_bytes(cls, data: bytes, expected_sha256: Optional[str] = None,
@@ -102,13 +116,16 @@ class OnnxModel:
         if allowed is not None and spec not in allowed:
             raise ModelIntegrityError(f"model was built for feature spec {spec}, serving spec is "
                                       f"{'/'.join(map(str, allowed))}")
-        novelty, weight = None, 0.0
+        novelty, weight, shapes, veto = None, 0.0, None, 2.0
         if META_PREFIX + "novelty_index" in meta:
-            from .novelty import NoveltyIndex
+            from .novelty import CalendarShapes, NoveltyIndex
 
             try:
                 novelty = NoveltyIndex.from_text(meta[META_PREFIX + "novelty_index"])
                 weight = float(meta.get(META_PREFIX + "novelty_weight", "0"))
+                if META_PREFIX + "shape_index" in meta:
+                    shapes = CalendarShapes.from_text(meta[META_PREFIX + "shape_index"])
+                    veto = float(meta.get(META_PREFIX + "anomaly_veto", "2"))
             except ValueError as exc:
                 raise ModelIntegrityError(f"model novelty index is unreadable: {exc}") from exc
         inputs = sess.get_inputs()
@@ -116,7 +133,7 @@ class OnnxModel:
         prob_index = next((i for i, n in enumerate(outputs) if "prob" in n.lower()), len(outputs) - 1)
         return cls(session=sess, labels=list(labels), threshold=threshold, feature_spec=spec, metadata=meta,
                    sha256=sha, size_bytes=len(data), input_name=inputs[0].name, prob_index=prob_index,
-                   novelty=novelty, novelty_weight=weight)
+                   novelty=novelty, novelty_weight=weight, shapes=shapes, anomaly_veto=veto)
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """Probabilities (n × len(labels)), float32 input required."""
@@ -131,9 +148,11 @@ class OnnxModel:
 
     @property
     def memory_estimate(self) -> int:
-        """Bytes this model is charged in the cache: measured RSS growth is ~3× the ONNX size for
-        linear models plus a fixed per-session overhead (see docs/benchmarks.md)."""
-        return 3 * self.size_bytes + 200_000 + (32_768 if self.novelty is not None else 0)
+        """Bytes this model is charged in the cache: the RSS one loaded session of its family costs
+        per ONNX byte (:data:`RSS_PER_ONNX_BYTE`, measured) plus the decoded novelty index."""
+        family = self.metadata.get(META_PREFIX + "family", "")
+        per_byte = RSS_PER_ONNX_BYTE.get(family, max(RSS_PER_ONNX_BYTE.values()))
+        return int(per_byte * self.size_bytes) + (NOVELTY_INDEX_BYTES if self.novelty is not None else 0)
 
     def novelty_of(self, events) -> Optional[list[float]]:
         """Text novelty of each event against the user's training events (None for spec-1 models)."""
@@ -142,10 +161,22 @@ class OnnxModel:
         score = self.novelty.score
         return [score(ev) for ev in events]
 
-    def routing_scores(self, top: "np.ndarray", novelty: Optional[list[float]]) -> list[float]:
+    def anomaly_of(self, events, predicted: "list[str]") -> Optional[list[float]]:
+        """Time/shape anomaly of each event against the calendar predicted for it (None for models
+        without a shape index)."""
+        if self.shapes is None:
+            return None
+        anomaly = self.shapes.anomaly
+        return [anomaly(ev, cal) for ev, cal in zip(events, predicted)]
+
+    def routing_scores(self, top: "np.ndarray", novelty: Optional[list[float]],
+                       anomaly: Optional[list[float]] = None) -> list[float]:
         """The score the threshold applies to, per event (see the module docstring)."""
         from .novelty import routing_score
 
         if novelty is None:
             return [float(p) for p in top]
-        return [routing_score(p, nv, self.novelty_weight) for p, nv in zip(top, novelty)]
+        if anomaly is None:
+            return [routing_score(p, nv, self.novelty_weight) for p, nv in zip(top, novelty)]
+        return [routing_score(p, nv, self.novelty_weight, a, self.anomaly_veto)
+                for p, nv, a in zip(top, novelty, anomaly)]

@@ -40,7 +40,7 @@ import numpy as np
 from . import ids
 from .errors import GateFailed
 from .features import FEATURE_SPEC_VERSION, N_DENSE, N_FEATURES, featurize
-from .novelty import NOVELTY_WEIGHT, NoveltyIndex, routing_score
+from .novelty import ANOMALY_VETO, NOVELTY_WEIGHT, CalendarShapes, NoveltyIndex, routing_score
 from .risk import RiskBound, choose_threshold_ltt
 from .gates import check_gates  # noqa: F401  (re-exported: the trainer's gates)
 from .onnx_export import check_parity, to_onnx
@@ -90,6 +90,8 @@ class TrainConfig:
     threshold_max: float = 0.99  # spec 1 only: the certified threshold is never clamped down
     risk_delta: float = 0.1
     novelty_weight: float = NOVELTY_WEIGHT
+    #: anomaly against the predicted calendar at which the routing score is 0 (> 1: no veto)
+    anomaly_veto: float = ANOMALY_VETO
     family: str = DEFAULT_FAMILY
     max_train_events: int = 20000
     n_blocks: int = 5
@@ -328,6 +330,21 @@ def out_of_fold_novelty(events: Sequence[Event], blocks: np.ndarray) -> np.ndarr
     return out
 
 
+def out_of_fold_anomaly(events: Sequence[Event], blocks: np.ndarray, predicted: Sequence[str]) -> np.ndarray:
+    """Time/shape anomaly of each event of block ``k`` against the calendar the fold's model
+    predicted for it, measured on the events of blocks ``< k``; block 0 rows get 1.0."""
+    out = np.ones(len(events), dtype=np.float64)
+    shapes = CalendarShapes()
+    for b in range(int(blocks.max(initial=0)) + 1):
+        members = np.flatnonzero(blocks == b)
+        if b > 0:
+            for i in members:
+                out[i] = shapes.anomaly(events[i], str(predicted[i]))
+        for i in members:
+            shapes.add(events[i])
+    return out
+
+
 def _calibration(conf: np.ndarray, correct: np.ndarray, bins: int = 10) -> dict:
     """Expected calibration error and mean confidence vs accuracy of out-of-fold predictions."""
     if len(conf) == 0:
@@ -432,7 +449,9 @@ def _train(events: list[Event], cfg: TrainConfig, *, user_id: str, version: str,
     oof_conf = oof[mask].max(axis=1) if mask.any() else np.zeros(0)
     oof_ok = oof_pred == y[mask]
     oof_nov = out_of_fold_novelty(labelled, blocks)[mask]
-    oof_score = np.asarray([routing_score(c, nv, cfg.novelty_weight) for c, nv in zip(oof_conf, oof_nov)])
+    oof_anom = out_of_fold_anomaly(labelled, blocks, lab_arr[np.argmax(oof, axis=1)])[mask]
+    oof_score = np.asarray([routing_score(c, nv, cfg.novelty_weight, a, cfg.anomaly_veto)
+                            for c, nv, a in zip(oof_conf, oof_nov, oof_anom)])
     bound = choose_threshold_bound(oof_score, oof_ok, cfg)
     threshold, why = bound.threshold, bound.why
     cls = classification_metrics(y[mask], oof_pred, labels)
@@ -462,6 +481,7 @@ def _train(events: list[Event], cfg: TrainConfig, *, user_id: str, version: str,
         "calibration": _calibration(oof_conf, oof_ok.astype(np.float64)),
         "risk": bound.to_dict(),
         "novelty_oof_mean": _round(oof_nov.mean()) if oof_nov.size else None,
+        "anomaly_oof_vetoed": _round((oof_anom >= cfg.anomaly_veto).mean()) if oof_anom.size else None,
         "feature_spec": FEATURE_SPEC_VERSION,
         "holdout_accuracy": _round(hold_ok.mean()) if hold_ok.size else None,
         "holdout_rows": int(hold_ok.size),
@@ -473,6 +493,7 @@ def _train(events: list[Event], cfg: TrainConfig, *, user_id: str, version: str,
         "threshold": round(threshold, 6), "version": version, "user": user_id, "family": cfg.family,
         "trained_at": trained_at, "metrics": {k: v for k, v in metrics.items() if k != "per_calendar"},
         "novelty_index": NoveltyIndex.fit(labelled).to_text(), "novelty_weight": cfg.novelty_weight,
+        "shape_index": CalendarShapes.fit(labelled).to_text(), "anomaly_veto": cfg.anomaly_veto,
         "risk": bound.to_dict(),
     })
     parity = check_parity(onnx_bytes, X, sk_proba)

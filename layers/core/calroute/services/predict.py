@@ -6,16 +6,18 @@ the whole matrix; the events the policy routes to the LLM are sent to the fallba
 concurrently (at most ``llm_max_concurrency`` at a time). Each answer is::
 
     {"event_id", "calendar_id", "confidence", "method", "model_version", "threshold",
-     "alternatives": [{"calendar_id", "probability"}] (top 3), "reason", "novelty", "defer_reason",
-     "cohort", "latency_ms"}
+     "alternatives": [{"calendar_id", "probability"}] (top 3), "reason", "novelty", "anomaly",
+     "defer_reason", "cohort", "latency_ms"}
 
 ``defer_reason`` is null when the model answered on its own, else why it deferred
-(``low_confidence``, ``novel_event``, ``unmet_calendar``, ``uncertified_model``, ``no_model``,
+(``low_confidence``, ``novel_event``, ``unusual_time``, ``unmet_calendar``, ``uncertified_model``, ``no_model``,
 ``kill_switch``, ``control_cohort``, ``model_unavailable``); ``reason`` is then the LLM's reason or
 why no one answered.
 
 ``novelty`` (feature spec 2 models) is the share of the event's title the user's training events
-never had; the threshold applies to ``confidence × (1 - w × novelty)`` (docs/learning.md). With a
+never had, ``anomaly`` the share of its when/how-long tokens the predicted calendar's training
+events never had; the threshold applies to ``confidence × (1 - w × novelty)``, which is 0 when the
+anomaly reaches the model's veto (docs/learning.md, docs/trust.md). With a
 :class:`~calroute.calendars.CalendarDirectory`, events that may belong to a calendar the model has
 not met go to the LLM (``reason: unmet_calendar``), and an LLM answer naming a calendar the user does
 not have is refused at this boundary (``llm_invalid_answer``).
@@ -115,7 +117,7 @@ class PredictService:
         version = lookup.version if model is not None else None
         threshold = lookup.threshold if model is not None else None
 
-        probs = top = novelty = scores = None
+        probs = top = novelty = anomaly = scores = None
         labels: list[str] = []
         unmet: dict = {}
         if model is not None:
@@ -124,7 +126,8 @@ class PredictService:
             k = min(TOP_K, probs.shape[1])
             top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
             novelty = model.novelty_of(events)
-            scores = model.routing_scores(probs[np.arange(n), top[:, 0]], novelty)
+            anomaly = model.anomaly_of(events, [labels[j] for j in top[:, 0]])
+            scores = model.routing_scores(probs[np.arange(n), top[:, 0]], novelty, anomaly)
             if self.calendars is not None:
                 unmet = unmet_calendars(self.calendars.get(user_id), labels)
 
@@ -141,6 +144,7 @@ class PredictService:
             decisions.append(decide(top_prob=scores[i], threshold=threshold, llm_available=llm_ok,
                                     llm_unavailable_reason=llm_reason, no_model_reason=no_model_reason,
                                     confidence=float(probs[i, top[i, 0]]),
+                                    anomalous=anomaly is not None and anomaly[i] >= model.anomaly_veto,
                                     unmet=may_belong_to_unmet(events[i], unmet, nv) is not None))
         need = [i for i, d in enumerate(decisions) if d.call_llm]
         if need and self.usage is not None:
@@ -201,6 +205,7 @@ class PredictService:
                 "alternatives": alternatives,
                 "reason": reason,
                 "novelty": round(novelty[i], 4) if novelty is not None else None,
+                "anomaly": round(anomaly[i], 4) if anomaly is not None else None,
                 "defer_reason": defer_reason,
                 "cohort": cohort,
                 "latency_ms": round((done - t0) * 1000.0, 3),
