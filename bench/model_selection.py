@@ -188,7 +188,7 @@ class Glove:
 
         vocab = pq.read_table(os.path.join(pkg.ROOT, "glove_6B_index.parquet")).column(0).to_pylist()
         self.index = {w: i for i, w in enumerate(vocab)}
-        self.vectors = np.load(os.path.join(pkg.ROOT, "glove_6B_50d_emb.npy"), mmap_mode="r")
+        self.vectors = np.load(os.path.join(pkg.ROOT, "glove_6B_50d_emb.npy"), mmap_mode="r", allow_pickle=False)
         self.dim = int(self.vectors.shape[1])
 
     def embed(self, events) -> tuple[np.ndarray, float]:
