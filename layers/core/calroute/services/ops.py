@@ -127,7 +127,7 @@ def llm_unit_cost(items: list[dict], ledger: dict, cfg: Any) -> tuple[float, str
         return sum(priced) / len(priced), f"measured: mean of {len(priced)} logged LLM calls"
     if ledger.get("calls"):
         return float(ledger["usd"]) / int(ledger["calls"]), f"measured: usage ledger ({ledger['calls']} calls)"
-    from ..llm import cost_usd
+    from ..llm.cost import cost_usd
 
     est = cost_usd(cfg.llm_model, EST_INPUT_TOKENS, EST_OUTPUT_TOKENS, cfg.llm_prices)
     return est, (f"estimate: {EST_INPUT_TOKENS} input + {EST_OUTPUT_TOKENS} output tokens at "
