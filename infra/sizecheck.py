@@ -38,7 +38,7 @@ RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer", "jmespath", "urllib3", "d
 
 # Import smoke tests, by layer logical id: code run with the function's sys.path.
 LAYER_SMOKE = {
-    "CoreLayer": "import calroute.api, calroute.config, calroute.schema, calroute.ids, pydantic, aws_xray_sdk",
+    "CoreLayer": "import calroute.http.resolver, calroute.http.auth, calroute.config, calroute.schema, calroute.ids, pydantic, aws_xray_sdk",
     "InferenceLayer": (
         "import numpy as np, onnxruntime as ort, calroute.runtime, calroute.features\n"
         "assert 'CPUExecutionProvider' in ort.get_available_providers()\n"

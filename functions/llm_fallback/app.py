@@ -13,7 +13,7 @@ import functools
 from typing import Any
 
 from calroute import wiring
-from calroute.api import logger, metrics, task_handler
+from calroute.http.observability import logger, metrics, task_handler
 from calroute.config import settings
 from calroute.services.llm_fallback import FallbackService
 

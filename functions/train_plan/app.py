@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from calroute import wiring
-from calroute.api import logger, task_handler
+from calroute.http.observability import logger, task_handler
 from calroute.config import settings
 from calroute.services.training import plan as step
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from calroute import wiring
-from calroute.api import logger, task_handler
+from calroute.http.observability import logger, task_handler
 from calroute.config import settings
 from calroute.services.training import train_user as step
 from calroute.services.training.common import run_item
