@@ -38,7 +38,9 @@ def _handlers():
     from aws_lambda_powertools.event_handler import Depends
 
     from calroute import wiring
-    from calroute.api import authorize_user, check_body_size, json_response, logger, make_handler, make_resolver, metrics
+    from calroute.http.auth import authorize_user
+    from calroute.http.observability import logger, metrics
+    from calroute.http.resolver import check_body_size, json_response, make_handler, make_resolver
     from calroute.config import settings
     from calroute.features import FEATURE_SPEC_VERSION
     from calroute.ids import user_id as valid_user

@@ -57,7 +57,7 @@ def run(quick: bool) -> dict:
     from calroute.adapters.dynamo.users import DynamoUserStore
     from calroute.config import DEFAULT_LLM_PRICES, settings
     from calroute_dev.evaluation import split_events
-    from calroute.llm import cost_usd
+    from calroute.llm.cost import cost_usd
     from calroute.schema import CalendarInfo
     from calroute.training import TrainConfig, train_user_model
 

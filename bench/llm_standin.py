@@ -4,7 +4,7 @@ economics: the REAL ``openai`` client in the REAL fallback service talks to it.
 * latency: uniform in ``[latency_min, latency_max]`` seconds per call (seeded), the assumed range of a
   short structured-output call to gpt-4o-mini; 0 for token counting;
 * answer: ``answer_fn(event_title, event_start, allowed_ids) -> calendar_id`` (default: the first id);
-* usage: estimated tokens of the request actually built by ``calroute.llm.build_messages`` — about 4
+* usage: estimated tokens of the request actually built by ``calroute.llm.prompt.build_messages`` — about 4
   characters per token (OpenAI's rule of thumb) plus 4 tokens per message and 3 for the reply
   priming; the answer's own characters / 4 for the output. No tokenizer is available offline.
 """

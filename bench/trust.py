@@ -56,7 +56,7 @@ def combos(data: Path, n: int = N_COMBOS, seed: int = SEED) -> dict[str, list[Pa
 
 def _load(data: Path) -> dict[str, dict]:
     from calroute_dev.evaluation import load_users
-    from calroute.ics import parse_ics
+    from calroute.ics.reader import parse_ics
     from calroute import ids
 
     groups: dict[str, dict] = {}

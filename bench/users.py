@@ -1,6 +1,6 @@
 """Realistic synthetic users for the benchmarks, built from the bundled real calendars.
 
-The bundled public calendars (``data/ics/*.ics``, parsed with :func:`calroute.ics.parse_ics`, the
+The bundled public calendars (``data/ics/*.ics``, parsed with :func:`calroute.ics.reader.parse_ics`, the
 file stem is the calendar id) form a pool. A synthetic user owns ``n_calendars`` of them (drawn with
 a seeded RNG) and ``n_events`` events sampled from those calendars with replacement, each copy
 shifted by a whole number of weeks (so hour and weekday — the time features — are preserved) and
@@ -26,7 +26,7 @@ USERS_DIR = ROOT / "data" / "users"
 @lru_cache(maxsize=1)
 def calendar_pool(ics_dir: Path = ICS_DIR) -> dict[str, tuple[Event, ...]]:
     """``{calendar_id: events}`` of every bundled ``.ics`` file (parsed once per process)."""
-    from calroute.ics import parse_ics
+    from calroute.ics.reader import parse_ics
 
     pool = {}
     for f in sorted(Path(ics_dir).glob("*.ics")):

@@ -38,7 +38,7 @@ RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer", "jmespath", "urllib3", "d
 
 # Import smoke tests, by layer logical id: code run with the function's sys.path.
 LAYER_SMOKE = {
-    "CoreLayer": "import calroute.api, calroute.config, calroute.schema, calroute.ids, pydantic, aws_xray_sdk",
+    "CoreLayer": "import calroute.http.resolver, calroute.http.auth, calroute.config, calroute.schema, calroute.ids, pydantic, aws_xray_sdk",
     "InferenceLayer": (
         "import numpy as np, onnxruntime as ort, calroute.runtime, calroute.features\n"
         "assert 'CPUExecutionProvider' in ort.get_available_providers()\n"
@@ -53,7 +53,7 @@ LAYER_SMOKE = {
         "b = to_onnx(m, 6, ['a', 'b'], {'threshold': 0.5, 'version': 'v1', 'user': 'u'})\n"
         "assert check_parity(b, X, m.predict_proba(X))['passed']"
     ),
-    "LlmLayer": "import openai, calroute.llm; import sys; assert 'numpy' not in sys.modules; openai.OpenAI(api_key='x', base_url='http://127.0.0.1:9')",
+    "LlmLayer": "import openai, calroute.services.llm_fallback; import sys; assert 'numpy' not in sys.modules; openai.OpenAI(api_key='x', base_url='http://127.0.0.1:9')",
     "IcalLayer": "import icalendar, recurring_ical_events, zoneinfo; zoneinfo.ZoneInfo('Europe/Paris')",
 }
 

@@ -17,15 +17,15 @@ from aws_lambda_powertools.event_handler import Depends
 from pydantic import BaseModel, Field
 
 from calroute import ids, wiring
-from calroute.api import (
+from calroute.http.auth import authorize_user
+from calroute.http.observability import metrics
+from calroute.http.resolver import (
     CalendarIdPath,
     EventIdPath,
     UserIdPath,
-    authorize_user,
     check_body_size,
     make_handler,
     make_resolver,
-    metrics,
 )
 from calroute.config import settings
 from calroute.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType

@@ -13,9 +13,9 @@ import functools
 from typing import Any
 
 from calroute import wiring
-from calroute.api import logger, metrics, task_handler
+from calroute.http.observability import logger, metrics, task_handler
 from calroute.config import settings
-from calroute.llm import FallbackService
+from calroute.services.llm_fallback import FallbackService
 
 
 @functools.cache

@@ -24,17 +24,9 @@ from aws_lambda_powertools.event_handler import Depends, Response
 from pydantic import BaseModel, Field
 
 from calroute import ids, wiring
-from calroute.api import (
-    UserIdPath,
-    VersionPath,
-    authorize_user,
-    caller_identity,
-    make_handler,
-    make_resolver,
-    metrics,
-    parse_json_body,
-    require_operator,
-)
+from calroute.http.auth import authorize_user, caller_identity, require_operator
+from calroute.http.observability import metrics
+from calroute.http.resolver import UserIdPath, VersionPath, make_handler, make_resolver, parse_json_body
 from calroute.config import settings
 from calroute.errors import InvalidInput
 from calroute.services.models import ModelsService, clean_reason

@@ -18,15 +18,14 @@ from typing import Any, Literal, Optional
 from pydantic import BaseModel, Field
 
 from calroute import ids, wiring
-from calroute.api import (
+from calroute.http.auth import authorize_user
+from calroute.http.observability import logger, metrics
+from calroute.http.resolver import (
     UserIdPath,
-    authorize_user,
     check_body_size,
     json_response,
-    logger,
     make_handler,
     make_resolver,
-    metrics,
     provided,
 )
 from calroute.config import settings
@@ -40,7 +39,7 @@ def service() -> PredictService:
     """The classification service on the AWS adapters, built from the settings on first use and
     kept for the container's life (its model cache lives as long).
 
-    The routes below call it through :func:`calroute.api.provided` instead of declaring
+    The routes below call it through :func:`calroute.http.resolver.provided` instead of declaring
     ``Depends(service)`` as the other HTTP functions do: Powertools resolves ``Depends`` by
     evaluating the route's type hints again on every request, which added ~190 µs to a ~430 µs warm
     classify (Powertools 3.37; ``python -m bench.depends_cost`` measures it), far over the ~20 µs

@@ -17,7 +17,8 @@ from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from pydantic import BaseModel
 
 from calroute import ids, wiring
-from calroute.api import UserIdPath, authorize_user, make_handler, make_resolver, require_operator
+from calroute.http.auth import authorize_user, require_operator
+from calroute.http.resolver import UserIdPath, make_handler, make_resolver
 from calroute.config import settings
 from calroute.services.stats import StatsService
 

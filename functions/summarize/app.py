@@ -6,15 +6,15 @@ from __future__ import annotations
 from typing import Any
 
 from calroute import wiring
-from calroute.api import logger, metrics, task_handler
+from calroute.http.observability import logger, metrics, task_handler
 from calroute.config import settings
-from calroute.services import training_run
+from calroute.services.training import summarize as step
 
 
 @task_handler(flush_metrics=True)
 def lambda_handler(event: dict, context: Any) -> dict:
     cfg = settings()
-    out = training_run.summarize(event, wiring.stores(cfg), cfg, metrics=metrics)
+    out = step.summarize(event, wiring.stores(cfg), cfg, metrics=metrics)
     logger.info("training run finished", extra={k: out.get(k) for k in (
         "run_id", "planned", "trained", "skipped", "rejected", "failed", "conflict", "seconds")})
     return out

@@ -10,17 +10,17 @@ from __future__ import annotations
 from typing import Any
 
 from calroute import wiring
-from calroute.api import logger, task_handler
+from calroute.http.observability import logger, task_handler
 from calroute.config import settings
-from calroute.services import training_run
+from calroute.services.training import plan as step
 
 
 @task_handler
 def lambda_handler(event: dict, context: Any) -> dict:
     cfg = settings()
     run_input = event.get("input", event) if isinstance(event, dict) else {}
-    out = training_run.plan(run_input or {}, wiring.stores(cfg), cfg,
-                            execution_name=(event or {}).get("execution_name"))
+    out = step.plan(run_input or {}, wiring.stores(cfg), cfg,
+                    execution_name=(event or {}).get("execution_name"))
     logger.info("training run planned", extra={"run_id": out["run_id"], "count": out["count"],
                                                "not_needed": out["skipped_total"], "trigger": out["trigger"]})
     return out

@@ -6,12 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 from calroute import wiring
-from calroute.api import logger, task_handler
+from calroute.http.observability import logger, task_handler
 from calroute.config import settings
-from calroute.services import training_run
+from calroute.services.training import train_user as step
+from calroute.services.training.common import run_item
 
 
 @task_handler
 def lambda_handler(event: dict, context: Any) -> dict:
     cfg = settings()
-    return training_run.run_item(training_run.train_user, event, wiring.stores(cfg), cfg, logger)
+    return run_item(step.train_user, event, wiring.stores(cfg), cfg, logger)

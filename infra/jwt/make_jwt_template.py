@@ -8,7 +8,7 @@ variant from it, so there is still one source of truth:
 * ``HttpApi.Auth``: a JWT authorizer (``$request.header.Authorization``, issuer = ``JwtIssuer``,
   audience = ``JwtAudience``) is the ``DefaultAuthorizer``; the IAM authorizer is switched off;
 * every function gets ``AUTH_MODE=jwt`` (the handlers then require the token's ``sub`` to equal the
-  path's ``userId``, see ``calroute.api.authorize_user``);
+  path's ``userId``, see ``calroute.http.auth.authorize_user``);
 * ``AuthMode`` only allows ``jwt``; ``JwtIssuer`` (https URL) and ``JwtAudience`` become required;
   the IAM-only rule is replaced by one asserting both are set;
 * no route may carry its own ``Auth`` (it would override the default authorizer): that is an error.

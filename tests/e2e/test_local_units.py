@@ -83,7 +83,8 @@ def echo_gateway(tmp_path, monkeypatch, fresh_settings):
     fn = tmp_path / "gw_echo_fn"
     fn.mkdir()
     (fn / "app.py").write_text(textwrap.dedent("""
-        from calroute.api import make_resolver, make_handler, UserIdPath, authorize_user
+        from calroute.http.auth import authorize_user
+        from calroute.http.resolver import UserIdPath, make_handler, make_resolver
         app = make_resolver()
 
         @app.post("/v1/users/<userId>/echo")

@@ -15,7 +15,11 @@ from calroute import wiring
 from calroute.adapters.dynamo.registry import DynamoRegistry
 from calroute.config import settings
 from calroute.schema import parse_event
-from calroute.services import training_run
+from calroute.services.training import plan as plan_step
+from calroute.services.training import promote as promote_step
+from calroute.services.training import summarize as summarize_step
+from calroute.services.training import train_user as train_step
+from calroute.services.training import validate as validate_step
 
 WORK = ["standup", "sprint", "review", "roadmap", "client", "deploy", "retro", "planning"]
 HOME = ["dentist", "groceries", "yoga", "dinner", "laundry", "birthday", "gym", "plumber"]
@@ -63,20 +67,20 @@ def world(aws):
 
 
 def _train_and_promote(users: list[str], cfg, repos) -> dict:
-    planned = training_run.plan({"trigger": "schedule"}, repos, cfg)
+    planned = plan_step.plan({"trigger": "schedule"}, repos, cfg)
     items = repos.models.get_json(planned["key"])
     assert sorted(i["user_id"] for i in items) == sorted(users)
     out = {}
     for it in items:
-        r = training_run.train_user(it, repos, cfg)
+        r = train_step.train_user(it, repos, cfg)
         assert r["status"] == "candidate", r
         rec = repos.registry.get_version(it["user_id"], r["version"])
         ref = rec["drift_reference"]
         assert ref["n"] == 200 and set(ref["groups"]) == {"time", "shape", "tokens"}
         assert ref["labels"] == {"work": 100, "home": 100}
-        r = training_run.validate(r, repos, cfg)
+        r = validate_step.validate(r, repos, cfg)
         assert r["status"] == "valid", r
-        r = training_run.promote(r, repos, cfg)
+        r = promote_step.promote(r, repos, cfg)
         assert r["status"] == "promoted", r
         out[it["user_id"]] = r["version"]
     return out
@@ -102,7 +106,7 @@ def test_shifted_requests_flag_drift_and_schedule_retraining(world):
     # below DRIFT_MIN_SAMPLES (100): PSI on so few requests is mostly sampling noise
     _classify("quiet", _events("req-q", 50, 13, labelled=False)[: cfg.drift_min_samples - 1], cfg)
 
-    plan = training_run.plan({"trigger": "schedule"}, repos, cfg, now=datetime.now(timezone.utc) + timedelta(hours=1))
+    plan = plan_step.plan({"trigger": "schedule"}, repos, cfg, now=datetime.now(timezone.utc) + timedelta(hours=1))
     planned = {i["user_id"]: i["reason"] for i in repos.models.get_json(plan["key"])}
     assert planned == {"shifty": "drift detected on the active model"}
     assert plan["drift"]["checked"] == 2 and plan["drift"]["drifted"] == 1 and plan["drift"]["insufficient"] == 1
@@ -124,7 +128,7 @@ def test_shifted_requests_flag_drift_and_schedule_retraining(world):
 
     # Summarize: DriftPsi (the run's max) and the drifted count; no user dimension anywhere
     metrics = Metrics()
-    out = training_run.summarize({**plan, "results": []}, repos, cfg, metrics=metrics)
+    out = summarize_step.summarize({**plan, "results": []}, repos, cfg, metrics=metrics)
     assert metrics.values["DriftPsi"] == [pytest.approx(plan["drift"]["max_psi"])]
     assert metrics.values["DriftUsersDrifted"] == [1]
     assert reg.get_run(plan["run_id"])["drift"]["drifted"] == 1 and out["drift"]["checked"] == 2
@@ -133,12 +137,12 @@ def test_shifted_requests_flag_drift_and_schedule_retraining(world):
     new = _events("new", 100, 5, shifted=True)
     repos.events.put_events("shifty", [e.model_copy(update={"calendar_id": "home" if i % 2 else "work"})
                                           for i, e in enumerate(new)])
-    r = training_run.train_user({"user_id": "shifty", "run_id": plan["run_id"]}, repos, cfg)
-    r = training_run.promote(training_run.validate(r, repos, cfg), repos, cfg)
+    r = train_step.train_user({"user_id": "shifty", "run_id": plan["run_id"]}, repos, cfg)
+    r = promote_step.promote(validate_step.validate(r, repos, cfg), repos, cfg)
     assert r["status"] in ("promoted", "rejected"), r
     if r["status"] == "promoted":
         assert "drifted" not in reg.active("shifty")
-    plan2 = training_run.plan({"trigger": "schedule"}, repos, cfg)
+    plan2 = plan_step.plan({"trigger": "schedule"}, repos, cfg)
     assert "shifty" not in {i["user_id"] for i in repos.models.get_json(plan2["key"])}
 
 
@@ -157,5 +161,5 @@ def test_a_stale_report_is_not_written_over_a_newer_model(world):
 
 def test_explicit_training_requests_skip_the_drift_monitor(world):
     cfg, repos = world
-    out = training_run.plan({"trigger": "api", "user_ids": ["alice"]}, repos, cfg)
+    out = plan_step.plan({"trigger": "api", "user_ids": ["alice"]}, repos, cfg)
     assert "drift" not in out and out["count"] == 1

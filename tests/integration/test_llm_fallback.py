@@ -163,7 +163,7 @@ def test_unreadable_api_key_parameter_means_not_configured(aws):
 
     from calroute.adapters.llm_openai import resolve_api_key
     from calroute.config import Settings
-    from calroute.llm import LlmError
+    from calroute.llm.types import LlmError
 
     with _pytest.raises(LlmError) as exc:
         resolve_api_key(Settings(llm_api_key_param="/calroute/missing-key"))

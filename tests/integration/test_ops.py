@@ -129,7 +129,7 @@ def _emitted_metric_names() -> set[str]:
         for path in base.rglob("*.py"):
             src = path.read_text(encoding="utf-8")
             names.update(pat.findall(src))
-            # tuples of (metric name, record key) handed to add_metric in a loop (training_run.summarize)
+            # tuples of (metric name, record key) handed to add_metric in a loop (calroute.services.training.summarize)
             names.update(re.findall(r"\(\"(Training[A-Za-z]+)\",\s*\"[a-z]+\"\)", src))
     return names
 
@@ -241,7 +241,7 @@ def test_emitted_dimensions_match_what_alarms_query(monkeypatch):
     the dimension sets the alarms query."""
     from aws_lambda_powertools import Metrics
 
-    from calroute.services import training_run
+    from calroute.services.training.summarize import summarize
     from calroute.adapters.emf import EmfSink
 
     monkeypatch.delenv("POWERTOOLS_METRICS_DISABLED", raising=False)
@@ -267,7 +267,7 @@ def test_emitted_dimensions_match_what_alarms_query(monkeypatch):
 
         run = {"run_id": "r1", "results": [{"status": "failed", "user_id": "u1"}], "count": 1,
                "drift": {"checked": 2, "drifted": 1, "max_psi": 0.4}}
-        training_run.summarize(run, fake_stores(registry=Reg()), settings(), metrics=m)
+        summarize(run, fake_stores(registry=Reg()), settings(), metrics=m)
         m.flush_metrics()
     docs = _emf_docs(buf.getvalue())
     seen = {}

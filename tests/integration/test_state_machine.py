@@ -92,8 +92,8 @@ def test_one_run_with_a_crash_a_validate_rejection_and_a_promote_race(emulator, 
     """ana trains and is promoted; cid crashes in TrainUser (a corrupt stored item); eve's candidate
     bytes are overwritten in S3 after TrainUser registered them, so Validate's sha256 gate rejects
     it; fay's Promote loses the conditional write of ACTIVE to another writer on both attempts, so
-    it is retried once and then recorded as ``conflict`` (training_run.promote). The run SUCCEEDS."""
-    from calroute.services import training_run
+    it is retried once and then recorded as ``conflict`` (calroute.services.training.promote). The run SUCCEEDS."""
+    from calroute.services.training import validate as validate_step
 
     cfg = settings()
     repos = wiring.stores(cfg)
@@ -105,7 +105,7 @@ def test_one_run_with_a_crash_a_validate_rejection_and_a_promote_race(emulator, 
     _seed(repos, "fay", make_events(("home", "work"), 30))
 
     # Validate: eve's candidate ONNX is tampered with after TrainUser stored and registered it
-    real_validate = training_run.validate
+    real_validate = validate_step.validate
     tampered: list[str] = []
 
     def validate_after_tamper(item, repos_, cfg_, **kw):
@@ -115,7 +115,7 @@ def test_one_run_with_a_crash_a_validate_rejection_and_a_promote_race(emulator, 
             tampered.append(item["version"])
         return real_validate(item, repos_, cfg_, **kw)
 
-    monkeypatch.setattr(training_run, "validate", validate_after_tamper)
+    monkeypatch.setattr(validate_step, "validate", validate_after_tamper)
 
     # Promote: another writer activates its own (stored, registered) model for fay just before each
     # of the run's conditional writes. Its models know home/kids, so they lose the champion/challenger
@@ -192,12 +192,12 @@ def test_one_user_api_run_and_a_failing_summarize_fails_the_run(emulator, monkey
     assert repos.models.get_json("runs/r-api-1/users.json")[0]["user_id"] == "nobody"
 
     # Summarize is not caught: a broken run record write is a failed run (an operator must look)
-    from calroute.services import training_run
+    from calroute.services.training import summarize as summarize_step
 
     def boom(*a, **k):
         raise RuntimeError("registry unavailable")
 
-    monkeypatch.setattr(training_run, "summarize", boom)
+    monkeypatch.setattr(summarize_step, "summarize", boom)
     res = run_training(emulator, {"trigger": "api", "user_ids": ["nobody"], "run_id": "r-api-2"}, timeout=60)
     assert res["status"] == "FAILED"
 

@@ -1,4 +1,4 @@
-"""The training-run states (calroute.services.training_run) against moto with resources from
+"""The training-run states (calroute.services.training) against moto with resources from
 template.yaml: plan, train_user, validate (parity gate), promote (champion/challenger, conditional
 write under a race), summarize, and S3 failures."""
 
@@ -14,13 +14,17 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from calroute import wiring
+from calroute import ids, wiring
 from calroute.adapters.dynamo.registry import DynamoRegistry
 from calroute.adapters.s3_models import S3ModelBlobs
 from calroute.config import settings
 from calroute.errors import InvalidInput
 from calroute.runtime import OnnxModel
-from calroute.services import training_run as tr
+from calroute.services.training.plan import plan
+from calroute.services.training.promote import promote, unseen_by
+from calroute.services.training.summarize import summarize
+from calroute.services.training.train_user import train_user
+from calroute.services.training.validate import validate
 from support.models import FakeTrainer, build_onnx, install_model, make_events
 from support.models import version as model_version
 
@@ -41,13 +45,13 @@ def seed(repos, user, calendars=CALS, per_calendar=25):
 
 def run_user(repos, user, trainer, run_id="r-test"):
     cfg = settings()
-    out = tr.train_user({"user_id": user, "run_id": run_id, "reason": "test"}, repos, cfg, trainer=trainer)
+    out = train_user({"user_id": user, "run_id": run_id, "reason": "test"}, repos, cfg, trainer=trainer)
     if out["status"] != "candidate":
         return out
-    out = tr.validate(out, repos, cfg)
+    out = validate(out, repos, cfg)
     if out["status"] != "valid":
         return out
-    return tr.promote(out, repos, cfg)
+    return promote(out, repos, cfg)
 
 
 # ----------------------------------------------------------------------------- plan
@@ -61,7 +65,7 @@ def test_plan_scheduled_uses_the_policy_and_writes_users_json(repos):
     repos.registry.set_status("carol", model_version(1), "active", "",
                                  events_total_at_training=75, corrections_total_at_training=0,
                                  trained_at=datetime.now(timezone.utc).isoformat())
-    out = tr.plan({"trigger": "schedule"}, repos, settings(), execution_name="exec-1")
+    out = plan({"trigger": "schedule"}, repos, settings(), execution_name="exec-1")
     assert out["run_id"] == "exec-1" and out["key"] == "runs/exec-1/users.json"
     items = repos.models.get_json(out["key"])
     assert items == [{"user_id": "alice", "run_id": "exec-1", "reason": "never trained"}]
@@ -70,21 +74,21 @@ def test_plan_scheduled_uses_the_policy_and_writes_users_json(repos):
     assert "cannot train yet" in reasons["bob"] and reasons["carol"] == "up to date"
 
     later = datetime.now(timezone.utc) + timedelta(days=31)
-    out = tr.plan({}, repos, settings(), now=later)
+    out = plan({}, repos, settings(), now=later)
     assert {i["user_id"] for i in repos.models.get_json(out["key"])} == {"alice", "carol"}
     assert out["run_id"].startswith("r") and out["trigger"] == "schedule"
 
 
 def test_plan_explicit_users_always_go_through_s3(repos):
-    out = tr.plan({"trigger": "api", "user_ids": ["dave", "dave", "erin"], "run_id": "r-api-1"}, repos, settings())
+    out = plan({"trigger": "api", "user_ids": ["dave", "dave", "erin"], "run_id": "r-api-1"}, repos, settings())
     assert repos.models.get_json("runs/r-api-1/users.json") == [
         {"user_id": "dave", "run_id": "r-api-1", "reason": "requested (api)"},
         {"user_id": "erin", "run_id": "r-api-1", "reason": "requested (api)"}]
     assert out["count"] == 2
     with pytest.raises(InvalidInput):
-        tr.plan({"user_ids": ["../etc"]}, repos, settings())
+        plan({"user_ids": ["../etc"]}, repos, settings())
     with pytest.raises(InvalidInput):
-        tr.plan({"run_id": "a/b"}, repos, settings())
+        plan({"run_id": "a/b"}, repos, settings())
 
 
 # ----------------------------------------------------------------------------- train → validate → promote
@@ -92,8 +96,8 @@ def test_plan_explicit_users_always_go_through_s3(repos):
 
 def test_happy_path_with_the_real_trainer(repos):
     seed(repos, "alice")
-    out = tr.train_user({"user_id": "alice", "run_id": "r1"}, repos, settings())
-    assert out["status"] == "candidate" and tr.ids.VERSION_RE.fullmatch(out["version"])
+    out = train_user({"user_id": "alice", "run_id": "r1"}, repos, settings())
+    assert out["status"] == "candidate" and ids.VERSION_RE.fullmatch(out["version"])
     rec = repos.registry.get_version("alice", out["version"])
     assert rec["status"] == "candidate" and rec["events_total_at_training"] == 75
     assert rec["labels"] == list(CALS) and rec["holdout_event_ids"] and rec["profiles"]
@@ -103,28 +107,28 @@ def test_happy_path_with_the_real_trainer(repos):
         assert z["X"].shape[0] == z["sk_proba"].shape[0] > 0
     assert OnnxModel.from_bytes(data).labels == list(CALS)
 
-    out = tr.validate(out, repos, settings())
+    out = validate(out, repos, settings())
     assert out["status"] == "valid", out
-    out = tr.promote(out, repos, settings())
+    out = promote(out, repos, settings())
     assert out["status"] == "promoted" and out["previous_version"] == ""
     active = repos.registry.active("alice")
     assert active["version"] == rec["version"]
     # a Lambda retry of Promote after success is harmless
-    assert tr.promote({**out, "status": "valid"}, repos, settings())["status"] == "promoted"
+    assert promote({**out, "status": "valid"}, repos, settings())["status"] == "promoted"
 
 
 def test_gates_skip_a_user_with_too_few_events(repos):
     seed(repos, "bob", calendars=("work", "home"), per_calendar=8)
-    out = tr.train_user({"user_id": "bob", "run_id": "r1"}, repos, settings(), trainer=FakeTrainer())
+    out = train_user({"user_id": "bob", "run_id": "r1"}, repos, settings(), trainer=FakeTrainer())
     assert out["status"] == "skipped" and "needs at least 50" in out["reason"]
     assert repos.registry.versions("bob") == []
 
 
 def test_parity_gate_rejects_a_broken_candidate(repos):
     seed(repos, "alice")
-    out = tr.train_user({"user_id": "alice", "run_id": "r1"}, repos, settings(),
+    out = train_user({"user_id": "alice", "run_id": "r1"}, repos, settings(),
                         trainer=FakeTrainer(perturb=0.01))  # sklearn "said" other probabilities
-    out = tr.validate(out, repos, settings())
+    out = validate(out, repos, settings())
     assert out["status"] == "rejected" and "parity failed" in out["reason"]
     rec = repos.registry.get_version("alice", out["version"])
     assert rec["status"] == "rejected" and rec["rejected_stage"] == "validate"
@@ -134,10 +138,10 @@ def test_parity_gate_rejects_a_broken_candidate(repos):
 
 def test_validate_rejects_tampered_model_bytes(repos):
     seed(repos, "alice")
-    out = tr.train_user({"user_id": "alice", "run_id": "r1"}, repos, settings(), trainer=FakeTrainer())
+    out = train_user({"user_id": "alice", "run_id": "r1"}, repos, settings(), trainer=FakeTrainer())
     rec = repos.registry.get_version("alice", out["version"])
     repos.models.t.s3.put_object(Bucket=repos.models.bucket, Key=rec["s3_key"], Body=b"not onnx")
-    out = tr.validate(out, repos, settings())
+    out = validate(out, repos, settings())
     assert out["status"] == "rejected" and "sha256" in out["reason"]
 
 
@@ -204,14 +208,14 @@ def test_unseen_by_compares_times_not_strings():
              (ev(event_id="b"), "2026-06-01T09:59:59+00:00"),
              (ev(event_id="c"), ""), (ev(event_id="d"), "garbage"),
              (ev(event_id="e"), "2026-06-02T00:00:00")]  # naive: UTC
-    assert [e.event_id for e in tr.unseen_by(champ, pairs)] == ["a", "e"]
-    assert tr.unseen_by({}, pairs) is None and tr.unseen_by(None, pairs) is None
+    assert [e.event_id for e in unseen_by(champ, pairs)] == ["a", "e"]
+    assert unseen_by({}, pairs) is None and unseen_by(None, pairs) is None
 
 
 def _validated(repos, user, trainer):
     cfg = settings()
-    out = tr.train_user({"user_id": user, "run_id": "r1"}, repos, cfg, trainer=trainer)
-    return tr.validate(out, repos, cfg)
+    out = train_user({"user_id": user, "run_id": "r1"}, repos, cfg, trainer=trainer)
+    return validate(out, repos, cfg)
 
 
 def test_racing_promotions_one_wins_no_lost_update(repos):
@@ -232,7 +236,7 @@ def test_racing_promotions_one_wins_no_lost_update(repos):
     results = {}
 
     def go(item):
-        results[item["version"]] = tr.promote(item, racing, settings())
+        results[item["version"]] = promote(item, racing, settings())
 
     threads = [threading.Thread(target=go, args=(x,)) for x in (a, b)]
     [t.start() for t in threads]
@@ -267,7 +271,7 @@ def test_a_promotion_that_keeps_losing_the_race_is_a_conflict(repos):
                                  actor="other-run", reason="race")
             return super().activate(user_id, record, **kw)
 
-    out = tr.promote(mine, dataclasses.replace(repos, registry=AlwaysRaced(settings().registry_table)), settings())
+    out = promote(mine, dataclasses.replace(repos, registry=AlwaysRaced(settings().registry_table)), settings())
     assert out["status"] == "conflict"
     reg = repos.registry
     assert reg.get_version("alice", mine["version"])["status"] == "conflict"
@@ -291,7 +295,7 @@ def test_s3_failure_mid_training_leaves_no_record_and_no_orphan(repos, monkeypat
 
     monkeypatch.setattr(S3ModelBlobs, "put", failing_put)
     with pytest.raises(OSError):
-        tr.train_user({"user_id": "alice", "run_id": "r1"}, repos, settings(), trainer=FakeTrainer())
+        train_user({"user_id": "alice", "run_id": "r1"}, repos, settings(), trainer=FakeTrainer())
     assert [v["version"] for v in repos.registry.versions("alice")] == [champion["version"]]
     keys = [o["Key"] for o in repos.models.t.s3.list_objects_v2(Bucket=repos.models.bucket,
                                                                     Prefix="models/alice/").get("Contents", [])]
@@ -304,7 +308,7 @@ def test_promote_never_points_active_at_a_missing_object(repos):
     out = _validated(repos, "alice", FakeTrainer())
     rec = repos.registry.get_version("alice", out["version"])
     repos.models.delete(rec["s3_key"])  # lost after validation
-    out = tr.promote(out, repos, settings())
+    out = promote(out, repos, settings())
     assert out["status"] == "rejected" and "missing" in out["reason"]
     assert repos.registry.active("alice") is None
 
@@ -330,7 +334,7 @@ def test_summarize_counts_and_records_the_run(repos):
             recorded.append((name, value))
 
     now = datetime(2026, 6, 1, 0, 2, tzinfo=timezone.utc)
-    out = tr.summarize(run, repos, settings(), now=now, metrics=Metrics())
+    out = summarize(run, repos, settings(), now=now, metrics=Metrics())
     stored = repos.registry.get_run("r-sum")
     for rec in (out, stored):
         assert (rec["trained"], rec["skipped"], rec["rejected"], rec["failed"], rec["conflict"]) == (2, 1, 1, 1, 1)

@@ -3,7 +3,7 @@
 * the generated ``template.jwt.yaml`` (``infra/jwt/make_jwt_template.py``) lints clean, and after the
   SAM transform every route of the HTTP API is behind the JWT authorizer (issuer/audience from the
   ``JwtIssuer``/``JwtAudience`` parameters) while every function runs with ``AUTH_MODE=jwt``;
-* ``calroute.api.authorize_user`` in jwt mode on the real handlers, with API Gateway v2 events that
+* ``calroute.http.auth.authorize_user`` in jwt mode on the real handlers, with API Gateway v2 events that
   carry ``requestContext.authorizer.jwt.claims.sub``: match → 2xx, mismatch / missing → 403 and
   nothing written; a spoofed dev header does not count.
 """

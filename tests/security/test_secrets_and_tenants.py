@@ -40,7 +40,7 @@ def handlers(aws, fake_llm, monkeypatch, fresh_settings):
     fresh_settings.cache_clear()
     mods = {n: load_handler(n) for n in ("ingest", "predict", "models", "llm_fallback", "stats")}
     fresh_services(monkeypatch, *mods.values())
-    from calroute.api import logger
+    from calroute.http.observability import logger
 
     old = logger.log_level
     logger.setLevel(logging.DEBUG)

@@ -3,7 +3,7 @@
 A handler builds its service on first use and keeps it for the container's life (a cached
 ``service()`` provider). Under test, :func:`fresh_services` puts a provider of the test's own in
 ``app.dependency_overrides`` (Powertools' seam, honoured by ``Depends`` and by
-:func:`calroute.api.provided`): it builds on first use, from the settings and boto3 resources of
+:func:`calroute.http.resolver.provided`): it builds on first use, from the settings and boto3 resources of
 that moment, and keeps the service for the rest of the test; monkeypatch removes it afterwards.
 :func:`current` is the service a module's routes use now.
 """
@@ -25,7 +25,7 @@ def fresh_services(monkeypatch, *mods: Any) -> None:
 
 def current(mod: Any) -> Any:
     """The service ``mod``'s routes use (the test's override if there is one)."""
-    from calroute.api import provided
+    from calroute.http.resolver import provided
 
     app = getattr(mod, "app", None)
     return provided(app, mod.service) if app is not None else mod.service()

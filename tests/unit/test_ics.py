@@ -12,7 +12,9 @@ import pytest
 
 from calroute import ids
 from calroute.errors import InvalidInput, PayloadTooLarge
-from calroute.ics import MAX_COMPONENTS, MAX_DEPTH, MAX_SERIES_YEARS, import_window, parse_ics, read_ics
+from calroute.ics.expand import MAX_SERIES_YEARS
+from calroute.ics.parse import MAX_COMPONENTS, MAX_DEPTH
+from calroute.ics.reader import import_window, parse_ics, read_ics
 
 ICS_DIR = Path(__file__).resolve().parents[2] / "data" / "ics"
 
@@ -391,7 +393,7 @@ def test_arbitrary_input_is_events_or_a_calroute_error(lines):
 
 def test_rule_that_never_matches_hits_the_cpu_deadline(monkeypatch):
     """dateutil would walk day by day to the year 9999 (~20 s): the CPU deadline stops it."""
-    import calroute.ics as ics_mod
+    import calroute.ics.expand as ics_mod
 
     monkeypatch.setattr(ics_mod, "MAX_EXPANSION_CPU_SECONDS", 0.3)
     text = cal("UID:n\nSUMMARY:n\nDTSTART:20250101T100000Z\nRRULE:FREQ=DAILY;BYMONTH=2;BYMONTHDAY=30")

@@ -7,9 +7,11 @@ import re
 import pytest
 
 from calroute.config import Settings
-from calroute.llm import (
-    FallbackService, LlmError, LlmReply, build_messages, cost_usd, parse_answer, response_format, similar_events,
-)
+from calroute.llm.cost import cost_usd
+from calroute.llm.prompt import build_messages, parse_answer, response_format
+from calroute.llm.similar import similar_events
+from calroute.llm.types import LlmError, LlmReply
+from calroute.services.llm_fallback import FallbackService
 from calroute.schema import CalendarInfo, parse_event
 from support.fake_llm import answer, enum_of, fake_llm, garbage, prompt_of, slow, status, unknown  # noqa: F401
 
@@ -280,7 +282,7 @@ class Clock:
 
 
 def test_example_cache_reuses_tokenised_events_until_the_ttl_then_reloads():
-    from calroute.llm import ExampleCache
+    from calroute.llm.similar import ExampleCache
 
     loads, clock = [], Clock()
     store = {"alice": [ev("Sprint review", calendar_id="work", event_id="a"), ev("unlabelled", event_id="u")]}
@@ -304,7 +306,7 @@ def test_example_cache_reuses_tokenised_events_until_the_ttl_then_reloads():
 
 
 def test_example_cache_is_bounded_per_container_and_keyed_by_user():
-    from calroute.llm import ExampleCache
+    from calroute.llm.similar import ExampleCache
 
     events = {u: [ev(f"{u} event {i}", calendar_id="c", event_id=f"{u}{i}") for i in range(n)]
               for u, n in (("alice", 4), ("bob", 4), ("carol", 4), ("huge", 20))}

@@ -16,7 +16,11 @@ from calroute.config import Settings
 from calroute.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
 from calroute.features import FEATURE_SPEC_VERSION
 from calroute.ports import GLOBAL_PK
-from calroute.services import training_run as tr
+from calroute.services.training.plan import plan
+from calroute.services.training.promote import promote
+from calroute.services.training.summarize import summarize
+from calroute.services.training.train_user import train_user
+from calroute.services.training.validate import validate
 from support.fakes import FakeEventStore, FakeRegistry, Recorder, fake_stores
 from support.models import FakeTrainer, build_onnx, make_events, version
 
@@ -323,32 +327,32 @@ def test_plan_writes_the_users_to_train():
     stores = fake_stores()
     seed(stores, "alice")
     seed(stores, "bob", calendars=("work",), per_calendar=5)  # cannot train yet
-    out = tr.plan({"trigger": "schedule"}, stores, CFG, execution_name="exec-1")
+    out = plan({"trigger": "schedule"}, stores, CFG, execution_name="exec-1")
     assert out["key"] == "runs/exec-1/users.json" and out["bucket"] == stores.models.bucket
     assert stores.models.get_json(out["key"]) == [{"user_id": "alice", "run_id": "exec-1", "reason": "never trained"}]
     assert out["skipped_total"] == 1 and out["drift"]["checked"] == 0
-    asked = tr.plan({"trigger": "api", "user_ids": ["bob", "bob"], "run_id": "r-api"}, stores, CFG)
+    asked = plan({"trigger": "api", "user_ids": ["bob", "bob"], "run_id": "r-api"}, stores, CFG)
     assert [i["user_id"] for i in stores.models.get_json(asked["key"])] == ["bob"]
     with pytest.raises(InvalidInput):
-        tr.plan({"user_ids": ["../x"]}, stores, CFG)
+        plan({"user_ids": ["../x"]}, stores, CFG)
 
 
 def test_train_validate_promote_then_a_worse_candidate_is_rejected():
     stores = fake_stores()
     seed(stores, "alice")
     item = {"user_id": "alice", "run_id": "r1", "reason": "test"}
-    out = tr.train_user(item, stores, CFG, trainer=FakeTrainer())
+    out = train_user(item, stores, CFG, trainer=FakeTrainer())
     assert out["status"] == "candidate"
     rec = stores.registry.get_version("alice", out["version"])
     assert stores.models.get(rec["s3_key"], rec["sha256"]) and rec["drift_reference"]
-    out = tr.validate(out, stores, CFG)
+    out = validate(out, stores, CFG)
     assert out["status"] == "valid", out
-    out = tr.promote(out, stores, CFG)
+    out = promote(out, stores, CFG)
     assert out["status"] == "promoted" and stores.registry.active("alice")["version"] == rec["version"]
 
-    worse = tr.validate(tr.train_user(item, stores, CFG, now=datetime.now(timezone.utc) + timedelta(seconds=2),
+    worse = validate(train_user(item, stores, CFG, now=datetime.now(timezone.utc) + timedelta(seconds=2),
                                       trainer=FakeTrainer(holdout_accuracy=0.4)), stores, CFG)
-    out = tr.promote(worse, stores, CFG)
+    out = promote(worse, stores, CFG)
     assert out["status"] == "rejected" and out["stage"] == "champion"
     assert stores.registry.active("alice")["version"] == rec["version"]
 
@@ -356,13 +360,13 @@ def test_train_validate_promote_then_a_worse_candidate_is_rejected():
 def test_gates_skip_and_a_tampered_candidate_is_rejected():
     stores = fake_stores()
     seed(stores, "bob", calendars=("work",), per_calendar=5)
-    skipped = tr.train_user({"user_id": "bob", "run_id": "r1"}, stores, CFG, trainer=FakeTrainer())
+    skipped = train_user({"user_id": "bob", "run_id": "r1"}, stores, CFG, trainer=FakeTrainer())
     assert skipped["status"] == "skipped" and stores.registry.versions("bob") == []
     seed(stores, "alice")
-    out = tr.train_user({"user_id": "alice", "run_id": "r1"}, stores, CFG, trainer=FakeTrainer())
+    out = train_user({"user_id": "alice", "run_id": "r1"}, stores, CFG, trainer=FakeTrainer())
     rec = stores.registry.get_version("alice", out["version"])
     stores.models.objects[rec["s3_key"]] = b"not onnx"
-    out = tr.validate(out, stores, CFG)
+    out = validate(out, stores, CFG)
     assert out["status"] == "rejected" and "sha256" in out["reason"]
     assert stores.registry.get_version("alice", out["version"])["rejected_stage"] == "validate"
 
@@ -400,7 +404,7 @@ def test_a_failed_registration_leaves_no_object_behind():
     stores = fake_stores(registry=Refuses())
     seed(stores, "alice")
     with pytest.raises(ServiceUnavailable):
-        tr.train_user({"user_id": "alice", "run_id": "r1"}, stores, CFG, trainer=FakeTrainer())
+        train_user({"user_id": "alice", "run_id": "r1"}, stores, CFG, trainer=FakeTrainer())
     assert stores.models.objects == {}
 
 
@@ -415,7 +419,7 @@ def test_summarize_records_the_run():
            "started_at": "2026-06-01T00:00:00+00:00",
            "results": [{"user_id": "a", "status": "promoted", "duration_ms": 100},
                        {"user_id": "b", "status": "failed", "stage": "train", "error": "ValueError"}]}
-    out = tr.summarize(run, stores, CFG, now=datetime(2026, 6, 1, 0, 1, tzinfo=timezone.utc), metrics=Metrics())
+    out = summarize(run, stores, CFG, now=datetime(2026, 6, 1, 0, 1, tzinfo=timezone.utc), metrics=Metrics())
     stored = stores.registry.get_run("r-sum")
     assert (stored["trained"], stored["failed"], stored["not_needed"], stored["seconds"]) == (1, 1, 3, 60.0)
     assert out["failures"] == [{"user_id": "b", "stage": "train", "error": "ValueError"}]

@@ -221,7 +221,7 @@ def test_novelty_index_round_trip_and_scores():
 
 
 def test_a_spec_1_champion_is_scored_with_spec_1_features():
-    from calroute.services.training_run import holdout_accuracy
+    from calroute.services.training.promote import holdout_accuracy
     from support.models import make_events
 
     model = OnnxModel.from_bytes(build_onnx(("work", "home"), model_version=version(2), spec=1))

@@ -6,7 +6,7 @@ the routing rule, score. ``calroute evaluate`` (:mod:`calroute_dev.evaluate`), t
 ``DIR`` holds, per user, either ``<user>.jsonl`` (one flat labelled event per line:
 ``{"event_id","summary","description","location","start","end","all_day","attendees",
 "calendar_id"}``) or a folder ``<user>/`` with one ``.ics`` per calendar (file stem = calendar id,
-read with :func:`calroute.ics.parse_ics`).
+read with :func:`calroute.ics.reader.parse_ics`).
 
 Per user, each calendar's events in time order: the first 70% train, the rest test (with
 ``--max-train-per-calendar N`` only the first N of those 70% train; the test events stay the same).
@@ -73,7 +73,7 @@ def load_jsonl(path: Path) -> list[Event]:
 
 def load_ics_dir(path: Path) -> list[Event]:
     """Events of every ``*.ics`` in a user's folder, labelled with the file stem."""
-    from calroute.ics import parse_ics
+    from calroute.ics.reader import parse_ics
 
     events: list[Event] = []
     for f in sorted(path.glob("*.ics")):

@@ -25,6 +25,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from .calibration import expected_calibration_error, reliability_bins
+
 CURVE_SIZES = (5, 10, 20, 50)
 PLOTS = ("coverage_accuracy.png", "reliability.png", "learning_curve.png", "confusion.png", "risk_coverage.png")
 
@@ -79,28 +81,6 @@ def coverage_accuracy_curve(confidence: Sequence[float], correct: Sequence[bool]
 
     cov, risk = risk_coverage_curve(confidence, correct)
     return cov, 1.0 - risk
-
-
-def reliability_bins(confidence: Sequence[float], correct: Sequence[bool], bins: int = 10) -> list[dict]:
-    """Per confidence bin ``[lo, hi)`` (the last bin closed): count, mean confidence, accuracy."""
-    conf = np.asarray(confidence, dtype=float)
-    ok = np.asarray(correct, dtype=float)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    idx = np.clip(np.searchsorted(edges, conf, side="right") - 1, 0, bins - 1)
-    out = []
-    for b in range(bins):
-        m = idx == b
-        out.append({"lo": float(edges[b]), "hi": float(edges[b + 1]), "count": int(m.sum()),
-                    "confidence": float(conf[m].mean()) if m.any() else None,
-                    "accuracy": float(ok[m].mean()) if m.any() else None})
-    return out
-
-
-def expected_calibration_error(bins: list[dict]) -> Optional[float]:
-    total = sum(b["count"] for b in bins)
-    if not total:
-        return None
-    return float(sum(b["count"] * abs(b["accuracy"] - b["confidence"]) for b in bins if b["count"]) / total)
 
 
 # ----------------------------------------------------------------------------- plots

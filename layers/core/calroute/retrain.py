@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 from typing import Optional
 
 from .config import Settings
+from .timeutil import parse_ts
 
 #: Profile attribute prefix of the per-calendar event counters (the users table adapter writes them).
 CALENDAR_COUNT_PREFIX = "calev#"
@@ -32,19 +33,9 @@ NEVER_TRAINED = "never trained"
 UP_TO_DATE = "up to date"
 
 
-def _parse_ts(value: object) -> Optional[datetime]:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
-
-
 def trained_at(record: dict) -> Optional[datetime]:
     """When a version was trained (``trained_at``, else its registry ``created_at``)."""
-    return _parse_ts(record.get("trained_at")) or _parse_ts(record.get("created_at"))
+    return parse_ts(record.get("trained_at")) or parse_ts(record.get("created_at"))
 
 
 def latest_training(versions: list[dict]) -> Optional[dict]:
@@ -67,7 +58,7 @@ def needs_training(*, profile: dict, active: Optional[dict], last: Optional[dict
         ok, why = can_train
         return (True, NEVER_TRAINED) if ok else (False, f"cannot train yet: {why}")
     ref = last or active or {}
-    ref_at = trained_at(ref) or _parse_ts((active or {}).get("promoted_at"))
+    ref_at = trained_at(ref) or parse_ts((active or {}).get("promoted_at"))
 
     # drift hook: a flag on the active pointer (or its version record) not yet answered by a newer
     # training attempt

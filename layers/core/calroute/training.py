@@ -38,6 +38,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from . import ids
+from .calibration import calibration_summary
 from .errors import GateFailed
 from .features import FEATURE_SPEC_VERSION, N_DENSE, N_FEATURES, featurize
 from .novelty import ANOMALY_VETO, NOVELTY_WEIGHT, CalendarShapes, NoveltyIndex, routing_score
@@ -345,21 +346,6 @@ def out_of_fold_anomaly(events: Sequence[Event], blocks: np.ndarray, predicted: 
     return out
 
 
-def _calibration(conf: np.ndarray, correct: np.ndarray, bins: int = 10) -> dict:
-    """Expected calibration error and mean confidence vs accuracy of out-of-fold predictions."""
-    if len(conf) == 0:
-        return {"ece": None, "mean_confidence": None, "accuracy": None}
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    idx = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)
-    ece = 0.0
-    for b in range(bins):
-        m = idx == b
-        if m.any():
-            ece += m.mean() * abs(conf[m].mean() - correct[m].mean())
-    return {"ece": round(float(ece), 4), "mean_confidence": round(float(conf.mean()), 4),
-            "accuracy": round(float(correct.mean()), 4)}
-
-
 def classification_metrics(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]) -> dict:
     """Accuracy, macro-F1 (over calendars present in ``y_true``) and per-calendar precision,
     recall and support. Pure numpy: also used by the evaluation CLI on ONNX predictions."""
@@ -478,7 +464,7 @@ def _train(events: list[Event], cfg: TrainConfig, *, user_id: str, version: str,
         "accuracy_at_threshold": _round(oof_ok[kept].mean()) if kept.any() else None,
         "threshold": round(threshold, 4),
         "threshold_rule": why,
-        "calibration": _calibration(oof_conf, oof_ok.astype(np.float64)),
+        "calibration": calibration_summary(oof_conf, oof_ok.astype(np.float64)),
         "risk": bound.to_dict(),
         "novelty_oof_mean": _round(oof_nov.mean()) if oof_nov.size else None,
         "anomaly_oof_vetoed": _round((oof_anom >= cfg.anomaly_veto).mean()) if oof_anom.size else None,

@@ -23,7 +23,7 @@ from .ports import MetricsSink, NullSink, Stores
 if TYPE_CHECKING:  # pragma: no cover - annotations only
     from .adapters.dynamo.base import Tables
     from .adapters.invoke import Invoker
-    from .llm import FallbackService
+    from .services.llm_fallback import FallbackService
     from .services.ingest import IngestService
     from .services.models import ModelsService
     from .services.predict import PredictService
@@ -89,7 +89,8 @@ def fallback_service(cfg: Settings, *, sink: Optional[MetricsSink] = None, logge
                      stores: Optional[Stores] = None, client_factory: Any = None) -> "FallbackService":
     """The LLM fallback on the stores and the OpenAI SDK client (created on first use;
     ``client_factory`` replaces it)."""
-    from .llm import FallbackService, LlmClient
+    from .llm.types import LlmClient
+    from .services.llm_fallback import FallbackService
 
     def openai_client() -> LlmClient:
         from .adapters.llm_openai import OpenAIChatClient

@@ -54,7 +54,7 @@ def calendar_files(folder: str | Path) -> dict[str, Path]:
 def import_window(now: Optional[datetime] = None) -> tuple[datetime, datetime]:
     """The window the import API uses (Settings ``ics_window_days_back/forward``)."""
     from calroute.config import Settings
-    from calroute.ics import import_window as window
+    from calroute.ics.reader import import_window as window
 
     cfg = Settings.from_env()
     return window(cfg.ics_window_days_back, cfg.ics_window_days_forward, now)
@@ -79,7 +79,7 @@ def load_demo(folder: str | Path = DEMO_DIR, user: Optional[str] = None, *, frac
     ``max_seen_per_calendar`` keeps only the most recent N seen events of each calendar (faster
     training for tests); the unseen events are the same either way.
     """
-    from calroute.ics import parse_ics
+    from calroute.ics.reader import parse_ics
 
     folder = Path(folder)
     seen, unseen = {}, {}

@@ -1,4 +1,4 @@
-"""The OpenAI SDK adapter behind :class:`calroute.llm.LlmClient`.
+"""The OpenAI SDK adapter behind :class:`calroute.llm.types.LlmClient` (it depends on those types only).
 
 Works with any OpenAI-compatible server (``OPENAI_BASE_URL``). The key comes from
 ``OPENAI_API_KEY`` locally, or from SSM Parameter Store / Secrets Manager through Powertools
@@ -7,14 +7,14 @@ parameters (cached ``KEY_MAX_AGE`` seconds per container) when ``LLM_API_KEY_PAR
 
 Timeout ``Settings.llm_timeout_seconds`` and ``Settings.llm_max_retries`` retries (the SDK retries
 429/5xx/connection errors with backoff, honouring ``Retry-After``). SDK exceptions become
-:class:`calroute.llm.LlmError` codes. ``openai`` is imported here only — never on the predict path.
+:class:`calroute.llm.types.LlmError` codes. ``openai`` is imported here only — never on the predict path.
 """
 
 from __future__ import annotations
 
 from typing import Optional
 
-from ..llm import LlmError, LlmReply
+from ..llm.types import LlmError, LlmReply
 
 KEY_MAX_AGE = 300
 SECRETS_PREFIX = "secretsmanager:"

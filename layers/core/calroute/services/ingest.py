@@ -19,7 +19,7 @@ from typing import Any, Optional
 from .. import ids
 from ..config import Settings
 from ..errors import InvalidInput, NotFound, PayloadTooLarge
-from ..ics import import_window, read_ics
+from ..ics.reader import import_window, read_ics
 from ..ports import Stores, UserStore
 from ..schema import CalendarInfo, Event, clean_text, parse_event
 

@@ -17,7 +17,7 @@ from ..gates import check_gates
 from ..errors import Conflict, InvalidInput, ModelIntegrityError, NotFound, ServiceUnavailable
 from ..ports import ModelRegistry, Stores
 from ..retrain import latest_training, needs_training
-from .training_run import load_training_events, new_run_id
+from .training.common import load_training_events, new_run_id
 
 #: registry fields too big or too internal for API answers
 _HIDDEN = {"holdout_event_ids", "user_id", "sk", "profiles"}

@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterable, Optional
 from .. import drift as drift_mod
 from ..experiments import arm_stats, compare_arms, percentile
 from ..ports import GLOBAL_PK, PredictionLog, UsageLedger
+from ..timeutil import parse_ts
 
 #: confidence histogram edges (upper bounds, inclusive); the routing threshold is per user
 CONFIDENCE_BINS = (0.5, 0.7, 0.85, 0.95, 1.0)
@@ -37,23 +38,13 @@ def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _parse(ts: object) -> Optional[datetime]:
-    if not isinstance(ts, str) or not ts:
-        return None
-    try:
-        dt = datetime.fromisoformat(ts.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
-
-
 # ----------------------------------------------------------------------------- drift
 
 
 def drift_since(active: dict, now: datetime, window_days: int) -> str:
     """The start of the comparison window: the later of the promotion and ``now − window_days``."""
     floor = now - timedelta(days=window_days)
-    promoted = _parse(active.get("promoted_at"))
+    promoted = parse_ts(active.get("promoted_at"))
     start = max(floor, promoted) if promoted else floor
     return start.isoformat(timespec="milliseconds")
 
@@ -136,7 +127,7 @@ def llm_unit_cost(items: list[dict], ledger: dict, cfg: Any) -> tuple[float, str
         return sum(priced) / len(priced), f"measured: mean of {len(priced)} logged LLM calls"
     if ledger.get("calls"):
         return float(ledger["usd"]) / int(ledger["calls"]), f"measured: usage ledger ({ledger['calls']} calls)"
-    from ..llm import cost_usd
+    from ..llm.cost import cost_usd
 
     est = cost_usd(cfg.llm_model, EST_INPUT_TOKENS, EST_OUTPUT_TOKENS, cfg.llm_prices)
     return est, (f"estimate: {EST_INPUT_TOKENS} input + {EST_OUTPUT_TOKENS} output tokens at "

@@ -40,7 +40,7 @@ from ..cache import FAILED, HIT, MISS, ModelCache
 from ..calendars import CalendarDirectory, may_belong_to_unmet, unmet_calendars
 from ..features import featurize
 from ..ids import hashed_user
-from ..llm import budget_exceeded
+from ..llm.cost import budget_exceeded
 from ..policy import CONTROL, Decision, FlagProvider, cohort_for, decide
 from ..ports import NullSink
 from ..schema import Event, parse_event, parse_events

@@ -1,23 +1,12 @@
-"""What every HTTP handler shares: the Powertools resolver with OpenAPI + validation, the error
-mapping (``{"error": code, "message": ...}`` for every 4xx), authorisation of the path's user id,
-and the Logger / Tracer / Metrics singletons.
-
-A handler module is then only::
-
-    app = make_resolver()
-    @app.post("/v1/users/<userId>/events")
-    def ingest(userId: UserIdPath, body: IngestBody) -> dict: ...
-    lambda_handler = make_handler(app)
-"""
+"""The Powertools resolver with validation, OpenAPI and calroute's error mapping
+(``{"error": code, "message": ...}`` for every 4xx), the path parameter types, JSON answers, body
+checks, the ``Depends`` override helper and the HTTP Lambda entry point."""
 
 from __future__ import annotations
 
-import functools
 import json
-import os
 from typing import Annotated, Any, Callable
 
-from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.openapi.exceptions import (
@@ -26,54 +15,11 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 )
 from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.logging import correlation_paths
-from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
-from . import ids
-from .config import settings
-from .errors import CalrouteError, Forbidden, InvalidInput, PayloadTooLarge, ServiceUnavailable
-
-SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "calroute")
-logger = Logger(service=SERVICE)
-
-
-def tracing_enabled() -> bool:
-    """Powertools' own switch: POWERTOOLS_TRACE_DISABLED=true turns tracing off."""
-    return os.environ.get("POWERTOOLS_TRACE_DISABLED", "").strip().lower() not in ("1", "true", "yes")
-
-
-class LazyTracer:
-    """The Powertools Tracer, created on first use.
-
-    Creating a Tracer imports ``aws_xray_sdk`` (+ botocore), ~0.4-0.9 s of cold start. A function
-    deployed with tracing off (the predict function by default: see the ``PredictTracing``
-    template parameter) never pays it, and its handler is not wrapped at all.
-    """
-
-    def __init__(self, service: str):
-        self.service = service
-        self._tracer = None
-
-    def _get(self):
-        if self._tracer is None:
-            from aws_lambda_powertools import Tracer
-
-            self._tracer = Tracer(service=self.service)
-        return self._tracer
-
-    def capture_lambda_handler(self, fn: Callable | None = None, **kwargs: Any):
-        def deco(func: Callable) -> Callable:
-            if not tracing_enabled():
-                return func
-            return self._get().capture_lambda_handler(func, **kwargs)
-
-        return deco(fn) if fn is not None else deco
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._get(), name)
-
-
-tracer = LazyTracer(SERVICE)
-metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "calroute"), service=SERVICE)
+from .. import ids
+from ..config import settings
+from ..errors import CalrouteError, InvalidInput, PayloadTooLarge, ServiceUnavailable
+from .observability import discard_disabled_metrics, logger, metrics, tracer
 
 UserIdPath = Annotated[str, Path(pattern=ids.USER_ID_PATTERN, max_length=64, description="The user id")]
 CalendarIdPath = Annotated[str, Path(pattern=ids.CALENDAR_ID_PATTERN, max_length=128,
@@ -101,51 +47,6 @@ def json_response(body: Any, status: int = 200) -> Response:
 def _validation_field(err: dict) -> str:
     loc = [str(p) for p in err.get("loc", ()) if str(p) not in ("body",)]
     return ".".join(loc[1:] if loc and loc[0] in ("path", "query") else loc) or "body"
-
-
-def caller_identity(app: APIGatewayHttpResolver) -> str:
-    """Who is calling: JWT ``sub``, IAM user ARN, the dev header, or ``anonymous``."""
-    ev = app.current_event
-    rc = ev.raw_event.get("requestContext") or {}
-    auth = rc.get("authorizer") or {}
-    jwt = (auth.get("jwt") or {}).get("claims") or {}
-    if jwt.get("sub"):
-        return f"jwt:{jwt['sub']}"
-    iam = auth.get("iam") or {}
-    if iam.get("userArn"):
-        return f"iam:{iam['userArn']}"
-    dev = (ev.headers or {}).get("x-calroute-user")
-    if dev:
-        return f"dev:{dev}"
-    return "anonymous"
-
-
-def authorize_user(app: APIGatewayHttpResolver, user_id: str) -> None:
-    """Enforce the tenant boundary for the path's ``userId``.
-
-    * ``iam``: API Gateway already authenticated the SigV4 caller (a trusted backend).
-    * ``jwt``: the token's ``sub`` must equal the path's user id.
-    * ``dev`` (local stack): the ``x-calroute-user`` header plays the part of ``sub``.
-    * ``none``: no check (tests, benchmarks).
-    """
-    mode = settings().auth_mode
-    if mode in ("iam", "none"):
-        return
-    who = caller_identity(app)
-    expected = {"jwt": "jwt:", "dev": "dev:"}[mode] + user_id
-    if who != expected:
-        raise Forbidden("the caller may not act for this user", field="userId")
-
-
-def require_operator(app: APIGatewayHttpResolver) -> str:
-    """Operator-only endpoints: IAM callers, or identities listed in OPERATOR_IDS."""
-    cfg = settings()
-    who = caller_identity(app)
-    if cfg.auth_mode in ("iam", "none") and not who.startswith(("jwt:", "dev:")):
-        return who
-    if who.split(":", 1)[-1] in cfg.operator_ids:
-        return who
-    raise Forbidden("operators only")
 
 
 def make_resolver(**kwargs: Any) -> APIGatewayHttpResolver:
@@ -211,22 +112,6 @@ def check_body_size(app: APIGatewayHttpResolver) -> None:
                               field="body")
 
 
-def discard_disabled_metrics(fn: Callable) -> Callable:
-    """With ``POWERTOOLS_METRICS_DISABLED`` (the local stack, tests) Powertools skips the flush but
-    keeps the values, and its ``add_metric`` prints them anyway once a metric holds 100 values: a
-    stray EMF document every ~100 requests. Drop them after each invocation instead."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            if metrics.metric_set and is_metrics_disabled():
-                metrics.clear_metrics()
-
-    return wrapper
-
-
 def make_handler(app: APIGatewayHttpResolver) -> Callable:
     """The Lambda entry point for ``app``: logging context, tracing and metrics around resolve()."""
 
@@ -241,20 +126,6 @@ def make_handler(app: APIGatewayHttpResolver) -> Callable:
             return error_response(exc.status, exc.code, exc.message, exc.field).build(app.current_event)  # pragma: no cover
 
     return handler
-
-
-def task_handler(fn: Callable | None = None, *, flush_metrics: bool = False) -> Callable:
-    """Decorator for non-HTTP handlers (state-machine tasks, Lambda-to-Lambda): logging context,
-    tracing and, with ``flush_metrics``, the EMF flush — one place instead of a stack per handler."""
-
-    def deco(func: Callable) -> Callable:
-        wrapped = func
-        if flush_metrics:
-            wrapped = discard_disabled_metrics(metrics.log_metrics(wrapped))
-        wrapped = tracer.capture_lambda_handler(wrapped, capture_response=False)
-        return logger.inject_lambda_context(wrapped, clear_state=True)
-
-    return deco(fn) if fn is not None else deco
 
 
 def parse_json_body(app: APIGatewayHttpResolver) -> Any:
