@@ -12,7 +12,7 @@ import pytest
 
 from calroute.config import Settings
 from calroute_dev.evaluation import load_ics_dir, split_events
-from calroute.services.training_run import challenge, holdout_accuracy
+from calroute.services.training.promote import challenge, holdout_accuracy
 from calroute.runtime import OnnxModel
 from calroute.training import TrainConfig, train_user_model
 from support.fakes import FakeModelBlobs

@@ -16,11 +16,12 @@ from calroute.config import Settings
 from calroute.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
 from calroute.features import FEATURE_SPEC_VERSION
 from calroute.ports import GLOBAL_PK
+from calroute.services.training.common import load_training_events
 from calroute.services.training.plan import plan
 from calroute.services.training.promote import promote
 from calroute.services.training.summarize import summarize
 from calroute.services.training.train_user import train_user
-from calroute.services.training.validate import validate
+from calroute.services.training.validate import check_candidate, validate
 from support.fakes import FakeEventStore, FakeRegistry, Recorder, fake_stores
 from support.models import FakeTrainer, build_onnx, make_events, version
 
@@ -376,11 +377,11 @@ def test_validate_rejects_a_model_whose_labels_differ_from_its_registration():
     labels differ (a swapped or re-ordered export) never becomes valid."""
     stores = fake_stores()
     seed(stores, "alice")
-    out = tr.train_user({"user_id": "alice", "run_id": "r1"}, stores, CFG, trainer=FakeTrainer())
+    out = train_user({"user_id": "alice", "run_id": "r1"}, stores, CFG, trainer=FakeTrainer())
     rec = stores.registry.get_version("alice", out["version"])
-    assert tr.check_candidate(rec, stores.models)["passed"] is True
+    assert check_candidate(rec, stores.models)["passed"] is True
     swapped = {**rec, "labels": list(reversed(rec["labels"]))}
-    res = tr.check_candidate(swapped, stores.models)
+    res = check_candidate(swapped, stores.models)
     assert res["passed"] is False and res["reason"] == "the model's labels differ from the registered labels"
 
 
@@ -389,11 +390,11 @@ def test_training_reads_only_the_most_recent_max_train_events():
     stores = fake_stores()
     events = seed(stores, "alice", per_calendar=50)  # 150 events
     cfg = Settings(max_train_events=100)
-    got = tr.load_training_events("alice", stores, cfg)
+    got = load_training_events("alice", stores, cfg)
     kept = {e.event_id for e in got}
     assert len(got) == 100 == len(kept) and [e.start for e in got] == sorted(e.start for e in got)
     assert all(e.start <= got[0].start for e in events if e.event_id not in kept)  # the oldest are dropped
-    assert len(tr.load_training_events("alice", stores, CFG)) == 150
+    assert len(load_training_events("alice", stores, CFG)) == 150
 
 
 def test_a_failed_registration_leaves_no_object_behind():

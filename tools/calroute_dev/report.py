@@ -25,7 +25,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from .calibration import expected_calibration_error, reliability_bins
+from calroute.calibration import expected_calibration_error, reliability_bins
 
 CURVE_SIZES = (5, 10, 20, 50)
 PLOTS = ("coverage_accuracy.png", "reliability.png", "learning_curve.png", "confusion.png", "risk_coverage.png")
