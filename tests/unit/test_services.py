@@ -23,7 +23,9 @@ from support.models import FakeTrainer, build_onnx, make_events, version
 pytestmark = pytest.mark.usefixtures("no_network")
 
 U = "alice"
-CFG = Settings()
+# every answer in the prediction log (the production default keeps a sample of the confident ones;
+# the sampling tests below set their rates)
+CFG = Settings(prediction_log_confident_sample_rate=1.0)
 
 
 def ev(i: int, cal: str = "work", **kw) -> dict:
@@ -172,7 +174,7 @@ def test_the_prediction_log_keeps_a_deterministic_share_by_event_id(rate):
 
     stores = fake_stores()
     install(stores)
-    cfg = Settings(prediction_log_sample_rate=rate)
+    cfg = Settings(prediction_log_sample_rate=rate, prediction_log_confident_sample_rate=1.0)
     svc = wiring.predict_service(cfg, stores=stores, sink=Recorder(), invoker=None)
     ids = [f"ev-{i}" for i in range(400)]
     from calroute.schema import parse_event
