@@ -598,3 +598,16 @@ def test_a_correction_records_the_clients_echo_when_the_log_has_no_item():
                 {"method": "ml", "calendar_id": "work", "user_id": "bob"}, ["work"]):
         with pytest.raises(InvalidInput):
             ingest.correct_event(U, "e1", "home", predicted=bad)
+
+
+def test_the_template_deploys_the_production_logging_default():
+    """PredictionLogConfidentSampleRate's default is calroute.config's, and reaches the predict function."""
+    import re
+    from pathlib import Path
+
+    from calroute.config import PREDICTION_LOG_CONFIDENT_DEFAULT
+
+    text = (Path(__file__).resolve().parents[2] / "template.yaml").read_text(encoding="utf-8")
+    block = re.search(r"\n  PredictionLogConfidentSampleRate:\n((?:    .*\n)+)", text)
+    assert block and float(re.search(r"Default: ([0-9.]+)", block.group(1)).group(1)) == PREDICTION_LOG_CONFIDENT_DEFAULT
+    assert "PREDICTION_LOG_CONFIDENT_SAMPLE_RATE: !Ref PredictionLogConfidentSampleRate" in text
