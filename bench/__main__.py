@@ -1,10 +1,12 @@
-"""``python -m bench [--json] [--quick] [--only a,b] [--results-dir DIR] [--docs FILE]``
+"""``python -m bench [--json] [--quick] [--only a,b [--merge-previous]] [--results-dir DIR] [--docs FILE]``
 
 Runs every benchmark section (``SECTIONS``), writes ``bench/results/<date>.json`` (figures + machine
 info) and the generated section of ``docs/benchmarks.md``; ``--json`` prints the figures as one JSON
 object on stdout (progress goes to stderr). ``--quick`` uses tiny repetitions (for tests and smoke
 runs; its figures are not meaningful). The top-level keys (``TOP_KEYS``) are documented in
-docs/benchmarks.md; a section not selected with ``--only`` is ``{"skipped": "not selected"}``.
+docs/benchmarks.md; a section not selected with ``--only`` is ``{"skipped": "not selected"}``, or
+with ``--merge-previous`` the same section of the newest earlier results file (named in
+``machine.merged_sections``), so a partial run keeps the page whole.
 """
 
 from __future__ import annotations
@@ -113,6 +115,32 @@ def _cold(quick: bool) -> dict:
                                       "LLM_API_KEY_PARAM": ""})
 
 
+def merge_previous(figures: dict, results_dir: Path) -> dict:
+    """Fill the skipped sections of ``figures`` from the newest ``<date>.json`` in ``results_dir``
+    that has them (the targets and claims are recomputed); ``machine.merged_sections`` says which
+    came from which run."""
+    from bench.render import claims, targets
+
+    merged: dict = {}
+    files = sorted(p for p in results_dir.glob("????-??-??.json"))
+    for path in reversed(files):
+        try:
+            prev = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        for s in SECTIONS:
+            cur, old = figures.get(s), prev.get(s)
+            if cur == {"skipped": "not selected"} and isinstance(old, dict) and "skipped" not in old \
+                    and "error" not in old and s not in merged:
+                figures[s] = old
+                merged[s] = prev.get("started_at") or path.stem
+    if merged:
+        figures["machine"]["merged_sections"] = merged
+        figures["targets"] = targets(figures)
+        figures["claims"] = claims(figures)
+    return figures
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object on stdout")
@@ -121,6 +149,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--results-dir", default=str(harness.RESULTS_DIR), help="where <date>.json goes")
     p.add_argument("--docs", default=str(harness.DOCS_PATH), help="the Markdown file whose generated section is rewritten")
     p.add_argument("--no-write", action="store_true", help="write neither the results file nor the docs")
+    p.add_argument("--merge-previous", action="store_true",
+                   help="fill the sections not run from the newest earlier results file in --results-dir")
     args = p.parse_args(argv)
     sections = [s.strip() for s in args.only.split(",") if s.strip()] or list(SECTIONS)
     unknown = set(sections) - set(SECTIONS)
@@ -136,6 +166,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         figures = run(sections, args.quick)
     finally:
         sys.stdout = sys.__stdout__
+    if args.merge_previous:
+        merge_previous(figures, Path(args.results_dir))
     defaults = args.results_dir == str(harness.RESULTS_DIR) or args.docs == str(harness.DOCS_PATH)
     if args.quick and defaults and not args.no_write:
         harness.progress("--quick: not writing bench/results or docs/benchmarks.md (pass --results-dir and --docs)")

@@ -102,7 +102,7 @@ def run(quick: bool) -> dict:
         app.service.cache_clear()
         progress(f"serving: warm classify through the predict handler ×{rep}")
         res["handler_warm"] = handler_timer(single, rep)
-        res["handler_warm"]["prediction_log"] = "off (PREDICTION_LOG_SAMPLE_RATE=0)"
+        res["handler_warm"]["prediction_log"] = "off (PREDICTION_LOG_SAMPLE_RATE=0; record lines on)"
         # where the handler's time goes: the resolver without the Logger/Tracer/Metrics decorators,
         # and the service alone (parse, cache hit, featurize, ONNX, routing, EMF) without the resolver
         it_r = itertools.cycle(single)
@@ -112,7 +112,37 @@ def run(quick: bool) -> dict:
         res["service_classify"] = bench(lambda: svc.classify(USER, next(it_f)), repeat=rep, warmup=20)
         res["batch100"] = handler_timer(batch, rep_slow, warmup=3)
         res["batch100"]["per_event_ms"] = round(res["batch100"]["p50_ms"] / 100, 4)
-        set_env(PREDICTION_LOG_SAMPLE_RATE="1")
+        # the production logging default (calroute.config: every unsure answer, a crc32 share of the
+        # confident ones, and one JSON record line per answer): what a deployed stack serves
+        set_env(PREDICTION_LOG_SAMPLE_RATE=None, PREDICTION_LOG_CONFIDENT_SAMPLE_RATE=None,
+                PREDICTION_LOG_LINES=None)
+        app.service.cache_clear()
+        from calroute.config import settings as _settings
+
+        dflt = _settings()
+        # each call a distinct (deterministic) event id, as a stream of new events: the crc32 sample
+        # then writes its real share of the calls, not whatever share of the 381 cycled ids it holds
+        import hashlib
+
+        fresh_ids = [hashlib.blake2b(f"bench-default-{i}".encode(), digest_size=10).hexdigest()
+                     for i in range(rep + 20)]  # random-looking, as calendar event ids are
+        fresh = [http_event("POST", f"/v1/users/{USER}/classify",
+                            {"event": {**flat[i % len(flat)], "event_id": eid}}) for i, eid in enumerate(fresh_ids)]
+        progress(f"serving: warm classify with the production logging default ×{rep}")
+        res["handler_warm_default"] = handler_timer(fresh, rep)
+        res["handler_warm_default"]["prediction_log"] = (
+            f"production default: PREDICTION_LOG_SAMPLE_RATE={dflt.prediction_log_sample_rate}, "
+            f"PREDICTION_LOG_CONFIDENT_SAMPLE_RATE={dflt.prediction_log_confident_sample_rate}, "
+            f"record lines {'on' if dflt.prediction_log_lines else 'off'}")
+        from calroute.sampling import CONFIDENT_METHODS, cut, kept
+
+        # how many of the calls the DynamoDB log kept (every answer here is confident)
+        bound = cut(dflt.prediction_log_sample_rate * dflt.prediction_log_confident_sample_rate)
+        res["handler_warm_default"]["logged_share_of_calls"] = round(
+            sum(kept(i, bound) for i in fresh_ids[20:]) / rep, 4)
+        res["handler_warm_default"]["confident_methods"] = sorted(CONFIDENT_METHODS)
+        res["batch100_default"] = handler_timer(batch, rep_slow, warmup=3)
+        set_env(PREDICTION_LOG_SAMPLE_RATE="1", PREDICTION_LOG_CONFIDENT_SAMPLE_RATE="1")
         app.service.cache_clear()
         progress("serving: warm classify with the prediction-log write (DynamoDB in moto over HTTP)")
         res["handler_warm_logged"] = handler_timer(single, rep_slow)
@@ -122,7 +152,7 @@ def run(quick: bool) -> dict:
             body = json.loads(app.lambda_handler(ev, ctx)["body"])
             methods[body["method"]] = methods.get(body["method"], 0) + 1
         res["handler_methods_sample"] = methods
-        set_env(PREDICTION_LOG_SAMPLE_RATE="0")
+        set_env(PREDICTION_LOG_SAMPLE_RATE="0", PREDICTION_LOG_CONFIDENT_SAMPLE_RATE=None)
         app.service.cache_clear()
 
     # --- the model alone: ONNX vs sklearn, linear vs the seed's GB on 14 features -------------------

@@ -19,6 +19,10 @@ os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "calroute-test")
 os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
 os.environ.setdefault("POWERTOOLS_DEV", "false")
 os.environ.setdefault("AUTH_MODE", "none")
+# the production default keeps a small sample of confident answers in the prediction log
+# (calroute.config.PREDICTION_LOG_CONFIDENT_DEFAULT); tests that read the log expect every answer in
+# it. Tests of the sampling itself set the rate they mean.
+os.environ.setdefault("PREDICTION_LOG_CONFIDENT_SAMPLE_RATE", "1")
 for _k in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
     os.environ.pop(_k, None)
 

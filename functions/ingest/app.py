@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Literal, Optional
 
 from aws_lambda_powertools.event_handler import Depends
 from pydantic import BaseModel, Field
@@ -62,9 +62,22 @@ class IngestResult(BaseModel):
     calendars_added: list[str] = Field(..., description="Calendar ids registered by this request")
 
 
+class PredictedEcho(BaseModel):
+    """The answer the client got from classify, echoed back (the prediction log is sampled)."""
+    model_config = {"extra": "forbid"}
+
+    calendar_id: Optional[str] = Field(None, pattern=ids.CALENDAR_ID_PATTERN, max_length=128,
+                                       description="The calendar classify chose (null when method is none)")
+    method: Literal["ml", "llm", "ml_low_confidence", "llm_only", "none"]
+    model_version: Optional[str] = Field(None, pattern=ids.VERSION_PATTERN, description="classify's model_version")
+
+
 class CorrectionBody(BaseModel):
     calendar_id: str = Field(..., pattern=ids.CALENDAR_ID_PATTERN, max_length=128,
                              description="The calendar the event really belongs to")
+    predicted: Optional[PredictedEcho] = Field(None, description=(
+        "Optional: what classify answered for this event. Recorded with the correction when the "
+        "prediction log has no item for the event (it keeps a sample of confident answers)"))
 
 
 class CorrectionResult(BaseModel):
@@ -76,7 +89,9 @@ class CorrectionResult(BaseModel):
     predicted_calendar: Optional[str] = Field(None, description="What had been predicted, if logged")
     predicted_method: Optional[str] = None
     predicted_model_version: Optional[str] = None
-    was_correct: Optional[bool] = Field(None, description="Whether the logged prediction was right")
+    predicted_source: Optional[Literal["log", "client"]] = Field(None, description=(
+        "Where the predicted_* fields come from: the prediction log, or the client's echo"))
+    was_correct: Optional[bool] = Field(None, description="Whether the prediction (logged or echoed) was right")
 
 
 class CalendarBody(BaseModel):
@@ -138,7 +153,8 @@ def post_correction(userId: UserIdPath, eventId: EventIdPath, body: CorrectionBo
                     ingest: Service) -> CorrectionResult:
     authorize_user(app, userId)
     check_body_size(app)
-    result = ingest.correct_event(userId, eventId, body.calendar_id)
+    echo = body.predicted.model_dump() if body.predicted is not None else None
+    result = ingest.correct_event(userId, eventId, body.calendar_id, echo)
     if result.get("changed"):
         metrics.add_metric(name="Corrections", unit="Count", value=1)
     return result  # type: ignore[return-value]

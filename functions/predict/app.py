@@ -45,7 +45,8 @@ def service() -> PredictService:
     classify (Powertools 3.37; ``python -m bench.depends_cost`` measures it), far over the ~20 µs
     this path may spend on wiring. ``provided`` honours ``app.dependency_overrides[service]`` all
     the same, so tests swap this service exactly as they swap the others."""
-    return wiring.predict_service(settings(), sink=wiring.metrics_sink(metrics), logger=logger)
+    return wiring.predict_service(settings(), sink=wiring.metrics_sink(metrics), logger=logger,
+                                  lines=wiring.stdout_lines)
 
 
 class ClassifyBody(BaseModel):

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Optional
 
 from aws_lambda_powertools.event_handler import Depends
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from calroute import ids, wiring
 from calroute.http.auth import authorize_user, require_operator
@@ -36,7 +36,8 @@ Service = Annotated[StatsService, Depends(service)]
 
 
 class MethodStats(BaseModel):
-    count: int
+    count: int = Field(..., description="Estimated answers (logged items weighted by 1 / sample_rate)")
+    logged: int = Field(0, description="Prediction-log items the estimate rests on")
     judged: int
     correct: int
     accuracy: Optional[float]
@@ -46,9 +47,10 @@ class UserStats(BaseModel):
     user_id: str
     days: int
     since: str
-    predictions: int
+    predictions: int = Field(..., description="Estimated answers (the log is sampled: docs/serving.md)")
+    logged: int = Field(0, description="Prediction-log items read")
     judged: int
-    accuracy: Optional[float]
+    accuracy: Optional[float] = Field(..., description="Share right among corrected items, weighted by 1 / sample_rate")
     by_method: dict[str, MethodStats]
     latency_p50_ms: Optional[float]
     llm: dict[str, Any]

@@ -210,6 +210,22 @@ def test_correction_without_logged_prediction_and_unchanged_label(app, repos):
     assert repos.users.profile(U).get("corrections_total", 0) == 0
 
 
+def test_correction_takes_the_clients_echo_of_the_answer(app, repos):
+    """The prediction log keeps a sample of confident answers: the client may echo what classify
+    answered, and the correction records it (validated; unknown fields refused)."""
+    post_events(app, [ev(1)])
+    echo = {"calendar_id": "work", "method": "ml", "model_version": "v20260101000001-000001"}
+    status, _, body = call(app.lambda_handler, "POST", f"/v1/users/{U}/events/e1/correction",
+                           body={"calendar_id": "home", "predicted": echo})
+    assert status == 200, body
+    assert body["predicted_source"] == "client" and body["predicted_calendar"] == "work"
+    assert body["was_correct"] is False and body["changed"] is True
+    for bad in ({**echo, "method": "magic"}, {**echo, "extra": 1}, {**echo, "model_version": "x"}):
+        status, _, body = call(app.lambda_handler, "POST", f"/v1/users/{U}/events/e1/correction",
+                               body={"calendar_id": "home", "predicted": bad})
+        assert status in (400, 422), (bad, body)
+
+
 def test_correction_of_unknown_event_is_404(app):
     status, _, body = call(app.lambda_handler, "POST", f"/v1/users/{U}/events/nope/correction",
                            body={"calendar_id": "home"})

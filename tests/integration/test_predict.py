@@ -328,7 +328,7 @@ def test_user_stats_from_log_corrections_and_ledger(predict, with_llm, monkeypat
     assert resp["statusCode"] == 200, resp
     body = json.loads(resp["body"])
     assert body["predictions"] == 4 and body["judged"] == 3 and body["accuracy"] == pytest.approx(2 / 3, abs=1e-3)
-    assert body["by_method"]["ml"] == {"count": 3, "judged": 2, "correct": 1, "accuracy": 0.5}
+    assert body["by_method"]["ml"] == {"count": 3, "logged": 3, "judged": 2, "correct": 1, "accuracy": 0.5}
     assert body["by_method"]["llm"]["accuracy"] == 1.0
     assert body["llm"]["calls"] == 1 and body["llm"]["usd"] > 0 and body["llm"]["input_tokens"] == 1000
     # another user sees nothing of alice's

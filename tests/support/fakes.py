@@ -127,6 +127,7 @@ class FakeUserStore:
                 "predicted_calendar": prediction.get("calendar_id") or "",
                 "predicted_method": prediction.get("method", ""),
                 "predicted_model_version": prediction.get("model_version") or "",
+                "predicted_source": prediction.get("source") or "log",
             })
         self.corrections.setdefault(user_id, []).append(stored(item))
         return item
@@ -275,7 +276,7 @@ class FakePredictionLog:
     """:class:`calroute.ports.PredictionLog`: ``{(user, event_id): item}`` (latest wins)."""
 
     SCAN_FIELDS = ("method", "cohort", "latency_ms", "llm_usd", "was_correct", "confidence", "created_at",
-                   "model_version")
+                   "model_version", "sample_rate")
 
     def __init__(self, ttl_days: int = 90) -> None:
         self.ttl_days = ttl_days

@@ -123,10 +123,11 @@ def _complete_figures() -> dict:
         "machine": {**harness.machine_info(), "loadavg_at_end": [0.1, 0.1, 0.1]},
         "serving": {"model": {"user": "u", "family": "logreg", "calendars": 5, "train_events": 381,
                               "onnx_bytes": 100_000, "threshold": 0.5, "onnx_vs_sklearn_max_abs_diff": 1e-7},
-                    **{k: _stats() for k in ("handler_warm", "handler_warm_logged", "featurize", "onnx_featurize_predict",
+                    **{k: _stats() for k in ("handler_warm", "handler_warm_default", "handler_warm_logged", "featurize", "onnx_featurize_predict",
                                              "sklearn_featurize_predict", "onnx_predict_only", "sklearn_predict_only",
                                              "gb14_onnx_featurize_predict", "gb14_sklearn_featurize_predict",
-                                             "batch100_logged", "cache_miss", "s3_get", "session_create")},
+                                             "batch100_logged", "batch100_default", "cache_miss", "s3_get",
+                                             "session_create")},
                     "batch100": {**_stats(20.0), "per_event_ms": 0.2}, "gb14_onnx_bytes": 700_000,
                     "ratios": {"sklearn_over_onnx_model_p50": 3.0, "sklearn_over_onnx_predict_only_p50": 10.0,
                                "gb14_onnx_over_linear_onnx_p50": 0.5, "gb14_sklearn_over_linear_onnx_p50": 50.0}},
@@ -171,6 +172,7 @@ def test_render_of_a_complete_run_has_every_section_and_verdict():
     assert by_name["warm classify p50"]["met"] is True       # 0.2 ms ≤ 0.3 ms
     assert by_name["warm classify p99"]["met"] is True       # 0.6 ms ≤ 1 ms
     assert by_name["predict cold import"]["met"] is False    # 300 ms > 250 ms
+    assert by_name["warm classify p99 with the production logging default"]["met"] is True  # 0.6 ≤ 1.5 ms
     assert {c["name"]: c["holds"] for c in f["claims"]}["cheaper than LLM-only ($ per event ratio)"] is False
     md = render(f)
     for heading in ("### Targets", "### Serving", "### Cold start", "### RAM per cached user model",
@@ -178,3 +180,22 @@ def test_render_of_a_complete_run_has_every_section_and_verdict():
         assert heading in md, heading
     assert "NOT met" in md and "does NOT hold" in md and "103.7 LLM calls per 1,000 events" in md
     assert "not measured" not in render_targets(f)
+
+
+def test_a_partial_run_merges_the_other_sections_from_the_newest_results(tmp_path):
+    """``--only serving --merge-previous``: the sections not run come from the newest earlier
+    results file, named in machine.merged_sections; targets are recomputed."""
+    import json as _json
+
+    from bench.__main__ import merge_previous
+
+    old = _complete_figures()
+    (tmp_path / "2026-01-01.json").write_text(_json.dumps(old))
+    (tmp_path / "anomaly.json").write_text("{}")  # not a run: ignored
+    new = {**{s: {"skipped": "not selected"} for s in SECTIONS}, "serving": old["serving"],
+           "machine": {"cores": 2}, "targets": [], "claims": []}
+    merge_previous(new, tmp_path)
+    assert new["memory"] == old["memory"] and new["machine"]["merged_sections"]["memory"] == old["started_at"]
+    assert "serving" not in new["machine"]["merged_sections"]
+    assert any(t["measured"] is not None for t in new["targets"])
+    assert "earlier run" in render({**old, **new, "machine": {**old["machine"], **new["machine"]}})

@@ -28,7 +28,9 @@ from support.models import FakeTrainer, build_onnx, make_events, version
 pytestmark = pytest.mark.usefixtures("no_network")
 
 U = "alice"
-CFG = Settings()
+# every answer in the prediction log (the production default keeps a sample of the confident ones;
+# the sampling tests below set their rates)
+CFG = Settings(prediction_log_confident_sample_rate=1.0)
 
 
 def ev(i: int, cal: str = "work", **kw) -> dict:
@@ -177,7 +179,7 @@ def test_the_prediction_log_keeps_a_deterministic_share_by_event_id(rate):
 
     stores = fake_stores()
     install(stores)
-    cfg = Settings(prediction_log_sample_rate=rate)
+    cfg = Settings(prediction_log_sample_rate=rate, prediction_log_confident_sample_rate=1.0)
     svc = wiring.predict_service(cfg, stores=stores, sink=Recorder(), invoker=None)
     ids = [f"ev-{i}" for i in range(400)]
     from calroute.schema import parse_event
@@ -440,3 +442,177 @@ def test_stats_read_the_log_and_the_global_ledger():
     glob = stats.global_stats(1)
     assert glob["requests"] == 2 and glob["llm"]["calls"] == 1 and glob["llm_calls"] == 1
     assert stores.usage.days(GLOBAL_PK, "2000-01-01")[0]["calls"] == 1
+
+
+# ----------------------------------------------------------------------------- prediction log off the hot path
+
+
+def test_the_production_default_keeps_every_unsure_answer_and_a_weighted_sample_of_confident_ones():
+    """PREDICTION_LOG_CONFIDENT_SAMPLE_RATE samples only the confident model answers (crc32 of the
+    event id); every answer the model did not give confidently is kept at PREDICTION_LOG_SAMPLE_RATE;
+    each item carries the rate it was kept with."""
+    from calroute.config import PREDICTION_LOG_CONFIDENT_DEFAULT
+    from calroute.sampling import cut, kept
+
+    from calroute.schema import parse_event
+
+    assert Settings().prediction_log_confident_sample_rate == PREDICTION_LOG_CONFIDENT_DEFAULT < 0.01
+    stores = fake_stores()
+    install(stores)
+    cfg = Settings(prediction_log_confident_sample_rate=0.25)
+    svc = wiring.predict_service(cfg, stores=stores, sink=Recorder(), invoker=None)
+    conf = [f"c-{i}" for i in range(400)]
+    unsure = [f"u-{i}" for i in range(40)]
+    out = svc.classify_events(U, [parse_event({**CONFIDENT, "event_id": i}) for i in conf]
+                              + [parse_event({**UNSURE, "event_id": i}) for i in unsure])
+    assert {r["method"] for r in out[:400]} == {"ml"} and {r["method"] for r in out[400:]} == {"ml_low_confidence"}
+    items = {eid: it for (_, eid), it in stores.predictions.items.items()}
+    assert set(unsure) <= set(items) and all(items[i]["sample_rate"] == 1.0 for i in unsure)
+    kept_conf = {i for i in conf if i in items}
+    assert kept_conf == {i for i in conf if kept(i, cut(0.25))} and 0.18 < len(kept_conf) / 400 < 0.32
+    assert all(items[i]["sample_rate"] == 0.25 for i in kept_conf)
+    # the base rate scales both
+    half = fake_stores()
+    install(half)
+    wiring.predict_service(Settings(prediction_log_sample_rate=0.5, prediction_log_confident_sample_rate=0.25),
+                           stores=half, sink=Recorder(), invoker=None).classify_events(
+        U, [parse_event({**UNSURE, "event_id": i}) for i in unsure])
+    rates = {it["sample_rate"] for it in half.predictions.items.values()}
+    assert rates == {0.5} and {e for (_, e) in half.predictions.items} == {i for i in unsure if kept(i, cut(0.5))}
+
+
+def test_every_answer_gets_a_privacy_safe_json_record_line():
+    """One ``{"record": "prediction"}`` line per answer (logged in DynamoDB or not): hashed user and
+    event id, no title, no calendar id."""
+    import json as _json
+
+    from calroute.ids import hashed_user
+
+    stores, lines = fake_stores(), []
+    install(stores)
+    cfg = Settings(prediction_log_confident_sample_rate=0.0)
+    svc = wiring.predict_service(cfg, stores=stores, sink=Recorder(), invoker=None, lines=lines.append)
+    svc.classify_batch(U, [CONFIDENT, UNSURE])
+    recs = [_json.loads(x) for chunk in lines for x in chunk.splitlines()]
+    assert [r["method"] for r in recs] == ["ml", "ml_low_confidence"]
+    assert [r["logged"] for r in recs] == [False, True]  # the confident one sampled out (rate 0)
+    assert all(r["record"] == "prediction" and r["user"] == hashed_user(U) for r in recs)
+    assert recs[0]["event"] == hashed_user("e-conf") and recs[0]["defer_reason"] is None and recs[1]["defer_reason"]
+    text = "".join(lines)
+    for secret in (U, "e-conf", "sprint", "standup", "zzz", '"work"', '"home"'):
+        assert secret not in text
+    off = wiring.predict_service(Settings(prediction_log_lines=False), stores=stores, invoker=None,
+                                 lines=lines.append)
+    lines.clear()
+    off.classify(U, CONFIDENT)
+    assert lines == []
+
+
+def _sampled_log(stores):
+    """A user's log as the production default leaves it: 2 of 200 confident answers (rate 0.01) and
+    every one of 20 LLM answers."""
+    stores.predictions.put_many(U, [
+        {"event_id": "m1", "calendar_id": "work", "method": "ml", "latency_ms": 1.0, "confidence": 0.97,
+         "sample_rate": 0.01, "cohort": "treatment"},
+        {"event_id": "m2", "calendar_id": "work", "method": "ml", "latency_ms": 1.0, "confidence": 0.97,
+         "sample_rate": 0.01, "cohort": "treatment"},
+        *({"event_id": f"l{i}", "calendar_id": "home", "method": "llm", "latency_ms": 600.0, "confidence": 0.5,
+           "llm_usd": 0.001, "sample_rate": 1.0, "cohort": "treatment"} for i in range(20)),
+    ])
+    stores.predictions.mark(U, "m1", "work")          # right
+    for i in range(10):
+        stores.predictions.mark(U, f"l{i}", "home" if i < 5 else "work")  # 5 right, 5 wrong
+
+
+def test_stats_weight_the_sampled_log_by_one_over_its_rate():
+    stores = fake_stores()
+    _sampled_log(stores)
+    mine = wiring.stats_service(CFG, stores=stores).user_stats(U)
+    assert mine["predictions"] == 220 and mine["logged"] == 22
+    assert mine["by_method"]["ml"] == {"count": 200, "logged": 2, "judged": 1, "correct": 1, "accuracy": 1.0}
+    assert mine["by_method"]["llm"]["count"] == 20 and mine["by_method"]["llm"]["accuracy"] == 0.5
+    # overall: the one judged ml item stands for 100 answers, the ten llm ones for one each
+    assert mine["judged"] == 11 and mine["accuracy"] == pytest.approx((100 + 5) / (100 + 10), abs=1e-4)
+    assert mine["latency_p50_ms"] == 1.0  # 200 of the 220 answers took 1 ms (unweighted: 600)
+
+    glob = wiring.stats_service(CFG, stores=stores).global_stats(1)
+    assert glob["requests"] == 220 and glob["logged"] == 22 and glob["ml_share"] == pytest.approx(200 / 220, abs=1e-4)
+    assert glob["by_method"]["ml"]["count"] == 200 and glob["by_method"]["ml"]["share"] == pytest.approx(0.9091)
+    assert glob["llm_calls"] == 20 and glob["spent_usd"] == pytest.approx(0.02)
+    assert glob["saved"]["ml_answered"] == 200 and glob["latency_p50_ms"] == 1.0
+    assert {b["count"] for b in glob["confidence_histogram"] if b["to"] == 1.0} == {200}
+
+
+def test_experiment_arms_weight_the_sampled_log():
+    from calroute.experiments import arm_stats
+
+    stores = fake_stores()
+    _sampled_log(stores)
+    arm = arm_stats(stores.predictions.since(U, "2000-01-01"))
+    assert arm["requests"] == 220 and arm["logged"] == 22 and arm["by_method"] == {"ml": 200, "llm": 20}
+    assert arm["judged"] == 11 and arm["accuracy"] == pytest.approx(105 / 110)
+    assert arm["correct"] == round(105 / 110 * 11) and arm["ml_accuracy"] == 1.0
+    assert arm["llm_calls"] == 20 and arm["cost_usd"] == pytest.approx(0.02) and arm["latency_p50_ms"] == 1.0
+    # unsampled items (no sample_rate) weigh 1: the former figures
+    plain = arm_stats([{"method": "ml", "latency_ms": 2.0}, {"method": "llm", "latency_ms": 4.0}])
+    assert plain["requests"] == 2 and plain["latency_p50_ms"] == 2.0 and plain["latency_p99_ms"] == 4.0
+
+
+def test_drift_weights_sampled_summaries_and_gates_on_the_effective_sample_size():
+    from calroute.drift import drift_report
+
+    ref = {"n": 100, "groups": {"time": {"h10": 50, "h20": 50, "w1": 100}, "shape": {"b1": 100, "f0": 100},
+                                "tokens": {"1": 100}}, "labels": {"work": 50, "home": 50}}
+    at10 = {"h": 10, "w": 1, "b": 1, "f": 0, "t": [1]}
+    at20 = {"h": 20, "w": 1, "b": 1, "f": 0, "t": [1]}
+    # 100 unsure requests at 20h (kept at rate 1), and 10 confident ones at 10h each standing for 10
+    summaries = [at20] * 100 + [at10] * 10
+    weights = [1.0] * 100 + [10.0] * 10
+    labels = ["home"] * 100 + ["work"] * 10
+    weighted = drift_report(ref, summaries, labels, min_samples=30, weights=weights, label_weights=weights)
+    naive = drift_report(ref, summaries, labels, min_samples=30)
+    assert weighted["psi"]["time"] == pytest.approx(0.0, abs=1e-3) and weighted["label_shift"] == pytest.approx(0.0, abs=1e-3)
+    assert naive["drifted"] and not weighted["drifted"]  # unweighted, the always-kept unsure ones look like drift
+    assert 0 < weighted["effective_n"] < 110
+    # a handful of heavy items is not enough to conclude anything
+    few = drift_report(ref, [at10] * 40, ["work"] * 40, min_samples=30, weights=[200.0] * 2 + [1.0] * 38)
+    assert few["psi"] == {} and not few["drifted"] and "effective" in few["reason"]
+
+
+def test_a_correction_records_the_clients_echo_when_the_log_has_no_item():
+    stores = fake_stores()
+    ingest = wiring.ingest_service(CFG, stores=stores)
+    ingest.ingest_events(U, [ev(1), ev(2), ev(3)])
+    echo = {"calendar_id": "work", "method": "ml", "model_version": version(1)}
+    out = ingest.correct_event(U, "e1", "home", predicted=echo)
+    assert (out["predicted_calendar"], out["predicted_method"], out["predicted_model_version"]) == (
+        "work", "ml", version(1))
+    assert out["predicted_source"] == "client" and out["was_correct"] is False and out["changed"] is True
+    assert stores.users.corrections[U][-1]["predicted_source"] == "client"
+    assert stores.predictions.get(U, "e1") is None  # an echo never creates a log item
+    # the log wins over the echo when it has the event
+    stores.predictions.put_many(U, [{"event_id": "e2", "calendar_id": "home", "method": "llm",
+                                     "model_version": version(1), "sample_rate": 1.0}])
+    logged = ingest.correct_event(U, "e2", "home", predicted=echo)
+    assert logged["predicted_source"] == "log" and logged["predicted_method"] == "llm" and logged["was_correct"] is True
+    # none answered: no calendar
+    none = ingest.correct_event(U, "e3", "home", predicted={"calendar_id": None, "method": "none"})
+    assert none["predicted_method"] == "none" and none["predicted_calendar"] == "" and none["was_correct"] is False
+    for bad in ({"method": "guess", "calendar_id": "work"}, {"method": "ml"}, {"method": "ml", "calendar_id": "../x"},
+                {"method": "ml", "calendar_id": "work", "model_version": "latest"},
+                {"method": "ml", "calendar_id": "work", "user_id": "bob"}, ["work"]):
+        with pytest.raises(InvalidInput):
+            ingest.correct_event(U, "e1", "home", predicted=bad)
+
+
+def test_the_template_deploys_the_production_logging_default():
+    """PredictionLogConfidentSampleRate's default is calroute.config's, and reaches the predict function."""
+    import re
+    from pathlib import Path
+
+    from calroute.config import PREDICTION_LOG_CONFIDENT_DEFAULT
+
+    text = (Path(__file__).resolve().parents[2] / "template.yaml").read_text(encoding="utf-8")
+    block = re.search(r"\n  PredictionLogConfidentSampleRate:\n((?:    .*\n)+)", text)
+    assert block and float(re.search(r"Default: ([0-9.]+)", block.group(1)).group(1)) == PREDICTION_LOG_CONFIDENT_DEFAULT
+    assert "PREDICTION_LOG_CONFIDENT_SAMPLE_RATE: !Ref PredictionLogConfidentSampleRate" in text

@@ -14,6 +14,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+#: production default of PREDICTION_LOG_CONFIDENT_SAMPLE_RATE: the share of confident model answers
+#: (method ml) written to the DynamoDB prediction log (docs/serving.md; the template's default too).
+#: Below 1 % so the synchronous write (~3-5 ms from Lambda, ~10 ms to the emulator) stays out of the
+#: warm classify p99; every unsure / LLM answer is kept.
+PREDICTION_LOG_CONFIDENT_DEFAULT = 0.005
+
 # USD per 1M tokens (input, output). Overridable with LLM_PRICES (JSON object of the same shape).
 DEFAULT_LLM_PRICES: dict[str, dict[str, float]] = {
     "gpt-4o-mini": {"input": 0.15, "output": 0.60},
@@ -76,7 +82,14 @@ class Settings(BaseModel):
     flag_max_age_seconds: float = Field(30, ge=0)
     experiment_name: str = "hybrid-vs-llm"
     experiment_control_percent: float = Field(0, ge=0, le=100)
+    # prediction log (DynamoDB; docs/serving.md "Prediction log"): every answer is kept with
+    # probability PREDICTION_LOG_SAMPLE_RATE (0 = no DynamoDB log), a confident model answer (method
+    # ml) with PREDICTION_LOG_SAMPLE_RATE x PREDICTION_LOG_CONFIDENT_SAMPLE_RATE; deterministic by
+    # event id (crc32), each item carries the rate it was kept with (readers weight it by 1/rate)
     prediction_log_sample_rate: float = Field(1.0, ge=0, le=1)
+    prediction_log_confident_sample_rate: float = Field(PREDICTION_LOG_CONFIDENT_DEFAULT, ge=0, le=1)
+    # one compact JSON line per answer on stdout (CloudWatch Logs; hashed user, no text)
+    prediction_log_lines: bool = True
     prediction_ttl_days: int = Field(90, ge=1)
     batch_max_events: int = Field(100, ge=1, le=1000)
     llm_max_concurrency: int = Field(8, ge=1, le=64)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import zlib
 from collections import Counter
-from typing import Iterable, Sequence
+from typing import Iterable, Optional, Sequence
 
 from .features import event_tokens
 from .schema import Event
@@ -50,15 +50,16 @@ def summarize_event(ev: Event) -> dict:
     }
 
 
-def _group_counts(summaries: Iterable[dict]) -> dict[str, Counter]:
+def _group_counts(summaries: Iterable[dict], weights: Optional[Sequence[float]] = None) -> dict[str, Counter]:
     time_c, shape_c, tok_c = Counter(), Counter(), Counter()
-    for s in summaries:
-        time_c[f"h{s.get('h', -1)}"] += 1
-        time_c[f"w{s.get('w', 0)}"] += 1
-        shape_c[f"b{s.get('b', 0)}"] += 1
-        shape_c[f"f{s.get('f', 0)}"] += 1
+    for k, s in enumerate(summaries):
+        w = weights[k] if weights is not None else 1
+        time_c[f"h{s.get('h', -1)}"] += w
+        time_c[f"w{s.get('w', 0)}"] += w
+        shape_c[f"b{s.get('b', 0)}"] += w
+        shape_c[f"f{s.get('f', 0)}"] += w
         for t in s.get("t", ()):
-            tok_c[str(t)] += 1
+            tok_c[str(t)] += w
     return {"time": time_c, "shape": shape_c, "tokens": tok_c}
 
 
@@ -87,19 +88,32 @@ def psi(expected: dict, actual: dict) -> float:
 
 
 def drift_report(reference: dict, summaries: Sequence[dict], predicted_labels: Sequence[str],
-                 threshold: float = DRIFT_THRESHOLD, min_samples: int = MIN_SAMPLES) -> dict:
+                 threshold: float = DRIFT_THRESHOLD, min_samples: int = MIN_SAMPLES, *,
+                 weights: Optional[Sequence[float]] = None,
+                 label_weights: Optional[Sequence[float]] = None) -> dict:
     """PSI per feature group and label-mix shift of recent requests against a training reference.
 
-    With fewer than ``min_samples`` recent requests nothing is concluded (``drifted`` False,
-    ``reason`` says why).
+    ``weights`` (one per summary) and ``label_weights`` (one per label): what each logged request
+    stands for (``calroute.sampling.weight``: the prediction log is sampled). With fewer than
+    ``min_samples`` recent requests — counted as the weighted sample's effective size
+    (``sampling.effective_n``), so a few heavily weighted items never conclude on their own —
+    nothing is concluded (``drifted`` False, ``reason`` says why).
     """
+    from .sampling import effective_n
+
     n = len(summaries)
-    if n < min_samples or not reference or not reference.get("n"):
-        return {"n": n, "psi": {}, "label_shift": 0.0, "max": 0.0, "drifted": False,
-                "reason": f"too few recent requests ({n} < {min_samples})"}
-    recent = _group_counts(summaries)
+    eff = effective_n(list(weights)) if weights is not None else float(n)
+    if eff + 1e-9 < min_samples or not reference or not reference.get("n"):
+        return {"n": n, "effective_n": round(eff, 1), "psi": {}, "label_shift": 0.0, "max": 0.0, "drifted": False,
+                "reason": f"too few recent requests ({n} < {min_samples})" if n < min_samples else
+                f"too few recent requests (effective {eff:.1f} < {min_samples}: sampled log)"}
+    recent = _group_counts(summaries, weights)
     groups = {g: round(psi(reference["groups"].get(g, {}), dict(recent[g])), 4) for g in recent}
-    label_shift = round(psi(reference.get("labels", {}), dict(Counter(l for l in predicted_labels if l))), 4)
+    mix: Counter = Counter()
+    for k, label in enumerate(predicted_labels):
+        if label:
+            mix[label] += label_weights[k] if label_weights is not None else 1
+    label_shift = round(psi(reference.get("labels", {}), dict(mix)), 4)
     worst = max([*groups.values(), label_shift])
-    return {"n": n, "psi": groups, "label_shift": label_shift, "max": worst, "drifted": worst > threshold,
-            "reason": "drift" if worst > threshold else "stable"}
+    return {"n": n, "effective_n": round(eff, 1), "psi": groups, "label_shift": label_shift, "max": worst,
+            "drifted": worst > threshold, "reason": "drift" if worst > threshold else "stable"}

@@ -35,27 +35,36 @@ def two_proportion_z(success_a: int, n_a: int, success_b: int, n_b: int) -> dict
 
 
 def arm_stats(items: Iterable[dict]) -> dict:
-    """Aggregate prediction-log items of one arm."""
+    """Aggregate prediction-log items of one arm. The log is sampled (``calroute.sampling``):
+    ``requests``, ``by_method``, ``llm_calls``, ``cost_usd``, the latency percentiles and ``accuracy``
+    are estimates weighted by ``1 / sample_rate``; ``logged`` and ``judged`` are item counts;
+    ``correct`` is ``judged × accuracy`` (the z-test's successes); ``ml_accuracy`` is over the judged
+    ``ml`` items (one rate: no weight needed)."""
+    from .sampling import weight, weighted_percentile
+
     items = list(items)
-    judged = [i for i in items if "was_correct" in i]
-    correct = sum(1 for i in judged if i["was_correct"])
-    lat = [float(i.get("latency_ms", 0)) for i in items]
-    llm_calls = sum(1 for i in items if i.get("method") in ("llm", "llm_only"))
-    by_method: dict[str, int] = {}
-    for i in items:
-        by_method[i.get("method", "?")] = by_method.get(i.get("method", "?"), 0) + 1
-    ml = [i for i in judged if i.get("method") == "ml"]
+    ws = [weight(i) for i in items]
+    judged = [(i, w) for i, w in zip(items, ws) if "was_correct" in i]
+    judged_w = sum(w for _, w in judged)
+    accuracy = (sum(w for i, w in judged if i["was_correct"]) / judged_w) if judged_w else None
+    lat = [(float(i.get("latency_ms", 0)), w) for i, w in zip(items, ws)]
+    llm_calls = sum(w for i, w in zip(items, ws) if i.get("method") in ("llm", "llm_only"))
+    by_method: dict[str, float] = {}
+    for i, w in zip(items, ws):
+        by_method[i.get("method", "?")] = by_method.get(i.get("method", "?"), 0) + w
+    ml = [i for i, _ in judged if i.get("method") == "ml"]
     return {
-        "requests": len(items),
-        "by_method": by_method,
+        "requests": int(round(sum(ws))),
+        "logged": len(items),
+        "by_method": {m: int(round(c)) for m, c in by_method.items()},
         "judged": len(judged),
-        "correct": correct,
-        "accuracy": (correct / len(judged)) if judged else None,
+        "correct": int(round(accuracy * len(judged))) if accuracy is not None else 0,
+        "accuracy": accuracy,
         "ml_accuracy": (sum(1 for i in ml if i["was_correct"]) / len(ml)) if ml else None,
-        "llm_calls": llm_calls,
-        "cost_usd": round(sum(float(i.get("llm_usd", 0) or 0) for i in items), 6),
-        "latency_p50_ms": round(percentile(lat, 50), 3),
-        "latency_p99_ms": round(percentile(lat, 99), 3),
+        "llm_calls": int(round(llm_calls)),
+        "cost_usd": round(sum(float(i.get("llm_usd", 0) or 0) * w for i, w in zip(items, ws)), 6),
+        "latency_p50_ms": round(weighted_percentile(lat, 50) or 0.0, 3),
+        "latency_p99_ms": round(weighted_percentile(lat, 99) or 0.0, 3),
     }
 
 

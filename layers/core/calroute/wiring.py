@@ -15,7 +15,8 @@ Building does no I/O: boto3 resources are created on first use and shared by the
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional
+import sys
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .config import Settings
 from .ports import MetricsSink, NullSink, Stores
@@ -121,11 +122,18 @@ def invoker(cfg: Settings, *, sink: Optional[MetricsSink] = None, logger: Any = 
 _invoker = invoker  # shadowed by predict_service's ``invoker=`` argument
 
 
+def stdout_lines(text: str) -> None:
+    """Write prediction record lines to the process's current stdout (CloudWatch Logs in Lambda)."""
+    sys.stdout.write(text)
+
+
 def predict_service(cfg: Settings, *, sink: Optional[MetricsSink] = None, logger: Any = None,
-                    stores: Optional[Stores] = None, invoker: Any = "auto") -> "PredictService":
+                    stores: Optional[Stores] = None, invoker: Any = "auto",
+                    lines: Optional[Callable[[str], Any]] = None) -> "PredictService":
     """The classification service: model cache on the registry and the model blobs, the LLM
     fallback invoker (``"auto"``: :func:`invoker` for ``cfg``), the prediction log, the usage ledger
-    (budgets) and the ML kill switch."""
+    (budgets), the ML kill switch and, with ``lines`` (e.g. :func:`stdout_lines`), one JSON
+    prediction record line per answer."""
     from .cache import ModelCache
     from .calendars import CalendarDirectory
     from .policy import flag_provider
@@ -139,8 +147,9 @@ def predict_service(cfg: Settings, *, sink: Optional[MetricsSink] = None, logger
     # the user's calendars: calendars the model has not met, and the check of the LLM's answer
     directory = CalendarDirectory(s.users.calendars, ttl=cfg.model_revalidate_seconds)
     return PredictService(cfg, cache=cache, invoker=invoker, predictions=s.predictions, usage=s.usage,
-                          flags=flag_provider(cfg), sink=sink, logger=logger, calendars=directory)
+                          flags=flag_provider(cfg), sink=sink, logger=logger, calendars=directory,
+                          lines=lines)
 
 
 __all__ = ["stores", "metrics_sink", "ingest_service", "models_service", "stats_service", "fallback_service",
-           "invoker", "predict_service"]
+           "invoker", "predict_service", "stdout_lines"]

@@ -115,16 +115,49 @@ def ingest_events(user_id: str, raw_events: Any, stores: Stores, cfg: Settings) 
     return {"upserted": upserted, "new": new, "calendars_added": added}
 
 
-def correct_event(user_id: str, event_id: str, calendar_id: str, stores: Stores) -> dict:
+PREDICTED_METHODS = ("ml", "llm", "ml_low_confidence", "llm_only", "none")
+
+
+def echoed_prediction(raw: Any) -> Optional[dict]:
+    """The client's echo of the answer it got (``{calendar_id, method, model_version}``), validated;
+    None when absent. The prediction log is sampled (docs/serving.md), so the server may not have
+    it: the echo is what lets the correction still record what had been predicted."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise InvalidInput("predicted must be an object {calendar_id, method, model_version}", field="predicted")
+    unknown = set(raw) - {"calendar_id", "method", "model_version"}
+    if unknown:
+        raise InvalidInput(f"predicted: unknown field(s) {', '.join(sorted(unknown))}", field="predicted")
+    method = raw.get("method")
+    if method not in PREDICTED_METHODS:
+        raise InvalidInput(f"predicted.method must be one of {', '.join(PREDICTED_METHODS)}", field="predicted.method")
+    cal = raw.get("calendar_id")
+    if cal is not None:
+        ids.calendar_id(cal, field="predicted.calendar_id")
+    elif method != "none":
+        raise InvalidInput("predicted.calendar_id is required unless method is none", field="predicted.calendar_id")
+    ver = raw.get("model_version")
+    if ver is not None:
+        ids.model_version(ver, field="predicted.model_version")
+    return {"calendar_id": cal, "method": method, "model_version": ver, "source": "client"}
+
+
+def correct_event(user_id: str, event_id: str, calendar_id: str, stores: Stores,
+                  predicted: Optional[dict] = None) -> dict:
     """Relabel a stored event and record the correction.
 
-    The record carries what had been predicted (calendar, method, model version) when the prediction
-    log still has the event; that log item is marked ``was_correct``. ``corrections_total`` (which
-    drives retraining) is bumped only when the label actually changes. 404 if the event is unknown.
+    The record carries what had been predicted (calendar, method, model version): from the
+    prediction log when it has the event (``predicted_source: log``; that item is then marked
+    ``was_correct``), else from the client's echo ``predicted`` (:func:`echoed_prediction`,
+    ``predicted_source: client``; the log is sampled, and an echo never creates or marks a log item,
+    so the log's accuracy stays a fair sample). ``corrections_total`` (which drives retraining) is
+    bumped only when the label actually changes. 404 if the event is unknown.
     """
     ids.user_id(user_id)
     ids.event_id(event_id, field="eventId")
     ids.calendar_id(calendar_id, field="calendar_id")
+    echo = echoed_prediction(predicted)
     store, users, log = stores.events, stores.users, stores.predictions
     current = store.get_event(user_id, event_id)
     if current is None:
@@ -133,7 +166,7 @@ def correct_event(user_id: str, event_id: str, calendar_id: str, stores: Stores)
     store.set_calendar(user_id, event_id, calendar_id)
     _register_missing_calendars(user_id, {calendar_id}, users)
     record = users.record_correction(user_id, event_id, old=current.calendar_id, new=calendar_id,
-                                     prediction=prediction)
+                                     prediction=prediction or echo)
     marked = log.mark(user_id, event_id, calendar_id) if prediction else None
     changed = current.calendar_id != calendar_id
     if changed:
@@ -142,6 +175,8 @@ def correct_event(user_id: str, event_id: str, calendar_id: str, stores: Stores)
     out["changed"] = changed
     if marked is not None:
         out["was_correct"] = bool(marked.get("was_correct"))
+    elif echo is not None:
+        out["was_correct"] = echo["calendar_id"] == calendar_id
     return out
 
 
@@ -201,8 +236,9 @@ class IngestService:
     def ingest_events(self, user_id: str, raw_events: Any) -> dict:
         return ingest_events(user_id, raw_events, self.stores, self.cfg)
 
-    def correct_event(self, user_id: str, event_id: str, calendar_id: str) -> dict:
-        return correct_event(user_id, event_id, calendar_id, self.stores)
+    def correct_event(self, user_id: str, event_id: str, calendar_id: str,
+                      predicted: Optional[dict] = None) -> dict:
+        return correct_event(user_id, event_id, calendar_id, self.stores, predicted=predicted)
 
     def put_calendar(self, user_id: str, calendar_id: str, name: Optional[str], description: Optional[str]) -> dict:
         return put_calendar(user_id, calendar_id, name, description, self.stores)

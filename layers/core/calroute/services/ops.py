@@ -11,6 +11,11 @@ retraining policy schedules a drifted user (``retrain.needs_training``).
 Operator views aggregate a bounded Scan of the prediction log (``PredictionLog.scan_since``: a day
 window, a maximum item count, projected to aggregate fields — no user id is ever read); every answer
 says which bound applied (``scan``).
+
+The log is a sample (``calroute.sampling``: confident model answers at a small rate, the others
+all): counts, shares, the histogram, USD, latency percentiles and the overall accuracy are estimates
+weighted by ``1 / sample_rate``; per-method accuracy is over that method's judged items (one rate);
+drift weights the summaries and gates on the effective sample size.
 """
 
 from __future__ import annotations
@@ -19,8 +24,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Optional
 
 from .. import drift as drift_mod
-from ..experiments import arm_stats, compare_arms, percentile
+from ..experiments import arm_stats, compare_arms
 from ..ports import GLOBAL_PK, PredictionLog, UsageLedger
+from ..sampling import weight, weighted_percentile
 from ..timeutil import parse_ts
 
 #: confidence histogram edges (upper bounds, inclusive); the routing threshold is per user
@@ -59,15 +65,19 @@ def check_user_drift(user_id: str, active: dict, record: Optional[dict], predict
     now = now or _utcnow()
     since = drift_since(active, now, cfg.drift_window_days)
     items = predictions.since(user_id, since, limit=cfg.drift_max_items)
-    summaries, labels = [], []
+    summaries, labels, weights, label_weights = [], [], [], []
     for it in items:
         s = it.get("drift")
         if isinstance(s, dict):
+            w = weight(it)
             summaries.append(s)
+            weights.append(w)
             label = it.get("corrected_to") or it.get("calendar_id")
             if label:
                 labels.append(str(label))
-    report = drift_mod.drift_report(reference, summaries, labels, min_samples=cfg.drift_min_samples)
+                label_weights.append(w)
+    report = drift_mod.drift_report(reference, summaries, labels, min_samples=cfg.drift_min_samples,
+                                    weights=weights, label_weights=label_weights)
     report.update(version=active.get("version", ""), since=since)
     return report
 
@@ -99,13 +109,9 @@ class DriftTally:
 # ----------------------------------------------------------------------------- operator stats
 
 
-def _mean(values: list[float]) -> Optional[float]:
-    return sum(values) / len(values) if values else None
-
-
 def confidence_histogram(items: Iterable[dict]) -> list[dict]:
     """Counts of the model's confidence per bin ``(lo, hi]`` (the first bin is ``[0, 0.5]``)."""
-    counts = [0] * len(CONFIDENCE_BINS)
+    counts = [0.0] * len(CONFIDENCE_BINS)
     for it in items:
         c = it.get("confidence")
         if c is None:
@@ -113,10 +119,10 @@ def confidence_histogram(items: Iterable[dict]) -> list[dict]:
         c = float(c)
         for i, hi in enumerate(CONFIDENCE_BINS):
             if c <= hi or i == len(CONFIDENCE_BINS) - 1:
-                counts[i] += 1
+                counts[i] += weight(it)
                 break
     lows = (0.0, *CONFIDENCE_BINS[:-1])
-    return [{"from": lo, "to": hi, "count": n} for lo, hi, n in zip(lows, CONFIDENCE_BINS, counts)]
+    return [{"from": lo, "to": hi, "count": int(round(n))} for lo, hi, n in zip(lows, CONFIDENCE_BINS, counts)]
 
 
 def llm_unit_cost(items: list[dict], ledger: dict, cfg: Any) -> tuple[float, str]:
@@ -138,54 +144,72 @@ def operator_stats(items: list[dict], ledger: dict, cfg: Any) -> dict:
     """The seed's dashboard questions from prediction-log items (see :func:`PredictionLog.scan_since`)
     and the ``_global`` usage-ledger totals: ML share, confidence histogram, LLM calls, USD spent and
     saved against LLM-only, LLM time avoided, latency and accuracy (from corrections) per method."""
-    n = len(items)
+    n_logged = len(items)
+    n = sum(weight(i) for i in items)
     by_method: dict[str, list[dict]] = {}
     for it in items:
         by_method.setdefault(str(it.get("method") or "none"), []).append(it)
+
+    def lat_pairs(its: Iterable[dict]) -> list[tuple[float, float]]:
+        return [(float(i["latency_ms"]), weight(i)) for i in its if i.get("latency_ms") is not None]
+
+    def wmean(pairs: list[tuple[float, float]]) -> Optional[float]:
+        tot = sum(w for _, w in pairs)
+        return sum(v * w for v, w in pairs) / tot if tot else None
+
+    def pct(pairs: list[tuple[float, float]], q: float) -> Optional[float]:
+        v = weighted_percentile(pairs, q)
+        return round(v, 3) if v is not None else None
+
     methods = {}
     for m, its in sorted(by_method.items()):
-        lat = [float(i["latency_ms"]) for i in its if i.get("latency_ms") is not None]
+        lat = lat_pairs(its)
         judged = [i for i in its if "was_correct" in i]
+        est = sum(weight(i) for i in its)
         methods[m] = {
-            "count": len(its),
-            "share": round(len(its) / n, 4) if n else None,
+            "count": int(round(est)),
+            "logged": len(its),
+            "share": round(est / n, 4) if n else None,
             "judged": len(judged),
             "accuracy": round(sum(1 for i in judged if i["was_correct"]) / len(judged), 4) if judged else None,
-            "latency_p50_ms": round(percentile(lat, 50), 3) if lat else None,
-            "latency_p99_ms": round(percentile(lat, 99), 3) if lat else None,
+            "latency_p50_ms": pct(lat, 50),
+            "latency_p99_ms": pct(lat, 99),
         }
     ml = by_method.get("ml", [])
-    n_ml = len(ml)
+    n_ml = sum(weight(i) for i in ml)
     llm_items = [i for i in items if i.get("method") in LLM_METHODS]
-    spent_log = round(sum(float(i.get("llm_usd") or 0) for i in items), 6)
+    n_llm = sum(weight(i) for i in llm_items)
+    spent_log = round(sum(float(i.get("llm_usd") or 0) * weight(i) for i in items), 6)
     unit, unit_source = llm_unit_cost(items, ledger, cfg)
     saved = n_ml * unit
 
     # the LLM path's latency: LLM-only requests (no model in the way) if any, else hybrid LLM answers
-    llm_only_lat = [float(i["latency_ms"]) for i in by_method.get("llm_only", []) if i.get("latency_ms") is not None]
-    llm_lat = [float(i["latency_ms"]) for i in by_method.get("llm", []) if i.get("latency_ms") is not None]
-    llm_path = _mean(llm_only_lat) if llm_only_lat else _mean(llm_lat)
-    ml_lat = [float(i["latency_ms"]) for i in ml if i.get("latency_ms") is not None]
+    llm_only_lat = lat_pairs(by_method.get("llm_only", []))
+    llm_lat = lat_pairs(by_method.get("llm", []))
+    llm_path = wmean(llm_only_lat) if llm_only_lat else wmean(llm_lat)
+    ml_lat = lat_pairs(ml)
     time_saved_s = None
     if llm_path is not None and ml_lat:
-        time_saved_s = round(sum(max(0.0, llm_path - x) for x in ml_lat) / 1000.0, 3)
-    all_lat = [float(i["latency_ms"]) for i in items if i.get("latency_ms") is not None]
+        time_saved_s = round(sum(max(0.0, llm_path - x) * w for x, w in ml_lat) / 1000.0, 3)
+    all_lat = lat_pairs(items)
     judged = [i for i in items if "was_correct" in i]
+    judged_w = sum(weight(i) for i in judged)
     return {
-        "requests": n,
+        "requests": int(round(n)),
+        "logged": n_logged,
         "ml_share": round(n_ml / n, 4) if n else None,
-        "llm_share": round(len(llm_items) / n, 4) if n else None,
+        "llm_share": round(n_llm / n, 4) if n else None,
         "by_method": methods,
         "confidence_histogram": confidence_histogram(i for i in items if i.get("method") in (
             "ml", "llm", "ml_low_confidence")),
-        "accuracy": round(sum(1 for i in judged if i["was_correct"]) / len(judged), 4) if judged else None,
+        "accuracy": round(sum(weight(i) for i in judged if i["was_correct"]) / judged_w, 4) if judged_w else None,
         "judged": len(judged),
-        "latency_p50_ms": round(percentile(all_lat, 50), 3) if all_lat else None,
-        "latency_p99_ms": round(percentile(all_lat, 99), 3) if all_lat else None,
-        "llm_calls": len(llm_items),
+        "latency_p50_ms": pct(all_lat, 50),
+        "latency_p99_ms": pct(all_lat, 99),
+        "llm_calls": int(round(n_llm)),
         "spent_usd": spent_log,
         "saved": {
-            "ml_answered": n_ml,
+            "ml_answered": int(round(n_ml)),
             "usd_per_llm_call": round(unit, 8),
             "usd_per_llm_call_source": unit_source,
             "usd": round(saved, 6),

@@ -28,9 +28,9 @@ Never imports sklearn or openai (the LLM runs in its own function, reached throu
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Optional, Sequence
 
@@ -43,6 +43,7 @@ from ..ids import hashed_user
 from ..llm.cost import budget_exceeded
 from ..policy import CONTROL, Decision, FlagProvider, cohort_for, decide
 from ..ports import NullSink
+from ..sampling import CONFIDENT_METHODS, RESOLUTION, cut, kept
 from ..schema import Event, parse_event, parse_events
 
 TOP_K = 3
@@ -54,7 +55,8 @@ LLM_NOT_CONFIGURED_BACKOFF_S = 60.0
 class PredictService:
     def __init__(self, cfg, *, cache: ModelCache, invoker=None, predictions=None, usage=None,
                  flags: FlagProvider, sink=None, logger=None, clock: Callable[[], float] = time.perf_counter,
-                 new_id: Callable[[], str] | None = None, calendars: Optional[CalendarDirectory] = None):
+                 new_id: Callable[[], str] | None = None, calendars: Optional[CalendarDirectory] = None,
+                 lines: Optional[Callable[[str], Any]] = None):
         self.cfg = cfg
         self.calendars = calendars
         self.cache = cache
@@ -68,7 +70,12 @@ class PredictService:
         self.new_id = new_id or (lambda: f"p-{uuid.uuid4().hex}")
         self._pool: Optional[ThreadPoolExecutor] = None
         self._llm_off_until = float("-inf")
-        self._sample_cut = int(cfg.prediction_log_sample_rate * 10_000)
+        # the prediction log's sampling (calroute.sampling): bucket bounds out of RESOLUTION for the
+        # answers the model did not give confidently, and for the confident ones
+        self._cut_unsure = cut(cfg.prediction_log_sample_rate)
+        self._cut_confident = cut(cfg.prediction_log_sample_rate * cfg.prediction_log_confident_sample_rate)
+        # one JSON line per answer (``lines``: a writer such as sys.stdout.write; CloudWatch Logs in Lambda)
+        self.lines = lines if getattr(cfg, "prediction_log_lines", True) else None
 
     # ------------------------------------------------------------------ entry points
 
@@ -218,6 +225,7 @@ class PredictService:
         for r in results:
             r.pop("_usd", None)
             r.pop("_llm", None)
+            r.pop("_logged", None)
         return results
 
     # ------------------------------------------------------------------ helpers
@@ -278,20 +286,27 @@ class PredictService:
             sink.add_metric("BatchSize", "Count", n)
 
     def _log(self, user_id: str, events: list[Event], results: list[dict]) -> None:
-        if self.predictions is None or self._sample_cut <= 0:
-            return
-        from ..drift import summarize_event
-
+        """The prediction record of every answer: kept in the DynamoDB log by the sampling rule of
+        :mod:`calroute.sampling` (each item with its ``sample_rate``), and one compact JSON line per
+        answer (hashed user and event, no text, no calendar id) when ``lines`` is wired."""
         records = []
-        for ev, r in zip(events, results):
-            if self._sample_cut < 10_000 and zlib.crc32(r["event_id"].encode("utf-8")) % 10_000 >= self._sample_cut:
-                continue
-            records.append({
-                "event_id": r["event_id"], "calendar_id": r["calendar_id"], "confidence": r["confidence"],
-                "method": r["method"], "model_version": r["model_version"], "threshold": r["threshold"],
-                "cohort": r["cohort"], "latency_ms": r["latency_ms"], "reason": r["reason"][:100],
-                "llm_usd": r["_usd"] or None, "drift": summarize_event(ev),
-            })
+        if self.predictions is not None and (self._cut_unsure or self._cut_confident):
+            from ..drift import summarize_event
+
+            for ev, r in zip(events, results):
+                bound = self._cut_confident if r["method"] in CONFIDENT_METHODS else self._cut_unsure
+                if not kept(r["event_id"], bound):
+                    r["_logged"] = False
+                    continue
+                r["_logged"] = True
+                records.append({
+                    "event_id": r["event_id"], "calendar_id": r["calendar_id"], "confidence": r["confidence"],
+                    "method": r["method"], "model_version": r["model_version"], "threshold": r["threshold"],
+                    "cohort": r["cohort"], "latency_ms": r["latency_ms"], "reason": r["reason"][:100],
+                    "llm_usd": r["_usd"] or None, "drift": summarize_event(ev), "sample_rate": bound / RESOLUTION,
+                })
+        if self.lines is not None:
+            self._lines(user_id, results)
         if not records:
             return
         try:
@@ -301,3 +316,21 @@ class PredictService:
             if self.logger:
                 self.logger.warning("prediction log write failed",
                                     extra={"user": hashed_user(user_id), "error": type(exc).__name__})
+
+    def _lines(self, user_id: str, results: list[dict]) -> None:
+        """``{"record": "prediction", ...}`` per answer, for a CloudWatch Logs subscription filter
+        (``{ $.record = "prediction" }``) → Firehose → S3 (docs/serving.md). ~10 µs an answer."""
+        user = hashed_user(user_id)
+        out = []
+        for r in results:
+            out.append(json.dumps({
+                "record": "prediction", "user": user, "event": hashed_user(r["event_id"]),
+                "method": r["method"], "defer_reason": r["defer_reason"], "confidence": r["confidence"],
+                "threshold": r["threshold"], "novelty": r["novelty"], "anomaly": r["anomaly"],
+                "model_version": r["model_version"], "cohort": r["cohort"], "latency_ms": r["latency_ms"],
+                "llm": r["_llm"], "llm_usd": r["_usd"] or None, "logged": r.get("_logged", False),
+            }, separators=(",", ":")))
+        try:
+            self.lines("\n".join(out) + "\n")
+        except Exception:  # noqa: BLE001 - never fail an answer for its log line
+            self.sink.add_metric("PredictionLogFailures", "Count", 1)

@@ -2,6 +2,11 @@
 
 Accuracy per method is measured from corrections only: of the logged predictions whose event the
 user later labelled (``was_correct`` set by the ingest service), the share that was right.
+
+The log is a sample (``calroute.sampling``: confident model answers are kept at a small rate, the
+others all): counts, the overall accuracy and the latency percentile are estimates weighted by
+``1 / sample_rate``; ``logged`` is how many items they rest on. Per-method accuracy needs no weight
+(one rate per method).
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Callable
 
 from ..ports import GLOBAL_PK, PredictionLog, UsageLedger
+from ..sampling import weight, weighted_percentile
 
 METHODS = ("ml", "llm", "ml_low_confidence", "llm_only", "none")
 
@@ -47,23 +53,30 @@ class StatsService:
         since = now - timedelta(days=days)
         since_iso = since.isoformat(timespec="milliseconds")
         items = self.predictions.since(user_id, since_iso)
-        by_method: dict[str, dict] = {m: {"count": 0, "judged": 0, "correct": 0, "accuracy": None} for m in METHODS}
-        latencies: list[float] = []
+        by_method: dict[str, dict] = {m: {"count": 0, "logged": 0, "judged": 0, "correct": 0, "accuracy": None}
+                                      for m in METHODS}
+        est: dict[str, float] = {}
+        latencies: list[tuple[float, float]] = []
+        judged_w = correct_w = 0.0
         for it in items:
             m = it.get("method") or "none"
-            row = by_method.setdefault(m, {"count": 0, "judged": 0, "correct": 0, "accuracy": None})
-            row["count"] += 1
+            w = weight(it)
+            row = by_method.setdefault(m, {"count": 0, "logged": 0, "judged": 0, "correct": 0, "accuracy": None})
+            est[m] = est.get(m, 0.0) + w
+            row["logged"] += 1
             if "was_correct" in it:
                 row["judged"] += 1
                 row["correct"] += 1 if it["was_correct"] else 0
+                judged_w += w
+                correct_w += w if it["was_correct"] else 0.0
             if it.get("latency_ms") is not None:
-                latencies.append(float(it["latency_ms"]))
-        judged = correct = 0
-        for row in by_method.values():
+                latencies.append((float(it["latency_ms"]), w))
+        judged = 0
+        for m, row in by_method.items():
+            row["count"] = int(round(est.get(m, 0.0)))
             if row["judged"]:
                 row["accuracy"] = round(row["correct"] / row["judged"], 4)
             judged += row["judged"]
-            correct += row["correct"]
         days_usage = self.usage.days(user_id, since.strftime("%Y-%m-%d"))
         llm = {
             "calls": int(sum(d.get("calls", 0) for d in days_usage)),
@@ -73,16 +86,16 @@ class StatsService:
             "by_day": [{"day": d["day"], "calls": int(d.get("calls", 0)), "usd": round(float(d.get("usd", 0)), 6)}
                        for d in sorted(days_usage, key=lambda d: d["day"])],
         }
-        latencies.sort()
         return {
             "user_id": user_id,
             "days": days,
             "since": since_iso,
-            "predictions": len(items),
+            "predictions": int(round(sum(est.values()))),
+            "logged": len(items),
             "judged": judged,
-            "accuracy": round(correct / judged, 4) if judged else None,
+            "accuracy": round(correct_w / judged_w, 4) if judged_w else None,
             "by_method": by_method,
-            "latency_p50_ms": latencies[len(latencies) // 2] if latencies else None,
+            "latency_p50_ms": weighted_percentile(latencies, 50),
             "llm": llm,
         }
 

@@ -63,7 +63,7 @@ class DynamoPredictionLog(TableAdapter):
 
     #: what the operator scans read: aggregates only — never the user id, event id or reason text
     SCAN_FIELDS = ("method", "cohort", "latency_ms", "llm_usd", "was_correct", "confidence", "created_at",
-                   "model_version")
+                   "model_version", "sample_rate")
 
     def scan_since(self, since_iso: str, *, max_items: int, page_size: int = 1000,
                    max_pages: Optional[int] = None) -> tuple[list[dict], dict]:

@@ -82,6 +82,7 @@ class DynamoUserStore(TableAdapter):
                 "predicted_calendar": prediction.get("calendar_id") or "",
                 "predicted_method": prediction.get("method", ""),
                 "predicted_model_version": prediction.get("model_version") or "",
+                "predicted_source": prediction.get("source") or "log",
             })
         self.table.put_item(Item=to_ddb(item))
         return item
