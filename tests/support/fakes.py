@@ -387,13 +387,23 @@ class FakeModelBlobs:
         return self._purge([k for k in self.history if k.startswith(f"models/{user_id}/")])
 
     def scrub_manifests(self, user_id: str) -> int:
-        doomed = []
-        for k, versions in self.history.items():
-            if k.startswith("runs/") and k.endswith("/users.json") and any(
-                    v is not None and any(isinstance(r, dict) and r.get("user_id") == user_id for r in json.loads(v))
-                    for v in versions):
-                doomed.append(k)
-        return self._purge(doomed)
+        """As S3: only the manifest versions that name the user go (other versions of the key stay)."""
+        def names(v: Optional[bytes]) -> bool:
+            return v is not None and any(isinstance(r, dict) and r.get("user_id") == user_id for r in json.loads(v))
+
+        n = 0
+        for k in [k for k in self.history if k.startswith("runs/") and k.endswith("/users.json")]:
+            kept = [v for v in self.history[k] if not names(v)]
+            n += len(self.history[k]) - len(kept)
+            if kept:
+                self.history[k] = kept
+                if kept[-1] is None:
+                    self.objects.pop(k, None)
+                else:
+                    self.objects[k] = kept[-1]
+            else:
+                self._purge([k])
+        return n
 
 
 class FakePredictionLog:
