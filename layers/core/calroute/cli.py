@@ -337,7 +337,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if not os.environ.get("EVENTS_TABLE"):
         from .local.template import Resolver, load_template
 
-        res = Resolver(load_template())
+        res = Resolver(load_template(), parameters={"Stage": "local"})  # what `calroute local` deploys
         os.environ.setdefault("AWS_ENDPOINT_URL", f"http://127.0.0.1:{args.aws_port}")
         for logical in ("EventsTable", "UsersTable", "RegistryTable", "PredictionsTable", "UsageTable"):
             env = logical[:-len("Table")].upper() + "_TABLE"
