@@ -162,3 +162,20 @@ def test_erase_leaves_nothing_of_the_user_in_any_table_or_object_version(api):
     assert api("DELETE", "/v1/users/bob", user="ops1")[0] == 200
     assert stores.registry.erasures()[0]["actor"] == "dev:ops1"
     assert stores.usage.spent("_global") > 0 and settings().auth_mode == "dev"
+
+
+def test_export_reads_every_store_on_dynamodb(api):
+    from calroute import wiring
+    from calroute.config import settings
+    from calroute.services.lifecycle import replay
+
+    stores, events = _seed("alice", per_calendar=3)
+    install_model("alice", calendars=("home", "kids", "work"))
+    stores.predictions.put_many("alice", [{"event_id": "home-1", "calendar_id": "home", "method": "ml"}])
+    stores.usage.add("alice", usd=0.01, input_tokens=5, output_tokens=1)
+    stores.users.record_correction("alice", "home-1", old="home", new="work", prediction=None)
+    lines = [json.loads(json.dumps(x, default=str)) for x in wiring.lifecycle_service(settings()).export("alice")]
+    kinds = {x["type"] for x in lines}
+    assert {"profile", "calendar", "event", "correction", "model", "active_model", "prediction", "usage"} <= kinds
+    cals, evs = replay(lines)
+    assert sorted(e["event_id"] for e in evs) == sorted(e["event_id"] for e in events)

@@ -244,9 +244,9 @@ class LifecycleService:
             yield {"type": "active_model", **_strip(active)}
         for a in s.registry.audit_trail(user_id):
             yield {"type": "model_audit", **_strip(a)}
-        for p in s.predictions.since(user_id, ""):
+        for p in s.predictions.since(user_id, "0000"):
             yield {"type": "prediction", **_strip(p)}
-        for u in s.usage.days(user_id, ""):
+        for u in s.usage.days(user_id, "0000-00-00"):  # DynamoDB refuses an empty key value
             yield {"type": "usage", **_strip(u)}
 
     # ------------------------------------------------------------------ erase
