@@ -115,6 +115,7 @@ def models_api(aws, monkeypatch, fresh_settings):
     from support.apigw import call
 
     monkeypatch.setenv("AUTH_MODE", "dev")
+    monkeypatch.setenv("OPERATOR_IDS", "ops")  # promote/rollback are operator-only
     from support.handlers import fresh_services
 
     mod = load_handler("models")

@@ -33,6 +33,7 @@ from calroute.api import (
     make_resolver,
     metrics,
     parse_json_body,
+    require_operator,
 )
 from calroute.config import settings
 from calroute.errors import InvalidInput
@@ -148,23 +149,25 @@ def get_models(userId: UserIdPath, models: Service) -> ModelVersions:
 
 
 @app.post("/v1/users/<userId>/models/rollback", summary="Roll back to the previous active model",
-          tags=["models"], description="Conditional on the active version not changing meanwhile (409 otherwise).",
+          tags=["models"], description="Operators only (OPERATOR_IDS, or IAM callers): back to the most recently active version "
+          "that was not rolled back; 409 when there is none, or when the active version changed meanwhile.",
           responses={200: {"description": "Rolled back"}, **_ERRORS})
 def post_rollback(userId: UserIdPath, models: Service) -> ActiveChanged:
     user = ids.user_id(userId)
-    authorize_user(app, user)
-    return models.rollback(user, reason=_reason(), actor=caller_identity(app))  # type: ignore[return-value]
+    actor = require_operator(app)  # who may change a model: operators only (docs/security.md)
+    return models.rollback(user, reason=_reason(), actor=actor)  # type: ignore[return-value]
 
 
 @app.post("/v1/users/<userId>/models/<version>/promote", summary="Make a validated version active",
-          tags=["models"], description="Operator override of champion/challenger (never of the parity gate); "
+          tags=["models"], description="Operators only (OPERATOR_IDS, or IAM callers): override of champion/challenger (never "
+          "of the parity gate or of validation); "
           "conditional on the active version not changing meanwhile (409 otherwise).",
           responses={200: {"description": "Promoted"}, **_ERRORS})
 def post_promote(userId: UserIdPath, version: VersionPath, models: Service) -> ActiveChanged:
     user = ids.user_id(userId)
-    authorize_user(app, user)
+    actor = require_operator(app)  # who may change a model: operators only (docs/security.md)
     ver = ids.model_version(version)
-    return models.promote(user, ver, reason=_reason(), actor=caller_identity(app))  # type: ignore[return-value]
+    return models.promote(user, ver, reason=_reason(), actor=actor)  # type: ignore[return-value]
 
 
 # ----------------------------------------------------------------------------- OpenAPI

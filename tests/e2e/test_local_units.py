@@ -192,14 +192,14 @@ def test_client_signs_sigv4_for_deployed_apis_and_sends_bearer_for_jwt():
 # ----------------------------------------------------------------------------- CLI
 
 
-def test_cli_starts_fast_without_heavy_imports():
+def test_cli_starts_without_heavy_imports():
     code = ("import sys, time; t = time.perf_counter(); from calroute import cli; "
             "p = cli._parser_without_evaluate(); p.parse_args(['status', '--user', 'u']); "
             "print(time.perf_counter() - t); "
             "print(','.join(m for m in ('boto3', 'sklearn', 'onnxruntime', 'numpy', 'aws_lambda_powertools') "
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
-    assert float(out[0]) < 0.5
+    float(out[0])  # how long it takes is bench/coldstart.py's business (no wall-clock limits in tests)
     assert out[1] == ""
 
 

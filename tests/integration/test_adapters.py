@@ -24,6 +24,12 @@ def stores(request) -> Stores:
     return fake_stores()
 
 
+def boto3_client(name):
+    import boto3
+
+    return boto3.client(name)
+
+
 def _ev(i, cal="work", **kw):
     return parse_event({"event_id": f"e{i}", "summary": f"Meeting {i}", "start": "2026-03-02T09:00:00Z",
                         "calendar_id": cal, **kw})
@@ -248,6 +254,28 @@ def test_training_run_records(stores):
 def _pred(eid, **kw):
     return {"event_id": eid, "calendar_id": "work", "method": "ml", "confidence": 0.91, "cohort": "treatment",
             "latency_ms": 1.5, "model_version": V1, "reason": "r", "llm_usd": None, **kw}
+
+
+def test_prediction_log_expires_after_the_configured_retention(aws, monkeypatch):
+    """``expires_at`` (the table's TTL attribute) is now + PREDICTION_TTL_DAYS, as wired from the
+    settings: a log written with expires_at=1 (deleted at once) or the default ignored fails here."""
+    import time as _time
+
+    from calroute.config import settings as fresh
+
+    monkeypatch.setenv("PREDICTION_TTL_DAYS", "7")
+    fresh.cache_clear()
+    try:
+        log = wiring.stores(fresh()).predictions
+        before = _time.time()
+        log.put_many("alice", [_pred("e1")])
+        after = _time.time()
+        exp = log.get("alice", "e1")["expires_at"]
+        assert int(before + 7 * 86400) <= exp <= int(after + 7 * 86400) + 1
+    finally:
+        fresh.cache_clear()
+    ttl = boto3_client("dynamodb").describe_time_to_live(TableName=settings().predictions_table)
+    assert ttl["TimeToLiveDescription"]["AttributeName"] == "expires_at"
 
 
 def test_prediction_log_put_get_mark(stores):

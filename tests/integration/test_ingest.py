@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -116,9 +115,16 @@ def test_empty_or_malformed_bodies_are_4xx_json(app):
     assert (status, body["error"]) == (415, "unsupported_media_type")
 
 
-def test_sample_events_for_sam_local_invoke(app, repos):
-    """infra/events/ingest_*.json (the `sam local invoke -e` samples) all succeed, in order."""
+def test_sample_events_for_sam_local_invoke(app, repos, monkeypatch):
+    """infra/events/ingest_*.json (the `sam local invoke -e` samples) all succeed, in order. The
+    import window is relative to now: the clock is pinned so the recurring series' count is exact
+    whatever the date the suite runs on."""
+    from calroute.services import ingest as ingest_mod
     from support.apigw import LambdaContext as Ctx
+
+    real_window = ingest_mod.import_window
+    monkeypatch.setattr(ingest_mod, "import_window", lambda back, fwd, now=None: real_window(
+        back, fwd, now=datetime(2026, 3, 1, tzinfo=timezone.utc)))
 
     names = ["events", "correction", "calendar_put", "import", "import_base64"]
     out = {}
@@ -128,8 +134,8 @@ def test_sample_events_for_sam_local_invoke(app, repos):
         assert resp["statusCode"] == 200, (name, resp["body"])
         out[name] = json.loads(resp["body"])
     assert repos.events.get_event("demo", "evt-2").calendar_id == "health"
-    # the weekly series (8) is inside the import window until 2028; the single event always counts
-    assert out["import"]["vevents"] == 2 and out["import"]["events"] in (9, 1)
+    # on the pinned date the weekly series (8) is inside the import window, plus the single event
+    assert out["import"]["vevents"] == 2 and out["import"]["events"] == 9
     assert out["import_base64"]["events"] == 21
     assert repos.events.count_events("demo") == 3 + out["import"]["events"] + 21
     assert {c.calendar_id: c.name for c in repos.users.calendars("demo")}["gym"] == "Gym"
@@ -348,10 +354,8 @@ def test_openapi_schema_documents_the_routes(app):
     assert paths["/v1/users/{userId}/events"].post.summary == "Upsert labelled events"
 
 
-def test_ingest_timing_is_reasonable(app):
-    """Not a benchmark: 500 events (the default limit) go through the handler in well under a Lambda
-    timeout even against in-process moto."""
-    t = time.perf_counter()
+def test_a_full_batch_of_500_events_goes_through(app):
+    """500 events (the default limit) in one request; how long it takes is measured in bench/, not
+    asserted here."""
     status, _, body = post_events(app, [ev(i) for i in range(500)])
     assert status == 200 and body["upserted"] == 500
-    assert time.perf_counter() - t < 30

@@ -92,7 +92,8 @@ def test_train_starts_a_one_user_execution(api, monkeypatch, fresh_settings):
 def test_promote_and_rollback_are_conditional_and_audited(api):
     v1 = install_model("alice", calendars=("home", "work"), n=1)
     v2 = _validated("alice", 2)
-    status, _, body = api("POST", f"/v1/users/alice/models/{v2['version']}/promote", body={"reason": "better on mobile"})
+    status, _, body = api("POST", f"/v1/users/alice/models/{v2['version']}/promote", body={"reason": "better on mobile"},
+                          user="ops")
     assert status == 200, body
     assert body == {"user_id": "alice", "active_version": v2["version"], "previous_version": v1["version"],
                     "rolled_back_from": None, "changed": True}
@@ -102,9 +103,9 @@ def test_promote_and_rollback_are_conditional_and_audited(api):
     assert [v["version"] for v in listing["versions"]] == [v2["version"], v1["version"]]  # newest first
     assert all("holdout_event_ids" not in v for v in listing["versions"])
     manual = [a for a in listing["audit"] if a["action"] == "manual_promote"]
-    assert manual and manual[0]["actor"] == "dev:alice" and manual[0]["reason"] == "better on mobile"
+    assert manual and manual[0]["actor"] == "dev:ops" and manual[0]["reason"] == "better on mobile"
 
-    status, _, body = api("POST", "/v1/users/alice/models/rollback", body={"reason": "complaints"})
+    status, _, body = api("POST", "/v1/users/alice/models/rollback", body={"reason": "complaints"}, user="ops")
     assert status == 200 and body["active_version"] == v1["version"] and body["rolled_back_from"] == v2["version"]
     reg = DynamoRegistry(settings().registry_table)
     assert reg.get_version("alice", v2["version"])["status"] == "rolled_back"
@@ -115,20 +116,51 @@ def test_promote_and_rollback_are_conditional_and_audited(api):
 def test_promote_refusals(api):
     install_model("alice", calendars=("home", "work"), n=1)
     cand = install_model("alice", calendars=("home", "work"), n=2, activate=False)  # never validated
-    status, _, body = api("POST", f"/v1/users/alice/models/{cand['version']}/promote", body={"reason": "x"})
+    status, _, body = api("POST", f"/v1/users/alice/models/{cand['version']}/promote", body={"reason": "x"}, user="ops")
     assert status == 409 and body["error"] == "not_validated"
-    status, _, body = api("POST", f"/v1/users/alice/models/{version(9)}/promote")
+    status, _, body = api("POST", f"/v1/users/alice/models/{version(9)}/promote", user="ops")
     assert status == 404
-    status, _, body = api("POST", f"/v1/users/alice/models/{cand['version']}/promote", raw_body="[1,")
+    status, _, body = api("POST", f"/v1/users/alice/models/{cand['version']}/promote", raw_body="[1,", user="ops")
     assert status == 400 and body["field"] == "body"
-    status, _, body = api("POST", f"/v1/users/alice/models/{cand['version']}/promote", body={"reason": 5})
+    status, _, body = api("POST", f"/v1/users/alice/models/{cand['version']}/promote", body={"reason": 5}, user="ops")
     assert status == 400 and body["field"] == "reason"
-    status, _, body = api("POST", "/v1/users/bob/models/rollback", user="bob")
+    status, _, body = api("POST", "/v1/users/bob/models/rollback", user="ops")
     assert status == 404
-    status, _, body = api("POST", "/v1/users/alice/models/rollback")
+    status, _, body = api("POST", "/v1/users/alice/models/rollback", user="ops")
     assert status == 409 and body["error"] == "no_previous_version"
 
 
+def test_promote_and_rollback_are_operator_only(api):
+    """Who may change a model is explicit: a user may read their models, not promote or roll back
+    (not even a validated version: champion/challenger decides, operators override)."""
+    v1 = install_model("alice", calendars=("home", "work"), n=1)
+    v2 = _validated("alice", 2)
+    for path in (f"/v1/users/alice/models/{v2['version']}/promote", "/v1/users/alice/models/rollback"):
+        status, _, body = api("POST", path, body={"reason": "I prefer it"})
+        assert status == 403 and body["error"] == "forbidden" and "operators only" in body["message"], path
+    assert DynamoRegistry(settings().registry_table).active("alice")["version"] == v1["version"]
+    status, _, _ = api("GET", "/v1/users/alice/models")
+    assert status == 200
+
+
+def test_rollback_walks_the_history_and_never_flips(api):
+    """v1 → v2 → v3; rollback → v2, rollback → v1, rollback → 409 (nothing older). The second
+    rollback used to re-activate the version just rolled back (ACTIVE's previous_version)."""
+    v1 = install_model("alice", calendars=("home", "work"), n=1)
+    v2 = install_model("alice", calendars=("home", "work"), n=2)
+    v3 = install_model("alice", calendars=("home", "work"), n=3)
+    seen = []
+    for _ in range(2):
+        status, _, body = api("POST", "/v1/users/alice/models/rollback", body={"reason": "r"}, user="ops")
+        assert status == 200, body
+        seen.append((body["rolled_back_from"], body["active_version"]))
+    assert seen == [(v3["version"], v2["version"]), (v2["version"], v1["version"])]
+    status, _, body = api("POST", "/v1/users/alice/models/rollback", body={"reason": "r"}, user="ops")
+    assert status == 409 and body["error"] == "no_previous_version"
+    reg = DynamoRegistry(settings().registry_table)
+    assert reg.active("alice")["version"] == v1["version"]
+    assert {v["version"]: v["status"] for v in reg.versions("alice")} == {
+        v1["version"]: "active", v2["version"]: "rolled_back", v3["version"]: "rolled_back"}
 def test_promote_loses_a_race_with_409_and_no_lost_update(api, monkeypatch):
     v1 = install_model("alice", calendars=("home", "work"), n=1)
     v2 = _validated("alice", 2)
@@ -143,7 +175,7 @@ def test_promote_loses_a_race_with_409_and_no_lost_update(api, monkeypatch):
         return real_active(self, user_id, consistent)
 
     monkeypatch.setattr(DynamoRegistry, "active", stale_active)
-    status, _, body = api("POST", f"/v1/users/alice/models/{v2['version']}/promote", body={"reason": "x"})
+    status, _, body = api("POST", f"/v1/users/alice/models/{v2['version']}/promote", body={"reason": "x"}, user="ops")
     assert status == 409 and body["error"] == "active_changed"
     assert real_active(DynamoRegistry(settings().registry_table), "alice")["version"] == v3["version"]
 
@@ -152,7 +184,7 @@ def test_promote_refuses_a_version_whose_model_object_is_gone(api):
     install_model("alice", calendars=("home", "work"), n=1)
     v2 = _validated("alice", 2)
     wiring.stores(settings()).models.delete(v2["s3_key"])
-    status, _, body = api("POST", f"/v1/users/alice/models/{v2['version']}/promote")
+    status, _, body = api("POST", f"/v1/users/alice/models/{v2['version']}/promote", user="ops")
     assert status == 409 and body["error"] == "model_unavailable"
 
 

@@ -52,17 +52,17 @@ def test_audit_trail_records_actor_time_reason_for_promote_and_rollback(models_a
     v1 = install_model("alice", calendars=("home", "work"), n=1)
     v2 = _validated("alice", 2)
     status, _, _ = models_api("POST", f"/v1/users/alice/models/{v2['version']}/promote",
-                              body={"reason": "better on  mobile"})
+                              body={"reason": "better on  mobile"}, user="ops")
     assert status == 200
-    status, _, _ = models_api("POST", "/v1/users/alice/models/rollback", body={"reason": "user complaints"})
+    status, _, _ = models_api("POST", "/v1/users/alice/models/rollback", body={"reason": "user complaints"}, user="ops")
     assert status == 200
     status, _, listing = models_api("GET", "/v1/users/alice/models")
     assert status == 200 and listing["active_version"] == v1["version"]
     by_action = {a["action"]: a for a in listing["audit"]}
     promote, rollback = by_action["manual_promote"], by_action["rollback"]
-    assert promote["actor"] == "dev:alice" and promote["reason"] == "better on mobile"  # whitespace folded
+    assert promote["actor"] == "dev:ops" and promote["reason"] == "better on mobile"  # whitespace folded
     assert (promote["from_version"], promote["to_version"]) == (v1["version"], v2["version"])
-    assert rollback["actor"] == "dev:alice" and rollback["reason"] == "user complaints"
+    assert rollback["actor"] == "dev:ops" and rollback["reason"] == "user complaints"
     assert (rollback["from_version"], rollback["to_version"]) == (v2["version"], v1["version"])
     assert _recent(promote["at"], t0) and _recent(rollback["at"], t0) and promote["at"] <= rollback["at"]
     # newest first
@@ -73,11 +73,11 @@ def test_audit_trail_records_actor_time_reason_for_promote_and_rollback(models_a
 def test_rollback_without_reason_is_audited_with_a_default(models_api):
     install_model("alice", calendars=("home", "work"), n=1)
     v2 = _validated("alice", 2)
-    assert models_api("POST", f"/v1/users/alice/models/{v2['version']}/promote")[0] == 200
-    assert models_api("POST", "/v1/users/alice/models/rollback")[0] == 200
+    assert models_api("POST", f"/v1/users/alice/models/{v2['version']}/promote", user="ops")[0] == 200
+    assert models_api("POST", "/v1/users/alice/models/rollback", user="ops")[0] == 200
     trail = DynamoRegistry(settings().registry_table).audit_trail("alice")
     rb = [a for a in trail if a["action"] == "rollback"]
-    assert rb and rb[0]["reason"] == "rollback" and rb[0]["actor"] == "dev:alice" and rb[0]["at"]
+    assert rb and rb[0]["reason"] == "rollback" and rb[0]["actor"] == "dev:ops" and rb[0]["at"]
 
 
 def test_a_lost_race_is_refused_and_audited(models_api, monkeypatch):
@@ -90,15 +90,15 @@ def test_a_lost_race_is_refused_and_audited(models_api, monkeypatch):
         item = real_active(self, user_id, consistent)
         return {**item, "version": v1["version"]} if item else item
 
-    assert models_api("POST", f"/v1/users/alice/models/{v2['version']}/promote")[0] == 200
+    assert models_api("POST", f"/v1/users/alice/models/{v2['version']}/promote", user="ops")[0] == 200
     monkeypatch.setattr(DynamoRegistry, "active", stale)
     status, _, body = models_api("POST", f"/v1/users/alice/models/{v3['version']}/promote",
-                                 body={"reason": "try v3"}, user="alice")
+                                 body={"reason": "try v3"}, user="ops")
     assert status == 409 and body["error"] == "active_changed"
     monkeypatch.setattr(DynamoRegistry, "active", real_active)
     trail = DynamoRegistry(settings().registry_table).audit_trail("alice")
     lost = [a for a in trail if a["action"] == "manual_promote_conflict"]
-    assert lost and lost[0]["actor"] == "dev:alice" and lost[0]["reason"] == "try v3"
+    assert lost and lost[0]["actor"] == "dev:ops" and lost[0]["reason"] == "try v3"
     assert lost[0]["version"] == v3["version"] and lost[0]["expected_version"] == v1["version"]
     assert DynamoRegistry(settings().registry_table).active("alice")["version"] == v2["version"]  # no lost update
 

@@ -36,7 +36,9 @@ EXPENSIVE_POSITIVE = {("POST", "/v1/users/{userId}/train"): 5, ("GET", "/v1/user
 
 
 def fuzz_settings(n: int) -> settings:
-    return settings(max_examples=n, deadline=None, database=None, phases=[Phase.generate],
+    """Random each run (new cases every CI run), and replayable: a failure prints the
+    ``@reproduce_failure`` blob, and the examples database (``.hypothesis/``) keeps it for a re-run."""
+    return settings(max_examples=n, deadline=None, print_blob=True, phases=[Phase.generate, Phase.reuse],
                     suppress_health_check=list(HealthCheck), derandomize=False)
 
 

@@ -136,7 +136,7 @@ def test_a_tenant_cannot_read_modify_or_use_anothers_data(handlers, fake_llm):
     assert "bob-private" not in prompt and "Bob's secret" not in prompt
     status, _, body = req(m, "models", "POST", f"/v1/users/alice/models/{bob_model['version']}/promote", "alice",
                           body={})
-    assert status in (404, 409) and DynamoRegistry(settings().registry_table).active("alice") is None
+    assert status == 403 and DynamoRegistry(settings().registry_table).active("alice") is None  # operators only
     status, _, body = req(m, "models", "GET", "/v1/users/alice/models", "alice")
     assert status == 200 and bob_model["version"] not in json.dumps(body)
     status, _, body = req(m, "stats", "GET", "/v1/users/alice/stats", "alice")

@@ -205,3 +205,29 @@ def test_storage_errors_fail_closed(env):
     store.get = boom
     cache = make()
     assert cache.get("alice").status == FAILED and rec.count("ModelLoadFailures") == 1
+
+
+def test_the_cache_charges_each_family_at_least_what_the_bench_measured():
+    """The memory charge per family against the RSS bench/model_selection.py measured for one
+    loaded session (bench/results/model_selection_spec1.json): never under, at most 25% over."""
+    import json
+    from pathlib import Path
+
+    from calroute.runtime import RSS_PER_ONNX_BYTE
+
+    rows = json.loads((Path(__file__).resolve().parents[2] / "bench" / "results"
+                       / "model_selection_spec1.json").read_text())["candidates"]
+    measured = {r["name"]: (r["onnx_bytes"], r["rss_per_session_bytes"]) for r in rows if r["name"] in RSS_PER_ONNX_BYTE}
+    assert set(measured) == set(RSS_PER_ONNX_BYTE)  # every family has a measurement
+    for family, (size, rss) in measured.items():
+        charge = RSS_PER_ONNX_BYTE[family] * size
+        assert rss <= charge <= 1.25 * rss, (family, size, rss, charge)
+
+
+def test_a_model_is_charged_by_its_family_and_novelty():
+    from calroute.runtime import NOVELTY_INDEX_BYTES, RSS_PER_ONNX_BYTE
+
+    model = OnnxModel.from_bytes(build_onnx(model_version=version(1), user="u1"))
+    family = model.metadata["calroute.family"]
+    extra = NOVELTY_INDEX_BYTES if model.novelty is not None else 0
+    assert model.memory_estimate == int(RSS_PER_ONNX_BYTE[family] * model.size_bytes) + extra

@@ -164,6 +164,33 @@ def test_a_confident_model_answers_alone_and_is_logged():
     assert sink.total("ModelCacheHit") == 1  # cached: no second load
 
 
+@pytest.mark.parametrize("rate", [0.0, 0.3, 1.0])
+def test_the_prediction_log_keeps_a_deterministic_share_by_event_id(rate):
+    """PREDICTION_LOG_SAMPLE_RATE: 0 logs nothing, 1 everything, in between a share decided by the
+    event id (crc32), the same on every container and every retry of the same event."""
+    import zlib
+
+    stores = fake_stores()
+    install(stores)
+    cfg = Settings(prediction_log_sample_rate=rate)
+    svc = wiring.predict_service(cfg, stores=stores, sink=Recorder(), invoker=None)
+    ids = [f"ev-{i}" for i in range(400)]
+    from calroute.schema import parse_event
+
+    svc.classify_events(U, [parse_event({**CONFIDENT, "event_id": i}) for i in ids])
+    kept = {eid for (_, eid) in stores.predictions.items}
+    assert kept == {i for i in ids if zlib.crc32(i.encode()) % 10_000 < int(rate * 10_000)}
+    if 0 < rate < 1:
+        assert abs(len(kept) / len(ids) - rate) < 0.07
+        again = fake_stores()
+        install(again)
+        wiring.predict_service(cfg, stores=again, sink=Recorder(), invoker=None).classify_events(
+            U, [parse_event({**CONFIDENT, "event_id": i}) for i in reversed(ids)])
+        assert {eid for (_, eid) in again.predictions.items} == kept  # same ids, whatever the order or batch
+    else:
+        assert len(kept) == int(rate * len(ids))
+
+
 def test_no_model_and_no_llm_is_none():
     svc = wiring.predict_service(CFG, stores=fake_stores(), invoker=None)
     out = svc.classify(U, CONFIDENT)
@@ -338,6 +365,31 @@ def test_gates_skip_and_a_tampered_candidate_is_rejected():
     out = tr.validate(out, stores, CFG)
     assert out["status"] == "rejected" and "sha256" in out["reason"]
     assert stores.registry.get_version("alice", out["version"])["rejected_stage"] == "validate"
+
+
+def test_validate_rejects_a_model_whose_labels_differ_from_its_registration():
+    """The registry's labels are what predict trusts for column order: a model object whose own
+    labels differ (a swapped or re-ordered export) never becomes valid."""
+    stores = fake_stores()
+    seed(stores, "alice")
+    out = tr.train_user({"user_id": "alice", "run_id": "r1"}, stores, CFG, trainer=FakeTrainer())
+    rec = stores.registry.get_version("alice", out["version"])
+    assert tr.check_candidate(rec, stores.models)["passed"] is True
+    swapped = {**rec, "labels": list(reversed(rec["labels"]))}
+    res = tr.check_candidate(swapped, stores.models)
+    assert res["passed"] is False and res["reason"] == "the model's labels differ from the registered labels"
+
+
+def test_training_reads_only_the_most_recent_max_train_events():
+    """MAX_TRAIN_EVENTS bounds what TrainUser loads (the newest, in time order)."""
+    stores = fake_stores()
+    events = seed(stores, "alice", per_calendar=50)  # 150 events
+    cfg = Settings(max_train_events=100)
+    got = tr.load_training_events("alice", stores, cfg)
+    kept = {e.event_id for e in got}
+    assert len(got) == 100 == len(kept) and [e.start for e in got] == sorted(e.start for e in got)
+    assert all(e.start <= got[0].start for e in events if e.event_id not in kept)  # the oldest are dropped
+    assert len(tr.load_training_events("alice", stores, CFG)) == 150
 
 
 def test_a_failed_registration_leaves_no_object_behind():

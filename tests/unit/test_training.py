@@ -267,3 +267,16 @@ def test_profiles_are_small_readable_json():
     assert "\n" not in line and line.startswith("30 events") and "Office" in line
     assert "Sat" in describe_profile(profiles["family"]) or "Sun" in describe_profile(profiles["family"])
     assert build_profiles([]) == {}
+
+
+def test_the_trainer_keeps_only_the_most_recent_max_train_events():
+    """TrainConfig.max_train_events: a model trained on more events learns from the newest only."""
+    from calroute.training import TrainConfig as _TC, train_user_model as _train
+    from support.models import make_events
+
+    events = make_events(("home", "work"), 60)  # 120 events
+    trained = _train(events, _TC(max_train_events=80, min_events=20), user_id="alice",
+                     version="v20261201000000-000001")
+    assert trained.metrics["n_events"] == 80
+    newest = {e.event_id for e in sorted(events, key=lambda e: e.start)[-80:]}
+    assert set(trained.holdout_event_ids) <= newest

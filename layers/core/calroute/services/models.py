@@ -165,16 +165,16 @@ class ModelsService:
                 "previous_version": pointer.get("previous_version") or None, "changed": True}
 
     def rollback(self, user_id: str, *, reason: str, actor: str) -> dict:
-        """POST /v1/users/<userId>/models/rollback: back to the version active before this one."""
+        """POST /v1/users/<userId>/models/rollback: back to the most recently active version before
+        this one that was not itself rolled back. Walks the history: two rollbacks go two versions
+        back (never a round trip), and with nothing older left it refuses (409)."""
         active = self.registry.active(user_id, consistent=True)
         if active is None:
             raise NotFound("the user has no active model", field="userId")
-        prev = active.get("previous_version") or ""
-        if not prev:
-            raise Conflict("the active model has no previous version to roll back to", code="no_previous_version")
-        record = self.registry.get_version(user_id, prev)
+        record = self._rollback_target(user_id, active)
         if record is None:
-            raise Conflict(f"the previous version {prev} is no longer in the registry", code="no_previous_version")
+            raise Conflict("there is no earlier version to roll back to (none was active before this one, "
+                           "or every one was rolled back)", code="no_previous_version")
         self._check_object(record)
         pointer = self._activate(user_id, record, expected=active["version"], actor=actor,
                                  reason=reason or "rollback", action="rollback")
@@ -183,6 +183,14 @@ class ModelsService:
         except Exception:  # noqa: BLE001 - the pointer (the part that matters) is already switched
             pass
         return {"user_id": user_id, "active_version": pointer["version"], "rolled_back_from": active["version"]}
+
+    def _rollback_target(self, user_id: str, active: dict) -> Optional[dict]:
+        """The version record a rollback re-activates: among versions that were active once
+        (``promoted_at``), not the current one and not rolled back, the most recently promoted."""
+        history = [v for v in self.registry.versions(user_id)
+                   if v.get("version") != active["version"] and v.get("promoted_at")
+                   and v.get("status") != "rolled_back"]
+        return max(history, key=lambda v: (str(v["promoted_at"]), v["version"]), default=None)
 
 
 def clean_reason(value: Any) -> str:
