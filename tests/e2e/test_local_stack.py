@@ -185,3 +185,90 @@ def test_readme_curl_examples_work(stack, demo, trained):
     while sfn.list_executions(stateMachineArn=stack.emulator.state_machine_arn,
                               statusFilter="RUNNING")["executions"] and time.monotonic() < deadline:
         time.sleep(0.2)
+
+
+# ----------------------------------------------------------------------------- the data lifecycle (issue 17)
+# Last in this module: they delete a calendar of the demo user, export it, and erase it.
+
+
+def _wait_for(client, arn: str) -> dict:
+    deadline = time.monotonic() + 300
+    while True:
+        info = client.local_run(arn)
+        if info["status"] != "RUNNING" or time.monotonic() > deadline:
+            return info
+        time.sleep(0.2)  # polling a real state machine execution; not timing anything
+
+
+def _everything_of(stack, user: str) -> list:
+    import json as _json
+
+    ddb, s3 = stack.emulator.client("dynamodb"), stack.emulator.client("s3")
+    res = stack.emulator.resolver
+    found = []
+    for logical in res.of_type("AWS::DynamoDB::Table"):
+        for page in ddb.get_paginator("scan").paginate(TableName=res.physical_name(logical)):
+            found += [(logical, i) for i in page["Items"] if user in _json.dumps(i)]
+    bucket = res.physical_name("ModelBucket")
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket):
+        for v in (page.get("Versions") or []) + (page.get("DeleteMarkers") or []):
+            body = s3.get_object(Bucket=bucket, Key=v["Key"], VersionId=v["VersionId"])["Body"].read() if "Size" in v else b""
+            if user in v["Key"] or user.encode() in body:
+                found.append(("bucket", v["Key"]))
+    return found
+
+
+def test_data_lifecycle_over_http(stack, demo, trained, tmp_path):
+    import json as _json
+
+    from calroute_dev import cli
+    from calroute.services.lifecycle import replay
+
+    c = stack.client(demo.user)
+    user = demo.user
+    cals = c.call("GET", c.user_path(user, "calendars"))["calendars"]
+    assert {x["calendar_id"] for x in cals} == set(demo.seen) and all(x["events"] > 0 for x in cals)
+    page = c.call("GET", c.user_path(user, "events") + "?limit=5")
+    assert page["count"] == 5 and page["next_cursor"]
+
+    # delete the calendar the model answers most with: no classify answer names it afterwards
+    victim = max(demo.unseen, key=lambda k: len(demo.unseen[k]))
+    batch = [{k: v for k, v in e.to_flat().items() if k != "calendar_id"} for e in demo.unseen[victim]][:100]
+    before = c.classify_batch(user, batch)["results"]
+    assert sum(r["calendar_id"] == victim for r in before) > 0
+    out = c.call("DELETE", c.user_path(user, "calendars", victim))
+    assert out["deleted"] and out["retrain_requested"]
+    for r in c.classify_batch(user, batch)["results"]:
+        assert r["calendar_id"] != victim and victim not in {a["calendar_id"] for a in r["alternatives"]}
+    import re as _re
+
+    # an id that needs no percent-encoding in a path (ICS UIDs often carry '@')
+    stored = c.call("GET", c.user_path(user, "events") + "?limit=200")["events"]  # after the calendar went
+    plain = next(e["event_id"] for e in stored if _re.fullmatch(r"[A-Za-z0-9_.-]+", e["event_id"]))
+    assert c.call("DELETE", c.user_path(user, "events", plain))["deleted"] is True
+    r = c.request("DELETE", c.user_path(user, "events", plain))
+    assert r.status == 404 and r.json()["error"] == "event_not_found"
+
+    # export (CLI) -> ingest into a new user -> it trains the same calendars
+    dump = tmp_path / "export.jsonl"
+    assert cli.main(["export", "--user", user, "--out", str(dump), "--aws-port", str(stack.aws_port)]) == 0
+    lines = [_json.loads(x) for x in dump.read_text(encoding="utf-8").splitlines()]
+    assert {"event", "calendar", "model", "prediction"} <= {x["type"] for x in lines}
+    calendars, events = replay(lines)
+    clone = "e2e_clone"
+    cc = stack.client(clone)
+    for cal in calendars:
+        cc.put_calendar(clone, cal.calendar_id, cal.name, cal.description)
+    for i in range(0, len(events), 500):
+        cc.ingest(clone, events[i:i + 500])
+    assert _wait_for(cc, cc.train(clone)["execution_arn"])["status"] == "SUCCEEDED"
+    assert sorted(cc.model(clone)["labels"]) == sorted(set(demo.seen) - {victim})
+
+    # erase: nothing of the user in any table or object version; again is fine; the clone is untouched
+    clone_before = _everything_of(stack, clone)
+    out = c.call("DELETE", c.user_path(user))
+    assert out["erased"] and out["removed"]["events"] > 0 and out["removed"]["model_objects"] > 0
+    assert _everything_of(stack, user) == []
+    assert c.call("DELETE", c.user_path(user))["total"] == 0
+    assert _everything_of(stack, clone) == clone_before
+    assert c.model(user)["status"] == "no_model"

@@ -355,3 +355,115 @@ def test_batch_write_retries_unprocessed_items():
 
     with pytest.raises(ServiceUnavailable):
         batch_write(Stuck(), "t", [{"PutRequest": {"Item": {"i": 1}}}], sleep=lambda s: None)
+
+
+# ----------------------------------------------------------------------------- the user's data lifecycle
+
+
+def _object_versions(stores, prefix: str) -> list:
+    """Every object version and delete marker under ``prefix`` (S3's versioned listing, or the fake's)."""
+    if hasattr(stores.models, "history"):
+        return stores.models.all_versions(prefix)
+    s3 = stores.models.t.s3
+    out = []
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=stores.models.bucket, Prefix=prefix):
+        out += [(v["Key"], v["VersionId"]) for v in (page.get("Versions") or []) + (page.get("DeleteMarkers") or [])]
+    return out
+
+
+def test_event_index_batch_get_and_deletes(stores):
+    repo = stores.events
+    repo.put_events("alice", [_ev(i, "work" if i % 2 else "home") for i in range(30)])
+    repo.put_events("bob", [_ev(1)])
+    index = repo.event_index("alice")
+    assert len(index) == 30 and index[0] == ("e0", "2026-03-02T09:00:00+00:00", "home")
+    assert sorted(e.event_id for e in repo.get_events("alice", ["e3", "e1", "missing", "e3"])) == ["e1", "e3"]
+    assert repo.delete_events("alice", ["e1", "e2", "missing"]) == 2
+    assert repo.delete_events("alice", ["e1"]) == 0  # idempotent
+    assert repo.count_events("alice") == 28
+    assert repo.delete_user("alice") == 28 and repo.delete_user("alice") == 0
+    assert repo.event_index("alice") == [] and repo.count_events("bob") == 1
+
+
+def test_user_lifecycle_items(stores):
+    users = stores.users
+    users.bump("alice", events=3, calendars={"work": 2, "home": 1})
+    users.put_calendar("alice", CalendarInfo(calendar_id="work", name="Work"))
+    users.put_calendar("alice", CalendarInfo(calendar_id="home"))
+    users.record_correction("alice", "e1", old="work", new="home", prediction=None)
+    users.record_correction("alice", "e2", old="work", new="home", prediction=None)
+    users.put_calendar("bob", CalendarInfo(calendar_id="work"))
+    assert [c["event_id"] for c in users.corrections("alice")] == ["e1", "e2"]
+    assert users.delete_corrections("alice", ["e1", "zz"]) == 1
+    assert [c["event_id"] for c in users.corrections("alice")] == ["e2"]
+    assert users.delete_calendar("alice", "work") is True and users.delete_calendar("alice", "work") is False
+    assert [c.calendar_id for c in users.calendars("alice")] == ["home"]
+    p = users.profile("alice")
+    assert "calev#work" not in p and p["calev#home"] == 1
+    users.mark_calendar_removed("alice", "work", at="2026-05-01T00:00:00+00:00")
+    assert users.removed_calendars("alice") == {"work": "2026-05-01T00:00:00+00:00"}
+    assert [c.calendar_id for c in users.calendars("alice")] == ["home"]  # a tombstone is no calendar
+    users.request_retrain("alice", at="2026-05-01T00:00:00+00:00", reason="calendar work deleted")
+    p = users.profile("alice")
+    assert p["retrain_requested_at"] == "2026-05-01T00:00:00+00:00" and p["events_total"] == 3
+    # profile, 1 calendar, 1 tombstone, 1 correction
+    assert users.delete_user("alice") == 4 and users.delete_user("alice") == 0
+    assert users.profile("alice") == {} and users.removed_calendars("alice") == {}
+    assert [c.calendar_id for c in users.calendars("bob")] == ["work"]
+
+
+def test_registry_erase_scrubs_runs_and_keeps_an_erasure_audit(stores):
+    reg = stores.registry
+    reg.put_version("alice", V1, _record(V1))
+    reg.activate("alice", _record(V1), expected_version=None, actor="t", reason="r")
+    reg.put_version("bob", V1, _record(V1))
+    reg.put_run("r1", {"failures": [{"user_id": "alice", "stage": "x"}, {"user_id": "bob", "stage": "y"}],
+                       "rejections": []})
+    reg.put_run("r2", {"failures": [{"user_id": "bob", "stage": "y"}]})
+    assert reg.delete_user("alice") == 3  # ACTIVE, version, audit
+    assert reg.active("alice") is None and reg.versions("alice") == [] and reg.audit_trail("alice") == []
+    assert reg.delete_user("alice") == 0 and len(reg.versions("bob")) == 1
+    assert reg.scrub_runs("alice") == 1 and reg.scrub_runs("alice") == 0
+    assert reg.get_run("r1")["failures"] == [{"user_id": "bob", "stage": "y"}]
+    reg.put_erasure({"action": "erase", "at": "2026-05-01T00:00:00.000+00:00", "user_hash": "h1",
+                     "removed": {"events": 2}, "total": 2})
+    reg.put_erasure({"action": "erase", "at": "2026-05-01T00:00:01.000+00:00", "user_hash": "h2", "removed": {},
+                     "total": 0})
+    got = reg.erasures()
+    assert [g["user_hash"] for g in got] == ["h2", "h1"] and got[1]["removed"] == {"events": 2}
+    assert all("user_id" not in {k: v for k, v in g.items() if v != "_erasure"} for g in got)
+
+
+def test_model_blobs_erase_every_version_and_scrub_manifests(stores):
+    blobs = stores.models
+    blobs.put("alice", V1, b"one")
+    blobs.put("alice", V1, b"two")  # a second version of the same key
+    blobs.put("alice", V2, b"x", ".parity.npz")
+    blobs.delete(blobs.key("alice", V2, ".parity.npz"))  # a delete marker
+    blobs.put("bob", V1, b"bob")
+    blobs.put_json("runs/r1/users.json", [{"user_id": "alice", "run_id": "r1"}])
+    blobs.put_json("runs/r1/users.json", [{"user_id": "bob", "run_id": "r1"}])
+    blobs.put_json("runs/r2/users.json", [{"user_id": "bob", "run_id": "r2"}])
+    assert len(_object_versions(stores, "models/alice/")) == 4
+    assert blobs.delete_user("alice") == 4 and blobs.delete_user("alice") == 0
+    assert _object_versions(stores, "models/alice/") == []
+    assert len(_object_versions(stores, "models/bob/")) == 1
+    assert blobs.scrub_manifests("alice") >= 1 and blobs.scrub_manifests("alice") == 0
+    # the version naming her is gone, the later one (bob only) stays
+    assert len(_object_versions(stores, "runs/r1/")) == 1
+    assert blobs.get_json("runs/r1/users.json") == [{"user_id": "bob", "run_id": "r1"}]
+    assert blobs.get_json("runs/r2/users.json") == [{"user_id": "bob", "run_id": "r2"}]
+
+
+def test_prediction_log_and_usage_erase(stores):
+    log, usage = stores.predictions, stores.usage
+    log.put_many("alice", [_pred("e1"), _pred("e2"), _pred("e3")])
+    log.put_many("bob", [_pred("e1")])
+    assert log.delete("alice", ["e1", "zz"]) == 1 and log.get("alice", "e1") is None
+    assert log.delete_user("alice") == 2 and log.delete_user("alice") == 0
+    assert log.since("alice", "") == [] and log.get("bob", "e1")
+    usage.add("alice", usd=0.5, input_tokens=1, output_tokens=1)
+    usage.add("bob", usd=0.25, input_tokens=1, output_tokens=1)
+    assert usage.delete_user("alice") == 1 and usage.delete_user("alice") == 0
+    assert usage.spent("alice") == 0 and usage.spent("bob") == 0.25
+    assert usage.spent(GLOBAL_PK) == 0.75 and usage.delete_user(GLOBAL_PK) == 0

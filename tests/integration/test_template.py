@@ -31,6 +31,7 @@ FUNCTIONS = {
     "ValidateFunction": ("functions/validate", ["CoreLayer", "InferenceLayer"]),
     "PromoteFunction": ("functions/promote", ["CoreLayer", "InferenceLayer"]),
     "SummarizeFunction": ("functions/summarize", ["CoreLayer"]),
+    "DataFunction": ("functions/data", ["CoreLayer"]),
 }
 
 ROUTES = {
@@ -49,6 +50,11 @@ ROUTES = {
     ("POST", "/v1/users/{userId}/models/{version}/promote"): "ModelsFunction",
     ("POST", "/v1/users/{userId}/models/rollback"): "ModelsFunction",
     ("GET", "/v1/openapi.json"): "ModelsFunction",
+    ("GET", "/v1/users/{userId}/calendars"): "DataFunction",
+    ("GET", "/v1/users/{userId}/events"): "DataFunction",
+    ("DELETE", "/v1/users/{userId}/events/{eventId}"): "DataFunction",
+    ("DELETE", "/v1/users/{userId}/calendars/{calendarId}"): "DataFunction",
+    ("DELETE", "/v1/users/{userId}"): "DataFunction",
 }
 
 DDB_READ = {"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:Scan"}
@@ -211,20 +217,52 @@ def test_only_training_writes_models_and_only_plan_writes_runs():
     assert holders("bucket:models/*", "s3:DeleteObject") == {"TrainUserFunction"}
     for fn in FUNCTIONS:
         for t, actions in grants(fn).items():
-            if t.startswith("bucket:"):
+            if t.startswith("bucket:") and fn != "DataFunction":  # erasure: test_only_the_data_function_deletes
                 assert actions <= {"s3:GetObject", "s3:PutObject", "s3:DeleteObject"}, (fn, t, actions)
                 if fn != "TrainUserFunction":
                     assert "s3:DeleteObject" not in actions
 
 
+DDB_DELETE = {"dynamodb:DeleteItem", "dynamodb:BatchWriteItem"}
+TABLES = ("EventsTable", "UsersTable", "RegistryTable", "PredictionsTable", "UsageTable")
+
+
+def test_only_the_data_function_deletes():
+    """Issue 17: deleting (items, object versions) is the DataFunction's alone. BatchWriteItem cannot be
+    limited to puts by IAM, so the two functions that batch-*upsert* keep it on their own table only
+    (ingest: events; predict: the prediction log) — and their code never sends a DeleteRequest."""
+    for table in TABLES:
+        deleters = {fn for fn in FUNCTIONS if "dynamodb:DeleteItem" in grants(fn).get(f"table:{table}", set())}
+        assert deleters <= {"DataFunction"}, f"{table}: DeleteItem held by {sorted(deleters)}"
+        batch = {fn for fn in FUNCTIONS if "dynamodb:BatchWriteItem" in grants(fn).get(f"table:{table}", set())}
+        upserters = {"EventsTable": {"IngestFunction"}, "PredictionsTable": {"PredictFunction"}}.get(table, set())
+        assert batch == {"DataFunction"} | upserters, f"{table}: BatchWriteItem held by {sorted(batch)}"
+    g = grants("DataFunction")
+    assert set().union(*(g[f"table:{t}"] for t in TABLES)) >= DDB_DELETE
+    for action in ("s3:DeleteObjectVersion", "s3:ListBucketVersions"):
+        holders_ = {fn for fn in FUNCTIONS for a in grants(fn).values() if action in a}
+        assert holders_ == {"DataFunction"}, (action, holders_)
+    assert g["bucket:models/*"] == {"s3:DeleteObjectVersion"}  # never reads or writes a model
+    assert g["bucket:runs/*"] == {"s3:GetObject", "s3:GetObjectVersion", "s3:DeleteObjectVersion"}
+    assert g["AWS::S3::Bucket:ModelBucket"] == {"s3:ListBucketVersions"}
+    listing = next(st for st in statements("DataFunction") if st["Action"] == "s3:ListBucketVersions")
+    assert listing["Condition"]["StringLike"]["s3:prefix"] == ["models/*", "runs/*"]
+    assert "dynamodb:Scan" not in set().union(*g.values())  # one user's partition at a time
+    assert ref(RES["DataFunction"]["Properties"]["Environment"]["Variables"]["ERASURE_HMAC_KEY_PARAM"]) == (
+        "ErasureKeyParameter")
+    for fn in ("IngestFunction", "PredictFunction"):  # batch writes there are upserts only
+        src = (ROOT / FUNCTIONS[fn][0] / "app.py").read_text(encoding="utf-8")
+        assert "DeleteRequest" not in src
+
+
 def test_table_access_matrix():
     expected_writers = {
-        "EventsTable": {"IngestFunction"},
-        "UsersTable": {"IngestFunction"},
-        "PredictionsTable": {"IngestFunction", "PredictFunction"},
-        "UsageTable": {"LlmFallbackFunction"},
+        "EventsTable": {"IngestFunction", "DataFunction"},
+        "UsersTable": {"IngestFunction", "DataFunction"},
+        "PredictionsTable": {"IngestFunction", "PredictFunction", "DataFunction"},
+        "UsageTable": {"LlmFallbackFunction", "DataFunction"},
         "RegistryTable": {"ModelsFunction", "TrainUserFunction", "ValidateFunction", "PromoteFunction",
-                          "SummarizeFunction",
+                          "SummarizeFunction", "DataFunction",
                           # the drift monitor's flags only (condition on dynamodb:Attributes; test_ops.py)
                           "PlanFunction"},
     }

@@ -25,7 +25,7 @@ from typing import Any, Iterable, Iterator, Optional
 
 from calroute.adapters.dynamo.base import from_ddb, to_ddb
 from calroute.errors import Conflict, ModelIntegrityError, NotFound
-from calroute.ports import GLOBAL_PK, RUN_PK, Stores
+from calroute.ports import ERASURE_PK, GLOBAL_PK, RUN_PK, Stores
 from calroute.schema import CalendarInfo, Event, parse_event
 
 
@@ -84,6 +84,27 @@ class FakeEventStore:
     def count_events(self, user_id: str) -> int:
         return len(self.items.get(user_id, {}))
 
+    # --- the user's data lifecycle
+    def event_index(self, user_id: str) -> list[tuple[str, str, str]]:
+        out = []
+        for eid, (data, _, _) in sorted(self.items.get(user_id, {}).items()):
+            ev = parse_event(json.loads(data))
+            out.append((eid, ev.start_utc.isoformat(), ev.calendar_id or ""))
+        return out
+
+    def get_events(self, user_id: str, event_ids: Iterable[str]) -> list[Event]:
+        rows = self.items.get(user_id, {})
+        return [parse_event(json.loads(rows[e][0])) for e in dict.fromkeys(event_ids) if e in rows]
+
+    def delete_events(self, user_id: str, event_ids: Iterable[str]) -> int:
+        with self._lock:
+            rows = self.items.get(user_id, {})
+            return sum(rows.pop(e, None) is not None for e in set(event_ids))
+
+    def delete_user(self, user_id: str) -> int:
+        with self._lock:
+            return len(self.items.pop(user_id, {}))
+
 
 class FakeUserStore:
     """:class:`calroute.ports.UserStore`: profile items, calendars and corrections per user."""
@@ -91,7 +112,8 @@ class FakeUserStore:
     def __init__(self) -> None:
         self.profiles: dict[str, dict] = {}
         self.cals: dict[str, dict[str, CalendarInfo]] = {}
-        self.corrections: dict[str, list[dict]] = {}
+        self.corr: dict[str, list[dict]] = {}
+        self.removed: dict[str, dict[str, str]] = {}
         self._lock = threading.Lock()
 
     def bump(self, user_id: str, *, events: int = 0, corrections: int = 0, calendars=None) -> None:
@@ -129,8 +151,43 @@ class FakeUserStore:
                 "predicted_model_version": prediction.get("model_version") or "",
                 "predicted_source": prediction.get("source") or "log",
             })
-        self.corrections.setdefault(user_id, []).append(stored(item))
+        self.corr.setdefault(user_id, []).append(stored(item))
         return item
+
+    # --- the user's data lifecycle
+    def corrections(self, user_id: str) -> list[dict]:
+        return sorted((stored(c) for c in self.corr.get(user_id, [])), key=lambda c: c["sk"])
+
+    def delete_corrections(self, user_id: str, event_ids: Iterable[str]) -> int:
+        wanted = set(event_ids)
+        with self._lock:
+            rows = self.corr.get(user_id, [])
+            kept = [c for c in rows if c.get("event_id") not in wanted]
+            self.corr[user_id] = kept
+            return len(rows) - len(kept)
+
+    def delete_calendar(self, user_id: str, calendar_id: str) -> bool:
+        with self._lock:
+            existed = self.cals.get(user_id, {}).pop(calendar_id, None) is not None
+            self.profiles.get(user_id, {}).pop(f"calev#{calendar_id}", None)
+        return existed
+
+    def mark_calendar_removed(self, user_id: str, calendar_id: str, *, at: str) -> None:
+        self.removed.setdefault(user_id, {})[calendar_id] = at
+
+    def removed_calendars(self, user_id: str) -> dict[str, str]:
+        return dict(self.removed.get(user_id, {}))
+
+    def request_retrain(self, user_id: str, *, at: str, reason: str) -> None:
+        with self._lock:
+            p = self.profiles.setdefault(user_id, {"user_id": user_id, "sk": "PROFILE", "created_at": at})
+            p.update(retrain_requested_at=at, retrain_reason=reason[:200], updated_at=at)
+
+    def delete_user(self, user_id: str) -> int:
+        with self._lock:
+            n = (len(self.cals.pop(user_id, {})) + len(self.removed.pop(user_id, {}))
+                 + len(self.corr.pop(user_id, [])) + (self.profiles.pop(user_id, None) is not None))
+        return n
 
 
 class FakeRegistry:
@@ -236,12 +293,59 @@ class FakeRegistry:
         return list(reversed(self._query(RUN_PK)))[:limit]
 
 
+    # --- the user's data lifecycle
+    def delete_user(self, user_id: str) -> int:
+        with self._lock:
+            keys = sorted((k for k in self.items if k[0] == user_id), key=lambda k: k[1] != "ACTIVE")
+            for k in keys:
+                del self.items[k]
+        return len(keys)
+
+    def scrub_runs(self, user_id: str) -> int:
+        n = 0
+        with self._lock:
+            for (pk, _), item in self.items.items():
+                if pk != RUN_PK:
+                    continue
+                changed = False
+                for field in ("failures", "rejections"):
+                    entries = item.get(field)
+                    if isinstance(entries, list):
+                        kept = [e for e in entries if not (isinstance(e, dict) and e.get("user_id") == user_id)]
+                        changed |= len(kept) != len(entries)
+                        item[field] = kept
+                n += changed
+        return n
+
+    def put_erasure(self, record: dict) -> None:
+        ts = record.get("at") or now_iso()
+        sk = f"ERASE#{ts}#{random.randrange(16**4):04x}"
+        with self._lock:
+            self.items[(ERASURE_PK, sk)] = stored({"user_id": ERASURE_PK, "sk": sk, **record, "at": ts})
+
+    def erasures(self, limit: int = 50) -> list[dict]:
+        return list(reversed(self._query(ERASURE_PK)))[:limit]
+
+
 class FakeModelBlobs:
     """:class:`calroute.ports.ModelBlobs`: ``{key: bytes}`` (sha256 checked on read as in S3)."""
 
     def __init__(self, bucket: str = "fake-models") -> None:
         self.bucket = bucket
         self.objects: dict[str, bytes] = {}
+        #: the versioned bucket: every version of every key, ``None`` = a delete marker
+        self.history: dict[str, list[Optional[bytes]]] = {}
+
+    def _write(self, key: str, data: Optional[bytes]) -> None:
+        self.history.setdefault(key, []).append(data)
+        if data is None:
+            self.objects.pop(key, None)
+        else:
+            self.objects[key] = data
+
+    def all_versions(self, prefix: str = "") -> list[tuple[str, int]]:
+        """``(key, version index)`` of every version and delete marker under ``prefix``."""
+        return [(k, i) for k, vs in sorted(self.history.items()) if k.startswith(prefix) for i in range(len(vs))]
 
     @staticmethod
     def key(user_id: str, version: str, suffix: str = ".onnx") -> str:
@@ -249,7 +353,7 @@ class FakeModelBlobs:
 
     def put(self, user_id: str, version: str, data: bytes, suffix: str = ".onnx") -> tuple[str, str]:
         key = self.key(user_id, version, suffix)
-        self.objects[key] = bytes(data)
+        self._write(key, bytes(data))
         return key, hashlib.sha256(data).hexdigest()
 
     def get(self, key: str, sha256: Optional[str] = None) -> bytes:
@@ -261,7 +365,7 @@ class FakeModelBlobs:
         return data
 
     def put_json(self, key: str, obj: Any) -> None:
-        self.objects[key] = json.dumps(obj).encode()
+        self._write(key, json.dumps(obj).encode())
 
     def get_json(self, key: str) -> Any:
         if key not in self.objects:
@@ -269,7 +373,38 @@ class FakeModelBlobs:
         return json.loads(self.objects[key])
 
     def delete(self, key: str) -> None:
-        self.objects.pop(key, None)
+        if key in self.objects:
+            self._write(key, None)
+
+    # --- the user's data lifecycle
+    def _purge(self, keys: list[str]) -> int:
+        n = 0
+        for k in keys:
+            n += len(self.history.pop(k, []))
+            self.objects.pop(k, None)
+        return n
+
+    def delete_user(self, user_id: str) -> int:
+        return self._purge([k for k in self.history if k.startswith(f"models/{user_id}/")])
+
+    def scrub_manifests(self, user_id: str) -> int:
+        """As S3: only the manifest versions that name the user go (other versions of the key stay)."""
+        def names(v: Optional[bytes]) -> bool:
+            return v is not None and any(isinstance(r, dict) and r.get("user_id") == user_id for r in json.loads(v))
+
+        n = 0
+        for k in [k for k in self.history if k.startswith("runs/") and k.endswith("/users.json")]:
+            kept = [v for v in self.history[k] if not names(v)]
+            n += len(self.history[k]) - len(kept)
+            if kept:
+                self.history[k] = kept
+                if kept[-1] is None:
+                    self.objects.pop(k, None)
+                else:
+                    self.objects[k] = kept[-1]
+            else:
+                self._purge([k])
+        return n
 
 
 class FakePredictionLog:
@@ -317,6 +452,18 @@ class FakePredictionLog:
         items = [stored(i) for i in matching[:max_items]]
         return items, {"scanned": len(self.items), "pages": 1, "truncated": len(matching) > max_items}
 
+    # --- the user's data lifecycle
+    def delete(self, user_id: str, event_ids: Iterable[str]) -> int:
+        with self._lock:
+            return sum(self.items.pop((user_id, e), None) is not None for e in set(event_ids))
+
+    def delete_user(self, user_id: str) -> int:
+        with self._lock:
+            keys = [k for k in self.items if k[0] == user_id]
+            for k in keys:
+                del self.items[k]
+        return len(keys)
+
 
 class FakeUsageLedger:
     """:class:`calroute.ports.UsageLedger`: ``{(user or _global, day): row}``, sums in Decimal as
@@ -348,6 +495,16 @@ class FakeUsageLedger:
 
     def days(self, user_id: str, since_day: str) -> list[dict]:
         return [from_ddb(copy.deepcopy(r)) for (u, d), r in sorted(self.rows.items()) if u == user_id and d >= since_day]
+
+    # --- the user's data lifecycle
+    def delete_user(self, user_id: str) -> int:
+        if user_id == GLOBAL_PK:
+            return 0
+        with self._lock:
+            keys = [k for k in self.rows if k[0] == user_id]
+            for k in keys:
+                del self.rows[k]
+        return len(keys)
 
 
 def fake_stores(**overrides: Any) -> Stores:

@@ -588,7 +588,7 @@ def test_a_correction_records_the_clients_echo_when_the_log_has_no_item():
     assert (out["predicted_calendar"], out["predicted_method"], out["predicted_model_version"]) == (
         "work", "ml", version(1))
     assert out["predicted_source"] == "client" and out["was_correct"] is False and out["changed"] is True
-    assert stores.users.corrections[U][-1]["predicted_source"] == "client"
+    assert stores.users.corrections(U)[-1]["predicted_source"] == "client"
     assert stores.predictions.get(U, "e1") is None  # an echo never creates a log item
     # the log wins over the echo when it has the event
     stores.predictions.put_many(U, [{"event_id": "e2", "calendar_id": "home", "method": "llm",

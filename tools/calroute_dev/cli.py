@@ -9,6 +9,8 @@
     calroute status --user U                         the user's model
     calroute stats --user U                          last 7 days of predictions
     calroute evaluate --data DIR                     offline evaluation on .ics/JSONL folders
+    calroute export --user U [--out FILE]            all of the user's data as JSON Lines (reads the stores)
+    calroute erase --user U                          DELETE /v1/users/U: erase everything of the user
 
 API commands talk to the local stack (http://127.0.0.1:3000, dev auth: the ``x-calroute-user``
 header) unless ``--api URL`` names a deployed API, which is then called with SigV4 (``--auth iam``,
@@ -302,6 +304,48 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return int(evaluate.run(args) or 0)
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Reads the stores directly (operators: AWS credentials; the local stack: its emulator), not the
+    API: an export may exceed a Lambda response. Table names come from the environment (the
+    template's), else from the local stack's template."""
+    if not os.environ.get("EVENTS_TABLE"):
+        from .local.template import Resolver, load_template
+
+        res = Resolver(load_template(), parameters={"Stage": "local"})  # what `calroute local` deploys
+        os.environ.setdefault("AWS_ENDPOINT_URL", f"http://127.0.0.1:{args.aws_port}")
+        for logical in ("EventsTable", "UsersTable", "RegistryTable", "PredictionsTable", "UsageTable"):
+            env = logical[:-len("Table")].upper() + "_TABLE"
+            os.environ[env] = res.physical_name(logical)
+        os.environ["MODEL_BUCKET"] = res.physical_name("ModelBucket")
+    from . import ids, wiring
+    from .config import Settings
+
+    user = ids.user_id(args.user, field="--user")
+    out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
+    n = 0
+    try:
+        for line in wiring.lifecycle_service(Settings.from_env()).export(user):
+            out.write(json.dumps(line, ensure_ascii=False, default=str) + "\n")
+            n += 1
+    finally:
+        if args.out:
+            out.close()
+    if args.out:
+        print(f"{n} lines written to {args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_erase(args: argparse.Namespace) -> int:
+    client = _client(args)
+    result = client.call("DELETE", client.user_path(args.user))
+    if args.json:
+        _print_json(result)
+    else:
+        print(table([[k, v] for k, v in result.get("removed", {}).items()], ["store", "removed"]))
+        print(f"erased {args.user}: {result.get('total', 0)} items/object versions (audit {result.get('user_hash', '')[:12]})")
+    return 0
+
+
 # ----------------------------------------------------------------------------- parser
 
 
@@ -366,6 +410,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stats", parents=[common], help="the user's predictions of the last 7 days")
     p.add_argument("--user", required=True)
     p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("export", help="write all of a user's data as JSON Lines (reads the stores)")
+    p.add_argument("--user", required=True)
+    p.add_argument("--out", help="file to write (default stdout)")
+    p.add_argument("--aws-port", type=int, default=4566, help="local stack emulator port when no table env is set")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("erase", parents=[common], help="erase everything of a user (DELETE /v1/users/U)")
+    p.add_argument("--user", required=True)
+    p.set_defaults(func=cmd_erase)
 
     p = sub.add_parser("evaluate", help="offline evaluation on folders of .ics or JSONL (trains locally)")
     if not _SKIP_EVALUATE:  # imported only when the command is `evaluate` (it needs the training extra)

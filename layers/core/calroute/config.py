@@ -134,6 +134,13 @@ class Settings(BaseModel):
     ics_window_days_forward: int = Field(365, ge=1)
     operator_ids: tuple[str, ...] = ()
 
+    # --- data lifecycle (docs/security.md "Retention and erasure") ---
+    # the key of the HMAC that stands for the user id in erasure audit records: an SSM SecureString
+    # ("/calroute/erasure-hmac-key") or "secretsmanager:<name>" (read with Powertools parameters), else
+    # the plain value (local use; with neither, dev/none auth use a fixed development key)
+    erasure_hmac_key_param: str = ""
+    erasure_hmac_key: str = ""
+
     @field_validator("llm_prices", mode="before")
     @classmethod
     def _parse_prices(cls, v: object) -> object:

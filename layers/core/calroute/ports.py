@@ -31,6 +31,8 @@ if TYPE_CHECKING:  # pragma: no cover - annotations only
 RUN_PK = "_run"
 #: usage-ledger partition of the service-wide daily totals
 GLOBAL_PK = "_global"
+#: registry partition of the erasure audit records (a keyed hash of the user id, never the id)
+ERASURE_PK = "_erasure"
 
 
 class EventStore(Protocol):
@@ -61,6 +63,24 @@ class EventStore(Protocol):
 
     def count_events(self, user_id: str) -> int: ...
 
+    # --- the user's data lifecycle (calroute.services.lifecycle) ---
+    def event_index(self, user_id: str) -> list[tuple[str, str, str]]:
+        """``(event_id, start ISO UTC, calendar_id)`` of every event of the user (keys and the two
+        small attributes only: listing, paging, per-calendar counts)."""
+        ...
+
+    def get_events(self, user_id: str, event_ids: Iterable[str]) -> list[Event]:
+        """The stored events among ``event_ids`` (any order; missing ids are left out)."""
+        ...
+
+    def delete_events(self, user_id: str, event_ids: Iterable[str]) -> int:
+        """Delete these events (idempotent: absent ids are no error); returns how many were stored."""
+        ...
+
+    def delete_user(self, user_id: str) -> int:
+        """Delete every event of the user; returns how many items were removed (0 on a repeat)."""
+        ...
+
 
 class UserStore(Protocol):
     """Per-user profile counters, calendars and corrections."""
@@ -88,6 +108,37 @@ class UserStore(Protocol):
     def record_correction(self, user_id: str, event_id: str, *, old: Optional[str], new: str,
                           prediction: Optional[dict]) -> dict:
         """Store a correction record (with what had been predicted) and return it."""
+        ...
+
+    # --- the user's data lifecycle (calroute.services.lifecycle) ---
+    def corrections(self, user_id: str) -> list[dict]:
+        """The user's correction records, oldest first."""
+        ...
+
+    def delete_corrections(self, user_id: str, event_ids: Iterable[str]) -> int:
+        """Delete the correction records of these events; returns how many were removed."""
+        ...
+
+    def delete_calendar(self, user_id: str, calendar_id: str) -> bool:
+        """Remove the calendar item and its ``calev#`` profile counter; False when there was no item."""
+        ...
+
+    def mark_calendar_removed(self, user_id: str, calendar_id: str, *, at: str) -> None:
+        """Write the tombstone ``CALDEL#<calendarId>`` (``removed_at``): models trained before it
+        never answer with the calendar (:mod:`calroute.removed`)."""
+        ...
+
+    def removed_calendars(self, user_id: str) -> dict[str, str]:
+        """``{calendar_id: removed_at}`` of the user's tombstones."""
+        ...
+
+    def request_retrain(self, user_id: str, *, at: str, reason: str) -> None:
+        """Set ``retrain_requested_at`` / ``retrain_reason`` on the profile (the planner retrains a
+        user whose request is newer than the last training, :mod:`calroute.retrain`)."""
+        ...
+
+    def delete_user(self, user_id: str) -> int:
+        """Delete every item of the user (profile, calendars, tombstones, corrections)."""
         ...
 
 
@@ -139,6 +190,24 @@ class ModelRegistry(Protocol):
         """The latest training-run records, newest first."""
         ...
 
+    # --- the user's data lifecycle (calroute.services.lifecycle) ---
+    def delete_user(self, user_id: str) -> int:
+        """Delete the user's ACTIVE pointer first, then every version and audit item."""
+        ...
+
+    def scrub_runs(self, user_id: str) -> int:
+        """Remove the user from the training-run records (``failures``/``rejections`` entries);
+        returns how many records were rewritten."""
+        ...
+
+    def put_erasure(self, record: dict) -> None:
+        """Store an erasure audit record (pk :data:`ERASURE_PK`; no user id, only its keyed hash)."""
+        ...
+
+    def erasures(self, limit: int = 50) -> list[dict]:
+        """The latest erasure audit records, newest first."""
+        ...
+
 
 class ModelBlobs(Protocol):
     """Model bytes (ONNX, parity fixtures) and run files, addressed by key; sha256 checked on read."""
@@ -165,6 +234,17 @@ class ModelBlobs(Protocol):
 
     def delete(self, key: str) -> None:
         """Remove the object (no error when it is already gone)."""
+        ...
+
+    # --- the user's data lifecycle (calroute.services.lifecycle) ---
+    def delete_user(self, user_id: str) -> int:
+        """Permanently delete every version and delete marker under ``models/{user_id}/`` (the bucket
+        is versioned: a plain delete would only hide them); returns how many were removed."""
+        ...
+
+    def scrub_manifests(self, user_id: str) -> int:
+        """Permanently delete every version of the run manifests (``runs/*/users.json``) that name
+        the user; returns how many object versions were removed."""
         ...
 
 
@@ -194,6 +274,15 @@ class PredictionLog(Protocol):
         at most ``max_items``; ``info = {"scanned", "pages", "truncated"}``."""
         ...
 
+    # --- the user's data lifecycle (calroute.services.lifecycle) ---
+    def delete(self, user_id: str, event_ids: Iterable[str]) -> int:
+        """Delete the logged predictions of these events; returns how many were stored."""
+        ...
+
+    def delete_user(self, user_id: str) -> int:
+        """Delete every logged prediction of the user."""
+        ...
+
 
 class UsageLedger(Protocol):
     """LLM calls, tokens and USD per user and UTC day, and the same summed under :data:`GLOBAL_PK`."""
@@ -208,6 +297,11 @@ class UsageLedger(Protocol):
 
     def days(self, user_id: str, since_day: str) -> list[dict]:
         """The rows (``day``, ``calls``, ``usd``, ``input_tokens``, ``output_tokens``) from ``since_day``."""
+        ...
+
+    # --- the user's data lifecycle (calroute.services.lifecycle) ---
+    def delete_user(self, user_id: str) -> int:
+        """Delete the user's rows (the :data:`GLOBAL_PK` totals stay: they carry no user)."""
         ...
 
 
@@ -244,5 +338,5 @@ class Stores:
     usage: UsageLedger
 
 
-__all__ = ["RUN_PK", "GLOBAL_PK", "EventStore", "UserStore", "ModelRegistry", "ModelBlobs", "PredictionLog",
+__all__ = ["RUN_PK", "GLOBAL_PK", "ERASURE_PK", "EventStore", "UserStore", "ModelRegistry", "ModelBlobs", "PredictionLog",
            "UsageLedger", "MetricsSink", "NullSink", "Stores"]

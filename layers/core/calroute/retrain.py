@@ -12,7 +12,9 @@ A user needs training when
    version record) and no training happened since the flag was set;
 6. a calendar the last training did not know (not in its ``labels``) has ``min_per_calendar`` (10)
    or more events (the users PROFILE ``calev#<calendarId>`` counters): until then its events go to
-   the LLM (:mod:`calroute.calendars`), after it the model can answer with it.
+   the LLM (:mod:`calroute.calendars`), after it the model can answer with it;
+7. a retrain was requested after the last training (``retrain_requested_at`` on the PROFILE: a
+   calendar was deleted, :mod:`calroute.services.lifecycle`).
 
 "The last training" is the newest model version of the user, whatever became of it (active,
 archived, rejected, conflict): a candidate that lost to the champion is not retrained every night,
@@ -89,6 +91,10 @@ def needs_training(*, profile: dict, active: Optional[dict], last: Optional[dict
         if ready:
             return True, (f"new calendar {ready[0]} has {fresh[ready[0]]} events (threshold {cfg.min_per_calendar})"
                           if len(ready) == 1 else f"{len(ready)} new calendars with {cfg.min_per_calendar}+ events")
+
+    requested = parse_ts(profile.get("retrain_requested_at"))
+    if requested is not None and (ref_at is None or requested > ref_at):
+        return True, f"retrain requested: {str(profile.get('retrain_reason') or 'data removed')[:100]}"
 
     corrections_total = int(profile.get("corrections_total") or 0)
     at_corr = ref.get("corrections_total_at_training")

@@ -5,7 +5,8 @@ construct adapters themselves; tests build the same services on in-memory fakes 
 swap a handler's service with Powertools' ``app.dependency_overrides``.
 
 * :func:`stores` — the DynamoDB/S3 adapters (boto3, honouring ``AWS_ENDPOINT_URL``);
-* :func:`ingest_service`, :func:`models_service`, :func:`stats_service` — the HTTP use cases;
+* :func:`ingest_service`, :func:`models_service`, :func:`stats_service`, :func:`lifecycle_service` —
+  the HTTP use cases;
 * :func:`predict_service` (with :func:`invoker` for the LLM fallback) and :func:`fallback_service`;
 * :func:`metrics_sink` — the EMF sink on a Powertools ``Metrics``.
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover - annotations only
     from .adapters.invoke import Invoker
     from .services.llm_fallback import FallbackService
     from .services.ingest import IngestService
+    from .services.lifecycle import LifecycleService
     from .services.models import ModelsService
     from .services.predict import PredictService
     from .services.stats import StatsService
@@ -65,6 +67,7 @@ def metrics_sink(metrics: Any) -> MetricsSink:
 
 def ingest_service(cfg: Settings, *, stores: Optional[Stores] = None) -> "IngestService":
     from .services.ingest import IngestService
+    from .services.lifecycle import LifecycleService
 
     return IngestService(stores if stores is not None else _aws_stores(cfg), cfg)
 
@@ -74,6 +77,14 @@ def models_service(cfg: Settings, *, stores: Optional[Stores] = None, sfn: Any =
     from .services.models import ModelsService
 
     return ModelsService(stores if stores is not None else _aws_stores(cfg), cfg, sfn=sfn)
+
+
+def lifecycle_service(cfg: Settings, *, stores: Optional[Stores] = None,
+                      sink: Optional[MetricsSink] = None) -> "LifecycleService":
+    """List, delete, export and erase a user's data (:mod:`calroute.services.lifecycle`)."""
+    from .services.lifecycle import LifecycleService
+
+    return LifecycleService(stores if stores is not None else _aws_stores(cfg), cfg, sink=sink)
 
 
 def stats_service(cfg: Settings, *, stores: Optional[Stores] = None) -> "StatsService":
@@ -135,8 +146,9 @@ def predict_service(cfg: Settings, *, sink: Optional[MetricsSink] = None, logger
     (budgets), the ML kill switch and, with ``lines`` (e.g. :func:`stdout_lines`), one JSON
     prediction record line per answer."""
     from .cache import ModelCache
-    from .calendars import CalendarDirectory
+    from . import forget
     from .policy import flag_provider
+    from .removed import LifecycleDirectory
     from .services.predict import PredictService
 
     sink = sink or NullSink()
@@ -144,12 +156,15 @@ def predict_service(cfg: Settings, *, sink: Optional[MetricsSink] = None, logger
     if invoker == "auto":
         invoker = _invoker(cfg, sink=sink, logger=logger, stores=s)
     cache = ModelCache.from_settings(cfg, s.registry, s.models, metrics=sink)
-    # the user's calendars: calendars the model has not met, and the check of the LLM's answer
-    directory = CalendarDirectory(s.users.calendars, ttl=cfg.model_revalidate_seconds)
+    # the user's calendars: calendars the model has not met, and the check of the LLM's answer;
+    # with the deleted-calendar tombstones (calroute.removed). Both forget a user on deletion/erasure.
+    directory = LifecycleDirectory(s.users.calendars, s.users.removed_calendars, ttl=cfg.model_revalidate_seconds)
+    forget.register(cache)
+    forget.register(directory)
     return PredictService(cfg, cache=cache, invoker=invoker, predictions=s.predictions, usage=s.usage,
                           flags=flag_provider(cfg), sink=sink, logger=logger, calendars=directory,
                           lines=lines)
 
 
-__all__ = ["stores", "metrics_sink", "ingest_service", "models_service", "stats_service", "fallback_service",
-           "invoker", "predict_service", "stdout_lines"]
+__all__ = ["stores", "metrics_sink", "ingest_service", "lifecycle_service", "models_service", "stats_service",
+           "fallback_service", "invoker", "predict_service", "stdout_lines"]

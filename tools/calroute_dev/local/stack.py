@@ -61,6 +61,9 @@ def local_overrides(auth: str = "dev", environ: Optional[dict] = None, verbose: 
         "OPENAI_BASE_URL": env.get("OPENAI_BASE_URL", ""),
         # the key comes from the environment locally, never from SSM / Secrets Manager
         "LLM_API_KEY_PARAM": "",
+        # erasure audit HMAC key: $ERASURE_HMAC_KEY, else the development key (dev/none auth)
+        "ERASURE_HMAC_KEY_PARAM": "",
+        "ERASURE_HMAC_KEY": env.get("ERASURE_HMAC_KEY", ""),
     }
     if env.get("LLM_MODEL"):
         out["LLM_MODEL"] = env["LLM_MODEL"]

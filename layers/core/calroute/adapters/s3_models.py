@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 from botocore.exceptions import ClientError
 
-from ..errors import ModelIntegrityError, NotFound
+from ..errors import ModelIntegrityError, NotFound, ServiceUnavailable
 from .dynamo.base import Tables, error_code, shared_tables
 
 _MISSING = ("NoSuchKey", "404", "NotFound")
@@ -60,3 +60,45 @@ class S3ModelBlobs:
 
     def delete(self, key: str) -> None:
         self.t.s3.delete_object(Bucket=self.bucket, Key=key)
+
+    # ------------------------------------------------------------------ the user's data lifecycle
+
+    def _versions(self, prefix: str) -> list[dict]:
+        """Every object version and delete marker under ``prefix`` (``Key``, ``VersionId``)."""
+        out: list[dict] = []
+        for page in self.t.s3.get_paginator("list_object_versions").paginate(Bucket=self.bucket, Prefix=prefix):
+            for v in (page.get("Versions") or []) + (page.get("DeleteMarkers") or []):
+                out.append({"Key": v["Key"], "VersionId": v.get("VersionId") or "null"})
+        return out
+
+    def _delete_versions(self, versions: list[dict]) -> int:
+        for i in range(0, len(versions), 1000):
+            resp = self.t.s3.delete_objects(Bucket=self.bucket,
+                                            Delete={"Objects": versions[i:i + 1000], "Quiet": True})
+            errors = [e for e in resp.get("Errors") or [] if e.get("Code") not in _MISSING]
+            if errors:
+                raise ServiceUnavailable(f"{len(errors)} model objects could not be deleted "
+                                         f"({errors[0].get('Code')}); retry the erasure", retry_after=2)
+        return len(versions)
+
+    def delete_user(self, user_id: str) -> int:
+        return self._delete_versions(self._versions(f"models/{user_id}/"))
+
+    def scrub_manifests(self, user_id: str) -> int:
+        doomed = []
+        for v in self._versions("runs/"):
+            if not v["Key"].endswith("/users.json"):
+                continue
+            try:
+                body = self.t.s3.get_object(Bucket=self.bucket, Key=v["Key"], VersionId=v["VersionId"])["Body"].read()
+            except ClientError as exc:  # a delete marker (405), or gone meanwhile
+                if error_code(exc) in _MISSING or error_code(exc) in ("MethodNotAllowed", "405", "InvalidArgument"):
+                    continue
+                raise
+            try:
+                rows = json.loads(body)
+            except ValueError:
+                continue
+            if any(isinstance(r, dict) and r.get("user_id") == user_id for r in rows or []):
+                doomed.append(v)
+        return self._delete_versions(doomed)

@@ -44,6 +44,7 @@ from ..llm.cost import budget_exceeded
 from ..policy import CONTROL, Decision, FlagProvider, cohort_for, decide
 from ..ports import NullSink
 from ..sampling import CONFIDENT_METHODS, RESOLUTION, cut, kept
+from ..removed import serving_view
 from ..schema import Event, parse_event, parse_events
 
 TOP_K = 3
@@ -121,6 +122,7 @@ class PredictService:
                                                "error": lookup.error})
             no_model_reason = "no_model" if lookup.model is None and lookup.status != FAILED else "model_unavailable"
         model = lookup.model if lookup is not None else None
+        model = serving_view(model, lookup.version if lookup else None, self.calendars, user_id)  # deleted calendars
         version = lookup.version if model is not None else None
         threshold = lookup.threshold if model is not None else None
 

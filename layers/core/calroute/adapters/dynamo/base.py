@@ -195,3 +195,22 @@ def batch_write(client, table_name: str, requests: list[dict], *, max_attempts: 
 def iter_chunks(items: list, size: int) -> Iterable[list]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
+
+
+def query_keys(table, pk_name: str, pk: str, sk_name: str, *, prefix: str = "",
+               extra: tuple[str, ...] = ()) -> list[dict]:
+    """The keys (and the small ``extra`` attributes) of every item of partition ``pk`` (optionally
+    only sort keys starting with ``prefix``): a projected, paged Query (deletions, listings)."""
+    names = {"#p": pk_name, "#s": sk_name, **{f"#x{i}": a for i, a in enumerate(extra)}}
+    cond = "#p = :p" + (" AND begins_with(#s, :pre)" if prefix else "")
+    values = {":p": pk, **({":pre": prefix} if prefix else {})}
+    return list(query_all(table, KeyConditionExpression=cond, ExpressionAttributeNames=names,
+                          ExpressionAttributeValues=values, ProjectionExpression=", ".join(names)))
+
+
+def delete_keys(client, table_name: str, keys: list[dict], **kw) -> int:
+    """BatchWriteItem DeleteRequests (25 per call, UnprocessedItems retried); idempotent (deleting
+    an absent key is no error). Returns ``len(keys)``."""
+    if keys:
+        batch_write(client, table_name, [{"DeleteRequest": {"Key": k}} for k in keys], **kw)
+    return len(keys)

@@ -15,11 +15,14 @@ from .base import (
     TableAdapter,
     backoff,
     batch_write,
+    delete_keys,
     is_condition_failed,
     is_throttle,
     iter_chunks,
     now_iso,
     query_all,
+    query_keys,
+    storage_errors,
     translated,
 )
 
@@ -138,3 +141,44 @@ class DynamoEventStore(TableAdapter):
             if "LastEvaluatedKey" not in page:
                 return total
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    # ------------------------------------------------------------------ the user's data lifecycle
+
+    @translated
+    def event_index(self, user_id: str) -> list[tuple[str, str, str]]:
+        items = query_keys(self.table, "user_id", user_id, "event_id", extra=("start", "calendar_id"))
+        return [(i["event_id"], str(i.get("start") or ""), str(i.get("calendar_id") or "")) for i in items]
+
+    def get_events(self, user_id: str, event_ids: Iterable[str], *, max_attempts: int = 8,
+                   sleep=time.sleep) -> list[Event]:
+        """BatchGetItem (100 keys per call, UnprocessedKeys retried)."""
+        client = self.t.ddb.meta.client
+        out: list[Event] = []
+        for chunk in iter_chunks(list(dict.fromkeys(event_ids)), 100):
+            pending = {self.name: {"Keys": [{"user_id": user_id, "event_id": e} for e in chunk]}}
+            for attempt in range(max_attempts):
+                try:
+                    with storage_errors():
+                        resp = client.batch_get_item(RequestItems=pending)
+                except ServiceUnavailable:
+                    resp = {"UnprocessedKeys": pending}
+                out.extend(self._event(i) for i in resp.get("Responses", {}).get(self.name, []))
+                pending = resp.get("UnprocessedKeys") or {}
+                if not pending:
+                    break
+                sleep(backoff(attempt))
+            else:
+                raise ServiceUnavailable("storage is throttling reads; retry the request", retry_after=2)
+        return out
+
+    @translated
+    def delete_events(self, user_id: str, event_ids: Iterable[str]) -> int:
+        ids = list(dict.fromkeys(event_ids))
+        present = self.existing_ids(user_id, ids)
+        delete_keys(self.t.ddb.meta.client, self.name, [{"user_id": user_id, "event_id": e} for e in sorted(present)])
+        return len(present)
+
+    @translated
+    def delete_user(self, user_id: str) -> int:
+        keys = query_keys(self.table, "user_id", user_id, "event_id")
+        return delete_keys(self.t.ddb.meta.client, self.name, keys)

@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 import time
-from typing import Optional
+from typing import Iterable, Optional
 
-from .base import TableAdapter, Tables, batch_write, from_ddb, now_iso, query_all, storage_errors, to_ddb, translated
+from .base import (TableAdapter, Tables, batch_write, delete_keys, from_ddb, now_iso, query_all, query_keys,
+                   storage_errors, to_ddb, translated)
 
 
 class DynamoPredictionLog(TableAdapter):
@@ -104,3 +105,18 @@ class DynamoPredictionLog(TableAdapter):
                 break
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
         return items, {"scanned": scanned, "pages": pages, "truncated": truncated}
+
+    # ------------------------------------------------------------------ the user's data lifecycle
+
+    @translated
+    def delete(self, user_id: str, event_ids: Iterable[str]) -> int:
+        n = 0
+        for e in dict.fromkeys(event_ids):
+            old = self.table.delete_item(Key={"user_id": user_id, "event_id": e}, ReturnValues="ALL_OLD")
+            n += bool(old.get("Attributes"))
+        return n
+
+    @translated
+    def delete_user(self, user_id: str) -> int:
+        keys = query_keys(self.table, "user_id", user_id, "event_id")
+        return delete_keys(self.t.ddb.meta.client, self.name, keys)

@@ -10,8 +10,9 @@ from typing import Any, Optional
 from botocore.exceptions import ClientError
 
 from ...errors import Conflict, NotFound, ServiceUnavailable
-from ...ports import RUN_PK
-from .base import TableAdapter, from_ddb, is_condition_failed, now_iso, query_all, to_ddb, translated
+from ...ports import ERASURE_PK, RUN_PK
+from .base import (TableAdapter, delete_keys, from_ddb, is_condition_failed, now_iso, query_all, query_keys, to_ddb,
+                   translated)
 
 
 class DynamoRegistry(TableAdapter):
@@ -171,5 +172,46 @@ class DynamoRegistry(TableAdapter):
     @translated
     def runs(self, limit: int = 20) -> list[dict]:
         page = self.table.query(KeyConditionExpression="user_id = :u", ExpressionAttributeValues={":u": RUN_PK},
+                                ScanIndexForward=False, Limit=limit)
+        return [from_ddb(i) for i in page.get("Items", [])]
+
+    # ------------------------------------------------------------------ the user's data lifecycle
+
+    @translated
+    def delete_user(self, user_id: str) -> int:
+        n = 0
+        # the pointer first: from here on no container loads the user's model (revalidation says none)
+        if self.table.delete_item(Key={"user_id": user_id, "sk": "ACTIVE"}, ReturnValues="ALL_OLD").get("Attributes"):
+            n += 1
+        keys = [k for k in query_keys(self.table, "user_id", user_id, "sk") if k["sk"] != "ACTIVE"]
+        return n + delete_keys(self.t.ddb.meta.client, self.name, keys)
+
+    @translated
+    def scrub_runs(self, user_id: str) -> int:
+        n = 0
+        for item in query_all(self.table, KeyConditionExpression="user_id = :u",
+                              ExpressionAttributeValues={":u": RUN_PK}):
+            changed = False
+            for field in ("failures", "rejections"):
+                entries = item.get(field)
+                if isinstance(entries, list):
+                    kept = [e for e in entries if not (isinstance(e, dict) and e.get("user_id") == user_id)]
+                    if len(kept) != len(entries):
+                        item[field] = kept
+                        changed = True
+            if changed:
+                self.table.put_item(Item=item)
+                n += 1
+        return n
+
+    @translated
+    def put_erasure(self, record: dict) -> None:
+        ts = record.get("at") or now_iso()
+        self.table.put_item(Item=to_ddb({"user_id": ERASURE_PK, "sk": f"ERASE#{ts}#{random.randrange(16**4):04x}",
+                                         **record, "at": ts}))
+
+    @translated
+    def erasures(self, limit: int = 50) -> list[dict]:
+        page = self.table.query(KeyConditionExpression="user_id = :u", ExpressionAttributeValues={":u": ERASURE_PK},
                                 ScanIndexForward=False, Limit=limit)
         return [from_ddb(i) for i in page.get("Items", [])]

@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Optional
 
 from ...ports import GLOBAL_PK
-from .base import TableAdapter, from_ddb, query_all, translated
+from .base import TableAdapter, delete_keys, from_ddb, query_all, query_keys, translated
 
 #: ledger rows expire after this many days
 TTL_DAYS = 400
@@ -48,3 +48,12 @@ class DynamoUsageLedger(TableAdapter):
             ExpressionAttributeValues={":u": user_id, ":s": since_day},
         )
         return [from_ddb(i) for i in items]
+
+    # ------------------------------------------------------------------ the user's data lifecycle
+
+    @translated
+    def delete_user(self, user_id: str) -> int:
+        if user_id == GLOBAL_PK:  # the service-wide totals are not a user's
+            return 0
+        keys = query_keys(self.table, "user_id", user_id, "day")
+        return delete_keys(self.t.ddb.meta.client, self.name, keys)

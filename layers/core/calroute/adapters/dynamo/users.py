@@ -1,13 +1,20 @@
 """The users table behind :class:`calroute.ports.UserStore`: per-user profile counters (sk
-``PROFILE``), calendars (``CAL#<calendarId>``) and corrections (``CORR#<ts>#<eventId>``)."""
+``PROFILE``), calendars (``CAL#<calendarId>``), removed-calendar tombstones (``CALDEL#<calendarId>``)
+and corrections (``CORR#<ts>#<eventId>``)."""
 
 from __future__ import annotations
 
-from typing import Iterator, Optional
+from typing import Iterable, Iterator, Optional
+
+from botocore.exceptions import ClientError
 
 from ...retrain import CALENDAR_COUNT_PREFIX
 from ...schema import CalendarInfo
-from .base import TableAdapter, from_ddb, now_iso, query_all, storage_errors, to_ddb, translated
+from .base import (TableAdapter, delete_keys, is_condition_failed, from_ddb, now_iso, query_all, query_keys, storage_errors, to_ddb,
+                   translated)
+
+#: sort-key prefix of the removed-calendar tombstones
+REMOVED_PREFIX = "CALDEL#"
 
 
 class DynamoUserStore(TableAdapter):
@@ -86,3 +93,63 @@ class DynamoUserStore(TableAdapter):
             })
         self.table.put_item(Item=to_ddb(item))
         return item
+
+    # ------------------------------------------------------------------ the user's data lifecycle
+
+    @translated
+    def corrections(self, user_id: str) -> list[dict]:
+        items = query_all(
+            self.table,
+            KeyConditionExpression="user_id = :u AND begins_with(sk, :p)",
+            ExpressionAttributeValues={":u": user_id, ":p": "CORR#"},
+        )
+        return [from_ddb(i) for i in items]
+
+    @translated
+    def delete_corrections(self, user_id: str, event_ids: Iterable[str]) -> int:
+        wanted = set(event_ids)
+        keys = [{"user_id": user_id, "sk": i["sk"]}
+                for i in query_keys(self.table, "user_id", user_id, "sk", prefix="CORR#", extra=("event_id",))
+                if i.get("event_id") in wanted]
+        return delete_keys(self.t.ddb.meta.client, self.name, keys)
+
+    @translated
+    def delete_calendar(self, user_id: str, calendar_id: str) -> bool:
+        old = self.table.delete_item(Key={"user_id": user_id, "sk": f"CAL#{calendar_id}"},
+                                     ReturnValues="ALL_OLD").get("Attributes")
+        try:  # the per-calendar counter, else the retraining policy would count it as a new calendar
+            self.table.update_item(
+                Key={"user_id": user_id, "sk": "PROFILE"}, UpdateExpression="REMOVE #c",
+                ConditionExpression="attribute_exists(sk)",
+                ExpressionAttributeNames={"#c": f"{CALENDAR_COUNT_PREFIX}{calendar_id}"})
+        except ClientError as exc:
+            if not is_condition_failed(exc):
+                raise
+        return old is not None
+
+    @translated
+    def mark_calendar_removed(self, user_id: str, calendar_id: str, *, at: str) -> None:
+        self.table.put_item(Item={"user_id": user_id, "sk": f"{REMOVED_PREFIX}{calendar_id}",
+                                  "calendar_id": calendar_id, "removed_at": at})
+
+    @translated
+    def removed_calendars(self, user_id: str) -> dict[str, str]:
+        items = query_keys(self.table, "user_id", user_id, "sk", prefix=REMOVED_PREFIX,
+                           extra=("calendar_id", "removed_at"))
+        return {i["calendar_id"]: str(i.get("removed_at") or "") for i in items}
+
+    @translated
+    def request_retrain(self, user_id: str, *, at: str, reason: str) -> None:
+        self.table.update_item(
+            Key={"user_id": user_id, "sk": "PROFILE"},
+            UpdateExpression="SET retrain_requested_at = :t, retrain_reason = :r, updated_at = :t, "
+            "created_at = if_not_exists(created_at, :t)",
+            ExpressionAttributeValues={":t": at, ":r": reason[:200]},
+        )
+
+    @translated
+    def delete_user(self, user_id: str) -> int:
+        keys = query_keys(self.table, "user_id", user_id, "sk")
+        # PROFILE last: a run killed half-way leaves the user visible to the planner, not half-listed
+        keys.sort(key=lambda k: k["sk"] == "PROFILE")
+        return delete_keys(self.t.ddb.meta.client, self.name, keys)
