@@ -9,6 +9,7 @@
     calroute status --user U                         the user's model
     calroute stats --user U                          last 7 days of predictions
     calroute evaluate --data DIR                     offline evaluation on .ics/JSONL folders
+    calroute invoke FUNCTION -e EVENT.json           one handler on one event (sam local invoke, no Docker)
 
 API commands talk to the local stack (http://127.0.0.1:3000, dev auth: the ``x-calroute-user``
 header) unless ``--api URL`` names a deployed API, which is then called with SigV4 (``--auth iam``,
@@ -296,6 +297,12 @@ def cmd_local(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_invoke(args: argparse.Namespace) -> int:
+    from . import invoke
+
+    return invoke.run(args)
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from . import evaluate
 
@@ -367,6 +374,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user", required=True)
     p.set_defaults(func=cmd_stats)
 
+    p = sub.add_parser("invoke", help="run one function's handler on an event, like `sam local invoke` (no Docker)")
+    _add_invoke_arguments(p)
+    p.set_defaults(func=cmd_invoke)
+
     p = sub.add_parser("evaluate", help="offline evaluation on folders of .ics or JSONL (trains locally)")
     if not _SKIP_EVALUATE:  # imported only when the command is `evaluate` (it needs the training extra)
         try:
@@ -377,6 +388,12 @@ def build_parser() -> argparse.ArgumentParser:
             p.set_defaults(_evaluate_missing=str(exc))
     p.set_defaults(func=cmd_evaluate)
     return parser
+
+
+def _add_invoke_arguments(p: argparse.ArgumentParser) -> None:
+    from . import invoke  # stdlib-only at module level, like this module
+
+    invoke.add_arguments(p)
 
 
 def _wants_evaluate(argv: Sequence[str]) -> bool:
