@@ -150,6 +150,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
     conf = res.get("confidence")
     print(f"confidence  {'-' if conf is None else f'{conf:.3f}'} (threshold {res.get('threshold', '-')})")
     print(f"method      {res.get('method')}")
+    if res.get("defer_reason"):
+        print(f"defer       {res['defer_reason']}")
     if res.get("model_version"):
         print(f"model       {res['model_version']}")
     if res.get("reason"):
@@ -326,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smoke", action="store_true", help="start, ingest, train, classify, stop; exit 0/1")
     p.add_argument("--auth", choices=("dev", "none"), default="dev",
                    help="dev: x-calroute-user must equal the path's user id (default); none: no check")
-    p.add_argument("--demo-user", default="d1_student", help="folder under data/users to seed (default %(default)s)")
+    p.add_argument("--demo-user", default="d3_developer", help="folder under data/users to seed (default %(default)s)")
     p.add_argument("--verbose", "-v", action="store_true", help="handler logs and metrics on stdout")
     p.set_defaults(func=cmd_local)
 
