@@ -86,8 +86,10 @@ def cmd_import_ics(args: argparse.Namespace) -> int:
         print(f"{path}: no such file or folder", file=sys.stderr)
         return 2
     client = _client(args)
+    from .text import progress
+
     results = {}
-    for cal, f in files.items():
+    for cal, f in progress(list(files.items()), len(files), "import"):
         results[cal] = client.import_ics(args.user, cal, f.read_bytes())
     if args.json:
         _print_json(results)
@@ -108,8 +110,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                     print(f"{args.file}:{n}: not JSON ({exc})", file=sys.stderr)
                     return 2
     client = _client(args)
+    from .text import progress
+
     total = 0
-    for i in range(0, len(events), args.batch):
+    starts = range(0, len(events), args.batch)
+    for i in progress(starts, len(starts), "ingest"):
         total += int(client.ingest(args.user, events[i:i + args.batch]).get("upserted", 0))
     if args.json:
         _print_json({"upserted": total, "lines": len(events)})
