@@ -186,7 +186,24 @@ def llm_question(demo: DemoData, row: dict, k_similar: int = 5) -> str:
     similar = similar_events(event, labelled, k_similar, set(demo.seen))
     messages = build_messages(event=event, calendars=calendars, candidates=row["alternatives"], similar=similar,
                               nonce="demo")
-    return messages[-1]["content"]
+    return compact_question(messages[-1]["content"])
+
+
+def compact_question(content: str, width: int = 150) -> str:
+    """The user message's data block, one line per field (compact JSON, cut at ``width``)."""
+    import json
+
+    lines = content.strip().splitlines()
+    try:
+        data = json.loads("\n".join(lines[1:-2]))  # between <data-…> and </data-…>, before the question
+    except ValueError:
+        return content
+    out = []
+    for key, value in data.items():
+        text = json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+        out.append(f"{key}: {text if len(text) <= width else text[: width - 1] + '…'}")
+    out.append(lines[-1])
+    return "\n".join(out)
 
 
 def _candidates(row: dict, n: int = 2) -> str:
