@@ -7,6 +7,7 @@ and the OpenAPI document.
 * ``GET  /v1/users/<userId>/models``                    versions, metrics, status, audit trail
 * ``POST /v1/users/<userId>/models/<version>/promote``  conditional, audited (body ``{"reason"}``)
 * ``POST /v1/users/<userId>/models/rollback``           to the previous active version; conditional, audited
+* ``GET  /v1/docs``                                     the Swagger UI of the whole API (``SWAGGER_UI``)
 * ``GET  /v1/openapi.json``                             this API's OpenAPI document (merged with the
   other HTTP functions' when their code is next to this one, as in the repository / local stack)
 """
@@ -218,5 +219,26 @@ def openapi_document() -> dict:
 def get_openapi() -> Response[dict]:
     return Response(status_code=200, content_type="application/json", body=openapi_document())
 
+
+class _WholeApi:
+    """The document Powertools' Swagger UI shows: the merged one of every HTTP function (Powertools
+    reads an OpenAPI merge, when one is configured, through ``get_openapi_json_schema``)."""
+
+    def get_openapi_json_schema(self) -> str:
+        return json.dumps(openapi_document())
+
+
+def _swagger_switch(app, next_middleware):  # noqa: ANN001 - Powertools middleware signature
+    """``SWAGGER_UI`` off (the default when deployed): the route does not exist."""
+    if not settings().swagger_ui:
+        return Response(status_code=404, content_type="application/json",
+                        body=json.dumps({"error": "not_found", "message": "the Swagger UI is off (SWAGGER_UI, "
+                                         "template parameter SwaggerUi)"}))
+    return next_middleware(app)
+
+
+# GET /v1/docs: Powertools' Swagger UI (its JS/CSS are bundled with Powertools: no CDN, works offline)
+app.enable_swagger(path="/v1/docs", title=API_TITLE, version=API_VERSION, middlewares=[_swagger_switch])
+app._openapi_merge = _WholeApi()  # noqa: SLF001 - the hook enable_swagger reads for a merged document
 
 lambda_handler = make_handler(app)

@@ -158,33 +158,12 @@ def test_cli_smoke_exits_0(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "smoke: OK" in proc.stdout
     assert "Traceback" not in proc.stdout + proc.stderr
+    # clean output: no raw EMF metric documents, no emulator notes, a demo that shows a deferral
+    assert '"_aws"' not in proc.stdout + proc.stderr
+    assert "ToleratedFailurePercentage" not in proc.stdout + proc.stderr
+    assert "No application metrics" not in proc.stdout + proc.stderr
+    assert "novel_event" in proc.stdout and "what the LLM would be asked" in proc.stdout
     assert (tmp_path / "data" / "snapshot" / "manifest.json").is_file()  # data saved on the way out
-
-
-def _readme_curls() -> list[str]:
-    text = (ROOT / "README.md").read_text(encoding="utf-8").split("## Try the API", 1)[1].split("\n## ", 1)[0]
-    cmds = []
-    for block in text.split("```bash")[1:]:
-        body = block.split("```", 1)[0].replace("\\\n", " ")
-        cmds.extend(line.strip() for line in body.splitlines() if line.strip().startswith("curl "))
-    return cmds
-
-
-@pytest.mark.slow
-def test_readme_curl_examples_work(stack, demo, trained):
-    cmds = _readme_curls()
-    assert len(cmds) >= 6
-    for cmd in cmds:
-        cmd = cmd.replace("http://127.0.0.1:3000", stack.url).replace("curl ", "curl --fail-with-body ", 1)
-        proc = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], cwd=ROOT, capture_output=True, text=True,
-                              timeout=60)
-        assert proc.returncode == 0, f"{cmd}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
-    # the README's POST /train started a run: let it finish before the stack stops
-    sfn = stack.emulator.client("stepfunctions")
-    deadline = time.monotonic() + 300
-    while sfn.list_executions(stateMachineArn=stack.emulator.state_machine_arn,
-                              statusFilter="RUNNING")["executions"] and time.monotonic() < deadline:
-        time.sleep(0.2)
 
 
 # ----------------------------------------------------------------------------- the data lifecycle (issue 17)

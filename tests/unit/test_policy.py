@@ -32,7 +32,8 @@ def test_unsure_model_asks_llm_and_falls_back_when_it_fails():
 
 def test_unsure_model_without_llm_is_low_confidence():
     d = decide(top_prob=0.5, threshold=0.8, llm_available=False, llm_unavailable_reason="budget")
-    assert (d.method, d.call_llm, d.reason) == ("ml_low_confidence", False, "budget")
+    # the deferral's cause first (defer_reason is the part before "+"), then why no LLM answered
+    assert (d.method, d.call_llm, d.reason) == ("ml_low_confidence", False, "low_confidence+budget")
 
 
 def test_no_model_paths():

@@ -11,6 +11,7 @@
     calroute evaluate --data DIR                     offline evaluation on .ics/JSONL folders
     calroute export --user U [--out FILE]            all of the user's data as JSON Lines (reads the stores)
     calroute erase --user U                          DELETE /v1/users/U: erase everything of the user
+    calroute invoke FUNCTION -e EVENT.json           one handler on one event (sam local invoke, no Docker)
 
 API commands talk to the local stack (http://127.0.0.1:3000, dev auth: the ``x-calroute-user``
 header) unless ``--api URL`` names a deployed API, which is then called with SigV4 (``--auth iam``,
@@ -87,8 +88,10 @@ def cmd_import_ics(args: argparse.Namespace) -> int:
         print(f"{path}: no such file or folder", file=sys.stderr)
         return 2
     client = _client(args)
+    from .text import progress
+
     results = {}
-    for cal, f in files.items():
+    for cal, f in progress(list(files.items()), len(files), "import"):
         results[cal] = client.import_ics(args.user, cal, f.read_bytes())
     if args.json:
         _print_json(results)
@@ -109,8 +112,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                     print(f"{args.file}:{n}: not JSON ({exc})", file=sys.stderr)
                     return 2
     client = _client(args)
+    from .text import progress
+
     total = 0
-    for i in range(0, len(events), args.batch):
+    starts = range(0, len(events), args.batch)
+    for i in progress(starts, len(starts), "ingest"):
         total += int(client.ingest(args.user, events[i:i + args.batch]).get("upserted", 0))
     if args.json:
         _print_json({"upserted": total, "lines": len(events)})
@@ -151,6 +157,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
     conf = res.get("confidence")
     print(f"confidence  {'-' if conf is None else f'{conf:.3f}'} (threshold {res.get('threshold', '-')})")
     print(f"method      {res.get('method')}")
+    if res.get("defer_reason"):
+        print(f"defer       {res['defer_reason']}")
     if res.get("model_version"):
         print(f"model       {res['model_version']}")
     if res.get("reason"):
@@ -298,6 +306,12 @@ def cmd_local(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_invoke(args: argparse.Namespace) -> int:
+    from . import invoke
+
+    return invoke.run(args)
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from . import evaluate
 
@@ -363,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smoke", action="store_true", help="start, ingest, train, classify, stop; exit 0/1")
     p.add_argument("--auth", choices=("dev", "none"), default="dev",
                    help="dev: x-calroute-user must equal the path's user id (default); none: no check")
-    p.add_argument("--demo-user", default="d1_student", help="folder under data/users to seed (default %(default)s)")
+    p.add_argument("--demo-user", default="d3_developer", help="folder under data/users to seed (default %(default)s)")
     p.add_argument("--verbose", "-v", action="store_true", help="handler logs and metrics on stdout")
     p.set_defaults(func=cmd_local)
 
@@ -421,6 +435,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user", required=True)
     p.set_defaults(func=cmd_erase)
 
+    p = sub.add_parser("invoke", help="run one function's handler on an event, like `sam local invoke` (no Docker)")
+    _add_invoke_arguments(p)
+    p.set_defaults(func=cmd_invoke)
+
     p = sub.add_parser("evaluate", help="offline evaluation on folders of .ics or JSONL (trains locally)")
     if not _SKIP_EVALUATE:  # imported only when the command is `evaluate` (it needs the training extra)
         try:
@@ -431,6 +449,12 @@ def build_parser() -> argparse.ArgumentParser:
             p.set_defaults(_evaluate_missing=str(exc))
     p.set_defaults(func=cmd_evaluate)
     return parser
+
+
+def _add_invoke_arguments(p: argparse.ArgumentParser) -> None:
+    from . import invoke  # stdlib-only at module level, like this module
+
+    invoke.add_arguments(p)
 
 
 def _wants_evaluate(argv: Sequence[str]) -> bool:

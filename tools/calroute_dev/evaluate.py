@@ -104,8 +104,11 @@ def format_table(result: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     """Run ``calroute evaluate``; 0 on success, 2 on bad input."""
     try:
+        from .text import progress
+
         result = evaluate_dir(args.data, getattr(args, "max_train_per_calendar", None),
-                              family=getattr(args, "family", None), users=getattr(args, "user", None))
+                              family=getattr(args, "family", None), users=getattr(args, "user", None),
+                              progress=progress)
     except (ValueError, OSError) as exc:
         print(f"calroute evaluate: {exc}", file=sys.stderr)
         return 2

@@ -32,7 +32,7 @@ import json
 import math
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -225,9 +225,10 @@ def _mean(values: list) -> Optional[float]:
 
 def evaluate_dir(data_dir: str | Path, max_train_per_calendar: Optional[int] = None, *,
                  cfg: Optional[TrainConfig] = None, family: Optional[str] = None,
-                 users: Optional[Sequence[str]] = None) -> dict:
+                 users: Optional[Sequence[str]] = None, progress: Optional[Callable] = None) -> dict:
     """Evaluate every user of ``data_dir``. Returns ``{"overall", "mean_of_users", "users",
-    "settings"}`` (JSON-serialisable)."""
+    "settings"}`` (JSON-serialisable). ``progress(items, total, label)`` wraps the loop over users
+    (``calroute_dev.text.progress``: a progress bar on a terminal)."""
     cfg = cfg or TrainConfig()
     if family:
         cfg = replace(cfg, family=family)
@@ -239,7 +240,10 @@ def evaluate_dir(data_dir: str | Path, max_train_per_calendar: Optional[int] = N
         if missing:
             raise ValueError(f"no data for user(s) {', '.join(missing)} in {data_dir}")
         loaded = {u: loaded[u] for u in users}
-    results = [evaluate_user(u, evs, cfg, max_train_per_calendar) for u, evs in loaded.items()]
+    pairs = list(loaded.items())
+    if progress is not None:
+        pairs = progress(pairs, len(pairs), "evaluate")
+    results = [evaluate_user(u, evs, cfg, max_train_per_calendar) for u, evs in pairs]
     done = [r for r in results if "skipped" not in r]
     kept = np.concatenate([r["kept"] for r in done]) if done else np.zeros(0, bool)
     labels = sorted({f"{r['user']}/{lab}" for r in done for lab in r["labels"]})

@@ -133,6 +133,8 @@ class Settings(BaseModel):
     ics_window_days_back: int = Field(730, ge=1)
     ics_window_days_forward: int = Field(365, ge=1)
     operator_ids: tuple[str, ...] = ()
+    # GET /v1/docs: Powertools' Swagger UI of the whole API (on in the local stack; opt-in when deployed)
+    swagger_ui: bool = False
 
     # --- data lifecycle (docs/security.md "Retention and erasure") ---
     # the key of the HMAC that stands for the user id in erasure audit records: an SSM SecureString

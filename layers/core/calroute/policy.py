@@ -197,5 +197,5 @@ def decide(*, top_prob: Optional[float], threshold: Optional[float], llm_availab
         why = "low_confidence"
     if llm_available:
         return Decision("llm", True, why)
-    return Decision("ml_low_confidence", False, llm_unavailable_reason if why == "low_confidence"
-                    else f"{why}+{llm_unavailable_reason}")
+    # the deferral's cause first, always (``defer_reason`` is the part before "+")
+    return Decision("ml_low_confidence", False, f"{why}+{llm_unavailable_reason}")

@@ -7,6 +7,12 @@ events of each calendar are sorted by start, and the last 30% are held back. The
 uploaded through the ingest API (``POST /v1/users/{userId}/events``, flat form, labelled): uploading
 the whole ``.ics`` through the import route would also store the held-back events, and re-encoding a
 subset as iCalendar would lose the "part of a recurring series" flag of the expanded occurrences.
+
+The held-back events are much like the ones learnt from, so the model answers nearly all of them
+itself. ``demo_events.json`` in the folder (optional) lists a few *new* events of the kind a user
+adds next — some familiar, some unlike anything in the history (a title never seen, a match at 3 am)
+— to show the hybrid: the confident ones answered by the model, the others deferred with their
+``defer_reason`` and the question the LLM fallback is (or would be) asked.
 """
 
 from __future__ import annotations
@@ -19,9 +25,10 @@ from typing import Callable, Optional
 from .client import Client
 from .template import ROOT
 
-DEMO_USER = "d1_student"
+DEMO_USER = "d3_developer"  # five calendars, two of them alike (PyCon UK and ESUG talks)
 DEMO_DIR = ROOT / "data" / "users" / DEMO_USER
 HOLDOUT = 0.30
+NEW_EVENTS_FILE = "demo_events.json"
 INGEST_CHUNK = 500
 CLASSIFY_CHUNK = 100
 
@@ -127,9 +134,101 @@ def classify_unseen(client: Client, demo: DemoData) -> list[dict]:
                     "predicted": res.get("calendar_id"),
                     "confidence": res.get("confidence"),
                     "method": res.get("method"),
+                    "defer_reason": res.get("defer_reason"),
                     "event_id": ev.event_id,
                 })
     return rows
+
+
+def load_new_events(folder: str | Path) -> list[dict]:
+    """The folder's ``demo_events.json``: flat events (no label) the demo classifies as new."""
+    import json
+
+    path = Path(folder) / NEW_EVENTS_FILE
+    if not path.is_file():
+        return []
+    events = json.loads(path.read_text(encoding="utf-8"))
+    return [e for e in events if isinstance(e, dict)]
+
+
+def classify_new(client: Client, demo: DemoData, events: list[dict]) -> list[dict]:
+    """Classify the new events (one ``/classify/batch`` call); one row per event, with the model's
+    candidates and, for a deferred one, what the LLM fallback is asked."""
+    if not events:
+        return []
+    results = client.classify_batch(demo.user, events).get("results", [])
+    rows = []
+    for ev, res in zip(events, results):
+        rows.append({
+            "start": str(ev.get("start", ""))[:16].replace("T", " "),
+            "summary": ev.get("summary", ""),
+            "predicted": res.get("calendar_id"),
+            "confidence": res.get("confidence"),
+            "method": res.get("method"),
+            "defer_reason": res.get("defer_reason"),
+            "reason": res.get("reason"),
+            "alternatives": res.get("alternatives") or [],
+            "event": ev,
+        })
+    return rows
+
+
+def llm_question(demo: DemoData, row: dict, k_similar: int = 5) -> str:
+    """The data block the LLM fallback sends for a deferred event (``calroute.llm.prompt``): the
+    user's calendars, the model's candidates, similar past events (from the events learnt from)."""
+    from calroute.llm.prompt import build_messages
+    from calroute.llm.similar import similar_events
+    from calroute.schema import CalendarInfo, parse_event
+
+    event = parse_event(row["event"], field="event")
+    calendars = [CalendarInfo(calendar_id=c, name=c.replace("_", " ")) for c in demo.seen]
+    labelled = [e for evs in demo.seen.values() for e in evs]
+    similar = similar_events(event, labelled, k_similar, set(demo.seen))
+    messages = build_messages(event=event, calendars=calendars, candidates=row["alternatives"], similar=similar,
+                              nonce="demo")
+    return compact_question(messages[-1]["content"])
+
+
+def compact_question(content: str, width: int = 150) -> str:
+    """The user message's data block, one line per field (compact JSON, cut at ``width``)."""
+    import json
+
+    lines = content.strip().splitlines()
+    try:
+        data = json.loads("\n".join(lines[1:-2]))  # between <data-…> and </data-…>, before the question
+    except ValueError:
+        return content
+    out = []
+    for key, value in data.items():
+        text = json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+        out.append(f"{key}: {text if len(text) <= width else text[: width - 1] + '…'}")
+    out.append(lines[-1])
+    return "\n".join(out)
+
+
+def _candidates(row: dict, n: int = 2) -> str:
+    alts = row.get("alternatives") or []
+    return ", ".join(f"{a['calendar_id']} {a.get('probability', 0):.2f}" for a in alts[:n])
+
+
+def render_new(rows: list[dict]) -> str:
+    """The new events: the model's confident answers, the deferred ones with their reason and the
+    LLM's answer (or, without an LLM, the candidates it would choose between)."""
+    from ..text import table
+
+    out = []
+    for r in rows:
+        deferred = r["method"] != "ml"
+        if r["method"] in ("llm", "llm_only"):
+            asked = f"answered: {_cut(r.get('reason') or '', 40)}"
+        elif deferred:
+            asked = f"choose among: {_candidates(r)}, …"
+        else:
+            asked = "-"
+        out.append([r["start"], _cut(r["summary"], 28), r["predicted"] or "-",
+                    "-" if r["confidence"] is None else f"{r['confidence']:.2f}", r["method"],
+                    r["defer_reason"] or "-", asked])
+    return table(out, ["start", "summary", "answer", "conf", "method", "defer_reason", "the LLM"])
 
 
 def summarize(rows: list[dict]) -> dict:
@@ -144,6 +243,8 @@ def summarize(rows: list[dict]) -> dict:
         "accuracy_answered": (sum(r["predicted"] == r["truth"] for r in answered) / len(answered))
         if answered else None,
         "methods": {m: sum(r["method"] == m for r in rows) for m in sorted({r["method"] for r in rows})},
+        "defer_reasons": {d: sum(r.get("defer_reason") == d for r in rows)
+                          for d in sorted({r.get("defer_reason") for r in rows} - {None})},
     }
 
 
@@ -156,13 +257,15 @@ def render(rows: list[dict], per_calendar: int = 4) -> str:
     for r in rows:
         by_cal.setdefault(r["truth"], []).append(r)
     for cal, rs in by_cal.items():
-        step = max(1, len(rs) // per_calendar)
-        shown.extend(rs[::step][:per_calendar])
+        deferred = [r for r in rs if r["method"] != "ml"][: per_calendar // 2]  # the interesting ones first
+        rest = [r for r in rs if r not in deferred]
+        step = max(1, len(rest) // per_calendar)
+        shown.extend(deferred + rest[::step][: per_calendar - len(deferred)])
     lines = [table(
         [[r["start"], _cut(r["summary"], 34), r["truth"], r["predicted"] or "-",
-          "-" if r["confidence"] is None else f"{r['confidence']:.2f}", r["method"],
+          "-" if r["confidence"] is None else f"{r['confidence']:.2f}", r["method"], r.get("defer_reason") or "-",
           "ok" if r["predicted"] == r["truth"] else ("?" if not r["predicted"] else "WRONG")] for r in shown],
-        ["start", "summary", "calendar", "predicted", "conf", "method", ""])]
+        ["start", "summary", "calendar", "predicted", "conf", "method", "defer_reason", "right?"])]
     lines.append("")
     per = []
     for cal, rs in by_cal.items():

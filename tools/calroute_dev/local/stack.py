@@ -7,7 +7,7 @@
 3. the local API Gateway (:mod:`calroute_dev.local.gateway`) on 127.0.0.1:3000, plus two local-only
    admin routes: ``POST /local/schedule`` (start the state machine with the schedule's input) and
    ``POST /local/execution`` (``{"execution_arn"}`` → its status and output);
-4. the demo (:mod:`calroute_dev.local.demo`): seed ``data/users/d1_student`` through the API holding back
+4. the demo (:mod:`calroute_dev.local.demo`): seed ``data/users/d3_developer`` (``--demo-user``) through the API holding back
    the most recent 30% of each calendar, run the training state machine, classify the held-back
    events through the API and print a table;
 5. serve until Ctrl-C, then stop the gateway, snapshot the data and stop moto.
@@ -64,6 +64,7 @@ def local_overrides(auth: str = "dev", environ: Optional[dict] = None, verbose: 
         # erasure audit HMAC key: $ERASURE_HMAC_KEY, else the development key (dev/none auth)
         "ERASURE_HMAC_KEY_PARAM": "",
         "ERASURE_HMAC_KEY": env.get("ERASURE_HMAC_KEY", ""),
+        "SWAGGER_UI": "true",  # GET /v1/docs
     }
     if env.get("LLM_MODEL"):
         out["LLM_MODEL"] = env["LLM_MODEL"]
@@ -187,6 +188,8 @@ class LocalStack:
             os.environ[k] = v
         if not self.verbose:
             warnings.filterwarnings("ignore", message="No application metrics to publish")
+            # moto's ASL parser notes that ToleratedFailurePercentage has no effect (docs/local.md says so)
+            logging.getLogger("moto.stepfunctions.parser").setLevel(logging.ERROR)
         from . import persist
         from .gateway import Gateway
         from .moto_server import start_emulator
@@ -365,7 +368,21 @@ def run_demo(stack: LocalStack, user_dir: Path, *, smoke: bool = False) -> dict:
     say(demo.render(rows))
     summary = demo.summarize(rows)
     say(f"({len(rows)} events classified in {secs:.2f}s over HTTP, {1000 * secs / max(1, len(rows)):.2f} ms/event)")
-    return {"user": data.user, "training": result, "summary": summary, "active": active, "rows": rows}
+    new_rows = demo.classify_new(client, data, demo.load_new_events(user_dir))
+    if new_rows:
+        llm_on = bool(stack.overrides.get("OPENAI_API_KEY") or stack.overrides.get("OPENAI_BASE_URL"))
+        say("")
+        say(f"{len(new_rows)} new events (demo_events.json): the model answers the familiar ones; the others are "
+            f"deferred to the LLM{'' if llm_on else ' (off here: they come back ml_low_confidence)'}")
+        say(demo.render_new(new_rows))
+        first = next((r for r in new_rows if r["method"] != "ml"), None)
+        if first is not None:
+            say("")
+            say(f"what the LLM {'is' if llm_on else 'would be'} asked for \"{first['summary']}\" "
+                f"(defer_reason {first['defer_reason']}; the system prompt asks for JSON naming one calendar id):")
+            say("  " + demo.llm_question(data, first).strip().replace("\n", "\n  "))
+    return {"user": data.user, "training": result, "summary": summary, "active": active, "rows": rows,
+            "new": new_rows}
 
 
 def _banner(stack: LocalStack, user: str) -> str:
@@ -374,14 +391,13 @@ def _banner(stack: LocalStack, user: str) -> str:
     return "\n".join([
         "",
         f"calroute is running: API {u}   AWS {stack.emulator.endpoint}   data {stack.data_dir}/",
-        f"  curl -s {u}/v1/openapi.json | head -c 300",
+        f"  {u}/v1/docs                 Swagger UI (in a browser)",
         f"  curl -s{hdr} {u}/v1/users/{user}/model",
         f"  curl -s{hdr} -H 'content-type: application/json' {u}/v1/users/{user}/classify \\",
-        "       -d '{\"event\": {\"summary\": \"Data Structures lecture\", \"start\": \"2025-11-10T09:00:00\"}}'",
-        f"  calroute classify --user {user} --summary 'Switzerland vs Finland' --start 2026-05-20T20:20:00",
+        "       -d '{\"event\": {\"summary\": \"Pražské Pyvo\", \"start\": \"2026-03-18T19:00:00\"}}'",
+        f"  calroute classify --user {user} --summary 'Dentist appointment' --start 2026-03-03T15:00:00",
         "  calroute train --all        # fire the nightly schedule now",
-        f"  AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test aws --endpoint-url {stack.emulator.endpoint} "
-        "--region us-east-1 dynamodb list-tables",
+        "  calroute invoke StatsFunction -e infra/events/stats_user.json   # one handler, one event",
         "Ctrl-C stops (data is saved).",
     ])
 
@@ -401,6 +417,9 @@ def _smoke_checks(stack: LocalStack, report: dict) -> list[str]:
         fails.append(f"no confident (ml) predictions: {s.get('methods')}")
     elif (s.get("accuracy_ml") or 0) < 0.8:
         fails.append(f"accuracy of confident predictions {s.get('accuracy_ml'):.2f} < 0.80")
+    new = report.get("new") or []
+    if new and not any(r.get("defer_reason") for r in new):
+        fails.append("no new event was deferred (demo_events.json should show the hybrid)")
     c = stack.client(report.get("user"))
     r = c.request("GET", "/v1/no-such-route")
     if r.status != 404:

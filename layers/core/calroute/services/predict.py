@@ -155,6 +155,8 @@ class PredictService:
                                     confidence=float(probs[i, top[i, 0]]),
                                     anomalous=anomaly is not None and anomaly[i] >= model.anomaly_veto,
                                     unmet=may_belong_to_unmet(events[i], unmet, nv) is not None))
+        # why each deferred event was deferred, before a budget or an LLM failure rewrites the reason
+        deferred_why = [d.reason.split("+")[0] for d in decisions]
         need = [i for i, d in enumerate(decisions) if d.call_llm]
         if need and self.usage is not None:
             over = budget_exceeded(self.usage, user_id, cfg)
@@ -180,7 +182,7 @@ class PredictService:
                                 for j in top[i]]
             cal = alternatives[0]["calendar_id"] if alternatives else None
             reason = d.reason
-            defer_reason = None if d.method == "ml" else d.reason.split("+")[0]
+            defer_reason = None if d.method == "ml" else deferred_why[i]
             done = t_model
             usd = 0.0
             called = d.call_llm
