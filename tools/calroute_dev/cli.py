@@ -331,8 +331,8 @@ def cmd_export(args: argparse.Namespace) -> int:
             env = logical[:-len("Table")].upper() + "_TABLE"
             os.environ[env] = res.physical_name(logical)
         os.environ["MODEL_BUCKET"] = res.physical_name("ModelBucket")
-    from . import ids, wiring
-    from .config import Settings
+    from calroute import ids, wiring
+    from calroute.config import Settings
 
     user = ids.user_id(args.user, field="--user")
     out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
