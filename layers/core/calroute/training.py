@@ -316,34 +316,31 @@ def choose_threshold_bound(score: np.ndarray, correct: np.ndarray, cfg: TrainCon
                                 floor=cfg.threshold_min)
 
 
-def out_of_fold_novelty(events: Sequence[Event], blocks: np.ndarray) -> np.ndarray:
-    """Novelty of each event of block ``k`` against the events of blocks ``< k`` (what the fold's
-    model was trained on); block 0 rows get 1.0 (they are never out-of-fold)."""
+def _forward_chained(events: Sequence[Event], blocks: np.ndarray, index: Any,
+                     score: Callable[[Any, int], float]) -> np.ndarray:
+    """``score(index, i)`` for each event of block ``k`` with ``index`` holding the events of blocks
+    ``< k`` (what the fold's model was trained on); block 0 rows get 1.0 (never out-of-fold)."""
     out = np.ones(len(events), dtype=np.float64)
-    index = NoveltyIndex()
     for b in range(int(blocks.max(initial=0)) + 1):
         members = np.flatnonzero(blocks == b)
         if b > 0:
             for i in members:
-                out[i] = index.score(events[i])
+                out[i] = score(index, i)
         for i in members:
             index.add(events[i])
     return out
 
 
+def out_of_fold_novelty(events: Sequence[Event], blocks: np.ndarray) -> np.ndarray:
+    """Novelty of each event of block ``k`` against the events of blocks ``< k``; block 0 rows get 1.0."""
+    return _forward_chained(events, blocks, NoveltyIndex(), lambda idx, i: idx.score(events[i]))
+
+
 def out_of_fold_anomaly(events: Sequence[Event], blocks: np.ndarray, predicted: Sequence[str]) -> np.ndarray:
     """Time/shape anomaly of each event of block ``k`` against the calendar the fold's model
     predicted for it, measured on the events of blocks ``< k``; block 0 rows get 1.0."""
-    out = np.ones(len(events), dtype=np.float64)
-    shapes = CalendarShapes()
-    for b in range(int(blocks.max(initial=0)) + 1):
-        members = np.flatnonzero(blocks == b)
-        if b > 0:
-            for i in members:
-                out[i] = shapes.anomaly(events[i], str(predicted[i]))
-        for i in members:
-            shapes.add(events[i])
-    return out
+    return _forward_chained(events, blocks, CalendarShapes(),
+                            lambda idx, i: idx.anomaly(events[i], str(predicted[i])))
 
 
 def classification_metrics(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]) -> dict:
