@@ -1,26 +1,8 @@
 """Offline evaluation: ``calroute evaluate --data DIR [--max-train-per-calendar N] [--json]``.
 
-``DIR`` holds, per user, either ``<user>.jsonl`` (one flat labelled event per line:
-``{"event_id","summary","description","location","start","end","all_day","attendees",
-"calendar_id"}``) or a folder ``<user>/`` with one ``.ics`` per calendar (file stem = calendar id,
-read with :func:`calroute.ics.parse_ics`).
-
-Per user, each calendar's events in time order: the first 70% train, the rest test (with
-``--max-train-per-calendar N`` only the first N of those 70% train; the test events stay the same).
-Training is :func:`calroute.training.train_user_model` — the Lambda's code — and prediction goes
-through onnxruntime (:class:`calroute.runtime.OnnxModel`) with the routing rule of
-:func:`calroute.policy.decide` (the model answers when its top probability ≥ the user's threshold).
-Gates are relaxed only for N-limited runs, and the output says so.
-
-Figures: ``coverage`` (share of test events the model keeps), ``accuracy_kept`` (accuracy on
-those), ``accuracy_all`` (argmax on every test event), ``macro_f1``, ``threshold``,
-``train_seconds``, ``aurc`` (area under the risk-coverage curve of the routing score on the test
-events: lower is better), ``risk`` (the threshold's Learn-then-Test bound on the out-of-fold rows:
-``upper_bound``, ``kept``/``rows``, ``certified``) and ``risk_coverage`` (the curve, at most 21
-points). ``overall`` pools every test event of every user (one big timetable dominates it);
-``mean_of_users`` averages the users' figures; ``worst_user`` names the user with the lowest
-accuracy of kept answers and the one with the lowest coverage — judge by those. The table lists
-users worst first.
+The command only: its arguments, the table (users worst first) and ``--report``. The data layout,
+the protocol (time-ordered 70/30 per calendar, the Lambda's trainer, onnxruntime, the routing rule)
+and every figure it prints are described in :mod:`calroute_dev.evaluation`, whose functions it runs.
 """
 
 from __future__ import annotations
