@@ -22,7 +22,6 @@ from .base import (
     now_iso,
     query_all,
     query_keys,
-    storage_errors,
     translated,
 )
 
@@ -68,12 +67,20 @@ class DynamoEventStore(TableAdapter):
                      sleep=time.sleep) -> set[str]:
         """Which of ``event_ids`` are already stored (BatchGetItem of keys only, 100 per call,
         UnprocessedKeys retried); lets ingest count new events without double-counting re-posts."""
+        items = self._batch_get(user_id, event_ids, projection="event_id", max_attempts=max_attempts, sleep=sleep)
+        return {i["event_id"] for i in items}
+
+    def _batch_get(self, user_id: str, event_ids: Iterable[str], *, projection: Optional[str],
+                   max_attempts: int, sleep) -> list[dict]:
+        """BatchGetItem of the user's ``event_ids`` (deduplicated, 100 keys per call); throttling and
+        UnprocessedKeys are retried with backoff, then :class:`ServiceUnavailable`."""
         client = self.t.ddb.meta.client
-        wanted = list(dict.fromkeys(event_ids))
-        found: set[str] = set()
-        for chunk in iter_chunks(wanted, 100):
-            pending = {self.name: {"Keys": [{"user_id": user_id, "event_id": e} for e in chunk],
-                                   "ProjectionExpression": "event_id"}}
+        out: list[dict] = []
+        for chunk in iter_chunks(list(dict.fromkeys(event_ids)), 100):
+            request: dict = {"Keys": [{"user_id": user_id, "event_id": e} for e in chunk]}
+            if projection:
+                request["ProjectionExpression"] = projection
+            pending = {self.name: request}
             for attempt in range(max_attempts):
                 try:
                     resp = client.batch_get_item(RequestItems=pending)
@@ -81,14 +88,14 @@ class DynamoEventStore(TableAdapter):
                     if not is_throttle(exc):
                         raise
                     resp = {"UnprocessedKeys": pending}
-                found.update(i["event_id"] for i in resp.get("Responses", {}).get(self.name, []))
+                out.extend(resp.get("Responses", {}).get(self.name, []))
                 pending = resp.get("UnprocessedKeys") or {}
                 if not pending:
                     break
                 sleep(backoff(attempt))
             else:
                 raise ServiceUnavailable("storage is throttling reads; retry the request", retry_after=2)
-        return found
+        return out
 
     @translated
     def set_calendar(self, user_id: str, event_id: str, calendar_id: str) -> Event:
@@ -152,24 +159,8 @@ class DynamoEventStore(TableAdapter):
     def get_events(self, user_id: str, event_ids: Iterable[str], *, max_attempts: int = 8,
                    sleep=time.sleep) -> list[Event]:
         """BatchGetItem (100 keys per call, UnprocessedKeys retried)."""
-        client = self.t.ddb.meta.client
-        out: list[Event] = []
-        for chunk in iter_chunks(list(dict.fromkeys(event_ids)), 100):
-            pending = {self.name: {"Keys": [{"user_id": user_id, "event_id": e} for e in chunk]}}
-            for attempt in range(max_attempts):
-                try:
-                    with storage_errors():
-                        resp = client.batch_get_item(RequestItems=pending)
-                except ServiceUnavailable:
-                    resp = {"UnprocessedKeys": pending}
-                out.extend(self._event(i) for i in resp.get("Responses", {}).get(self.name, []))
-                pending = resp.get("UnprocessedKeys") or {}
-                if not pending:
-                    break
-                sleep(backoff(attempt))
-            else:
-                raise ServiceUnavailable("storage is throttling reads; retry the request", retry_after=2)
-        return out
+        return [self._event(i) for i in self._batch_get(user_id, event_ids, projection=None,
+                                                        max_attempts=max_attempts, sleep=sleep)]
 
     @translated
     def delete_events(self, user_id: str, event_ids: Iterable[str]) -> int:
