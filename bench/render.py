@@ -45,6 +45,8 @@ def targets(f: dict) -> list[dict]:
     acc = _get(f, "accuracy", "overall", "accuracy_kept")
     add("coverage at accuracy_kept ≥ 97%, ≤ 20 training events per calendar (pooled)", "≥ 85% (with ≥ 97%)",
         cov, "share", lambda v: v >= 0.85 and (acc or 0) >= 0.97)
+    add("novelty + anomaly per event on the predict path (p50, same run)", "≤ 20 µs",
+        _get(f, "serving", "novelty_anomaly_p50_ms"), "ms", lambda v: v <= 0.020)
     add("predict cold import", "≤ 250 ms", _get(f, "cold_start", "predict", "import_ms"), "ms", lambda v: v <= 250)
     return out
 
@@ -150,7 +152,10 @@ def render(f: dict) -> str:
                      "DynamoDB PutItem to the moto server over HTTP"),
                 _row("featurize (1 event)", s.get("featurize"), "feature spec 2 (time tokens)"),
                 _row("featurize (1 event), spec 1", s.get("featurize_v1"), "what spec-1 models are served with"),
-                _row("novelty (1 event)", s.get("novelty"), "title words + 3-grams against the novelty index"),
+                _row("novelty (1 event), predict path", s.get("novelty"),
+                     "title words + 3-grams against the novelty index; tokens shared with the featurizer"),
+                _row("novelty (1 event), standalone", s.get("novelty_standalone"),
+                     "the same, tokenising the title itself (what it would cost without sharing)"),
                 _row("anomaly (1 event)", s.get("anomaly"), "when/how-long tokens against the predicted calendar's"),
                 _row("featurize + ONNX predict_proba", s.get("onnx_featurize_predict")),
                 _row("featurize + sklearn predict_proba (same model)", s.get("sklearn_featurize_predict")),

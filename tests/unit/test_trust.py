@@ -277,3 +277,32 @@ def test_unusual_time_without_llm_says_why():
     assert (d.method, d.reason) == ("ml_low_confidence", "unusual_time+llm_not_configured")
     assert decide(top_prob=0.0, threshold=0.6, llm_available=True, confidence=0.5, anomalous=True).reason \
         == "low_confidence"
+
+
+def test_the_predict_path_tokenises_a_title_once(d1, monkeypatch):
+    """Featurizer and novelty share one tokenisation per event (issue 10 item 7: novelty must cost
+    at most ~20 µs): the shared tokens give exactly the features and novelty of tokenising twice,
+    and classify never tokenises a title inside the novelty score."""
+    import calroute.novelty as novelty_mod
+    from calroute.features import spec_tokens
+
+    train, test, trained = d1
+    model = OnnxModel.from_bytes(trained.onnx_bytes)
+    evs = [e.model_copy(update={"calendar_id": None}) for e in test[:40]]
+    toks = [spec_tokens(e) for e in evs]
+    assert np.array_equal(featurize(evs, tokens=toks), featurize(evs))
+    assert model.novelty_of(evs, toks) == model.novelty_of(evs)
+    with pytest.raises(ValueError):
+        featurize(evs, tokens=toks[:-1])
+    with pytest.raises(ValueError):
+        model.novelty_of(evs, toks[:-1])
+    svc = _service(trained.onnx_bytes)
+    expected = [svc.classify("d1_student", {**e.to_flat(), "event_id": f"e{i}"}) for i, e in enumerate(evs[:5])]
+
+    def no_second_tokenisation(text):
+        raise AssertionError("novelty tokenised a title the featurizer had already tokenised")
+
+    monkeypatch.setattr(novelty_mod, "words", no_second_tokenisation)
+    again = [svc.classify("d1_student", {**e.to_flat(), "event_id": f"e{i}"}) for i, e in enumerate(evs[:5])]
+    assert [(a["calendar_id"], a["novelty"], a["method"]) for a in again] == \
+        [(a["calendar_id"], a["novelty"], a["method"]) for a in expected]

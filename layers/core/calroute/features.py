@@ -44,7 +44,7 @@ import math
 import re
 import unicodedata
 import zlib
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Optional, Sequence
 
 if TYPE_CHECKING:  # numpy is imported lazily: the LLM function tokenises but never builds matrices
     import numpy as np
@@ -212,15 +212,18 @@ _HASH_MEMO_MAX = 20_000
 _HASH_MEMO: dict[str, dict[str, tuple[int, float]]] = {g: {} for g in GROUP_WEIGHTS}
 
 
-def featurize_into(ev: Event, row: np.ndarray, spec: int = FEATURE_SPEC_VERSION) -> None:
+def featurize_into(ev: Event, row: np.ndarray, spec: int = FEATURE_SPEC_VERSION,
+                   groups: Optional[dict[str, list[str]]] = None) -> None:
     """Write one event's features into ``row`` (a zeroed float32 vector of length N_FEATURES).
 
     Each token group is L2-normalised and weighted on its own; groups that hash to the same column
-    add up (summed in float64, stored once as float32). ``spec`` is the model's feature spec.
+    add up (summed in float64, stored once as float32). ``spec`` is the model's feature spec;
+    ``groups`` the event's :func:`spec_tokens` of that spec when the caller already has them (the
+    predict path tokenises once for the featurizer and the novelty score).
     """
     row[:N_DENSE] = dense_features(ev)
     total: dict[int, float] = {}
-    for group, toks in spec_tokens(ev, spec).items():
+    for group, toks in (spec_tokens(ev, spec) if groups is None else groups).items():
         if not toks:
             continue
         memo = _HASH_MEMO[group]
@@ -246,17 +249,21 @@ def featurize_into(ev: Event, row: np.ndarray, spec: int = FEATURE_SPEC_VERSION)
         row[np.fromiter(total.keys(), np.intp, n)] = np.fromiter(total.values(), np.float32, n)
 
 
-def featurize(events: Iterable[Event], spec: int = FEATURE_SPEC_VERSION) -> np.ndarray:
+def featurize(events: Iterable[Event], spec: int = FEATURE_SPEC_VERSION,
+              tokens: Optional[Sequence[dict[str, list[str]]]] = None) -> np.ndarray:
     """Feature matrix (n_events × N_FEATURES, float32) for events in order, with the featurizer of
-    feature spec ``spec`` (a model is always served with the spec it was trained with)."""
+    feature spec ``spec`` (a model is always served with the spec it was trained with). ``tokens``:
+    the events' :func:`spec_tokens` of ``spec``, in order, when the caller computed them already."""
     import numpy as np
 
     if spec not in SUPPORTED_SPECS:
         raise ValueError(f"unknown feature spec {spec}; supported: {SUPPORTED_SPECS}")
     evs = list(events)
+    if tokens is not None and len(tokens) != len(evs):
+        raise ValueError(f"{len(tokens)} token sets for {len(evs)} events")
     X = np.zeros((len(evs), N_FEATURES), dtype=np.float32)
     for i, ev in enumerate(evs):
-        featurize_into(ev, X[i], spec)
+        featurize_into(ev, X[i], spec, None if tokens is None else tokens[i])
     return X
 
 

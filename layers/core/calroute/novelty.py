@@ -110,12 +110,31 @@ class NoveltyIndex:
                 miss += 1
         return miss / len(keys)
 
-    def score(self, ev: "Event") -> float:
-        """Text novelty in [0, 1]: the mean of the unseen shares of title words and 3-grams."""
-        ws, gs = _title_bits(ev)
-        if not ws:
+    def _unseen_tokens(self, group: str, tokens: list[str]) -> float:
+        """:meth:`_unseen` of the tokens' bits, in one pass (the predict path's hot loop)."""
+        memo, bits, miss = _MEMO[group], self.bits, 0
+        for t in tokens:
+            b = memo.get(t)
+            if b is None:
+                b = _bits(group, [t])[0]
+            if not (bits[b >> 3] >> (b & 7)) & 1:
+                miss += 1
+        return miss / len(tokens)
+
+    def score(self, ev: "Event", tokens: Optional[dict[str, list[str]]] = None) -> float:
+        """Text novelty in [0, 1]: the mean of the unseen shares of title words and 3-grams
+        (``tokens``: the event's featurizer tokens — groups ``t`` and ``c`` of
+        :func:`calroute.features.spec_tokens` are exactly these — when the caller has them, so
+        the predict path tokenises a title once)."""
+        if tokens is not None:
+            ws, gs = tokens["t"], tokens["c"]
+            if not ws:
+                return 1.0
+            return 0.5 * (self._unseen_tokens("w", ws) + self._unseen_tokens("g", gs))
+        wb, gb = _title_bits(ev)
+        if not wb:
             return 1.0
-        return 0.5 * (self._unseen(ws) + self._unseen(gs))
+        return 0.5 * (self._unseen(wb) + self._unseen(gb))
 
     def time_novelty(self, ev: "Event") -> float:
         """Share of the event's time/shape tokens (weekday × hour, start time, duration, all-day)
@@ -179,7 +198,11 @@ class CalendarShapes:
         seen = self.seen.get(calendar_id)
         if seen is None:
             return 1.0
-        return sum(t not in seen for t in toks) / len(toks) if toks else 0.0
+        miss = 0
+        for t in toks:
+            if t not in seen:
+                miss += 1
+        return miss / len(toks)
 
     def to_text(self) -> str:
         return json.dumps({c: sorted(t) for c, t in sorted(self.seen.items())}, separators=(",", ":"))

@@ -154,12 +154,16 @@ class OnnxModel:
         per_byte = RSS_PER_ONNX_BYTE.get(family, max(RSS_PER_ONNX_BYTE.values()))
         return int(per_byte * self.size_bytes) + (NOVELTY_INDEX_BYTES if self.novelty is not None else 0)
 
-    def novelty_of(self, events) -> Optional[list[float]]:
-        """Text novelty of each event against the user's training events (None for spec-1 models)."""
+    def novelty_of(self, events, tokens=None) -> Optional[list[float]]:
+        """Text novelty of each event against the user's training events (None for spec-1 models).
+        ``tokens``: the events' featurizer tokens (:func:`calroute.features.spec_tokens`), in order,
+        when the caller computed them for :func:`calroute.features.featurize` (tokenise once)."""
         if self.novelty is None:
             return None
         score = self.novelty.score
-        return [score(ev) for ev in events]
+        if tokens is None:
+            return [score(ev) for ev in events]
+        return [score(ev, t) for ev, t in zip(events, tokens, strict=True)]
 
     def anomaly_of(self, events, predicted: "list[str]") -> Optional[list[float]]:
         """Time/shape anomaly of each event against the calendar predicted for it (None for models

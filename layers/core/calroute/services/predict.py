@@ -38,7 +38,7 @@ import numpy as np
 
 from ..cache import FAILED, HIT, MISS, ModelCache
 from ..calendars import CalendarDirectory, may_belong_to_unmet, unmet_calendars
-from ..features import featurize
+from ..features import featurize, spec_tokens
 from ..ids import hashed_user
 from ..llm.cost import budget_exceeded
 from ..policy import CONTROL, Decision, FlagProvider, cohort_for, decide
@@ -130,11 +130,13 @@ class PredictService:
         labels: list[str] = []
         unmet: dict = {}
         if model is not None:
-            probs = model.predict_proba(featurize(events, spec=model.feature_spec))
+            # tokenise once: the featurizer and the novelty score read the same title tokens
+            tokens = [spec_tokens(ev, model.feature_spec) for ev in events]
+            probs = model.predict_proba(featurize(events, spec=model.feature_spec, tokens=tokens))
             labels = model.labels
             k = min(TOP_K, probs.shape[1])
             top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-            novelty = model.novelty_of(events)
+            novelty = model.novelty_of(events, tokens)
             anomaly = model.anomaly_of(events, [labels[j] for j in top[:, 0]])
             scores = model.routing_scores(probs[np.arange(n), top[:, 0]], novelty, anomaly)
             if self.calendars is not None:
