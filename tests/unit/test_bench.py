@@ -129,6 +129,8 @@ def _complete_figures() -> dict:
                                              "batch100_logged", "batch100_default", "cache_miss", "s3_get",
                                              "session_create")},
                     "batch100": {**_stats(20.0), "per_event_ms": 0.2}, "gb14_onnx_bytes": 700_000,
+                    "novelty": _stats(0.012), "novelty_standalone": _stats(0.02), "anomaly": _stats(0.005),
+                    "novelty_anomaly_p50_ms": 0.017,
                     "ratios": {"sklearn_over_onnx_model_p50": 3.0, "sklearn_over_onnx_predict_only_p50": 10.0,
                                "gb14_onnx_over_linear_onnx_p50": 0.5, "gb14_sklearn_over_linear_onnx_p50": 50.0}},
         "cold_start": {k: {"import_ms": 300.0, "first_call_ms": 200.0, "process_ms": 600.0, "n": 7,
@@ -172,6 +174,7 @@ def test_render_of_a_complete_run_has_every_section_and_verdict():
     assert by_name["warm classify p50"]["met"] is True       # 0.2 ms ≤ 0.3 ms
     assert by_name["warm classify p99"]["met"] is True       # 0.6 ms ≤ 1 ms
     assert by_name["predict cold import"]["met"] is False    # 300 ms > 250 ms
+    assert by_name["novelty + anomaly per event on the predict path"]["met"] is True  # 17 ≤ 20 µs
     assert by_name["warm classify p99 with the production logging default"]["met"] is True  # 0.6 ≤ 1.5 ms
     assert {c["name"]: c["holds"] for c in f["claims"]}["cheaper than LLM-only ($ per event ratio)"] is False
     md = render(f)
@@ -199,3 +202,28 @@ def test_a_partial_run_merges_the_other_sections_from_the_newest_results(tmp_pat
     assert "serving" not in new["machine"]["merged_sections"]
     assert any(t["measured"] is not None for t in new["targets"])
     assert "earlier run" in render({**old, **new, "machine": {**old["machine"], **new["machine"]}})
+
+
+def test_compare_keeps_the_best_round_and_renders_the_ratio(tmp_path):
+    """bench.compare (two revisions in the same run): per key the best (lowest) round of each side,
+    a missing key is "-", and the docs block replaces only its own markers."""
+    from bench import compare
+
+    base = [{"serving": {"handler_warm": {"p50_ms": 0.9, "p99_ms": 2.0}}, "cold_start": {}},
+            {"serving": {"handler_warm": {"p50_ms": 0.7, "p99_ms": 3.0}}, "cold_start": {}}]
+    head = [{"serving": {"handler_warm": {"p50_ms": 0.6, "p99_ms": 1.0}},
+             "cold_start": {"predict": {"import_ms": 300.0}}}]
+    assert compare.best(base, "serving", ("handler_warm",), "p50_ms") == 0.7
+    assert compare.best(base, "cold_start", ("predict",), "import_ms") is None
+    assert compare.value(head[0], "cold_start", ("predict",), "import_ms") == 300.0
+    rows = [{"label": lbl, "section": s, "path": list(p), "field": f, "base": compare.best(base, s, p, f),
+             "head": compare.best(head, s, p, f)} for lbl, s, p, f in compare.KEYS]
+    text = compare.render({"base": {"rev": "abc", "sha": "a" * 40}, "head": {"rev": "HEAD", "sha": "b" * 40},
+                           "started_at": "2026-12-01 13:00 UTC", "sections": "serving,cold_start", "rounds": 2,
+                           "why": "", "loadavg_at_start": 1.0, "loadavg_at_end": 1.0, "rows": rows})
+    assert "| warm classify through the predict handler (p50) | 700 µs | 600 µs | 0.86× |" in text
+    assert "| predict: import in a fresh process (import) | - | 300 ms | - |" in text
+    doc = tmp_path / "b.md"
+    doc.write_text(f"x\n{harness.BEGIN_MARK}\nkept\n{harness.END_MARK}\n")
+    out = harness.replace_generated(doc.read_text(), text, compare.COMPARE_BEGIN, compare.COMPARE_END)
+    assert "kept" in out and out.count(compare.COMPARE_BEGIN) == 1 and "0.86×" in out
