@@ -14,14 +14,13 @@ from typing import Iterator
 def running_stack(data_dir: Path) -> Iterator[object]:
     from calroute.adapters.dynamo import base as dynamo_base
     from calroute.config import settings
-    from calroute_dev.local.moto_server import free_port
     from calroute_dev.local.stack import Console, LocalStack
 
     saved_env = dict(os.environ)
     for k in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "AWS_ENDPOINT_URL"):
         os.environ.pop(k, None)
     saved_tables = dynamo_base._shared
-    st = LocalStack(data_dir=data_dir, port=0, aws_port=free_port(), auth="dev", persist_interval=0,
+    st = LocalStack(data_dir=data_dir, port=0, aws_port=0, auth="dev", persist_interval=0,
                     console=Console(quiet=True))
     st.start()
     try:

@@ -196,6 +196,7 @@ class LocalStack:
 
         t0 = time.perf_counter()
         self.emulator = start_emulator(self.aws_port, parameters={"Stage": "local"})
+        self.aws_port = self.emulator.port  # the port bound (0 asked the OS for a free one)
         apply_overrides(self.emulator.lambdas, self.overrides)
         self.say(f"AWS emulation   {self.emulator.endpoint}  (moto: DynamoDB, S3, Lambda, Step Functions) "
                  f"started in {time.perf_counter() - t0:.1f}s")
