@@ -55,7 +55,7 @@ def _at(value: str) -> Optional[datetime]:
 def dropped_labels(labels: list[str], version: Optional[str], removed: dict[str, str]) -> set[str]:
     """The model's labels deleted after it was trained (all tombstoned labels when the version's time
     is unknown: when in doubt, never answer with a deleted calendar)."""
-    if not removed:
+    if not removed or removed.keys().isdisjoint(labels):  # the hot path: no strptime per request
         return set()
     trained = version_time(version)
     out = set()
