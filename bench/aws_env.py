@@ -64,13 +64,13 @@ def set_env(**values: Optional[str]) -> None:
 @contextmanager
 def emulator(max_concurrency: int = 4) -> Iterator[Any]:
     """A running emulator on a free port; the serving env (auth off, no SSM flag) is set."""
-    from calroute_dev.local.moto_server import free_port, start_emulator
+    from calroute_dev.local.moto_server import start_emulator
 
     os.environ.pop("AWS_ENDPOINT_URL", None)
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
     os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
-    em = start_emulator(free_port(), stack_name=STACK, max_concurrency=max_concurrency)
+    em = start_emulator(0, stack_name=STACK, max_concurrency=max_concurrency)
     try:
         set_env(AUTH_MODE="none", ML_ENABLED_PARAM="", ML_ENABLED="true", EXPERIMENT_CONTROL_PERCENT="0",
                 LLM_API_KEY_PARAM="")

@@ -147,12 +147,10 @@ def test_fire_schedule_runs_the_state_machine(stack, demo, trained):
 @pytest.mark.slow
 def test_cli_smoke_exits_0(tmp_path):
     """`calroute local --smoke` (what CI runs) in a separate process on free ports."""
-    from calroute_dev.local.moto_server import free_port
-
     env = {k: v for k, v in os.environ.items() if k not in ("AWS_ENDPOINT_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL")}
     exe = Path(sys.executable).with_name("calroute")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "calroute_dev.cli"]
-    proc = subprocess.run(cmd + ["local", "--smoke", "--port", str(free_port()), "--aws-port", str(free_port()),
+    proc = subprocess.run(cmd + ["local", "--smoke", "--port", "0", "--aws-port", "0",
                                  "--data-dir", str(tmp_path / "data")],
                           capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -340,3 +340,36 @@ def test_loopback_server_queues_a_burst_of_connections_before_accepting_any():
             s.close()
         server.server_close()
     assert failed == 0, f"{failed} of 100 connections were not queued"
+
+
+# ----------------------------------------------------------------------------- the emulator's port
+
+
+def _moto_answers(port: int) -> bool:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/data.json") as r:
+        return r.status == 200
+
+
+def test_moto_server_binds_port_0_itself_and_reports_the_port_it_bound():
+    """The emulator used to be given a port probed by binding and releasing it (`free_port()`),
+    which another process could take before moto bound it. The server binds port 0 itself: the
+    port it reports is the one it holds, two servers started at once never collide, a port in use
+    is an OSError at once (moto's ThreadedMotoServer waits for ever), and stop() frees the port."""
+    from calroute_dev.local.moto_server import MotoServer
+
+    a, b = MotoServer(port=0).start(), MotoServer(port=0).start()
+    try:
+        assert a.port != 0 and b.port != 0 and a.port != b.port
+        assert _moto_answers(a.port) and _moto_answers(b.port)
+        with pytest.raises(OSError):
+            MotoServer(port=a.port)
+    finally:
+        a.stop()
+        b.stop()
+    again = MotoServer(port=a.port).start()  # the listening socket was closed
+    try:
+        assert again.port == a.port and _moto_answers(again.port)
+    finally:
+        again.stop()

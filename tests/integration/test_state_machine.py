@@ -21,14 +21,14 @@ import pytest
 from calroute import wiring
 from calroute.adapters.dynamo.registry import DynamoRegistry
 from calroute.config import settings
-from calroute_dev.local.moto_server import free_port, run_training, start_emulator
+from calroute_dev.local.moto_server import run_training, start_emulator
 from support.models import build_onnx, install_model, make_events, version
 
 
 @pytest.fixture
 def emulator(monkeypatch):
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    em = start_emulator(free_port(), stack_name="calroute-sfn-test", max_concurrency=2)
+    em = start_emulator(0, stack_name="calroute-sfn-test", max_concurrency=2)
     try:
         yield em
     finally:
@@ -204,7 +204,7 @@ def test_one_user_api_run_and_a_failing_summarize_fails_the_run(emulator, monkey
 
 def test_emulator_persists_tables_and_objects(tmp_path, monkeypatch):
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    em = start_emulator(free_port(), persist_dir=str(tmp_path), stack_name="calroute-persist-test")
+    em = start_emulator(0, persist_dir=str(tmp_path), stack_name="calroute-persist-test")
     try:
         repos = wiring.stores(settings())
         repos.users.bump("ana", events=3)
@@ -213,7 +213,7 @@ def test_emulator_persists_tables_and_objects(tmp_path, monkeypatch):
         em.stop()
     assert "AWS_ENDPOINT_URL" not in __import__("os").environ  # the environment is restored
     # the next emulator starts from an empty moto (start_emulator resets it): only the snapshot remains
-    em = start_emulator(free_port(), persist_dir=str(tmp_path), stack_name="calroute-persist-test")
+    em = start_emulator(0, persist_dir=str(tmp_path), stack_name="calroute-persist-test")
     try:
         repos = wiring.stores(settings())
         assert repos.users.profile("ana")["events_total"] == 3
@@ -232,9 +232,14 @@ def test_emulator_restores_the_whole_environment(monkeypatch):
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     monkeypatch.delenv("STATE_MACHINE_ARN", raising=False)
     before = dict(os.environ)
-    em = start_emulator(free_port(), stack_name="calroute-env-test")
+    em = start_emulator(0, stack_name="calroute-env-test")
     try:
         assert os.environ["STATE_MACHINE_ARN"] == em.state_machine_arn
+        # port 0: the server bound a free port and everything points at that one
+        assert em.port != 0 and em.server.port == em.port
+        assert os.environ["AWS_ENDPOINT_URL"] == em.endpoint == f"http://127.0.0.1:{em.port}"
+        assert os.environ["MOTO_PORT"] == str(em.port)
+        assert em.client("dynamodb").list_tables()["TableNames"]
     finally:
         em.stop()
     assert dict(os.environ) == before

@@ -34,7 +34,9 @@ def seeded(calendars=("home", "kids", "work"), per_calendar: int = 20, user: str
     ingest = wiring.ingest_service(CFG, stores=stores)
     events = [e.to_flat() for e in make_events(calendars, per_calendar)]
     ingest.ingest_events(user, events)
-    return stores, wiring.lifecycle_service(CFG, stores=stores), events
+    svc = wiring.lifecycle_service(CFG, stores=stores)
+    svc.sleep = lambda seconds: None  # the DELETE's wait for other containers: tested with a clock below
+    return stores, svc, events
 
 
 # ----------------------------------------------------------------------------- list
@@ -210,6 +212,145 @@ def test_the_llm_is_never_offered_a_deleted_calendar():
     assert out["calendar_id"] != "kids"
     for p in asked:
         assert "kids" not in {c["calendar_id"] for c in p["candidates"]}
+
+
+class Clock:
+    """One monotonic clock for every "container" of a test; ``sleep`` advances it."""
+
+    def __init__(self):
+        self.t, self.slept = 1000.0, []
+
+    def __call__(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.t += seconds
+
+
+def other_container(stores, cfg, clock, invoker=None):
+    """A second predict container on the same stores: its own model cache and calendar directory on
+    ``clock``, NOT registered with :mod:`calroute.forget` (the DELETE's ``forget_user`` reaches only
+    the container that served it)."""
+    from calroute.cache import ModelCache
+    from calroute.policy import flag_provider
+    from calroute.removed import LifecycleDirectory
+    from calroute.services.predict import PredictService
+
+    cache = ModelCache.from_settings(cfg, stores.registry, stores.models, clock=clock)
+    directory = LifecycleDirectory(stores.users.calendars, stores.users.removed_calendars,
+                                   ttl=cfg.model_revalidate_seconds, clock=clock)
+    return PredictService(cfg, cache=cache, invoker=invoker, predictions=stores.predictions, usage=stores.usage,
+                          flags=flag_provider(cfg), calendars=directory)
+
+
+class RecordingLlm:
+    """The LLM: answers ``kids`` whenever it is offered it (else the first calendar it may name)."""
+
+    def __init__(self):
+        self.asked = []
+
+    def complete(self, *, model, messages, response_format):
+        from calroute.llm.types import LlmReply
+
+        enum = response_format["json_schema"]["schema"]["properties"]["calendar_id"]["enum"]
+        self.asked.append({"enum": enum, "data": messages[-1]["content"]})
+        pick = "kids" if "kids" in enum else enum[0]
+        return LlmReply(content=json.dumps({"calendar_id": pick, "reason": "asked"}), input_tokens=10, output_tokens=3)
+
+
+def test_a_calendar_deleted_through_one_container_is_never_answered_by_another():
+    """Issue 17 item 2 across containers: container B is warm (model, calendar list, tombstones, the
+    LLM fallback's example cache all cached) when the DELETE is served by container A. From the
+    moment the DELETE answers, B never names the calendar over a batch of its own events: not as the
+    model's answer or an alternative, not among the LLM's candidates, calendars or similar examples.
+    The DELETE answers only once B's tombstone view (REMOVED_CHECK_SECONDS) has expired."""
+    from calroute.forget import REMOVED_CHECK_SECONDS
+    from calroute.services.llm_fallback import FallbackService
+
+    stores, _, events = seeded()
+    record = install(stores, calendars=("home", "kids", "work"))
+    # a strict threshold: most events go to the LLM with the model's candidates
+    stores.registry.activate(U, {**record, "threshold": 0.999}, expected_version=record["version"],
+                             actor="test", reason="test")
+    cfg = Settings(auth_mode="none", openai_base_url="http://127.0.0.1:9/v1", llm_max_concurrency=1)
+    clock = Clock()
+    llm = RecordingLlm()
+    fallback = FallbackService(cfg, client_factory=lambda: llm, users=stores.users, events=stores.events,
+                               registry=stores.registry, usage=stores.usage)
+    payloads = []
+
+    class Invoker:  # the LLM fallback function, in-process
+        def invoke(self, payload):
+            payloads.append(payload)
+            return fallback.handle(payload)
+
+    b = other_container(stores, cfg, clock, Invoker())
+    kids = [{k: v for k, v in e.items() if k != "calendar_id"} for e in events if e["calendar_id"] == "kids"]
+    before = b.classify_batch(U, kids)
+    assert sum(r["calendar_id"] == "kids" for r in before) >= 15  # B knows the calendar...
+    assert any(r["method"] == "llm" for r in before) and any("kids" in a["enum"] for a in llm.asked)
+    assert any('"kids"' in a["data"] for a in llm.asked)  # ...and its examples are in the LLM's cache
+
+    a_side = wiring.lifecycle_service(CFG, stores=stores)
+    a_side.monotonic, a_side.sleep = clock, clock.sleep
+    a_side.delete_calendar(U, "kids")
+    # the fakes are instant: the DELETE waited (almost) the whole interval before answering
+    assert clock.slept and 0 < sum(clock.slept) <= REMOVED_CHECK_SECONDS
+    assert clock.t - 1000.0 < cfg.model_revalidate_seconds  # B's model and calendar list: still cached
+
+    payloads.clear()
+    llm.asked.clear()
+    after = b.classify_batch(U, kids) + [b.classify(U, e) for e in kids[:5]]
+    assert len(after) == 25 and payloads and llm.asked  # the LLM was asked about them
+    for r in after:
+        assert r["calendar_id"] != "kids", r
+        assert "kids" not in {x["calendar_id"] for x in r["alternatives"]}
+        assert r["calendar_id"] in {"home", "work", None}
+    for p in payloads:
+        assert "kids" not in {c["calendar_id"] for c in p["candidates"]}
+    for asked in llm.asked:
+        assert "kids" not in asked["enum"] and '"kids"' not in asked["data"]  # nor a similar example
+    # B read its calendar list again with the new tombstone (else, for up to MODEL_REVALIDATE_SECONDS,
+    # "kids" would look like a calendar the model has not met and send events to the LLM)
+    assert "kids" not in {c.calendar_id for c in b.calendars.get(U)}
+
+
+def test_another_container_refuses_a_deleted_calendar_from_a_list_read_mid_deletion():
+    """B re-reads the calendar list when it sees the tombstone, possibly before the deletion removed
+    the calendar item: an answer naming the calendar (a fallback that trusts a stale list) is still
+    refused at predict's boundary."""
+    stores, _, events = seeded()
+    record = install(stores, calendars=("home", "kids", "work"))
+    stores.registry.activate(U, {**record, "threshold": 0.999}, expected_version=record["version"],
+                             actor="test", reason="test")
+    clock = Clock()
+
+    class Stale:
+        def invoke(self, payload):
+            return {"calendar_id": "kids", "reason": "stale", "usd": 0.0}
+
+    b = other_container(stores, Settings(auth_mode="none"), clock, Stale())
+    ev = {"event_id": "k", "summary": "zzz qqq", "start": "2026-03-03T03:00:00Z"}
+    assert b.classify(U, ev)["calendar_id"] == "kids"  # the calendar exists: accepted
+    stores.users.mark_calendar_removed(U, "kids", at="2026-12-01T00:00:00+00:00")  # deletion under way
+    assert "kids" in {c.calendar_id for c in stores.users.calendars(U)}
+    clock.sleep(1.0)
+    out = b.classify(U, ev)
+    assert out["calendar_id"] != "kids" and "llm_invalid_answer" in out["reason"], out
+
+
+def test_the_llm_is_not_offered_a_deleted_calendar_from_the_models_labels():
+    """A user without registered calendars: the fallback offers the ACTIVE model's labels, which
+    outlive a deletion until the retrain: the deleted one is not among them."""
+    stores = fake_stores()
+    install(stores, calendars=("home", "kids", "work"))
+    for cal in ("home", "kids", "work"):
+        stores.users.delete_calendar(U, cal)
+    fallback = wiring.fallback_service(CFG, stores=stores, client_factory=RecordingLlm)
+    assert [c.calendar_id for c in fallback._calendars(U)] == ["home", "kids", "work"]
+    stores.users.mark_calendar_removed(U, "kids", at="2026-12-01T00:00:00+00:00")
+    assert [c.calendar_id for c in fallback._calendars(U)] == ["home", "work"]
 
 
 # ----------------------------------------------------------------------------- export

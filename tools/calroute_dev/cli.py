@@ -371,8 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("local", help="run the whole service locally (what `make local` runs)")
     p.add_argument("--fresh", action="store_true", help="wipe the local data folder first")
     p.add_argument("--data-dir", default=".calroute-local", help="where the local data persists (default %(default)s)")
-    p.add_argument("--port", type=int, default=3000, help="API port (default %(default)s)")
-    p.add_argument("--aws-port", type=int, default=4566, help="AWS emulator (moto) port (default %(default)s)")
+    p.add_argument("--port", type=int, default=3000, help="API port (default %(default)s; 0: a free one)")
+    p.add_argument("--aws-port", type=int, default=4566, help="AWS emulator (moto) port (default %(default)s; 0: a free one)")
     p.add_argument("--no-demo", action="store_true", help="do not seed/train/classify the demo user")
     p.add_argument("--smoke", action="store_true", help="start, ingest, train, classify, stop; exit 0/1")
     p.add_argument("--auth", choices=("dev", "none"), default="dev",

@@ -179,10 +179,10 @@ def run(args: argparse.Namespace) -> int:
             os.environ.setdefault(k, "testing")
         where = f"the running emulator {endpoint}"
     else:
-        from .local.moto_server import free_port, start_emulator
+        from .local.moto_server import start_emulator
 
         with captured_output():  # moto's start-up chatter is not the function's log
-            emulator = start_emulator(free_port(), parameters={"Stage": "local"})
+            emulator = start_emulator(0, parameters={"Stage": "local"})
         where = f"an emulator started for this call ({emulator.endpoint}, empty tables)"
     try:
         if not args.quiet:

@@ -7,6 +7,11 @@ this process drop the user. Caches in other containers notice on their next reva
 (``MODEL_REVALIDATE_SECONDS``): the ACTIVE pointer is gone, the calendar list changed.
 
 Registration is weak: a cache that is no longer used is not kept alive by this module.
+
+:data:`REMOVED_CHECK_SECONDS` is how stale another container's view of a user's deleted-calendar
+tombstones may be (:class:`calroute.removed.LifecycleDirectory`); the calendar DELETE waits out what
+is left of it before answering. It lives here, numpy-free, because the data function (no numpy)
+needs it too.
 """
 
 from __future__ import annotations
@@ -14,6 +19,9 @@ from __future__ import annotations
 import threading
 import weakref
 from typing import Any
+
+#: How stale a predict container's view of the deleted-calendar tombstones may be (seconds).
+REMOVED_CHECK_SECONDS = 1.0
 
 _live: "weakref.WeakSet[Any]" = weakref.WeakSet()
 _lock = threading.Lock()
@@ -36,4 +44,4 @@ def forget_user(user_id: str) -> int:
     return len(caches)
 
 
-__all__ = ["register", "forget_user"]
+__all__ = ["REMOVED_CHECK_SECONDS", "register", "forget_user"]

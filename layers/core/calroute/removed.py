@@ -10,9 +10,17 @@ to the LLM, and the routing threshold applies to the renormalised confidence. A 
 the deletion is served as it is (a calendar created again under the same id is a new calendar).
 
 :class:`LifecycleDirectory` is the predict service's :class:`~calroute.calendars.CalendarDirectory`
-with the tombstones cached alongside the calendar list (same TTL, one more Query per user and
-interval); ``forget(user)`` drops both (the lifecycle service calls it in its own container through
-:mod:`calroute.forget`). numpy only; no I/O here.
+with the tombstones cached alongside the calendar list, but re-read every
+:data:`REMOVED_CHECK_SECONDS` (1 s) rather than every ``MODEL_REVALIDATE_SECONDS``: one consistent
+Query of the ``CALDEL#`` items per user and second, in a container that serves that user (on a hit
+inside the second, nothing: the hot path is a dict lookup). The lifecycle service answers a calendar
+DELETE only once that interval has passed since the tombstone was written
+(:meth:`~calroute.services.lifecycle.LifecycleService.delete_calendar`), so from the moment the
+DELETE answers, every predict container's view holds the tombstone: no container answers with the
+calendar, whichever served the DELETE (docs/security.md, "Deleting"). When the tombstones change,
+the cached calendar list is dropped too (re-read with them). ``forget(user)`` drops both (the
+lifecycle service calls it in its own container through :mod:`calroute.forget`). numpy only; no I/O
+here.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from .calendars import CalendarDirectory
+from .forget import REMOVED_CHECK_SECONDS
 
 
 def version_time(version: Optional[str]) -> Optional[datetime]:
@@ -46,7 +55,7 @@ def _at(value: str) -> Optional[datetime]:
 def dropped_labels(labels: list[str], version: Optional[str], removed: dict[str, str]) -> set[str]:
     """The model's labels deleted after it was trained (all tombstoned labels when the version's time
     is unknown: when in doubt, never answer with a deleted calendar)."""
-    if not removed:
+    if not removed or removed.keys().isdisjoint(labels):  # the hot path: no strptime per request
         return set()
     trained = version_time(version)
     out = set()
@@ -100,11 +109,27 @@ def serving_view(model: Any, version: Optional[str], directory: Any, user_id: st
 
 
 class LifecycleDirectory(CalendarDirectory):
-    """The user's calendars and their deleted-calendar tombstones, cached per container."""
+    """The user's calendars (``ttl``) and their deleted-calendar tombstones (``removed_ttl``,
+    :data:`REMOVED_CHECK_SECONDS`), cached per container."""
 
-    def __init__(self, fetch: Callable[[str], list], fetch_removed: Callable[[str], dict], **kw: Any):
+    def __init__(self, fetch: Callable[[str], list], fetch_removed: Callable[[str], dict], *,
+                 removed_ttl: float = REMOVED_CHECK_SECONDS, **kw: Any):
         super().__init__(fetch, **kw)
-        self._tombstones = CalendarDirectory(lambda u: sorted(fetch_removed(u).items()), **kw)
+        kw.pop("ttl", None)
+        self._tombstones = CalendarDirectory(lambda u: sorted(fetch_removed(u).items()), ttl=removed_ttl, **kw)
+        self._seen: dict[str, list] = {}  # the tombstones the cached calendar list was read with
+
+    def get(self, user_id: str) -> list:
+        """The calendar list, read again when the user's tombstones changed since it was read."""
+        tomb = self._tombstones.get(user_id)
+        if self._seen.get(user_id) != tomb:
+            super().forget(user_id)
+            cals = super().get(user_id)
+            self._seen[user_id] = tomb
+            if len(self._seen) > 2 * self.max_users:
+                self._seen.clear()
+            return cals
+        return super().get(user_id)
 
     def removed(self, user_id: str) -> dict[str, str]:
         """``{calendar_id: removed_at}`` (a failed read keeps the last known answer)."""
@@ -113,6 +138,7 @@ class LifecycleDirectory(CalendarDirectory):
     def forget(self, user_id: str) -> None:
         super().forget(user_id)
         self._tombstones.forget(user_id)
+        self._seen.pop(user_id, None)
 
 
-__all__ = ["version_time", "dropped_labels", "RestrictedModel", "renormalise", "serving_view", "LifecycleDirectory"]
+__all__ = ["REMOVED_CHECK_SECONDS", "version_time", "dropped_labels", "RestrictedModel", "renormalise", "serving_view", "LifecycleDirectory"]

@@ -3,8 +3,10 @@ Step Functions interpreter, whose Lambda tasks run our real handlers in-process.
 
 ``start_emulator(port)``:
 
-1. starts moto's ``ThreadedMotoServer`` on ``127.0.0.1:<port>`` and points this process at it
-   (``AWS_ENDPOINT_URL``; ``MOTO_PORT``, which moto's ASL interpreter uses for its own boto3 clients);
+1. starts moto's ``ThreadedMotoServer`` on ``127.0.0.1:<port>`` (``port=0``: the server binds a port
+   the OS picks and the emulator reads it back, so two emulators started at once never collide) and
+   points this process at it (``AWS_ENDPOINT_URL``; ``MOTO_PORT``, which moto's ASL interpreter uses
+   for its own boto3 clients);
 2. enables real ASL execution (``POST /moto-api/config {"stepfunctions": {"execute_state_machine": true}}``);
 3. creates the DynamoDB tables and the S3 bucket of template.yaml
    (:func:`calroute_dev.local.template.create_data_resources`), optionally restoring a snapshot from
@@ -25,7 +27,7 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
+import threading
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -45,13 +47,6 @@ _TERMINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
 _ASSUME = json.dumps({"Version": "2012-10-17", "Statement": [{
     "Effect": "Allow", "Action": "sts:AssumeRole",
     "Principal": {"Service": ["lambda.amazonaws.com", "states.amazonaws.com"]}}]})
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1 (for tests)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _dummy_zip() -> bytes:
@@ -113,6 +108,37 @@ class Emulator:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+class MotoServer:
+    """moto's WSGI app served by werkzeug on a thread, like ``moto.server.ThreadedMotoServer``, but the
+    socket is bound in the constructor, in the caller's thread: ``port=0`` binds a port the OS picks and
+    :attr:`port` is the one bound (no probe-then-release race), and a port in use raises ``OSError``
+    here (``ThreadedMotoServer.start()`` waits for ever when its thread fails to bind: werkzeug exits
+    that thread). ``stop()`` also closes the listening socket."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        from moto.moto_server.werkzeug_app import (DomainDispatcherApplication, MotoRequestHandler,
+                                                   create_backend_app)
+        from werkzeug.serving import make_server
+
+        app = DomainDispatcherApplication(create_backend_app)
+        try:
+            self._server = make_server(host, port, app, threaded=True, request_handler=MotoRequestHandler)
+        except SystemExit as exc:  # werkzeug prints "Port N is in use ..." and exits
+            raise OSError(f"cannot bind the AWS emulator to {host}:{port} (in use?)") from exc
+        self.host, self.port = str(self._server.server_address[0]), int(self._server.server_address[1])
+        self._thread = threading.Thread(target=self._server.serve_forever, name=f"moto-{self.port}", daemon=True)
+
+    def start(self) -> "MotoServer":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self._server.shutdown()
+            self._thread.join()
+        self._server.server_close()
 
 
 def _sfn_execute_flag() -> Optional[bool]:
@@ -177,6 +203,9 @@ def start_emulator(port: int = 4566, *, persist_dir: Optional[str] = None, stack
                    max_concurrency: Optional[int] = None, verbose: bool = False, reset: bool = True) -> Emulator:
     """Start moto on 127.0.0.1:``port`` with calroute's resources and in-process Lambda dispatch.
 
+    ``port=0`` lets the server bind a free port itself (no probe-then-release race); the bound port is
+    ``Emulator.port`` (and in ``Emulator.endpoint``).
+
     Sets ``AWS_ENDPOINT_URL`` (all boto3 clients of this process go to the emulator), ``MOTO_PORT``,
     region and dummy credentials if none are set, and the template's function environment (table
     and bucket names, ...); ``stop()`` restores them. moto's state is process-global: with ``reset``
@@ -185,7 +214,6 @@ def start_emulator(port: int = 4566, *, persist_dir: Optional[str] = None, stack
     """
     import boto3
     import requests
-    from moto.server import ThreadedMotoServer
 
     import logging
 
@@ -194,13 +222,15 @@ def start_emulator(port: int = 4566, *, persist_dir: Optional[str] = None, stack
     late: dict = {}
     lambdas = None
     sfn_flag = _sfn_execute_flag()
-    endpoint = f"http://127.0.0.1:{port}"
     if reset:
         from moto.moto_api._internal.models import moto_api_backend
 
         moto_api_backend.reset()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=verbose)
-    server.start()
+    server = MotoServer("127.0.0.1", port).start()
+    port = server.port  # the port the server bound (port=0: the one the OS picked)
+    if verbose:
+        print(f"moto server on 127.0.0.1:{port}")
+    endpoint = f"http://127.0.0.1:{port}"
     try:
         _set_env(saved, "AWS_ENDPOINT_URL", endpoint)
         _set_env(saved, "MOTO_PORT", str(port))
@@ -335,5 +365,5 @@ def load_snapshot(resolver: Resolver, directory: Path, endpoint: str, region: st
     persist.restore(directory, endpoint_url=endpoint, tables=tables, buckets=buckets)
 
 
-__all__ = ["Emulator", "start_emulator", "run_training", "free_port", "install_inprocess_lambdas",
+__all__ = ["Emulator", "MotoServer", "start_emulator", "run_training", "install_inprocess_lambdas",
            "state_machine_definition", "save_snapshot", "load_snapshot", "ACCOUNT"]

@@ -196,6 +196,7 @@ class LocalStack:
 
         t0 = time.perf_counter()
         self.emulator = start_emulator(self.aws_port, parameters={"Stage": "local"})
+        self.aws_port = self.emulator.port  # the port bound (0 asked the OS for a free one)
         apply_overrides(self.emulator.lambdas, self.overrides)
         self.say(f"AWS emulation   {self.emulator.endpoint}  (moto: DynamoDB, S3, Lambda, Step Functions) "
                  f"started in {time.perf_counter() - t0:.1f}s")
@@ -333,12 +334,14 @@ class LocalStack:
 # ----------------------------------------------------------------------------- the demo
 
 
-def run_demo(stack: LocalStack, user_dir: Path, *, smoke: bool = False) -> dict:
-    """Seed (if the user has no data yet), train (if no active model), classify the unseen events."""
+def run_demo(stack: LocalStack, user_dir: Path, *, smoke: bool = False,
+             max_seen_per_calendar: Optional[int] = None) -> dict:
+    """Seed (if the user has no data yet), train (if no active model), classify the unseen events
+    (``max_seen_per_calendar``: learn from only the most recent N events of each calendar, for tests)."""
     from . import demo
 
     say = stack.say
-    data = demo.load_demo(user_dir, user_dir.name)
+    data = demo.load_demo(user_dir, user_dir.name, max_seen_per_calendar=max_seen_per_calendar)
     client = stack.client(data.user)
     say("")
     say(f"demo user {data.user}: {len(data.seen)} calendars from {user_dir} — "

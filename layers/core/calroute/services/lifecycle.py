@@ -9,8 +9,10 @@
 * :meth:`LifecycleService.delete_calendar` — tombstone first (from then on no model trained before
   it answers with the calendar: :mod:`calroute.removed`), then its events (deleted, or relabelled
   with ``move_to``), the calendar item and its counter; a retrain is requested on the profile (the
-  next training run picks the user, :mod:`calroute.retrain` rule 7). A second delete is
-  ``404 calendar_not_found``;
+  next training run picks the user, :mod:`calroute.retrain` rule 7). It answers no sooner than
+  :data:`~calroute.forget.REMOVED_CHECK_SECONDS` after the tombstone was written (the predict
+  containers' tombstone views are at most that old, so none answers with the calendar after the
+  DELETE answered). A second delete is ``404 calendar_not_found``;
 * :meth:`LifecycleService.export` — every record of the user as JSON Lines objects
   (``{"type": ..., ...}``); :func:`replay` turns an export back into calendars + events to ingest;
 * :meth:`LifecycleService.erase` — everything of the user in every store (the model bucket's
@@ -30,10 +32,12 @@ import binascii
 import hashlib
 import hmac
 import json
+import time
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 from .. import forget
+from ..forget import REMOVED_CHECK_SECONDS
 from ..errors import InvalidInput, NotFound, ServiceUnavailable
 from ..ports import MetricsSink, NullSink, Stores
 from ..schema import CalendarInfo
@@ -124,12 +128,14 @@ def replay(lines: Iterable[dict]) -> tuple[list[CalendarInfo], list[dict]]:
 
 class LifecycleService:
     def __init__(self, stores: Stores, cfg, *, sink: Optional[MetricsSink] = None,
-                 key: Optional[Callable[[], str]] = None, clock: Callable[[], str] = now_iso):
+                 key: Optional[Callable[[], str]] = None, clock: Callable[[], str] = now_iso,
+                 monotonic: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
         self.stores = stores
         self.cfg = cfg
         self.sink = sink or NullSink()
         self._key = key or (lambda: resolve_hmac_key(cfg))
         self.clock = clock
+        self.monotonic, self.sleep = monotonic, sleep
 
     # ------------------------------------------------------------------ list
 
@@ -189,6 +195,7 @@ class LifecycleService:
         at = self.clock()
         # 1. serving: from now on no model trained before this answers with the calendar
         s.users.mark_calendar_removed(user_id, calendar_id, at=at)
+        written = self.monotonic()
         forget.forget_user(user_id)
         # 2. its events: relabelled (each a correction) or deleted with their corrections and log entries
         moved = deleted = 0
@@ -213,6 +220,11 @@ class LifecycleService:
         s.users.request_retrain(user_id, at=at, reason=f"calendar {calendar_id} deleted")
         s.users.delete_calendar(user_id, calendar_id)
         forget.forget_user(user_id)
+        # 4. answer only once every predict container's tombstone view (re-read every
+        # REMOVED_CHECK_SECONDS) is younger than the tombstone: from this answer on, none names it
+        left = REMOVED_CHECK_SECONDS - (self.monotonic() - written)
+        if left > 0:
+            self.sleep(left)
         self.sink.add_metric("CalendarsDeleted", "Count", 1)
         return {"calendar_id": calendar_id, "deleted": True, "events_deleted": deleted, "events_moved": moved,
                 "moved_to": move_to, "retrain_requested": True, "removed_at": at}

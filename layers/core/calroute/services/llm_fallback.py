@@ -133,7 +133,9 @@ class FallbackService:
         if not labels:
             labels = sorted({e.calendar_id for e in self.events.list_events(user, limit=SIMILAR_SCAN_LIMIT)
                              if e.calendar_id})
-        return [CalendarInfo(calendar_id=l) for l in labels if ids.CALENDAR_ID_RE.fullmatch(l)]
+        removed = self.users.removed_calendars(user) if labels else {}  # a model's labels outlive a deletion
+        return [CalendarInfo(calendar_id=l) for l in labels
+                if ids.CALENDAR_ID_RE.fullmatch(l) and l not in removed]
 
     def _profiles(self, user: str) -> dict[str, str]:
         active = self.registry.active(user)

@@ -243,8 +243,11 @@ class PredictService:
         if not isinstance(cal, str) or not cal:
             return False
         if self.calendars is not None:
-            known = {c.calendar_id for c in self.calendars.get(user_id)} | set(labels)
-            return cal in known
+            # a deleted calendar is never an answer, even from a calendar list read before its deletion
+            # finished (unless the served model, trained after the deletion, has it: ``labels``)
+            removed = getattr(self.calendars, "removed", lambda _u: {})(user_id)
+            known = {c.calendar_id for c in self.calendars.get(user_id) if c.calendar_id not in removed}
+            return cal in known | set(labels)
         return True  # no directory wired (some tests): the LLM function's own check stands
 
     def _ask_llm(self, user_id: str, events: list[Event], need: list[int], probs, top, labels: list[str],

@@ -198,14 +198,16 @@ def iter_chunks(items: list, size: int) -> Iterable[list]:
 
 
 def query_keys(table, pk_name: str, pk: str, sk_name: str, *, prefix: str = "",
-               extra: tuple[str, ...] = ()) -> list[dict]:
+               extra: tuple[str, ...] = (), consistent: bool = False) -> list[dict]:
     """The keys (and the small ``extra`` attributes) of every item of partition ``pk`` (optionally
-    only sort keys starting with ``prefix``): a projected, paged Query (deletions, listings)."""
+    only sort keys starting with ``prefix``): a projected, paged Query (deletions, listings);
+    ``consistent``: a strongly consistent read (sees every write that completed before it)."""
     names = {"#p": pk_name, "#s": sk_name, **{f"#x{i}": a for i, a in enumerate(extra)}}
     cond = "#p = :p" + (" AND begins_with(#s, :pre)" if prefix else "")
     values = {":p": pk, **({":pre": prefix} if prefix else {})}
     return list(query_all(table, KeyConditionExpression=cond, ExpressionAttributeNames=names,
-                          ExpressionAttributeValues=values, ProjectionExpression=", ".join(names)))
+                          ExpressionAttributeValues=values, ProjectionExpression=", ".join(names),
+                          **({"ConsistentRead": True} if consistent else {})))
 
 
 def delete_keys(client, table_name: str, keys: list[dict], **kw) -> int:

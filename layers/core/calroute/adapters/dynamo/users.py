@@ -134,8 +134,10 @@ class DynamoUserStore(TableAdapter):
 
     @translated
     def removed_calendars(self, user_id: str) -> dict[str, str]:
+        # strongly consistent: a predict container re-reading it after a calendar DELETE answered
+        # must see the tombstone (calroute.removed)
         items = query_keys(self.table, "user_id", user_id, "sk", prefix=REMOVED_PREFIX,
-                           extra=("calendar_id", "removed_at"))
+                           extra=("calendar_id", "removed_at"), consistent=True)
         return {i["calendar_id"]: str(i.get("removed_at") or "") for i in items}
 
     @translated
