@@ -350,14 +350,20 @@ def test_train_validate_promote_then_a_worse_candidate_is_rejected():
     assert stores.models.get(rec["s3_key"], rec["sha256"]) and rec["drift_reference"]
     out = validate(out, stores, CFG)
     assert out["status"] == "valid", out
+    reads: list[str] = []
+    real_list = stores.events.list_events_updated
+    stores.events.list_events_updated = lambda u, *a, **kw: reads.append(u) or real_list(u, *a, **kw)
     out = promote(out, stores, CFG)
     assert out["status"] == "promoted" and stores.registry.active("alice")["version"] == rec["version"]
+    assert reads == []  # a first model has no champion to score: the holdout events are not read
 
     worse = validate(train_user(item, stores, CFG, now=datetime.now(timezone.utc) + timedelta(seconds=2),
                                       trainer=FakeTrainer(holdout_accuracy=0.4)), stores, CFG)
+    reads.clear()
     out = promote(worse, stores, CFG)
     assert out["status"] == "rejected" and out["stage"] == "champion"
     assert stores.registry.active("alice")["version"] == rec["version"]
+    assert reads == ["alice"]  # a champion: its challenger's holdout is read, once
 
 
 def test_gates_skip_and_a_tampered_candidate_is_rejected():

@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import json
 import threading
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
-#: Map state name -> MaxItemsPerBatch, for the Distributed Maps of the definitions made by for_moto
-_BATCHERS: dict[str, int] = {}
+#: (state machine ARN, Map state name) -> MaxItemsPerBatch, for the definitions made by for_moto
+_BATCHERS: dict[tuple[str, str], int] = {}
 _LOCK = threading.Lock()
 _ORIGINAL: dict[str, Any] = {}
 _UNSUPPORTED_BATCHER_FIELDS = ("BatchInput", "MaxInputBytesPerBatch", "MaxItemsPerBatchPath",
@@ -58,7 +58,7 @@ def _maps(states: dict) -> Iterator[tuple[str, dict]]:
 
 def for_moto(definition: str) -> tuple[str, dict[str, int]]:
     """``definition`` rewritten for moto's interpreter: ``ItemBatcher`` removed (returned as
-    ``{map state name: MaxItemsPerBatch}``, for :func:`register`), ``ExecutionType`` ``EXPRESS`` → ``STANDARD``."""
+    ``{map state name: MaxItemsPerBatch}``, for :func:`register` once the machine has its ARN), ``ExecutionType`` ``EXPRESS`` → ``STANDARD``."""
     doc = json.loads(definition)
     batchers: dict[str, int] = {}
     for name, st in _maps(doc.get("States") or {}):
@@ -84,11 +84,22 @@ def for_moto(definition: str) -> tuple[str, dict[str, int]]:
     return json.dumps(doc), batchers
 
 
-def register(batchers: dict[str, int]) -> None:
-    """Make the patched Distributed Map batch the items of these Map states (replaces earlier ones)."""
+def register(state_machine_arn: str, batchers: dict[str, int]) -> None:
+    """Make the patched Distributed Map batch the items of these Map states of the state machine
+    ``state_machine_arn`` (replaces what was registered for it before)."""
     with _LOCK:
-        _BATCHERS.clear()
-        _BATCHERS.update(batchers)
+        for key in [k for k in _BATCHERS if k[0] == state_machine_arn]:
+            del _BATCHERS[key]
+        _BATCHERS.update({(state_machine_arn, name): size for name, size in batchers.items()})
+
+
+def _state_machine_of(eval_input: Any) -> Optional[str]:
+    """The ARN of the state machine whose execution runs this Map (moto's MapRunRecord keeps the
+    execution's ARN: ``arn:…:execution:<machine>:<execution>``)."""
+    arn = getattr(getattr(eval_input, "map_run_record", None), "execution_arn", None)
+    if not isinstance(arn, str) or ":execution:" not in arn:
+        return None
+    return arn.replace(":execution:", ":stateMachine:", 1).rsplit(":", 1)[0]
 
 
 def install_item_batcher() -> None:
@@ -105,7 +116,7 @@ def install_item_batcher() -> None:
         _ORIGINAL["_map_run"] = original
 
     def _map_run(self, env, eval_input):  # noqa: ANN001 - moto's signature
-        size = _BATCHERS.get(getattr(eval_input, "state_name", None))
+        size = _BATCHERS.get((_state_machine_of(eval_input), getattr(eval_input, "state_name", None)))
         if size is not None:
             items = env.stack.pop()
             env.stack.append(batches(list(items), size))

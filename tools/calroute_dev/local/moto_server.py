@@ -257,7 +257,6 @@ def start_emulator(port: int = 4566, *, persist_dir: Optional[str] = None, stack
             resolver, specs, max_concurrency=None if max_concurrency is None else str(max_concurrency),
             users_per_batch=None if users_per_batch is None else str(users_per_batch))
         moto_definition, batchers = asl_compat.for_moto(definition)
-        asl_compat.register(batchers)
         asl_compat.install_item_batcher()
         existing = {m["name"]: m["stateMachineArn"] for m in sfn.list_state_machines()["stateMachines"]}
         if sm_name in existing:
@@ -266,6 +265,7 @@ def start_emulator(port: int = 4566, *, persist_dir: Optional[str] = None, stack
         else:
             sm_arn = sfn.create_state_machine(name=sm_name, definition=moto_definition, roleArn=role_arn,
                                               type="STANDARD")["stateMachineArn"]
+        asl_compat.register(sm_arn, batchers)
         _set_env(late, "STATE_MACHINE_ARN", sm_arn)
         # the functions' env (from the template) may name the machine by its resolved ARN already
         _reset_clients()
@@ -285,12 +285,14 @@ def start_emulator(port: int = 4566, *, persist_dir: Optional[str] = None, stack
 
 
 def run_training(emulator: Emulator, input: dict, *, name: Optional[str] = None, timeout: float = 300.0,
+                 state_machine_arn: Optional[str] = None,
                  poll_seconds: float = 0.1, progress: Optional[Callable[[str], None]] = None,
                  sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic) -> dict:
     """Start an execution of the training state machine and wait for it to finish.
 
     Returns ``{"status", "output" (decoded), "execution_arn", "seconds", "error", "cause"}``.
+    ``state_machine_arn``: another machine of the emulator (:func:`create_variant`); default the template's.
     ``progress`` receives a line whenever the execution's status or its number of history events
     changes.
     """
@@ -298,7 +300,8 @@ def run_training(emulator: Emulator, input: dict, *, name: Optional[str] = None,
     # always name the execution (moto leaves an unnamed one as "None"); the name becomes the run id
     name = name or (input.get("run_id") if isinstance(input.get("run_id"), str) else None) or (
         f"run-{time.strftime('%Y%m%d%H%M%S', time.gmtime())}-{os.urandom(3).hex()}")
-    kwargs: dict = {"stateMachineArn": emulator.state_machine_arn, "input": json.dumps(input), "name": name}
+    kwargs: dict = {"stateMachineArn": state_machine_arn or emulator.state_machine_arn, "input": json.dumps(input),
+                    "name": name}
     arn = sfn.start_execution(**kwargs)["executionArn"]
     t0 = clock()
     last = None
@@ -327,6 +330,24 @@ def run_training(emulator: Emulator, input: dict, *, name: Optional[str] = None,
     }
 
 
+def create_variant(emulator: Emulator, name: str, definition: str) -> str:
+    """Create (or update) another state machine ``name`` in the emulator from ``definition`` (deployed
+    ASL, substitutions resolved; rewritten by :mod:`asl_compat` like the template's machine), e.g. the
+    one-user-per-child definition the bench compares with. Returns its ARN."""
+    sfn = emulator.client("stepfunctions")
+    moto_definition, batchers = asl_compat.for_moto(definition)
+    existing = {m["name"]: m["stateMachineArn"] for m in sfn.list_state_machines()["stateMachines"]}
+    if name in existing:
+        arn = existing[name]
+        sfn.update_state_machine(stateMachineArn=arn, definition=moto_definition)
+    else:
+        role = f"arn:aws:iam::{ACCOUNT}:role/{ROLE_NAME}"
+        arn = sfn.create_state_machine(name=name, definition=moto_definition, roleArn=role,
+                                       type="STANDARD")["stateMachineArn"]
+    asl_compat.register(arn, batchers)
+    return arn
+
+
 # ----------------------------------------------------------------------------- persistence
 
 
@@ -352,5 +373,5 @@ def load_snapshot(resolver: Resolver, directory: Path, endpoint: str, region: st
     persist.restore(directory, endpoint_url=endpoint, tables=tables, buckets=buckets)
 
 
-__all__ = ["Emulator", "start_emulator", "run_training", "free_port", "install_inprocess_lambdas",
+__all__ = ["Emulator", "start_emulator", "run_training", "create_variant", "free_port", "install_inprocess_lambdas",
            "state_machine_definition", "save_snapshot", "load_snapshot", "ACCOUNT"]
