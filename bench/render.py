@@ -344,20 +344,23 @@ def _render_state_machine(sm: dict) -> list[str]:
         out.append(f"| {r['label']} ({r['config']['execution_type']}, {r['config']['batch']} per child) | "
                    f"{r['status']} | {r['wall_s']:.1f} s | {r['children']} | {r['users_per_child_max']} | "
                    f"{r['child_seconds_max']:.1f} s (Express limit {sm['express_limit_s']} s) | {c} |")
-    out += ["", "| function (after run) | calls | p50 | total | memory |", "|---|---|---|---|---|"]
+    out += ["", "| function (after run) | calls | p50 | total wall | thread CPU | modelled | AWS calls | memory |",
+            "|---|---|---|---|---|---|---|---|"]
     for fn, d in after["functions"].items():
-        out.append(f"| {fn} | {d['calls']} | {d['p50_s']:.2f} s | {d['total_s']:.1f} s | {d['memory_mb']} MB |")
+        out.append(f"| {fn} | {d['calls']} | {d['p50_s']:.2f} s | {d['total_s']:.1f} s | {d.get('cpu_s', 0):.1f} s | "
+                   f"{d.get('modelled_s', 0):.1f} s | {d.get('aws_calls') or {}} | {d['memory_mb']} MB |")
     out += ["", "Cost per run, each run's own Lambda measurements and definition (`orchestration_cost`, "
             "`lambda_cost`):", "",
             "| run | users | Lambda GB-s | Lambda $ | children | transitions | Express GB-s | Step Functions $ | "
-            "total $ per run | $ per 1,000 users |", "|---|---|---|---|---|---|---|---|---|---|"]
+            "total $ per run | $ per 1,000 users | total, modelled Lambda |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in (before, after):
         if r is None:
             continue
         for n, c in r["cost"].items():
             out.append(f"| {r['label']} | {int(n):,} | {c['lambda_gb_s']:,.0f} | {_usd(c['lambda_usd'])} | "
                        f"{c['children']:,} | {c['state_transitions']:,} | {c['express_gb_s']:,.0f} | "
-                       f"{_usd(c['step_functions_usd'])} | **{_usd(c['total_usd'])}** | ${c['usd_per_1000_users']:.4f} |")
+                       f"{_usd(c['step_functions_usd'])} | **{_usd(c['total_usd'])}** | ${c['usd_per_1000_users']:.4f} | "
+                       f"{_usd(c.get('total_usd_modelled'))} |")
     alt = sm.get("alternatives_10k") or {}
     if alt:
         out += ["", "What each change buys alone (10,000 users, the after run's measurements): " + "; ".join(
@@ -369,8 +372,10 @@ def _render_state_machine(sm: dict) -> list[str]:
             f"Standard ${p['sfn_usd_per_transition'] * 1e6:.0f} per 1M transitions (one more per child execution "
             f"started); Express ${p['express_usd_per_request'] * 1e6:.2f} per 1M requests and "
             f"${p['express_usd_per_gb_s']:.8f} per GB-s at {p['express_memory_mb']} MB, a child's duration = its "
-            f"users' step time + {p['task_overhead_s']} s per Lambda task, rounded up to 100 ms. S3/DynamoDB "
-            "requests and logs: in the paper model below.", ""]
+            f"users' step time + {p['task_overhead_s']} s per Lambda task, rounded up to 100 ms. _Modelled_ Lambda "
+            f"(load-independent): each handler's thread CPU time + {p.get('ddb_call_s')} s per DynamoDB call + "
+            f"{p.get('s3_call_s')} s per S3 call, instead of its wall time on this loaded machine against the moto "
+            "server. S3/DynamoDB requests and logs: in the paper model below.", ""]
     pm = sm.get("paper_1m")
     if pm:
         a = pm["assumptions"]
@@ -397,7 +402,7 @@ def _render_state_machine(sm: dict) -> list[str]:
                 f"**{_usd(c['total_usd'])}** (DynamoDB at one request unit per call plus the events the "
                 "TrainUser and Promote queries read, ~0.4 KB an event).", "",
                 "What does not scale as it stands (not changed here): Plan is one Lambda that reads every profile "
-                f"in turn — ~{pm['plan_seconds']:,} s at this run's per-profile time, against Lambda's "
+                f"in turn — ~{pm['plan_seconds']:,} s at this run's (modelled) per-profile time, against Lambda's "
                 f"{pm['plan_lambda_limit_s']} s maximum (shard it: parallel Scan segments in a Map); the Map's "
                 f"results come back inline — ~{pm['results_bytes'] / 1e6:,.0f} MB against the "
                 f"{pm['results_limit_bytes'] // 1024} KB payload limit (already past it at ~"

@@ -93,7 +93,8 @@ def test_scheduled_run_trains_skips_and_survives_a_crash(emulator):
     assert calls.count("ValidateFunction") == 1 and calls.count("PromoteFunction") == 1
     assert calls.count("SummarizeFunction") == 1
     assert [c for c in emulator.lambdas.invocations if c["error"]] == [
-        {"function": "TrainUserFunction", "seconds": pytest.approx(0, abs=60), "error": "Unhandled"}]
+        {"function": "TrainUserFunction", "seconds": pytest.approx(0, abs=60),
+         "cpu_seconds": pytest.approx(0, abs=60), "error": "Unhandled"}]
     assert lines and "SUCCEEDED" in lines[-1]
 
 
