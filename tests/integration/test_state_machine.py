@@ -315,6 +315,24 @@ def test_asl_compat_rewrites_what_moto_cannot_parse_and_refuses_what_it_would_no
     with pytest.raises(Exception):
         AmazonStateLanguageParser.parse(text)  # ... and not the original (why the rewrite exists)
 
+    # a batcher belongs to its state machine: another machine's Map of the same name is not batched
+    from types import SimpleNamespace
+
+    def eval_input(machine):
+        arn = f"arn:aws:states:us-east-1:123456789012:execution:{machine}:run-1"
+        return SimpleNamespace(state_name="TrainUsers", map_run_record=SimpleNamespace(execution_arn=arn))
+
+    assert asl_compat._state_machine_of(eval_input("m1")) == "arn:aws:states:us-east-1:123456789012:stateMachine:m1"
+    saved = dict(asl_compat._BATCHERS)
+    try:
+        asl_compat.register("arn:aws:states:us-east-1:123456789012:stateMachine:m1", {"TrainUsers": 3})
+        asl_compat.register("arn:aws:states:us-east-1:123456789012:stateMachine:m2", {})
+        keys = {(asl_compat._state_machine_of(eval_input(m)), "TrainUsers") for m in ("m1", "m2")}
+        assert [asl_compat._BATCHERS.get(k) for k in sorted(keys)] == [3, None]
+    finally:
+        asl_compat._BATCHERS.clear()
+        asl_compat._BATCHERS.update(saved)
+
     # batches: consecutive, in order, at most N, the documented {"Items": [...]} shape
     assert asl_compat.batches([1, 2, 3, 4, 5], 2) == [{"Items": [1, 2]}, {"Items": [3, 4]}, {"Items": [5]}]
     assert asl_compat.batches([], 2) == []
