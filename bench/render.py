@@ -49,6 +49,8 @@ def targets(f: dict) -> list[dict]:
     same = _get(f, "state_machine", "same_outcomes")
     add("training cost per nightly run, 10k users (same outcome counts as before)", "≤ $0.40",
         _get(f, "state_machine", "cost_10k_usd"), "usd", lambda v: v <= 0.40 and same is not False)
+    add("… the same with the load-independent Lambda figure (thread CPU + modelled AWS calls)", "≤ $0.40",
+        _get(f, "state_machine", "cost_10k_modelled_usd"), "usd", lambda v: v <= 0.40 and same is not False)
     return out
 
 

@@ -196,7 +196,7 @@ def _complete_figures() -> dict:
                      "mean_of_users": {"coverage": 0.9, "accuracy_kept": 0.98},
                      "users": [{"user": "u", "coverage": 0.9, "accuracy_kept": 0.98}]},
         "state_machine": {"users": 100, "events_per_user": [60, 149], "status": "SUCCEEDED", "wall_s": 100.0,
-                          "cost_10k_usd": 0.35, "same_outcomes": True,
+                          "cost_10k_usd": 0.35, "cost_10k_modelled_usd": 0.2, "same_outcomes": True,
                           "counts": {"trained": 100}, "per_user_p50_ms": 900, "train_user_p50_s": 0.8,
                           "functions": {"TrainUserFunction": {"calls": 100, "p50_s": 0.8, "total_s": 80.0,
                                                               "memory_mb": 2048}},
