@@ -16,7 +16,9 @@ from collections import Counter
 from datetime import datetime
 from typing import Any, Mapping, Optional
 
+from ... import ids
 from ...config import Settings
+from ...errors import NotFound
 from ...ports import Stores
 from ...timeutil import parse_ts
 from .common import MAX_LISTED, STATUSES, _now, run_id_of, run_key
@@ -128,12 +130,12 @@ def recover_missing(run_id: str, results: list[dict], stores: Stores, *, error: 
     seen = {r.get("user_id") for r in results}
     try:
         planned = stores.models.get_json(run_key(run_id))
-    except Exception:  # noqa: BLE001 - no manifest: nothing to recover; the counts say what came back
+    except NotFound:  # no manifest: nothing to name; the caller still counts them (a storage fault propagates)
         return []
     out: list[dict] = []
     for item in planned if isinstance(planned, list) else []:
         user = item.get("user_id") if isinstance(item, dict) else None
-        if not isinstance(user, str) or user in seen:
+        if not isinstance(user, str) or not ids.USER_ID_RE.fullmatch(user) or user in seen:
             continue
         seen.add(user)
         out.append(_outcome_from_registry(user, run_id, stores, error))
