@@ -48,6 +48,11 @@ def targets(f: dict) -> list[dict]:
     add("novelty + anomaly per event on the predict path (p50, same run)", "≤ 20 µs",
         _get(f, "serving", "novelty_anomaly_p50_ms"), "ms", lambda v: v <= 0.020)
     add("predict cold import", "≤ 250 ms", _get(f, "cold_start", "predict", "import_ms"), "ms", lambda v: v <= 250)
+    same = _get(f, "state_machine", "same_outcomes")
+    add("training cost per nightly run, 10k users (same outcome counts as before)", "≤ $0.40",
+        _get(f, "state_machine", "cost_10k_usd"), "usd", lambda v: v <= 0.40 and same is not False)
+    add("… the same with the load-independent Lambda figure (thread CPU + modelled AWS calls)", "≤ $0.40",
+        _get(f, "state_machine", "cost_10k_modelled_usd"), "usd", lambda v: v <= 0.40 and same is not False)
     return out
 
 
@@ -78,6 +83,8 @@ def _fmt(v: Any, unit: str = "") -> str:
         return fmt_pct(v)
     if unit == "s":
         return f"{v:.2f} s"
+    if unit == "usd":
+        return f"${v:,.2f}"
     if isinstance(v, float):
         return f"{v:,.2f}"
     if isinstance(v, int):
@@ -244,7 +251,9 @@ def render(f: dict) -> str:
     err = _section_error(f, "state_machine")
     if err:
         out += [err, ""]
-    else:
+    elif "variants" in f["state_machine"]:
+        out += _render_state_machine(f["state_machine"])
+    else:  # a results file from before the batched definition
         sm = f["state_machine"]
         out += [f"{sm['users']} synthetic users ({sm['events_per_user'][0]}-{sm['events_per_user'][1]} events, 3 real "
                 f"calendars each), one scheduled run: **{sm['status']}** in {sm['wall_s']:.1f} s wall "
@@ -316,3 +325,95 @@ def render(f: dict) -> str:
         if e.get("non_ml_outcomes"):
             out += [f"Non-ML outcomes: {e['non_ml_outcomes']}.", ""]
     return "\n".join(out)
+
+
+def _usd(v: Optional[float]) -> str:
+    return "-" if v is None else f"${v:,.2f}"
+
+
+def _render_state_machine(sm: dict) -> list[str]:
+    """The training state machine section: the two local runs, the cost per run, the 1M-user paper model."""
+    v = sm["variants"]
+    before, after = v.get("before"), v["after"]
+    out = [f"Two scheduled runs over {after['users']} synthetic users each ({after['events_per_user'][0]}-"
+           f"{after['events_per_user'][1]} events, 3 real calendars; the two sets have the same events), one "
+           "user at a time locally (`MaxConcurrency=1`), real handlers through moto's ASL interpreter "
+           "(`calroute_dev.local.asl_compat` emulates `ItemBatcher` and runs the EXPRESS children as moto "
+           "child executions): **before** = the definition this change replaced (one user per STANDARD child "
+           "workflow; `bench.state_machine.unbatched` of the deployed one), **after** = the deployed definition. "
+           f"Same outcome counts: **{'yes' if sm.get('same_outcomes') else 'NO' if sm.get('same_outcomes') is False else 'not compared'}**.",
+           "", "| run | status | wall | children | users per child (max) | longest child | counts |",
+           "|---|---|---|---|---|---|---|"]
+    for r in (before, after):
+        if r is None:
+            continue
+        c = {k: x for k, x in r["counts"].items() if x}
+        out.append(f"| {r['label']} ({r['config']['execution_type']}, {r['config']['batch']} per child) | "
+                   f"{r['status']} | {r['wall_s']:.1f} s | {r['children']} | {r['users_per_child_max']} | "
+                   f"{r['child_seconds_max']:.1f} s (Express limit {sm['express_limit_s']} s) | {c} |")
+    out += ["", "| function (after run) | calls | p50 | total wall | thread CPU | modelled | AWS calls | memory |",
+            "|---|---|---|---|---|---|---|---|"]
+    for fn, d in after["functions"].items():
+        out.append(f"| {fn} | {d['calls']} | {d['p50_s']:.2f} s | {d['total_s']:.1f} s | {d.get('cpu_s', 0):.1f} s | "
+                   f"{d.get('modelled_s', 0):.1f} s | {d.get('aws_calls') or {}} | {d['memory_mb']} MB |")
+    out += ["", "Cost per run, each run's own Lambda measurements and definition (`orchestration_cost`, "
+            "`lambda_cost`):", "",
+            "| run | users | Lambda GB-s | Lambda $ | children | transitions | Express GB-s | Step Functions $ | "
+            "total $ per run | $ per 1,000 users | total, modelled Lambda |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in (before, after):
+        if r is None:
+            continue
+        for n, c in r["cost"].items():
+            out.append(f"| {r['label']} | {int(n):,} | {c['lambda_gb_s']:,.0f} | {_usd(c['lambda_usd'])} | "
+                       f"{c['children']:,} | {c['state_transitions']:,} | {c['express_gb_s']:,.0f} | "
+                       f"{_usd(c['step_functions_usd'])} | **{_usd(c['total_usd'])}** | ${c['usd_per_1000_users']:.4f} | "
+                       f"{_usd(c.get('total_usd_modelled'))} |")
+    alt = sm.get("alternatives_10k") or {}
+    if alt:
+        out += ["", "What each change buys alone (10,000 users, the after run's measurements): " + "; ".join(
+            f"{k.replace('_', ' ')} {_usd(c['total_usd'])} (Step Functions {_usd(c['step_functions_usd'])})"
+            for k, c in alt.items()) + "."]
+    p = sm["prices"]
+    out += ["", f"Prices ({p['region']}): Lambda ${p['lambda_usd_per_gb_s']} per GB-s and "
+            f"${p['lambda_usd_per_request'] * 1e6:.2f} per 1M requests at the template's MemorySize; Step Functions "
+            f"Standard ${p['sfn_usd_per_transition'] * 1e6:.0f} per 1M transitions (one more per child execution "
+            f"started); Express ${p['express_usd_per_request'] * 1e6:.2f} per 1M requests and "
+            f"${p['express_usd_per_gb_s']:.8f} per GB-s at {p['express_memory_mb']} MB, a child's duration = its "
+            f"users' step time + {p['task_overhead_s']} s per Lambda task, rounded up to 100 ms. _Modelled_ Lambda "
+            f"(load-independent): each handler's thread CPU time + {p.get('ddb_call_s')} s per DynamoDB call + "
+            f"{p.get('s3_call_s')} s per S3 call, instead of its wall time on this loaded machine against the moto "
+            "server. S3/DynamoDB requests and logs: in the paper model below.", ""]
+    pm = sm.get("paper_1m")
+    if pm:
+        a = pm["assumptions"]
+        out += [f"#### Paper model: {pm['users']:,} users", "",
+                f"Assumptions: {a['trained_per_run']}; a user's steps take {a['per_user_seconds']} s "
+                f"({a['per_user_seconds_source']}); {a['users_per_child']} users per EXPRESS child, so a child "
+                f"runs ~{a['child_seconds']} s of its {a['express_limit_s']} s limit; per user "
+                f"{pm['per_user_requests']['dynamodb_reads']} DynamoDB reads, "
+                f"{pm['per_user_requests']['dynamodb_writes']} writes, {pm['per_user_requests']['s3_gets']} S3 GETs, "
+                f"{pm['per_user_requests']['s3_puts']} PUTs (counted in the after run: every boto3 call of the "
+                f"process), ~{pm['per_user_requests']['log_events']} logged history events.", "",
+                "| MaxConcurrency | Map duration | Lambda concurrency | DynamoDB reads/s | writes/s | S3 GET/s | PUT/s |",
+                "|---|---|---|---|---|---|---|"]
+        for r in pm["by_max_concurrency"]:
+            out.append(f"| {r['max_concurrency']:,} | {r['map_hours']:.1f} h | {r['lambda_concurrency']:,} | "
+                       f"{r['ddb_reads_per_s']:,} | {r['ddb_writes_per_s']:,} | {r['s3_gets_per_s']:,} | "
+                       f"{r['s3_puts_per_s']:,} |")
+        lim = a["limits"]
+        c = pm["cost"]
+        out += ["", "Limits: Lambda " + lim["lambda_concurrency"] + "; Distributed Map " + lim["distributed_map_children"]
+                + "; DynamoDB on demand " + lim["dynamodb_on_demand"] + "; S3 " + lim["s3"] + ".", "",
+                f"Cost per 1M-user run: Lambda {_usd(c['lambda_usd'])}, Step Functions {_usd(c['step_functions_usd'])}, "
+                f"DynamoDB {_usd(c['dynamodb_usd'])}, S3 {_usd(c['s3_usd'])}, CloudWatch Logs {_usd(c['logs_usd'])}: "
+                f"**{_usd(c['total_usd'])}** (DynamoDB at one request unit per call plus the events the "
+                "TrainUser and Promote queries read, ~0.4 KB an event).", "",
+                "What does not scale as it stands (not changed here): Plan is one Lambda that reads every profile "
+                f"in turn — ~{pm['plan_seconds']:,} s at this run's (modelled) per-profile time, against Lambda's "
+                f"{pm['plan_lambda_limit_s']} s maximum (shard it: parallel Scan segments in a Map); the Map's "
+                f"results come back inline — ~{pm['results_bytes'] / 1e6:,.0f} MB against the "
+                f"{pm['results_limit_bytes'] // 1024} KB payload limit (already past it at ~"
+                f"{pm['results_limit_bytes'] // max(1, pm['results_bytes'] // pm['users']):,} users: a `ResultWriter` "
+                f"to S3 and a Summarize that reads its manifest are needed); users.json is "
+                f"~{pm['users_json_bytes'] / 1e6:,.0f} MB.", ""]
+    return out

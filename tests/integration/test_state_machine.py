@@ -10,10 +10,16 @@ A second scheduled run puts every per-user failure mode into ONE execution: a Tr
 candidate that fails Validate (its stored bytes tampered between TrainUser and Validate), a
 Promote that loses the race for ACTIVE on both attempts (``conflict``), next to a normal
 promotion.
+
+The definition as deployed has EXPRESS child workflows and an ``ItemBatcher``, which moto 5 cannot
+parse: the emulator runs it through :mod:`calroute_dev.local.asl_compat` (tested here too), and a
+run with two users per child checks the batches the Map made, one user's crash inside a batch next
+to the others' success, and the exact run record.
 """
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -21,7 +27,10 @@ import pytest
 from calroute import wiring
 from calroute.adapters.dynamo.registry import DynamoRegistry
 from calroute.config import settings
-from calroute_dev.local.moto_server import run_training, start_emulator
+from calroute_dev.local import asl_compat
+from calroute_dev.local.moto_server import run_training, start_emulator, state_machine_definition
+from calroute_dev.local.lambdas import function_specs
+from calroute_dev.local.template import Resolver, load_template
 from support.models import build_onnx, install_model, make_events, version
 
 
@@ -83,7 +92,8 @@ def test_scheduled_run_trains_skips_and_survives_a_crash(emulator):
     assert calls.count("ValidateFunction") == 1 and calls.count("PromoteFunction") == 1
     assert calls.count("SummarizeFunction") == 1
     assert [c for c in emulator.lambdas.invocations if c["error"]] == [
-        {"function": "TrainUserFunction", "seconds": pytest.approx(0, abs=60), "error": "Unhandled"}]
+        {"function": "TrainUserFunction", "seconds": pytest.approx(0, abs=60),
+         "cpu_seconds": pytest.approx(0, abs=60), "error": "Unhandled"}]
     assert lines and "SUCCEEDED" in lines[-1]
 
 
@@ -243,3 +253,158 @@ def test_emulator_restores_the_whole_environment(monkeypatch):
     finally:
         em.stop()
     assert dict(os.environ) == before
+
+
+# ----------------------------------------------------------------------------- the definition's shape
+
+
+def _deployed_definition(**subs) -> dict:
+    resolver = Resolver(load_template(), stack_name="calroute-shape")
+    return json.loads(state_machine_definition(resolver, function_specs(resolver), **subs))
+
+
+def _map_states(states: dict):
+    for name, st in states.items():
+        if st.get("Type") == "Map":
+            yield name, st
+            yield from _map_states(st["ItemProcessor"]["States"])
+
+
+def test_the_map_runs_express_children_over_batches_and_tolerates_every_failure():
+    d = _deployed_definition(users_per_batch="7")
+    m = d["States"]["TrainUsers"]
+    assert m["ItemProcessor"]["ProcessorConfig"] == {"Mode": "DISTRIBUTED", "ExecutionType": "EXPRESS"}
+    assert m["ItemBatcher"] == {"MaxItemsPerBatch": 7}
+    assert m["ToleratedFailurePercentage"] == 100 and m["ResultPath"] == "$.results"
+    assert m["ItemReader"]["Resource"] == "arn:aws:states:::s3:getObject"
+    # a child: its batch's users one after the other (Lambda concurrency = MaxConcurrency)
+    child = m["ItemProcessor"]
+    batch = child["States"][child["StartAt"]]
+    assert batch["Type"] == "Map" and batch["ItemsPath"] == "$.Items" and batch["MaxConcurrency"] == 1
+    assert batch["ItemProcessor"]["ProcessorConfig"] == {"Mode": "INLINE"}
+    per_user = batch["ItemProcessor"]["States"]
+    tasks = {k: v for k, v in per_user.items() if v["Type"] == "Task"}
+    assert set(tasks) == {"TrainUser", "Validate", "Promote"}
+    for name, task in tasks.items():
+        # every crash of a user's step is that user's result (a Pass naming the user), never the batch's
+        assert [c["ErrorEquals"] for c in task["Catch"]] == [["States.ALL"]], name
+        target = per_user[task["Catch"][0]["Next"]]
+        assert target["Type"] == "Pass" and target["Parameters"]["status"] == "failed"
+        assert target["Parameters"]["user_id.$"] == "$.user_id"
+    # one user alone can never hold an Express child (≤ 300 s) to its limit
+    assert sum(t["TimeoutSeconds"] for t in tasks.values()) <= 150
+    # the batch size is a bounded parameter (docs/training.md sizes it against the 5-minute limit)
+    params = load_template()["Parameters"]
+    assert params["UsersPerBatch"]["Default"] == 10 and params["UsersPerBatch"]["MaxValue"] <= 25
+    # only the Distributed Map is batched
+    assert [n for n, st in _map_states(d["States"]) if "ItemBatcher" in st] == ["TrainUsers"]
+
+
+def test_asl_compat_rewrites_what_moto_cannot_parse_and_refuses_what_it_would_not_emulate():
+    text = json.dumps(_deployed_definition(users_per_batch="3"))
+    moto_text, batchers = asl_compat.for_moto(text)
+    assert batchers == {"TrainUsers": 3}
+    moto_def = json.loads(moto_text)
+    m = moto_def["States"]["TrainUsers"]
+    assert "ItemBatcher" not in m and m["ItemProcessor"]["ProcessorConfig"]["ExecutionType"] == "STANDARD"
+    # the rest is untouched
+    original = json.loads(text)
+    original["States"]["TrainUsers"].pop("ItemBatcher")
+    original["States"]["TrainUsers"]["ItemProcessor"]["ProcessorConfig"]["ExecutionType"] = "STANDARD"
+    assert moto_def == original
+    # moto parses the rewrite
+    from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
+
+    AmazonStateLanguageParser.parse(moto_text)
+    with pytest.raises(Exception):
+        AmazonStateLanguageParser.parse(text)  # ... and not the original (why the rewrite exists)
+
+    # a batcher belongs to its state machine: another machine's Map of the same name is not batched
+    from types import SimpleNamespace
+
+    def eval_input(machine):
+        arn = f"arn:aws:states:us-east-1:123456789012:execution:{machine}:run-1"
+        return SimpleNamespace(state_name="TrainUsers", map_run_record=SimpleNamespace(execution_arn=arn))
+
+    assert asl_compat._state_machine_of(eval_input("m1")) == "arn:aws:states:us-east-1:123456789012:stateMachine:m1"
+    saved = dict(asl_compat._BATCHERS)
+    try:
+        asl_compat.register("arn:aws:states:us-east-1:123456789012:stateMachine:m1", {"TrainUsers": 3})
+        asl_compat.register("arn:aws:states:us-east-1:123456789012:stateMachine:m2", {})
+        keys = {(asl_compat._state_machine_of(eval_input(m)), "TrainUsers") for m in ("m1", "m2")}
+        assert [asl_compat._BATCHERS.get(k) for k in sorted(keys)] == [3, None]
+    finally:
+        asl_compat._BATCHERS.clear()
+        asl_compat._BATCHERS.update(saved)
+
+    # batches: consecutive, in order, at most N, the documented {"Items": [...]} shape
+    assert asl_compat.batches([1, 2, 3, 4, 5], 2) == [{"Items": [1, 2]}, {"Items": [3, 4]}, {"Items": [5]}]
+    assert asl_compat.batches([], 2) == []
+    for bad in ({"MaxItemsPerBatch": 2, "BatchInput": {"a": 1}}, {"MaxInputBytesPerBatch": 10},
+                {"MaxItemsPerBatch": 0}):
+        d = json.loads(text)
+        d["States"]["TrainUsers"]["ItemBatcher"] = bad
+        with pytest.raises(asl_compat.UnsupportedAsl):
+            asl_compat.for_moto(json.dumps(d))
+
+
+# ----------------------------------------------------------------------------- a batched run
+
+
+@pytest.fixture
+def batched_emulator(monkeypatch):
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    em = start_emulator(0, stack_name="calroute-sfn-batch", max_concurrency=1, users_per_batch=2)
+    try:
+        yield em
+    finally:
+        em.stop()
+
+
+def test_a_batched_run_keeps_one_users_crash_from_its_batch_and_the_record_exact(batched_emulator):
+    """Five planned users, two per child: [ana, cid] [eve, gus] [hal]. cid crashes (a corrupt stored
+    event) inside the first batch, next to ana who is trained and promoted; gus cannot train (one
+    calendar). Every user has exactly one result, in its batch, and the run record counts them."""
+    em = batched_emulator
+    cfg = settings()
+    repos = wiring.stores(cfg)
+    _seed(repos, "ana", make_events(("home", "work"), 30))
+    _seed(repos, "cid", make_events(("home", "work"), 30))
+    repos.events.t.table(cfg.events_table).put_item(
+        Item={"user_id": "cid", "event_id": "zz-corrupt", "calendar_id": "work", "data": "{not json"})
+    _seed(repos, "eve", make_events(("home", "kids"), 30))
+    _seed(repos, "gus", make_events(("work",), 60))
+    _seed(repos, "hal", make_events(("home", "work"), 30))
+
+    res = run_training(em, {"trigger": "schedule"}, name="nightly-batched", timeout=300)
+    assert res["status"] == "SUCCEEDED", (res["error"], res["cause"])
+
+    # the Map made three children of at most two users, in the manifest's order
+    planned = [u["user_id"] for u in repos.models.get_json("runs/nightly-batched/users.json")]
+    assert sorted(planned) == ["ana", "cid", "eve", "gus", "hal"]
+    history = em.client("stepfunctions").get_execution_history(executionArn=res["execution_arn"],
+                                                               maxResults=1000)["events"]
+    exits = [json.loads(e["stateExitedEventDetails"]["output"]) for e in history
+             if (e.get("stateExitedEventDetails") or {}).get("name") == "TrainUsers"]
+    assert len(exits) == 1
+    children = exits[0]["results"]
+    assert [[r["user_id"] for r in child] for child in children] == [planned[0:2], planned[2:4], planned[4:]]
+    by_user = {r["user_id"]: r for child in children for r in child}
+    assert by_user["cid"]["status"] == "failed" and by_user["cid"]["stage"] == "train"
+    assert by_user["gus"]["status"] == "skipped"
+    assert {by_user[u]["status"] for u in ("ana", "eve", "hal")} == {"promoted"}
+
+    record = repos.registry.get_run("nightly-batched")
+    for r in (res["output"], record):
+        assert (r["planned"], r["trained"], r["skipped"], r["failed"], r["rejected"], r["conflict"]) == \
+            (5, 3, 1, 1, 0, 0), r
+        assert (r["recovered"], r["lost_batches"]) == (0, 0)
+    assert [(f["user_id"], f["stage"]) for f in record["failures"]] == [("cid", "train")]
+    for u in ("ana", "eve", "hal"):
+        active = repos.registry.active(u)
+        assert active is not None and repos.registry.get_version(u, active["version"])["run_id"] == "nightly-batched"
+    assert repos.registry.active("cid") is None and repos.registry.active("gus") is None
+
+    calls = [c["function"] for c in em.lambdas.invocations]
+    assert calls.count("TrainUserFunction") == 5 and calls.count("ValidateFunction") == 3
+    assert calls.count("PromoteFunction") == 3 and calls.count("SummarizeFunction") == 1

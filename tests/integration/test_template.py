@@ -390,6 +390,19 @@ def test_state_machine_wiring():
     assert ref(sm["DefinitionSubstitutions"]["MaxConcurrency"]) == "MaxConcurrency"
 
 
+def test_training_run_manifests_and_the_summarize_grants():
+    """runs/{runId}/users.json: written by Plan only; read by the state machine (ItemReader) and by
+    Summarize (only to recover the users of a child workflow that failed as a whole, whose outcomes it
+    then reads from the registry: GetItem/Query, no Scan; its only writes stay the run record)."""
+    assert holders("bucket:runs/*", "s3:PutObject") == {"PlanFunction"}
+    # (DataFunction: the erasure scrubs the manifests that name the user)
+    assert holders("bucket:runs/*", "s3:GetObject") == {"SummarizeFunction", "DataFunction"}
+    g = grants("SummarizeFunction")
+    assert g["bucket:runs/*"] == {"s3:GetObject"}
+    assert g["table:RegistryTable"] == {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem"}
+    assert set(g) == {"bucket:runs/*", "table:RegistryTable"}
+
+
 def test_schedule_with_retry_and_dlq():
     ev = RES["TrainingStateMachine"]["Properties"]["Events"]["Schedule"]
     assert ev["Type"] == "Schedule"

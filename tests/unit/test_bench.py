@@ -15,7 +15,8 @@ import pytest
 from bench import harness
 from bench.__main__ import SECTIONS, TOP_KEYS
 from bench.render import claims, render, render_targets, targets
-from bench.state_machine import happy_path_transitions
+from bench.state_machine import (estimate, happy_path_transitions, map_config, orchestration_cost, paper_model,
+                                  unbatched)
 
 ROOT = harness.ROOT
 
@@ -77,6 +78,61 @@ def test_happy_path_transitions_follow_first_choice_and_count_map_items():
         "S": {"Type": "Task", "Next": "Z"},
         "Z": {"Type": "Succeed"}}}
     assert happy_path_transitions(definition) == (4, 4)  # A M S Z ; T C P + the child execution
+
+
+
+def _deployed() -> dict:
+    from calroute_dev.local.lambdas import function_specs
+    from calroute_dev.local.moto_server import state_machine_definition
+    from calroute_dev.local.template import Resolver, load_template
+
+    resolver = Resolver(load_template(), stack_name="calroute-bench-test")
+    return json.loads(state_machine_definition(resolver, function_specs(resolver)))
+
+
+#: the per-user measurements of the 2026-12-01 run (before this change): 1.813 GB-s per user, $1.81 per 10k
+_MEASURED = {"user_seconds": 1.17, "gb_s_user": 1.813, "requests_user": 3.0, "gb_s_fixed_per_user": 0.0273}
+
+
+def test_the_cost_model_reproduces_the_old_figure_and_prices_the_deployed_definition():
+    deployed = _deployed()
+    before = unbatched(deployed)
+    # unbatched() is the definition this change replaced: STANDARD children, one user each
+    assert "ItemBatcher" not in before["States"]["TrainUsers"]
+    assert before["States"]["TrainUsers"]["ItemProcessor"]["ProcessorConfig"]["ExecutionType"] == "STANDARD"
+    assert before["States"]["TrainUsers"]["ItemProcessor"]["StartAt"] == "TrainUser"
+    assert happy_path_transitions(before) == (4, 6)
+    assert map_config(deployed) == {"execution_type": "EXPRESS", "batch": 10, "parent": 4, "child_fixed": 1,
+                                    "child_per_user": 5}
+    old = estimate(before, 10_000, _MEASURED)
+    assert (old["state_transitions"], old["step_functions_usd"], old["total_usd"]) == (60_004, 1.5, 1.81)
+    new = estimate(deployed, 10_000, _MEASURED)
+    assert (new["children"], new["state_transitions"], new["express_requests"]) == (1_000, 1_004, 1_000)
+    assert new["lambda_usd"] == old["lambda_usd"] and new["total_usd"] <= 0.40
+    # Express duration: 10 users × (1.17 s + 3 × 0.05 s) = 13.2 s per child, 64 MB, rounded up to 100 ms
+    assert new["express_gb_s"] == pytest.approx(1_000 * 13.2 * 64 / 1024, abs=0.1)
+    # a partial last batch is its own (shorter) child
+    assert orchestration_cost(deployed, 15, user_seconds=1.0)["children"] == 2
+    # batched STANDARD children would still pay 5 transitions a user
+    std = json.loads(json.dumps(deployed))
+    std["States"]["TrainUsers"]["ItemProcessor"]["ProcessorConfig"]["ExecutionType"] = "STANDARD"
+    assert orchestration_cost(std, 10_000, user_seconds=1.0)["state_transitions"] == 4 + 1_000 * 2 + 10_000 * 5
+
+
+def test_the_paper_model_scales_duration_and_request_rates_with_max_concurrency():
+    m = {**_MEASURED, "ddb_reads_user": 8.0, "ddb_writes_user": 5.0, "s3_gets_user": 3.0, "s3_puts_user": 2.0,
+         "plan_seconds_per_user": 0.01, "events_per_user_mean": 80.0, "log_events_user": 25.0,
+         "result_bytes_user": 200, "manifest_bytes_user": 80}
+    pm = paper_model(_deployed(), m, users=1_000_000, concurrencies=(20, 1000))
+    per_user = 1.17 + 3 * 0.05
+    r20, r1000 = pm["by_max_concurrency"]
+    assert r20["map_hours"] == pytest.approx(1e6 * per_user / 20 / 3600, abs=0.01)
+    assert r1000["ddb_writes_per_s"] == round(1000 / per_user * 5.0) and r1000["lambda_concurrency"] == 1000
+    assert pm["plan_seconds"] == 10_000 > pm["plan_lambda_limit_s"]  # Plan alone cannot do 1M users
+    assert pm["results_bytes"] > pm["results_limit_bytes"]            # nor can inline results
+    c = pm["cost"]
+    assert c["total_usd"] == pytest.approx(sum(v for k, v in c.items() if k != "total_usd"), abs=0.05)
+    assert c["s3_usd"] == pytest.approx(1e6 * (3 * 0.0004 + 2 * 0.005) / 1000, abs=0.01)
 
 
 def test_quick_run_prints_the_documented_keys(tmp_path):
@@ -142,6 +198,7 @@ def _complete_figures() -> dict:
                      "mean_of_users": {"coverage": 0.9, "accuracy_kept": 0.98},
                      "users": [{"user": "u", "coverage": 0.9, "accuracy_kept": 0.98}]},
         "state_machine": {"users": 100, "events_per_user": [60, 149], "status": "SUCCEEDED", "wall_s": 100.0,
+                          "cost_10k_usd": 0.35, "cost_10k_modelled_usd": 0.2, "same_outcomes": True,
                           "counts": {"trained": 100}, "per_user_p50_ms": 900, "train_user_p50_s": 0.8,
                           "functions": {"TrainUserFunction": {"calls": 100, "p50_s": 0.8, "total_s": 80.0,
                                                               "memory_mb": 2048}},
@@ -242,3 +299,38 @@ def test_removed_cost_renders_its_figures_into_security_md():
     assert "adds 3.94 ms" in text and "7 requests a case" in text
     doc = (ROOT / "docs" / "security.md").read_text(encoding="utf-8")
     assert doc.index(removed_cost.BEGIN) < doc.index("Measured by `python -m bench.removed_cost`") < doc.index(removed_cost.END)
+
+
+def test_render_of_the_batched_state_machine_section():
+    deployed = _deployed()
+    m = {**_MEASURED, "ddb_reads_user": 8.0, "ddb_writes_user": 5.0, "s3_gets_user": 3.0, "s3_puts_user": 2.0,
+         "plan_seconds_per_user": 0.01, "events_per_user_mean": 80.0, "log_events_user": 25.0,
+         "result_bytes_user": 200, "manifest_bytes_user": 80}
+
+    def run(label, definition):
+        return {"label": label, "status": "SUCCEEDED", "wall_s": 10.0, "users": 100, "events_per_user": [60, 99],
+                "counts": {"planned": 100, "trained": 100}, "children": 10, "users_per_child_max": 10,
+                "child_seconds_max": 12.0, "config": map_config(definition),
+                "functions": {"TrainUserFunction": {"calls": 100, "p50_s": 0.5, "total_s": 50.0, "cpu_s": 40.0,
+                                                    "modelled_s": 45.0, "aws_calls": {"s3": 200},
+                                                    "memory_mb": 2048}},
+                "cost": {"10000": estimate(definition, 10_000, m)}}
+
+    f = _complete_figures()
+    f["state_machine"] = {"variants": {"before": run("before", unbatched(deployed)), "after": run("after", deployed)},
+                          "same_outcomes": True, "express_limit_s": 300, "cost_10k_usd": 0.35,
+                          "alternatives_10k": {"express_batched": estimate(deployed, 10_000, m)},
+                          "paper_1m": paper_model(deployed, m),
+                          "prices": {"lambda_usd_per_gb_s": 1.66667e-05, "lambda_usd_per_request": 2e-07,
+                                     "sfn_usd_per_transition": 2.5e-05, "express_usd_per_request": 1e-06,
+                                     "express_usd_per_gb_s": 1.667e-05, "express_memory_mb": 64,
+                                     "task_overhead_s": 0.05, "ddb_call_s": 0.005, "s3_call_s": 0.02,
+                                     "region": "us-east-1"}}
+    f["targets"], f["claims"] = targets(f), claims(f)
+    md = render(f)
+    assert "Same outcome counts: **yes**" in md and "| before | 10,000 |" in md and "**$1.81**" in md
+    assert "#### Paper model: 1,000,000 users" in md and "| 1,000 |" in md
+    cost = next(t for t in f["targets"] if t["name"].startswith("training cost per nightly run"))
+    assert cost["met"] is True
+    f["state_machine"]["same_outcomes"] = False  # cheaper but different outcomes is not the target
+    assert next(t for t in targets(f) if t["name"].startswith("training cost"))["met"] is False

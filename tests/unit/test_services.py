@@ -350,14 +350,20 @@ def test_train_validate_promote_then_a_worse_candidate_is_rejected():
     assert stores.models.get(rec["s3_key"], rec["sha256"]) and rec["drift_reference"]
     out = validate(out, stores, CFG)
     assert out["status"] == "valid", out
+    reads: list[str] = []
+    real_list = stores.events.list_events_updated
+    stores.events.list_events_updated = lambda u, *a, **kw: reads.append(u) or real_list(u, *a, **kw)
     out = promote(out, stores, CFG)
     assert out["status"] == "promoted" and stores.registry.active("alice")["version"] == rec["version"]
+    assert reads == []  # a first model has no champion to score: the holdout events are not read
 
     worse = validate(train_user(item, stores, CFG, now=datetime.now(timezone.utc) + timedelta(seconds=2),
                                       trainer=FakeTrainer(holdout_accuracy=0.4)), stores, CFG)
+    reads.clear()
     out = promote(worse, stores, CFG)
     assert out["status"] == "rejected" and out["stage"] == "champion"
     assert stores.registry.active("alice")["version"] == rec["version"]
+    assert reads == ["alice"]  # a champion: its challenger's holdout is read, once
 
 
 def test_gates_skip_and_a_tampered_candidate_is_rejected():
@@ -428,6 +434,50 @@ def test_summarize_records_the_run():
     assert out["failures"] == [{"user_id": "b", "stage": "train", "error": "ValueError"}]
     assert ("TrainingUsersTrained", 1) in recorded and stores.registry.runs()[0]["run_id"] == "r-sum"
 
+
+
+def test_summarize_counts_batched_results_and_recovers_the_users_of_a_failed_child():
+    """Results come one list per child workflow (ItemBatcher). A child that failed as a whole (an
+    Express child past 5 minutes) leaves no per-user result: its users come from users.json and
+    their outcome from the registry — promoted (ACTIVE is this run's version), rejected, or failed."""
+    from calroute.services.training.common import run_key
+
+    stores = fake_stores()
+    run_id = "r-batch"
+    planned = ["a", "b", "c", "d", "e", "f"]
+    stores.models.put_json(run_key(run_id), [{"user_id": u, "run_id": run_id, "reason": "x"} for u in planned])
+    # the failed child held c, d, e: c was promoted before it died, d rejected, e never got a version
+    rec = {"status": "candidate", "run_id": run_id, "s3_key": "models/c/k.onnx", "sha256": "0" * 64,
+           "threshold": 0.5, "feature_spec": 2, "labels": ["home", "work"]}
+    stores.registry.put_version("c", "v20260601000000-aaaaaa", dict(rec))
+    stores.registry.activate("c", {**rec, "version": "v20260601000000-aaaaaa"}, expected_version=None,
+                             actor="training-run", reason="first")
+    stores.registry.put_version("d", "v20260601000000-bbbbbb", {**rec, "s3_key": "models/d/k.onnx"})
+    stores.registry.set_status("d", "v20260601000000-bbbbbb", "rejected", "parity", rejected_stage="validate")
+    # e has an older version from another run only: not this run's outcome
+    stores.registry.put_version("e", "v20250101000000-cccccc", {**rec, "run_id": "r-old"})
+    run = {"run_id": run_id, "count": 6, "skipped_total": 0, "started_at": "2026-06-01T00:00:00+00:00",
+           "results": [[{"user_id": "a", "status": "promoted", "duration_ms": 10},
+                        {"user_id": "b", "status": "skipped", "duration_ms": 5}],
+                       None,
+                       [{"user_id": "f", "status": "failed", "stage": "train", "error": "ValueError"}]]}
+    out = summarize(run, stores, CFG, now=datetime(2026, 6, 1, 0, 1, tzinfo=timezone.utc))
+    assert (out["planned"], out["trained"], out["skipped"], out["rejected"], out["failed"]) == (6, 2, 1, 1, 2)
+    assert (out["recovered"], out["lost_batches"]) == (3, 1)
+    assert sorted((f["user_id"], f["stage"]) for f in out["failures"]) == [("e", "batch"), ("f", "train")]
+    assert [(r["user_id"], r["stage"]) for r in out["rejections"]] == [("d", "validate")]
+    assert stores.registry.get_run(run_id)["trained"] == 2
+
+    # all results there: users.json is not even read
+    stores.models.delete(run_key(run_id))
+    full = {**run, "count": 2, "results": [[{"user_id": "a", "status": "promoted", "duration_ms": 10},
+                                            {"user_id": "b", "status": "skipped", "duration_ms": 5}]]}
+    out = summarize(full, stores, CFG)
+    assert (out["trained"], out["skipped"], out["failed"], out["recovered"]) == (1, 1, 0, 0)
+    # a lost child and no manifest: its users still count, as failed (never silently dropped)
+    out = summarize({**full, "count": 3, "results": [full["results"][0], {"Error": "States.Timeout"}]}, stores, CFG)
+    assert (out["planned"], out["trained"], out["failed"], out["lost_batches"]) == (3, 1, 1, 1)
+    assert out["failures"][0]["error"].startswith("States.Timeout")
 
 def test_stats_read_the_log_and_the_global_ledger():
     stores = fake_stores()

@@ -48,6 +48,14 @@ DEFAULT_FUNCTIONS = {
 }
 
 
+_CURRENT = threading.local()
+
+
+def current_function() -> Optional[str]:
+    """The logical id of the function whose handler this thread is running (None outside one)."""
+    return getattr(_CURRENT, "function", None)
+
+
 @dataclass
 class FunctionSpec:
     """One function of the template, as the emulator runs it."""
@@ -219,8 +227,12 @@ class InProcessLambdas:
         return self._by_name.get(function_name) or self._by_name.get(name)
 
     def call(self, spec: FunctionSpec, event: Any) -> tuple[bytes, Optional[str]]:
-        """Run the handler; returns (payload bytes, function error or None)."""
+        """Run the handler; returns (payload bytes, function error or None). Records the call's wall
+        and thread CPU seconds; :func:`current_function` names the function while it runs."""
         t0 = time.perf_counter()
+        c0 = time.thread_time()
+        outer = current_function()  # a handler may invoke another one in-process (predict → LLM)
+        _CURRENT.function = spec.logical_id
         err: Optional[str] = None
         own = self._own_env.get(spec.logical_id) or {}
         try:
@@ -241,9 +253,11 @@ class InProcessLambdas:
         except Exception as exc:  # noqa: BLE001 - becomes an Unhandled function error, like AWS
             err = "Unhandled"
             payload = json.dumps(error_payload(exc)).encode("utf-8")
+        cpu = time.thread_time() - c0
+        _CURRENT.function = outer
         with self._inv_lock:
             self.invocations.append({"function": spec.logical_id, "seconds": time.perf_counter() - t0,
-                                     "error": err})
+                                     "cpu_seconds": cpu, "error": err})
         return payload, err
 
     def invoke(self, function_name: str, event: Any) -> Any:

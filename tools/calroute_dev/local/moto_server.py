@@ -14,7 +14,9 @@ Step Functions interpreter, whose Lambda tasks run our real handlers in-process.
 4. creates every function of the template in moto's Lambda (a dummy zip and an IAM role) and
    patches the Lambda backend so an invoke runs the real handler (:mod:`calroute_dev.local.lambdas`);
 5. creates the state machine from ``infra/statemachine/training.asl.json`` with its
-   ``DefinitionSubstitutions`` resolved.
+   ``DefinitionSubstitutions`` resolved, rewritten for moto by :mod:`calroute_dev.local.asl_compat`
+   (moto 5 parses neither ``ItemBatcher`` nor ``"ExecutionType": "EXPRESS"``: the batcher is
+   emulated by a patch of moto's Distributed Map, the Express children run as moto child executions).
 
 moto keeps everything in memory; with ``persist_dir`` the tables and bucket are written there by
 :meth:`Emulator.snapshot` / :meth:`Emulator.stop` and restored on the next start.
@@ -34,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from . import restore_environ
+from . import asl_compat, restore_environ
 from .lambdas import InProcessLambdas, function_specs, install_inprocess_lambdas
 from .template import ACCOUNT, ROOT, Resolver, create_data_resources, load_template
 
@@ -42,6 +44,7 @@ ASL_PATH = ROOT / "infra" / "statemachine" / "training.asl.json"
 STATE_MACHINE_LOGICAL = "TrainingStateMachine"
 ROLE_NAME = "calroute-local-role"
 DEFAULT_MAX_CONCURRENCY = "4"
+DEFAULT_USERS_PER_BATCH = "10"
 _TERMINAL = {"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"}
 
 _ASSUME = json.dumps({"Version": "2012-10-17", "Statement": [{
@@ -68,6 +71,8 @@ class Emulator:
     region: str = "us-east-1"
     persist_dir: Optional[str] = None
     server: Any = None
+    #: the definition as deployed (substitutions resolved; before the asl_compat rewrite for moto)
+    definition: str = ""
     _saved_env: dict = field(default_factory=dict)
     _sfn_config: Optional[bool] = None
     # variables set after the in-process Lambdas applied the template's common environment: restored
@@ -94,6 +99,7 @@ class Emulator:
             self.snapshot()
         finally:
             self.lambdas.uninstall()
+            asl_compat.uninstall_item_batcher()
             if self.server is not None:
                 self.server.stop()
                 self.server = None
@@ -174,8 +180,10 @@ def _set_env(saved: dict, key: str, value: str) -> None:
     os.environ[key] = value
 
 
-def state_machine_definition(resolver: Resolver, specs: dict, *, max_concurrency: Optional[str] = None) -> str:
-    """The ASL file with the template's ``DefinitionSubstitutions`` resolved."""
+def state_machine_definition(resolver: Resolver, specs: dict, *, max_concurrency: Optional[str] = None,
+                             users_per_batch: Optional[str] = None) -> str:
+    """The ASL file with the template's ``DefinitionSubstitutions`` resolved (as deployed; the
+    emulator runs :func:`calroute_dev.local.asl_compat.for_moto` of it)."""
     text = ASL_PATH.read_text(encoding="utf-8")
     subs: dict[str, str] = {}
     sm = (resolver.resources.get(STATE_MACHINE_LOGICAL) or {}).get("Properties") or {}
@@ -190,8 +198,11 @@ def state_machine_definition(resolver: Resolver, specs: dict, *, max_concurrency
     if "ModelBucket" in resolver.resources:
         subs.setdefault("ModelBucketName", resolver.physical_name("ModelBucket"))
     subs.setdefault("MaxConcurrency", DEFAULT_MAX_CONCURRENCY)
+    subs.setdefault("UsersPerBatch", DEFAULT_USERS_PER_BATCH)
     if max_concurrency is not None:
         subs["MaxConcurrency"] = str(max_concurrency)
+    if users_per_batch is not None:
+        subs["UsersPerBatch"] = str(users_per_batch)
     for k, v in subs.items():
         text = text.replace("${" + k + "}", v)
     json.loads(text)  # fail early on an unresolved placeholder
@@ -200,7 +211,8 @@ def state_machine_definition(resolver: Resolver, specs: dict, *, max_concurrency
 
 def start_emulator(port: int = 4566, *, persist_dir: Optional[str] = None, stack_name: str = "calroute-local",
                    parameters: Optional[dict] = None, region: str = "us-east-1",
-                   max_concurrency: Optional[int] = None, verbose: bool = False, reset: bool = True) -> Emulator:
+                   max_concurrency: Optional[int] = None, users_per_batch: Optional[int] = None,
+                   verbose: bool = False, reset: bool = True) -> Emulator:
     """Start moto on 127.0.0.1:``port`` with calroute's resources and in-process Lambda dispatch.
 
     ``port=0`` lets the server bind a free port itself (no probe-then-release race); the bound port is
@@ -271,20 +283,25 @@ def start_emulator(port: int = 4566, *, persist_dir: Optional[str] = None, stack
         sfn = sess.client("stepfunctions", endpoint_url=endpoint)
         sm_name = (resolver.physical_name(STATE_MACHINE_LOGICAL) if STATE_MACHINE_LOGICAL in resolver.resources
                    else f"{stack_name}-{STATE_MACHINE_LOGICAL}")
-        definition = state_machine_definition(resolver, specs,
-                                              max_concurrency=None if max_concurrency is None else str(max_concurrency))
+        definition = state_machine_definition(
+            resolver, specs, max_concurrency=None if max_concurrency is None else str(max_concurrency),
+            users_per_batch=None if users_per_batch is None else str(users_per_batch))
+        moto_definition, batchers = asl_compat.for_moto(definition)
+        asl_compat.install_item_batcher()
         existing = {m["name"]: m["stateMachineArn"] for m in sfn.list_state_machines()["stateMachines"]}
         if sm_name in existing:
             sm_arn = existing[sm_name]
-            sfn.update_state_machine(stateMachineArn=sm_arn, definition=definition)
+            sfn.update_state_machine(stateMachineArn=sm_arn, definition=moto_definition)
         else:
-            sm_arn = sfn.create_state_machine(name=sm_name, definition=definition, roleArn=role_arn,
+            sm_arn = sfn.create_state_machine(name=sm_name, definition=moto_definition, roleArn=role_arn,
                                               type="STANDARD")["stateMachineArn"]
+        asl_compat.register(sm_arn, batchers)
         _set_env(late, "STATE_MACHINE_ARN", sm_arn)
         # the functions' env (from the template) may name the machine by its resolved ARN already
         _reset_clients()
     except BaseException:
         server.stop()
+        asl_compat.uninstall_item_batcher()
         _restore_sfn_config(sfn_flag)
         restore_environ(late)
         if lambdas is not None:
@@ -294,16 +311,18 @@ def start_emulator(port: int = 4566, *, persist_dir: Optional[str] = None, stack
         raise
     return Emulator(endpoint=endpoint, port=port, resolver=resolver, state_machine_arn=sm_arn,
                     lambdas=lambdas, region=region, persist_dir=persist_dir, server=server,
-                    _saved_env=saved, _sfn_config=sfn_flag, _late_env=late)
+                    definition=definition, _saved_env=saved, _sfn_config=sfn_flag, _late_env=late)
 
 
 def run_training(emulator: Emulator, input: dict, *, name: Optional[str] = None, timeout: float = 300.0,
+                 state_machine_arn: Optional[str] = None,
                  poll_seconds: float = 0.1, progress: Optional[Callable[[str], None]] = None,
                  sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic) -> dict:
     """Start an execution of the training state machine and wait for it to finish.
 
     Returns ``{"status", "output" (decoded), "execution_arn", "seconds", "error", "cause"}``.
+    ``state_machine_arn``: another machine of the emulator (:func:`create_variant`); default the template's.
     ``progress`` receives a line whenever the execution's status or its number of history events
     changes.
     """
@@ -311,7 +330,8 @@ def run_training(emulator: Emulator, input: dict, *, name: Optional[str] = None,
     # always name the execution (moto leaves an unnamed one as "None"); the name becomes the run id
     name = name or (input.get("run_id") if isinstance(input.get("run_id"), str) else None) or (
         f"run-{time.strftime('%Y%m%d%H%M%S', time.gmtime())}-{os.urandom(3).hex()}")
-    kwargs: dict = {"stateMachineArn": emulator.state_machine_arn, "input": json.dumps(input), "name": name}
+    kwargs: dict = {"stateMachineArn": state_machine_arn or emulator.state_machine_arn, "input": json.dumps(input),
+                    "name": name}
     arn = sfn.start_execution(**kwargs)["executionArn"]
     t0 = clock()
     last = None
@@ -340,6 +360,24 @@ def run_training(emulator: Emulator, input: dict, *, name: Optional[str] = None,
     }
 
 
+def create_variant(emulator: Emulator, name: str, definition: str) -> str:
+    """Create (or update) another state machine ``name`` in the emulator from ``definition`` (deployed
+    ASL, substitutions resolved; rewritten by :mod:`asl_compat` like the template's machine), e.g. the
+    one-user-per-child definition the bench compares with. Returns its ARN."""
+    sfn = emulator.client("stepfunctions")
+    moto_definition, batchers = asl_compat.for_moto(definition)
+    existing = {m["name"]: m["stateMachineArn"] for m in sfn.list_state_machines()["stateMachines"]}
+    if name in existing:
+        arn = existing[name]
+        sfn.update_state_machine(stateMachineArn=arn, definition=moto_definition)
+    else:
+        role = f"arn:aws:iam::{ACCOUNT}:role/{ROLE_NAME}"
+        arn = sfn.create_state_machine(name=name, definition=moto_definition, roleArn=role,
+                                       type="STANDARD")["stateMachineArn"]
+    asl_compat.register(arn, batchers)
+    return arn
+
+
 # ----------------------------------------------------------------------------- persistence
 
 
@@ -365,5 +403,5 @@ def load_snapshot(resolver: Resolver, directory: Path, endpoint: str, region: st
     persist.restore(directory, endpoint_url=endpoint, tables=tables, buckets=buckets)
 
 
-__all__ = ["Emulator", "MotoServer", "start_emulator", "run_training", "install_inprocess_lambdas",
+__all__ = ["Emulator", "MotoServer", "start_emulator", "run_training", "create_variant", "install_inprocess_lambdas",
            "state_machine_definition", "save_snapshot", "load_snapshot", "ACCOUNT"]

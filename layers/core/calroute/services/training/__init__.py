@@ -1,6 +1,6 @@
 """A training run, one module per state of ``infra/statemachine/training.asl.json``:
 
-``plan`` (:mod:`.plan`) → (Distributed Map, one child workflow per user) ``train_user`` (:mod:`.train_user`) →
+``plan`` (:mod:`.plan`) → (Distributed Map: EXPRESS child workflows of ``UsersPerBatch`` users, one user after the other) ``train_user`` (:mod:`.train_user`) →
 ``validate`` (:mod:`.validate`) → ``promote`` (:mod:`.promote`) → ``summarize`` (:mod:`.summarize`);
 what they share (ids, run keys, the per-item handler wrapper) is in :mod:`.common`.
 
@@ -19,5 +19,6 @@ what they share (ids, run keys, the per-item handler wrapper) is in :mod:`.commo
 Every function returns a small JSON-serialisable dict carrying ``user_id``, ``run_id`` and the
 accumulated ``duration_ms``. numpy, the featurizer and onnxruntime are imported inside the states that
 need them: Plan and Summarize run with the core layer only. A crash is turned into a ``failed`` result by the state machine's
-``Catch`` (one user's failure never fails the run).
+``Catch`` (one user's failure never fails the run); the users of a child workflow that failed as a
+whole are recovered by ``summarize`` from ``users.json`` and the registry.
 """

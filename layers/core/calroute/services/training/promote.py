@@ -134,15 +134,17 @@ def promote(item: Mapping, stores: Stores, cfg: Settings, *,
         registry.set_status(user, version, "rejected", reason, rejected_stage="promote")
         return done("rejected", stage="promote", reason=reason)
     wanted = set(record.get("holdout_event_ids") or [])
-    holdout = [(e, t) for e, t in stores.events.list_events_updated(user)
-               if e.event_id in wanted and e.calendar_id] if wanted else []
+    holdout: Optional[list] = None  # read once, and only when there is a champion to score on it
     actor = f"training-run:{run_id}" if run_id else "training-run"
     for attempt in (1, 2):
         active = registry.active(user, consistent=True)
         if active is not None and active.get("version") == version:
             return done("promoted", reason="already active")
         champion = registry.get_version(user, active["version"]) if active else None
-        decision = challenge(record, active, holdout, store, cfg, champion)
+        if holdout is None and active is not None:
+            holdout = [(e, t) for e, t in stores.events.list_events_updated(user)
+                       if e.event_id in wanted and e.calendar_id] if wanted else []
+        decision = challenge(record, active, holdout or [], store, cfg, champion)
         if not decision["promote"]:
             registry.set_status(user, version, "rejected", decision["reason"], rejected_stage="champion",
                                 challenge={k: v for k, v in decision.items() if k != "promote"})

@@ -1,5 +1,13 @@
 """SummarizeFunction: count the Map's results, store the run record, emit the run's metrics. Core
-layer only."""
+layer only.
+
+The Map's results are one entry per child workflow: a list of per-user results (a batch of the
+``ItemBatcher``), or, from a child that failed as a whole (an Express child past its 5 minutes, a
+runtime error), something else (``null`` or an error object) that names no user. Such users are
+found from ``runs/{runId}/users.json`` (read only when results are missing) and their outcome is
+taken from the registry, where every state writes it: the version this run registered for them is
+ACTIVE (``promoted``), ``rejected`` or ``conflict``, else the user is ``failed`` at stage ``batch``.
+So the run record counts every planned user once, whatever happened to its child workflow."""
 
 from __future__ import annotations
 
@@ -8,10 +16,12 @@ from collections import Counter
 from datetime import datetime
 from typing import Any, Mapping, Optional
 
+from ... import ids
 from ...config import Settings
+from ...errors import NotFound
 from ...ports import Stores
 from ...timeutil import parse_ts
-from .common import MAX_LISTED, STATUSES, _now, run_id_of
+from .common import MAX_LISTED, STATUSES, _now, run_id_of, run_key
 
 
 def summarize(run: Mapping, stores: Stores, cfg: Settings, *, now: Optional[datetime] = None,
@@ -20,15 +30,21 @@ def summarize(run: Mapping, stores: Stores, cfg: Settings, *, now: Optional[date
     ``TrainingUsers{Trained,Skipped,Rejected,Failed,Conflict}`` (no per-user dimension)."""
     now = _now(now)
     run_id = run_id_of(run.get("run_id"))
-    results = run.get("results") or []
+    results, lost = per_user_results(run.get("results") or [])
+    planned = int(run.get("count") or len(results))
+    recovered = 0
+    if lost or len({r.get("user_id") for r in results}) < planned:
+        extra = recover_missing(run_id, results, stores, error=lost[0] if lost else "")
+        recovered, results = len(extra), results + extra
+        # no manifest to name them (never in a run Plan started): still counted, as failed
+        short = planned - len({r.get("user_id") for r in results})
+        results += [{"user_id": None, "status": "failed", "stage": "batch",
+                     "error": lost[0] if lost else "no result"}] * max(0, short)
     counts: Counter = Counter()
     durations: list[int] = []
     failures: list[dict] = []
     rejections: list[dict] = []
     for r in results:
-        if not isinstance(r, dict):
-            counts["failed"] += 1
-            continue
         status = r.get("status")
         status = status if status in STATUSES else "failed"
         counts[status] += 1
@@ -48,7 +64,7 @@ def summarize(run: Mapping, stores: Stores, cfg: Settings, *, now: Optional[date
         "started_at": started,
         "finished_at": now.isoformat(),
         "seconds": seconds,
-        "planned": int(run.get("count") or len(results)),
+        "planned": planned,
         "not_needed": int(run.get("skipped_total") or 0),
         "trained": counts["promoted"],
         "skipped": counts["skipped"],
@@ -60,6 +76,9 @@ def summarize(run: Mapping, stores: Stores, cfg: Settings, *, now: Optional[date
         "failures": failures,
         "rejections": rejections,
         "drift": run.get("drift") if isinstance(run.get("drift"), dict) else None,
+        # users whose child workflow failed as a whole: outcome taken from the registry
+        "recovered": recovered,
+        "lost_batches": len(lost),
     }
     stores.registry.put_run(run_id, {k: v for k, v in record.items() if v is not None})
     if metrics is not None:
@@ -77,3 +96,63 @@ def summarize(run: Mapping, stores: Stores, cfg: Settings, *, now: Optional[date
             metrics.add_metric(name="DriftPsi", unit=MetricUnit.NoUnit, value=float(drift.get("max_psi") or 0.0))
             metrics.add_metric(name="DriftUsersDrifted", unit=MetricUnit.Count, value=int(drift.get("drifted") or 0))
     return {"run_id": run_id, **record}
+
+
+def per_user_results(results: list) -> tuple[list[dict], list[str]]:
+    """The Map's results as one dict per user, and the entries that name no user (a child workflow
+    that failed as a whole: ``null`` in moto, an error object), as short error strings. Accepts both
+    shapes: one result per child (unbatched) and a list of results per child (``ItemBatcher``)."""
+    flat: list[dict] = []
+    lost: list[str] = []
+
+    def one(r: Any) -> None:
+        if isinstance(r, dict) and r.get("user_id") and "status" in r:
+            flat.append(r)
+        elif isinstance(r, dict) and (r.get("Error") or r.get("error")):
+            lost.append(f"{r.get('Error') or r.get('error')}: {str(r.get('Cause') or r.get('cause') or '')[:150]}")
+        else:
+            lost.append("the child workflow failed (no result)")
+
+    for r in results:
+        if isinstance(r, list):
+            for x in r:
+                one(x)
+        else:
+            one(r)
+    return flat, lost
+
+
+def recover_missing(run_id: str, results: list[dict], stores: Stores, *, error: str = "") -> list[dict]:
+    """A result for every user of ``runs/{runId}/users.json`` that has none in ``results``, from the
+    registry: the version this run registered for the user is ACTIVE → ``promoted``; ``rejected`` /
+    ``conflict`` → that; otherwise (no version, or one left ``candidate``/``validated``) →
+    ``failed`` at stage ``batch``."""
+    seen = {r.get("user_id") for r in results}
+    try:
+        planned = stores.models.get_json(run_key(run_id))
+    except NotFound:  # no manifest: nothing to name; the caller still counts them (a storage fault propagates)
+        return []
+    out: list[dict] = []
+    for item in planned if isinstance(planned, list) else []:
+        user = item.get("user_id") if isinstance(item, dict) else None
+        if not isinstance(user, str) or not ids.USER_ID_RE.fullmatch(user) or user in seen:
+            continue
+        seen.add(user)
+        out.append(_outcome_from_registry(user, run_id, stores, error))
+    return out
+
+
+def _outcome_from_registry(user: str, run_id: str, stores: Stores, error: str) -> dict:
+    base = {"user_id": user, "run_id": run_id, "recovered": True}
+    mine = [v for v in stores.registry.versions(user) if v.get("run_id") == run_id]
+    if mine:
+        v = mine[-1]
+        base["version"] = v.get("version", "")
+        active = stores.registry.active(user, consistent=True)
+        if v.get("status") == "active" or (active or {}).get("version") == v.get("version"):
+            return {**base, "status": "promoted", "reason": "recovered from the registry"}
+        if v.get("status") in ("rejected", "conflict"):
+            return {**base, "status": v["status"], "stage": v.get("rejected_stage", v["status"]),
+                    "reason": str(v.get("status_reason") or v.get("reason") or "")[:300]}
+    return {**base, "status": "failed", "stage": "batch",
+            "error": error or "the child workflow failed before this user's result"}
