@@ -18,7 +18,9 @@ How each library is asked (its own search over the whole text, as it documents i
   .parse(text, now)``: the first ``datetimeV2`` value's date / time (pip pulls ``emoji`` 2.x,
   which it cannot import: it needs ``emoji<1``);
 * ``calroute rules`` — :func:`calroute.slots.when.find_dates` / ``find_times``: the patterns of
-  the train split find and rewrite the phrase, ``dateparser.parse`` resolves it.
+  the train split find and rewrite the phrase, ``dateparser.parse`` resolves it. Its resolutions
+  are memoised per (phrase, day) in a container; the row "memo cleared" pays dateparser for every
+  phrase of every text, the row "warm memo" is a warm container's cost.
 
 ctparse and recognizers-text are not dependencies of calroute: install them in a scratch venv
 (``python -m venv --system-site-packages V && V/bin/pip install ctparse==0.3.6
@@ -129,14 +131,16 @@ def _recognizers() -> Parser:
     return parse
 
 
-def _rules() -> Parser:
+def _rules(memo: bool = True) -> Parser:
     import dateparser
 
-    from calroute.slots.when import find_dates, find_times
+    from calroute.slots import when
 
     def parse(text: str):
-        d = find_dates(text, NOW)
-        t = find_times(text, NOW)
+        if not memo:
+            when._dp.cache_clear()  # every phrase resolved by dateparser again (a cold container's cost)
+        d = when.find_dates(text, NOW)
+        t = when.find_times(text, NOW)
         return (d[0].value if d else None), (t[0].value if t else None)
     parse.version = f"dateparser {dateparser.__version__} + calroute.slots.when"
     return parse
@@ -144,7 +148,9 @@ def _rules() -> Parser:
 
 PARSERS: dict[str, Callable[[], Parser]] = {
     "dateparser search_dates": _dateparser, "ctparse": _ctparse,
-    "recognizers-text-suite": _recognizers, "calroute rules (patterns + dateparser.parse)": _rules,
+    "recognizers-text-suite": _recognizers,
+    "calroute rules (patterns + dateparser.parse), memo cleared before each text": lambda: _rules(memo=False),
+    "calroute rules (patterns + dateparser.parse), warm memo": _rules,
 }
 
 
