@@ -208,6 +208,7 @@ def test_injection_in_the_text_stays_data(parse, with_llm):
     ({"turns": [{"role": "robot", "text": "y"}]}, 422, "turns.0.role"),
     ({"text": "lunch", "timezone": "Mars/Olympus"}, 400, "timezone"),
     ({"text": "lunch", "now": "yesterday-ish"}, 400, "now"),
+    ({"text": "lunch", "now": "9999-12-31T23:59:59"}, 400, "now"),
 ])
 def test_bad_input_is_a_clear_4xx(parse, body, status_, field):
     code, doc = parse("alice", body)

@@ -66,6 +66,10 @@ def test_dates_follow_now():
     assert find_dates("March 1st", wed)[0].value == "2027-03-01"
 
 
+def test_dates_out_of_range_are_no_dates():
+    assert find_dates("on 9999-12-31", FRI) == [] and find_dates("on 1900-01-01", FRI) == []
+
+
 def test_explicit_date_beats_relative_word():
     text = "I'm determined to get my calendar updated today. What do I have on March 13th?"
     assert find_dates(text, FRI)[0].value == "2019-03-13"

@@ -52,6 +52,7 @@ class Item:
     id: str
     turns: list[dict]
     gold: dict[str, Optional[str]] = field(default_factory=dict)
+    spans: dict[str, str] = field(default_factory=dict)  # slot -> the words the user said
 
 
 def _turns(text: str, system_prompt: Optional[str]) -> list[dict]:
@@ -80,7 +81,8 @@ def load_items(path: str) -> list[Item]:
                 # else: no canonical value (file 066): not scored for time
             else:
                 gold["time"] = None
-            items.append(Item(r["id"], _turns(r["text"], r.get("system_prompt")), gold))
+            spans = {"summary" if k == "event_name" else k.replace("event_", ""): v for k, v in slots.items()}
+            items.append(Item(r["id"], _turns(r["text"], r.get("system_prompt")), gold, spans))
     events = path.replace(".jsonl", "_events.jsonl")
     if os.path.exists(events):
         with open(events, encoding="utf-8") as fh:
@@ -92,7 +94,7 @@ def load_items(path: str) -> list[Item]:
                     if spans:
                         items.append(Item(f"{e['id']}/{u['turn_idx']}/date",
                                           _turns(u["text"], u.get("system_prompt")),
-                                          {"date": spans[0]["canonical"]}))
+                                          {"date": spans[0]["canonical"]}, {"date": spans[0]["value"]}))
     return items
 
 
@@ -108,10 +110,13 @@ class Outcome:
     source: str
 
 
-def score(items: Iterable[Item], parse: Callable[[list[dict]], dict]) -> list[Outcome]:
+def score(items: Iterable[Item], parse: Callable[[list[dict]], dict], oracle: Optional["OracleLlm"] = None
+          ) -> list[Outcome]:
     """Run ``parse(turns) -> {slot: Slot-like dict}`` on every item and score each scored slot."""
     out: list[Outcome] = []
     for it in items:
+        if oracle is not None:
+            oracle.set_item(it)
         slots = parse(it.turns)
         for name, gold in it.gold.items():
             s = slots.get(name) or {}
@@ -189,6 +194,77 @@ def fit(outcomes_by_rule: list[Outcome], *, source: str) -> dict:
             "rules": rules, "confident_at": confident_at, "certificates": certificates}
 
 
+class _Usage:
+    """An in-memory usage ledger (the budgets of the stand-in run)."""
+
+    def __init__(self):
+        self.usd: dict[str, float] = {}
+
+    def spent(self, user_id: str) -> float:
+        return self.usd.get(user_id, 0.0)
+
+    def add(self, user_id: str, *, usd: float, input_tokens: int, output_tokens: int) -> None:
+        from calroute.ports import GLOBAL_PK
+
+        for k in (user_id, GLOBAL_PK):
+            self.usd[k] = self.usd.get(k, 0.0) + usd
+
+
+class OracleLlm:
+    """The stand-in LLM of ``evaluate-slots --llm oracle``: an :class:`~calroute.llm.types.LlmClient`
+    that answers each asked slot with the benchmark's gold value and the words the user said
+    (``set_item`` before each parse), null where the row carries none. It is **not an LLM**: its
+    figures are the upper bound of what the LLM step can add once its answers pass the route's
+    re-validation, never a measurement of a model."""
+
+    def __init__(self):
+        self.item: Optional[Item] = None
+        self.calls = 0
+
+    def set_item(self, item: Item) -> None:
+        self.item = item
+
+    def complete(self, *, model: str, messages: list[dict], response_format: dict):
+        from calroute.llm.types import LlmReply
+
+        self.calls += 1
+        asked = list(response_format["json_schema"]["schema"]["properties"])
+        body = {}
+        for slot in asked:
+            gold = (self.item.gold.get(slot) if self.item else None)
+            span = (self.item.spans.get(slot) if self.item else None)
+            body[slot] = {"value": gold, "span": span} if gold and span else {"value": None, "span": None}
+        content = json.dumps(body)
+        prompt = sum(len(str(m.get("content", ""))) for m in messages)
+        return LlmReply(content=content, input_tokens=prompt // 4 + 10, output_tokens=len(content) // 4 + 3)
+
+
+def service_parser(llm: Optional[Any] = None, now: dt.datetime = REFERENCE_NOW):
+    """The parse route's use case (:class:`calroute.services.parse.ParseService`) as the route runs
+    it, without the routing step; ``llm``: an ``LlmClient`` behind the real fallback service's slot
+    task (budgets, prompt, schema, validation), or None (rules only, "llm_not_configured").
+    Returns ``parse(turns) -> {slot: dict}`` (``parse.item(item)`` tells an oracle the item)."""
+    from calroute.adapters.invoke import CallableInvoker
+    from calroute.config import Settings
+    from calroute.services.llm_fallback import FallbackService
+    from calroute.services.parse import ParseService
+
+    invoker = None
+    if llm is not None:
+        cfg = Settings(openai_base_url="http://stand-in.invalid/v1", llm_user_daily_budget_usd=1e9,
+                       llm_daily_budget_usd=1e9)
+        fallback = FallbackService(cfg, client_factory=lambda: llm, users=None, events=None, registry=None,
+                                   usage=_Usage())
+        invoker = CallableInvoker(fallback.handle)
+    else:
+        cfg = Settings()
+    svc = ParseService(cfg, classify=lambda user, events: [{"calendar_id": None}], invoker=invoker)
+
+    def parse(turns: list[dict]) -> dict:
+        return svc.parse("evaluate", turns=turns, now=now.isoformat(), timezone="UTC")["slots"]
+    return parse
+
+
 def rules_parser(now: dt.datetime = REFERENCE_NOW) -> Callable[[list[dict]], dict]:
     """The rules only (no LLM), as the parse route runs them: ``turns → {slot: dict}``."""
     from calroute.slots.extract import extract
@@ -223,3 +299,65 @@ def write_fitted(table: dict, path: Optional[str] = None) -> str:
                  '``calroute evaluate-slots --fit`` on the nl_events train split: do not edit by hand."""\n\n'
                  f"FITTED_JSON = r\'\'\'{doc}\'\'\'\n")
     return path
+
+
+# ----------------------------------------------------------------------------- the report
+
+EVAL_BEGIN = "<!-- evaluate-slots:begin (generated by calroute evaluate-slots; do not edit by hand) -->"
+EVAL_END = "<!-- evaluate-slots:end -->"
+
+
+def evaluate(paths: list[str], *, llm: str = "none") -> dict:
+    """Per file: the table of :func:`summarize` for the rules only, and with the stand-in LLM
+    (``llm="oracle"``: :class:`OracleLlm`); plus per-rule counts of the rules run."""
+    from calroute.slots import confidence, when
+
+    when.warm()
+    out: dict = {"now": REFERENCE_NOW.isoformat(), "fitted_on": confidence.fitted().get("fitted_on"),
+                 "confident_at": confidence.fitted().get("confident_at"), "files": {}}
+    for path in paths:
+        items = load_items(path)
+        rules = score(items, service_parser())
+        entry = {"items": len(items), "rules_only": summarize(rules), "per_rule": per_rule(rules)}
+        if llm == "oracle":
+            oracle = OracleLlm()
+            entry["with_llm"] = summarize(score(items, service_parser(oracle), oracle))
+            entry["llm_calls"] = oracle.calls
+        out["files"][os.path.basename(path)] = entry
+    return out
+
+
+def _f(v: Optional[float]) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def render(res: dict) -> str:
+    lines = [f"now = {res['now']}; confidences fitted on: {res.get('fitted_on')}; certified thresholds "
+             f"(needs_confirmation false at or above): "
+             + ", ".join(f"{k} {('%.4f' % v) if v is not None else 'none'}" for k, v in (res.get("confident_at") or {}).items()),
+             ""]
+    for name, e in res["files"].items():
+        lines += [f"**{name}** ({e['items']} items)", "",
+                  "| run | slot | turns carrying it | accuracy | found | false positives | confident | coverage of confident | accuracy among confident | error upper bound (CP, δ=0.1) |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for run in ("rules_only", "with_llm"):
+            if run not in e:
+                continue
+            label = "rules only" if run == "rules_only" else "rules + stand-in LLM (oracle)"
+            for slot, t in e[run].items():
+                lines.append(f"| {label} | {slot} | {t['carried']} | {_f(t['accuracy'])} | {t['found']} | "
+                             f"{t['false_positives']} | {t['confident']} | {_f(t['coverage'])} | "
+                             f"{_f(t['confident_accuracy'])} | {_f(t['confident_error_upper'])} |")
+        lines += ["", "Per rule (values given / right): " + ", ".join(
+            f"`{r}` {ok}/{n}" for r, (n, ok) in e["per_rule"].items()), ""]
+    return "\n".join(lines)
+
+
+def write_report(res: dict, doc: str) -> str:
+    text = open(doc, encoding="utf-8").read() if os.path.exists(doc) else f"# Slots\n\n{EVAL_BEGIN}\n{EVAL_END}\n"
+    if EVAL_BEGIN not in text:
+        text = text.rstrip() + f"\n\n{EVAL_BEGIN}\n{EVAL_END}\n"
+    a, b = text.index(EVAL_BEGIN), text.index(EVAL_END) + len(EVAL_END)
+    with open(doc, "w", encoding="utf-8") as fh:
+        fh.write(text[:a] + EVAL_BEGIN + "\n\n" + render(res) + "\n" + EVAL_END + text[b:])
+    return doc

@@ -110,6 +110,8 @@ class ParseService:
             got = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
         except ValueError:
             raise InvalidInput("now: an ISO 8601 date-time", field="now") from None
+        if not 1970 <= got.year <= 2100:
+            raise InvalidInput("now: a date-time between 1970 and 2100", field="now")
         if got.tzinfo is None:
             got = got.replace(tzinfo=zone)  # a wall-clock time in the user's zone
         return got.astimezone(zone)

@@ -24,6 +24,8 @@ import dateparser
 from .types import Found
 
 _LANGS = ["en"]
+#: Dates outside these years are not dates an event is put on (and keep date arithmetic in range).
+MIN_YEAR, MAX_YEAR = 1970, 2100
 
 NUM_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
              "nine": 9, "ten": 10, "eleven": 11, "twelve": 12}
@@ -225,9 +227,10 @@ def _date_value(rule: str, m: re.Match, base: dt.datetime) -> Optional[dt.date]:
     g = m.groupdict()
     if rule == "date:iso":
         try:
-            return dt.date.fromisoformat(g["iso"])
+            d = dt.date.fromisoformat(g["iso"])
         except ValueError:
             return None
+        return d if MIN_YEAR <= d.year <= MAX_YEAR else None
     if rule == "date:relative":
         r = " ".join(g["rel"].lower().split())
         if "after" in r:
