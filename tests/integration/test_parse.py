@@ -1,6 +1,11 @@
 """The parse function (issue 13) through its real handler, against moto (resources from
 template.yaml), a real ONNX model for the routing and the fake OpenAI-compatible server for the
-LLM's slot task (the fallback service in-process)."""
+LLM's slot task (the fallback service in-process).
+
+Several texts below quote utterances of the Schema-Guided Dialogue dataset (Rastogi et al.,
+"Towards scalable multi-domain conversational agents: The schema-guided dialogue dataset", AAAI
+2020, arXiv:1909.05855), licensed CC BY-SA 4.0, via /work/shared/datasets/nl_events (SOURCES.md);
+they keep that licence."""
 
 import json
 import subprocess

@@ -1,5 +1,10 @@
 """The rules extractor (calroute.slots): dates and times resolved by dateparser against the user's
-now, titles/locations/attendees by pattern, confidences from the fitted table."""
+now, titles/locations/attendees by pattern, confidences from the fitted table.
+
+Several texts below quote utterances of the Schema-Guided Dialogue dataset (Rastogi et al.,
+"Towards scalable multi-domain conversational agents: The schema-guided dialogue dataset", AAAI
+2020, arXiv:1909.05855), licensed CC BY-SA 4.0, via /work/shared/datasets/nl_events (SOURCES.md);
+they keep that licence."""
 
 from __future__ import annotations
 
