@@ -107,7 +107,7 @@ def section(res: dict) -> str:
     h, s, r = res["handler_warm"], res["service_parse"], res["rules_only"]
     m = res.get("machine") or {}
     return "\n".join([
-        "### Parse route (`POST /v1/users/{userId}/events/parse`, issue 13)",
+        "### `POST /v1/users/{userId}/events/parse`, rules only, warm",
         "",
         f"Measured {res.get('measured_at', '-')} by `python -m bench.slot_route` on {m.get('cpu_model', '?')}, "
         f"{m.get('cores', '?')} cores (load average {res.get('load_avg', '?')}): {res['texts']} nl_events dev sentences cycled, rules only (no LLM "
@@ -136,7 +136,7 @@ def write_doc(res: dict, doc: Path = DOC) -> None:
         a, b = text.index(BEGIN), text.index(END) + len(END)
         text = text[:a] + block + text[b:]
     else:
-        text = text.rstrip() + "\n\n" + block + "\n"
+        text = text.rstrip() + "\n\n## Parse route (issue 13)\n\n" + block + "\n"
     doc.write_text(text, encoding="utf-8")
 
 
