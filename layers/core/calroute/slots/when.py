@@ -164,7 +164,7 @@ def _time_phrase(m: re.Match) -> Optional[tuple[str, str]]:
         rule = "time:24h" if (h == 0 or h >= 13 or g["h"].startswith("0")) else "time:hhmm"
         return (rule, f"{h:02d}:{mins:02d}")
     # a bare number: a time only right after "at"/"for"/"around" ...
-    before = m.string[:m.start()]
+    before = m.string[max(0, m.start() - 12):m.start()]  # the marker is right before: no O(n²) scan
     if _BARE_MARKER.search(before) and 1 <= h <= 12:
         return ("time:bare", f"{h}:00")
     return None
