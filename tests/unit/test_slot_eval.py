@@ -98,6 +98,20 @@ def test_the_shipped_fitted_table_is_what_fit_writes():
 
     refit = se.fit(se.score(se.load_items(f"{SHARED}/sgd_calendar_train.jsonl"), se.rules_parser()),
                    source="nl_events train")
+    se.confirm(refit, se.load_items(f"{SHARED}/sgd_calendar_dev.jsonl"))
     shipped = confidence.fitted()
     assert refit["rules"] == shipped["rules"] and refit["confident_at"] == shipped["confident_at"], \
         "calroute/slots/fitted.py is stale: run calroute evaluate-slots --fit"
+
+
+def test_confirm_drops_a_threshold_dev_does_not_confirm():
+    items = [se.Item(f"x{i}", [{"role": "user", "text": "Call it Gym at 7 pm"}], {"time": "19:00" if i else "08:00"})
+             for i in range(10)]  # one of ten wrong: 90 % < 97 %
+    table = {"rules": {"time:ampm": 0.99}, "confident_at": {"time": 0.9, "date": None}}
+    se.confirm(table, items)
+    assert table["confident_at"]["time"] is None
+    assert table["confirmation"]["time"] == {"dev_confident": 10, "dev_confident_accuracy": 0.9, "confirmed": False,
+                                             "train_threshold": 0.9}
+    ok = {"rules": {"time:ampm": 0.99}, "confident_at": {"time": 0.9}}
+    se.confirm(ok, items[1:])
+    assert ok["confident_at"]["time"] == 0.9 and ok["confirmation"]["time"]["confirmed"] is True

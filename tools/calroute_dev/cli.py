@@ -218,7 +218,15 @@ def cmd_evaluate_slots(args: argparse.Namespace) -> int:
         when.warm()
         table_ = slot_eval.fit(slot_eval.score(slot_eval.load_items(train[0]), slot_eval.rules_parser()),
                                source="nl_events train")
+        dev = train[0].replace("_train.jsonl", "_dev.jsonl")
+        if os.path.exists(dev):  # tuned on train, confirmed on dev: an unconfirmed slot asks again
+            slot_eval.confirm(table_, slot_eval.load_items(dev))
         print(f"fitted: {slot_eval.write_fitted(table_)}", file=sys.stderr)
+        import importlib
+
+        from calroute.slots import fitted as fitted_module
+
+        importlib.reload(fitted_module)  # the run below reads the table just written
         confidence.fitted.cache_clear()
     res = slot_eval.evaluate(paths, llm=args.llm)
     if args.json:
@@ -474,7 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "default: the shared train and dev files)")
     p.add_argument("--llm", choices=("none", "oracle"), default="oracle",
                    help="also run with the stand-in LLM (oracle: answers the gold; an upper bound, not an LLM)")
-    p.add_argument("--fit", action="store_true", help="refit calroute/slots/fitted.py on the train file first")
+    p.add_argument("--fit", action="store_true", help="refit calroute/slots/fitted.py on the train file first "
+                   "(and confirm it on the *_dev.jsonl beside it: a slot dev does not confirm asks again)")
     p.add_argument("--docs", help="write the tables into this Markdown file (e.g. docs/slots.md)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate_slots)

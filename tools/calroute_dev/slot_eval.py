@@ -265,6 +265,32 @@ def service_parser(llm: Optional[Any] = None, now: dt.datetime = REFERENCE_NOW):
     return parse
 
 
+def confirm(table: dict, dev_items: list[Item]) -> dict:
+    """The dev split's check of a table fitted on train: a slot whose values marked confident on
+    dev are less than ``1 - ALPHA`` right loses its threshold (it asks again), with the reason kept
+    under ``confirmation``. Returns the table (changed in place)."""
+    from calroute.slots import confidence
+
+    saved = confidence.fitted
+    try:
+        confidence.fitted = lambda: table  # score dev with the new table, not the shipped one
+        t = summarize(score(dev_items, rules_parser()))
+    finally:
+        confidence.fitted = saved
+    table["confirmation"] = {}
+    for name in list(table["confident_at"]):
+        row = t.get(name) or {}
+        acc, n = row.get("confident_accuracy"), row.get("confident", 0)
+        if table["confident_at"][name] is None:
+            continue
+        ok = acc is None or acc >= 1 - ALPHA
+        table["confirmation"][name] = {"dev_confident": n, "dev_confident_accuracy": acc, "confirmed": ok}
+        if not ok:
+            table["confirmation"][name]["train_threshold"] = table["confident_at"][name]
+            table["confident_at"][name] = None
+    return table
+
+
 def rules_parser(now: dt.datetime = REFERENCE_NOW) -> Callable[[list[dict]], dict]:
     """The rules only (no LLM), as the parse route runs them: ``turns → {slot: dict}``."""
     from calroute.slots.extract import extract

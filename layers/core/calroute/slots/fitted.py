@@ -33,15 +33,15 @@ FITTED_JSON = r'''{
   },
   "summary": {
    "alpha": 0.03,
-   "certified": false,
+   "certified": true,
    "delta": 0.1,
-   "errors": 20,
-   "kept": 232,
+   "errors": 2,
+   "kept": 229,
    "method": "ltt-fixed-sequence-binomial",
-   "rows": 420,
-   "threshold": 1.0,
-   "upper_bound": 0.1148,
-   "why": "uncertified: the 232 most confident out-of-fold rows have 20 errors, too many to bound the error below 3% at δ=0.1"
+   "rows": 417,
+   "threshold": 0.987,
+   "upper_bound": 0.0231,
+   "why": "certified: 229/417 out-of-fold rows kept at score ≥ 0.9870 with 2 errors; error ≤ 2.3% with probability ≥ 90%"
   },
   "time": {
    "alpha": 0.03,
@@ -63,6 +63,24 @@ FITTED_JSON = r'''{
   "summary": null,
   "time": 0.9091
  },
+ "confirmation": {
+  "date": {
+   "confirmed": true,
+   "dev_confident": 57,
+   "dev_confident_accuracy": 1.0
+  },
+  "summary": {
+   "confirmed": false,
+   "dev_confident": 42,
+   "dev_confident_accuracy": 0.9285714285714286,
+   "train_threshold": 0.987
+  },
+  "time": {
+   "confirmed": true,
+   "dev_confident": 58,
+   "dev_confident_accuracy": 1.0
+  }
+ },
  "delta": 0.1,
  "fitted_on": "nl_events train",
  "reference_now": "2019-03-01T09:00:00+00:00",
@@ -77,7 +95,7 @@ FITTED_JSON = r'''{
   "location:intro": 0.5,
   "summary:answer": 0.3725,
   "summary:around": 0.9091,
-  "summary:intro": 0.9103,
+  "summary:intro": 0.987,
   "summary:leftover": 0.1216,
   "summary:verb": 0.6296,
   "time:24h": 0.9828,

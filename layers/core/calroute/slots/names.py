@@ -21,7 +21,9 @@ from typing import Optional, Sequence
 from .types import Found
 
 _END = (r"(?=[.?!;,](?:\s|$)|[.?!;]$|\s+and\s+|\s*$|\s+(?:for|as)\s+(?:the|an|a|my)\s+(?:event|title|name|label|activity)\b"
-        r"|\s+(?:which|that\s+will|on\s+my|in\s+my|to\s+my|into\s+my|please)\b)")
+        r"|\s+(?:which|that\s+will|that\s+is|on\s+my|in\s+my|to\s+my|into\s+my|to\s+to\s+my|please|along\s+with)\b"
+        r"|\s+with\s+(?:a\s+|the\s+)?(?:start\s+)?(?:time|location|address)\b"
+        r"|\s+in\s+the\s+(?:event|time|title|slot|morning|afternoon|evening|night)\b)")
 
 _STRONG = (
     r"(?:please\s+)?(?:call|label|title|name)\s+"
@@ -39,7 +41,7 @@ _WEAK = (
 )
 _INTRO_STRONG = re.compile(r"(?<![\w])(?:" + _STRONG + r")\s+(?P<x>\S.*?)" + _END, re.IGNORECASE)
 _INTRO_WEAK = re.compile(r"(?<![\w])(?:" + _WEAK + r")\s+(?P<x>\S.*?)" + _END, re.IGNORECASE)
-_BAD_NAME_START = re.compile(r"(?:to|in|on|at|as|for|into|it|this|that|these|the\s+event|event|information|"
+_BAD_NAME_START = re.compile(r"(?:to|in|on|at|as|for|into|of|it|this|that|these|the\s+event|event|information|"
                              r"an?\s+event|is|are|be|my|your|the\s+calend[ae]r|calend[ae]r|day|time|and)\b", re.IGNORECASE)
 # "Use X as the title", "Put X as the event title", "Put X for the event name"
 _INTRO_AROUND = re.compile(
@@ -83,6 +85,7 @@ _ANSWER_LEAD = re.compile(r"^(?:(?:yes|yeah|ok|okay|sure|please|just)[\s,!.]+)*(
 _LEFTOVER_BAD_START = re.compile(r"(?:it|it's|its|that|that's|this|the|yes|yeah|i|i'm|i'd|i'll|we|you|oh|so|do|does|"
                                  r"please|can|could|would|will|what|when|where|how|is|are|guess|think|in|on|at|for|by)\b",
                                  re.IGNORECASE)
+_NAME_LEAD = re.compile(r"(?:(?:use|called|named|titled|as|a|an|if)\s+)+", re.IGNORECASE)
 MAX_NAME_WORDS = 12
 MAX_NAME_CHARS = 120
 
@@ -130,6 +133,10 @@ def find_summary(text: str, turn: int = 0, *, blocks: Sequence[tuple[int, int]] 
             if not c:
                 continue
             value = text[c[0]:c[1]]
+            lead = _NAME_LEAD.match(value)
+            if lead:  # "as a Stylist Visit", "use doctor appointment", "can be called Property"
+                value = value[lead.end():]
+                c = (c[1] - len(value), c[1])
             if _BAD_NAME_START.match(value) or not _ok_name(value):
                 continue
             out.append(Found(value, rule, turn, c[0], c[1], value))
