@@ -17,6 +17,7 @@ import re
 import secrets
 from typing import Optional, Sequence
 
+from ..schema import MAX_YEAR, MIN_YEAR
 from .prompt import _safe_json
 from .types import LlmError
 
@@ -113,7 +114,7 @@ def validate_value(slot: str, value: str) -> Optional[str]:
             d = dt.date.fromisoformat(value)
         except ValueError:
             return None
-        return d.isoformat() if 1970 <= d.year <= 2100 else None
+        return d.isoformat() if MIN_YEAR <= d.year <= MAX_YEAR else None
     if slot == "time":
         m = _TIME.match(value)
         return value if m else None

@@ -31,7 +31,7 @@ from ..errors import InvalidInput
 from ..ids import hashed_user
 from ..llm.slots import LLM_SLOTS, locate, validate_value
 from ..ports import NullSink
-from ..schema import parse_event
+from ..schema import parse_event, parse_when
 from ..slots.extract import draft as make_draft
 from ..slots.extract import extract, parse_zone
 from ..slots.types import REQUIRED, Slot
@@ -102,19 +102,15 @@ class ParseService:
 
     @staticmethod
     def _now(value: Optional[str], zone, default: dt.datetime) -> dt.datetime:
+        """``now`` validated by the one API date parser (:func:`calroute.schema.parse_when`): an ISO
+        date or date-time; a naive one is a wall-clock time in the user's zone."""
         if value is None:
             return default.astimezone(zone)
-        if not isinstance(value, str) or len(value) > 40:
-            raise InvalidInput("now: an ISO 8601 date-time", field="now")
         try:
-            got = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-        except ValueError:
-            raise InvalidInput("now: an ISO 8601 date-time", field="now") from None
-        if not 1970 <= got.year <= 2100:
-            raise InvalidInput("now: a date-time between 1970 and 2100", field="now")
-        if got.tzinfo is None:
-            got = got.replace(tzinfo=zone)  # a wall-clock time in the user's zone
-        return got.astimezone(zone)
+            got, _ = parse_when(value, "now", tz=zone.key)
+        except ValueError as exc:
+            raise InvalidInput(str(exc), field="now") from None
+        return got
 
     # ------------------------------------------------------------------ use case
 

@@ -21,11 +21,10 @@ from typing import Optional
 
 import dateparser
 
+from ..schema import MAX_YEAR, MIN_YEAR  # the event schema's years: a date outside them is no event date
 from .types import Found
 
 _LANGS = ["en"]
-#: Dates outside these years are not dates an event is put on (and keep date arithmetic in range).
-MIN_YEAR, MAX_YEAR = 1970, 2100
 
 NUM_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
              "nine": 9, "ten": 10, "eleven": 11, "twelve": 12}
