@@ -32,7 +32,6 @@ import is reported as such. Writes ``bench/results/slot_parsers.json`` and the g
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import sys
 import time

@@ -140,25 +140,27 @@ def parse_slot_answer(content: Optional[str], slots: Sequence[str], turns: Seque
         if not isinstance(item, dict) or item.get("value") is None:
             out[slot] = {"absent": True}
             continue
-        value, span = item.get("value"), item.get("span")
-        if not isinstance(value, str) or not isinstance(span, str):
-            out[slot] = {"invalid": "not a string"}
-            continue
-        norm = validate_value(slot, value)
-        if norm is None:
-            out[slot] = {"invalid": f"not a valid {slot}"}
-            continue
-        where = locate(span, user_texts)
-        if where is None:
-            out[slot] = {"invalid": "the span does not occur in what the user said"}
-            continue
-        if slot in ("summary", "location") and _norm(norm) not in _norm(span):
-            out[slot] = {"invalid": f"the {slot} is not the span's words"}
-            continue
-        turn, start, end = where
-        out[slot] = {"value": norm, "span": {"turn": turn, "start": start, "end": end,
-                                             "text": user_texts[turn][start:end]}}
+        got = check_value(slot, item.get("value"), item.get("span"), user_texts)
+        out[slot] = {"invalid": got} if isinstance(got, str) else {"value": got[0], "span": got[1]}
     return out
+
+
+def check_value(slot: str, value: object, span: object, user_texts: Sequence[str]) -> tuple[str, dict] | str:
+    """``(value, {turn, start, end, text})`` when ``value`` is a valid ``slot`` value said in
+    ``span``, words of one of ``user_texts`` ("" for assistant turns); else why not (a string).
+    The LLM function checks its answer with it, and the parse service again when it receives it."""
+    if not isinstance(value, str) or not isinstance(span, str):
+        return "not a string"
+    norm = validate_value(slot, value)
+    if norm is None:
+        return f"not a valid {slot}"
+    where = locate(span, user_texts)
+    if where is None:
+        return "the span does not occur in what the user said"
+    if slot in ("summary", "location") and _norm(norm) not in _norm(span):
+        return f"the {slot} is not the span's words"
+    turn, start, end = where
+    return norm, {"turn": turn, "start": start, "end": end, "text": user_texts[turn][start:end]}
 
 
 def check_payload(payload: dict) -> tuple[list[dict], list[str], str, str]:

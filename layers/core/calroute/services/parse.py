@@ -29,12 +29,12 @@ from typing import Any, Callable, Optional, Sequence
 
 from ..errors import InvalidInput
 from ..ids import hashed_user
-from ..llm.slots import LLM_SLOTS, locate, validate_value
+from ..llm.slots import LLM_SLOTS, check_value
 from ..ports import NullSink
 from ..schema import parse_event, parse_when
 from ..slots.extract import draft as make_draft
 from ..slots.extract import extract, parse_zone
-from ..slots.types import REQUIRED, Slot
+from ..slots.types import Slot
 
 #: The confidence given to a validated LLM value (never certified: it always asks to confirm).
 LLM_SLOT_CONFIDENCE = 0.6
@@ -182,21 +182,12 @@ class ParseService:
 
     @staticmethod
     def _recheck(slot: str, got: Any, user_texts: list[str]) -> Optional[tuple[str, dict]]:
-        """The LLM function validated its answer; this boundary checks again what it receives:
-        a valid value and a span that occurs in what the user said."""
-        if not isinstance(got, dict) or not isinstance(got.get("value"), str) or not isinstance(got.get("span"), dict):
+        """The LLM function validated its answer; this boundary checks again what it receives
+        (:func:`calroute.llm.slots.check_value`: a valid value, a span said by the user)."""
+        if not isinstance(got, dict) or not isinstance(got.get("span"), dict):
             return None
-        value = validate_value(slot, got["value"])
-        span_text = got["span"].get("text")
-        if value is None or not isinstance(span_text, str):
-            return None
-        where = locate(span_text, user_texts)
-        if where is None:
-            return None
-        if slot in ("summary", "location") and " ".join(value.lower().split()) not in " ".join(span_text.lower().split()):
-            return None
-        turn, start, end = where
-        return value, {"turn": turn, "start": start, "end": end, "text": user_texts[turn][start:end]}
+        ok = check_value(slot, got.get("value"), got["span"].get("text"), user_texts)
+        return None if isinstance(ok, str) else ok
 
     def _route(self, user_id: str, draft: dict) -> dict:
         flat = {"summary": draft["summary"], "location": draft["location"], "start": draft["start"],
@@ -205,4 +196,4 @@ class ParseService:
         return self.classify(user_id, [event])[0]
 
 
-__all__ = ["ParseService", "LLM_SLOT_CONFIDENCE", "REQUIRED"]
+__all__ = ["ParseService", "LLM_SLOT_CONFIDENCE"]

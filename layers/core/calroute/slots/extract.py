@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 from zoneinfo import ZoneInfo
 
 from . import confidence as conf
-from .names import _NAME_QUESTION, find_addresses, find_attendees, find_location, find_summary
+from .names import NAME_QUESTION, find_addresses, find_attendees, find_location, find_summary
 from .types import REQUIRED, SLOT_NAMES, Extraction, Found, Slot
 from .when import find_dates, find_times
 
@@ -40,7 +40,7 @@ def extract(turns: Sequence[dict], now: dt.datetime) -> Extraction:
     for i, turn in enumerate(turns):
         text = turn["text"]
         if turn.get("role") == "assistant":
-            asked = bool(_NAME_QUESTION.search(text)) and "?" in text
+            asked = bool(NAME_QUESTION.search(text)) and "?" in text
             continue
         times = find_times(text, base, i)
         dates = find_dates(text, base, i)

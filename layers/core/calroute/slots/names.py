@@ -47,7 +47,7 @@ _BAD_NAME_START = re.compile(r"(?:to|in|on|at|as|for|into|of|it|this|that|these|
 _INTRO_AROUND = re.compile(
     r"(?<![\w])(?:use|put|add|enter|make|place|write|save)\s+(?:in\s+)?(?P<x>\S.*?)\s+(?:as|for)\s+(?:the|an|a|my)\s+"
     r"(?:event\s+|activity\s+)?(?:title|name|label)\b", re.IGNORECASE)
-_NAME_QUESTION = re.compile(r"\b(?:name|call|title|label)\b", re.IGNORECASE)
+NAME_QUESTION = re.compile(r"\b(?:name|call|title|label)\b", re.IGNORECASE)
 
 _STREET = (r"(?:street|st|avenue|ave|road|rd|drive|dr|lane|ln|boulevard|blvd|way|court|ct|place|pl|parkway|pkwy|"
            r"circle|cir|highway|hwy|plaza|square|sq|center|centre|terrace|ter|expressway|expy|real|row|alley|loop|"
