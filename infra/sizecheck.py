@@ -55,6 +55,11 @@ LAYER_SMOKE = {
     ),
     "LlmLayer": "import openai, calroute.services.llm_fallback; import sys; assert 'numpy' not in sys.modules; openai.OpenAI(api_key='x', base_url='http://127.0.0.1:9')",
     "IcalLayer": "import icalendar, recurring_ical_events, zoneinfo; zoneinfo.ZoneInfo('Europe/Paris')",
+    "ParseLayer": (
+        "import datetime as dt, dateparser\n"
+        "from calroute.slots.when import find_dates\n"
+        "assert find_dates('next Monday', dt.datetime(2019, 3, 1))[0].value == '2019-03-04'"
+    ),
 }
 
 

@@ -3,7 +3,9 @@ calendar when the model is unsure or absent.
 
 Payload ``{"user_id", "event", "candidates": [{"calendar_id","probability"}], "model_version"?}`` →
 ``{"calendar_id","reason","usd","input_tokens","output_tokens","latency_ms"}`` or
-``{"error": code, "message"}``. Never raises for LLM faults (the caller then falls back to the
+``{"error": code, "message"}``. Second task (asked by the parse function for unsure event slots,
+:mod:`calroute.llm.slots`): ``{"task": "slots", "user_id", "turns", "slots", "now", "timezone"}`` →
+``{"slots": {slot: {value, span} | {invalid} | {absent}}, "usd", ...}``, same budgets and guards. Never raises for LLM faults (the caller then falls back to the
 model's answer or to "none").
 """
 

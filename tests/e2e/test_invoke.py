@@ -40,6 +40,8 @@ HTTP = [
     ("stats_global.json", "StatsFunction", 200, {"requests": int, "by_method": dict}),
     ("stats_experiment.json", "StatsFunction", 200, {"name": "hybrid-vs-llm"}),
     ("models_train.json", "ModelsFunction", 202, {"execution_arn": str, "run_id": str}),
+    # words to a draft: every required slot found by the rules; no model yet, so no calendar
+    ("parse_event.json", "ParseFunction", 200, {"missing": [], "draft": dict, "calendar": dict}),
 ]
 # state-machine task payloads: (file, function, check of the handler's answer)
 TASKS = [
@@ -51,6 +53,7 @@ TASKS = [
     ("promote.json", "PromoteFunction", {"errorType": "ModelIntegrityError"}),
     ("summarize.json", "SummarizeFunction", {"run_id": "r20260302030000-a1b2c3"}),
     ("llm_fallback.json", "LlmFallbackFunction", {"error": "not_configured"}),
+    ("llm_fallback_slots.json", "LlmFallbackFunction", {"error": "not_configured"}),
 ]
 STATE_MACHINE = ["statemachine_schedule_input.json", "statemachine_train_users.json"]
 NOT_INVOKED = {"schedule.json": "the EventBridge rule's event: the rule sends statemachine_schedule_input.json",

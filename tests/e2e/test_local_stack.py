@@ -4,6 +4,7 @@ API Gateway, driven by real HTTP requests to 127.0.0.1 — the same code path as
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -112,6 +113,30 @@ def test_train_then_classify_unseen_events(stack, demo, trained):
     assert set(s["methods"]) <= {"ml", "ml_low_confidence"}, s
     one = c.classify(demo.user, {"summary": rows[0]["summary"], "start": "2025-11-10T09:00:00"})
     assert one["method"] in ("ml", "ml_low_confidence") and one["calendar_id"]
+
+
+def test_parse_route_and_calroute_add_through_the_local_stack(stack, demo, trained, capsys):
+    """Issue 13: the local gateway picks ParseFunction's route up from template.yaml; `calroute add`
+    parses a sentence and the draft is routed by the user's trained model (dev auth enforced)."""
+    from calroute_dev import cli
+
+    c = stack.client(demo.user)
+    summary = next(iter(demo.seen.values()))[0].summary
+    res = c.parse(demo.user, f"Call it {summary} tomorrow at 4:30 in the afternoon", now="2025-11-10T09:00:00",
+                  timezone="Europe/Zurich")
+    assert res["draft"]["start"] == "2025-11-11T16:30:00+01:00", res
+    assert res["calendar"]["model_version"] and res["calendar"]["calendar_id"] in demo.seen
+    assert res["llm"]["status"] in ("not_configured", "not_needed")  # no LLM in the local stack
+    wrong = c.request("POST", c.user_path(demo.user, "events", "parse"), json_body={"text": "x"}, user="mallory")
+    assert wrong.status == 403
+    assert cli.main(["add", "--api", stack.url, "--user", demo.user, "--now", "2025-11-10T09:00:00", "--json",
+                     "Lunch with Sam tomorrow 1pm at Luna"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["draft"]["summary"] == "Lunch with Sam" and out["slots"]["time"]["value"] == "13:00"
+    assert out["calendar"]["model_version"] == res["calendar"]["model_version"]
+    assert cli.main(["add", "--api", stack.url, "--user", demo.user, "Lunch with Sam tomorrow 1pm at Luna"]) == 0
+    text = capsys.readouterr().out
+    assert "Lunch with Sam" in text and "13:00" in text and "calendar" in text
 
 
 def test_correction_and_stats(stack, demo, trained):

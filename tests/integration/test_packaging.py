@@ -38,6 +38,7 @@ LAYER_MODULES = {
     "TrainingLayer": {"numpy", "onnxruntime", "sklearn", "scipy", "skl2onnx", "onnx"},
     "LlmLayer": {"openai", "httpx2", "httpcore2", "anyio", "jiter"},
     "IcalLayer": {"icalendar", "recurring_ical_events", "x_wr_timezone", "tzdata"},
+    "ParseLayer": {"dateparser", "regex", "pytz", "tzlocal"},
 }
 NOT_SHIPPED = {"calroute_dev", "moto", "pytest", "hypothesis", "matplotlib"}
 
@@ -47,14 +48,15 @@ def _layer_makefile(logical: str) -> Path:
 
 
 def test_layers_declared():
-    assert set(LAYERS) == {"CoreLayer", "InferenceLayer", "TrainingLayer", "LlmLayer", "IcalLayer"}
+    assert set(LAYERS) == {"CoreLayer", "InferenceLayer", "TrainingLayer", "LlmLayer", "IcalLayer", "ParseLayer"}
     for logical, res in LAYERS.items():
         assert res["Metadata"]["BuildMethod"] == "makefile", logical
         p = res["Properties"]
         assert p["CompatibleRuntimes"] == ["python3.12"] and p["CompatibleArchitectures"] == ["x86_64"]
 
 
-@pytest.mark.parametrize("logical", ["CoreLayer", "InferenceLayer", "TrainingLayer", "LlmLayer", "IcalLayer"])
+@pytest.mark.parametrize("logical", ["CoreLayer", "InferenceLayer", "TrainingLayer", "LlmLayer", "IcalLayer",
+                                     "ParseLayer"])
 def test_layer_makefile_has_build_target(logical):
     mk = _layer_makefile(logical)
     assert mk.is_file(), mk
@@ -76,7 +78,7 @@ def test_cross_build_flags():
     assert "$(PIP_TARGET_FLAGS)" in mk
     assert "trim.py" in mk
     # no container builds anywhere
-    for f in [LAYERS_DIR / "layer.mk", *(LAYERS_DIR / d / "Makefile" for d in ("core", "inference", "training", "llm", "ical"))]:
+    for f in [LAYERS_DIR / "layer.mk", *(LAYERS_DIR / d / "Makefile" for d in ("core", "inference", "training", "llm", "ical", "parse"))]:
         assert not re.search(r"--use-container|docker (run|build)", f.read_text()), f
 
 
@@ -91,7 +93,7 @@ def _requirements(layer_dir: str) -> dict[str, str]:
     return out
 
 
-@pytest.mark.parametrize("layer_dir", ["core", "inference", "training", "llm", "ical"])
+@pytest.mark.parametrize("layer_dir", ["core", "inference", "training", "llm", "ical", "parse"])
 def test_layer_requirements_pinned_to_tested_versions(layer_dir):
     for name, version in _requirements(layer_dir).items():
         assert md.version(name) == version, f"layers/{layer_dir}: {name}=={version}, tests run {md.version(name)}"
@@ -101,7 +103,7 @@ def test_constraints_file_pins_every_layer_requirement():
     """`make venv` installs with -c constraints.txt: it must hold exactly the layers' pins."""
     text = (ROOT / "constraints.txt").read_text()
     pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)$", text, re.M))
-    for layer in ("core", "inference", "training", "llm", "ical"):
+    for layer in ("core", "inference", "training", "llm", "ical", "parse"):
         for name, version in _requirements(layer).items():
             assert pins.get(name) == version, f"constraints.txt: {name} should be =={version} (layers/{layer})"
 
@@ -113,6 +115,10 @@ def test_layer_contents_split():
         "training layer is self-contained (parity gate with onnxruntime, no inference layer needed)"
     assert "openai" in _requirements("llm") and "openai" not in _requirements("core")
     assert "icalendar" in _requirements("ical") and "icalendar" not in _requirements("core")
+    # issue 13: the date parser ships in its own layer, never in the core or inference layers
+    # (both reach the predict function, whose size is capped and which never imports it)
+    assert "dateparser" in _requirements("parse")
+    assert all("dateparser" not in _requirements(d) for d in ("core", "inference", "llm", "training", "ical"))
     assert "--no-deps" in (LAYERS_DIR / "inference" / "Makefile").read_text()
 
 

@@ -32,6 +32,7 @@ FUNCTIONS = {
     "PromoteFunction": ("functions/promote", ["CoreLayer", "InferenceLayer"]),
     "SummarizeFunction": ("functions/summarize", ["CoreLayer"]),
     "DataFunction": ("functions/data", ["CoreLayer"]),
+    "ParseFunction": ("functions/parse", ["CoreLayer", "InferenceLayer", "ParseLayer"]),
 }
 
 ROUTES = {
@@ -56,6 +57,7 @@ ROUTES = {
     ("DELETE", "/v1/users/{userId}/calendars/{calendarId}"): "DataFunction",
     ("DELETE", "/v1/users/{userId}"): "DataFunction",
     ("GET", "/v1/docs"): "ModelsFunction",
+    ("POST", "/v1/users/{userId}/events/parse"): "ParseFunction",
 }
 
 DDB_READ = {"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:Scan"}
@@ -170,6 +172,8 @@ def test_function_specific_environment():
     env = lambda fn: RES[fn]["Properties"]["Environment"]["Variables"]  # noqa: E731
     assert ref(env("PredictFunction")["LLM_FUNCTION_NAME"]) == "LlmFallbackFunction"
     assert ref(env("PredictFunction")["ML_ENABLED_PARAM"]) == "MlEnabledParameter"
+    assert ref(env("ParseFunction")["LLM_FUNCTION_NAME"]) == "LlmFallbackFunction"
+    assert ref(env("ParseFunction")["ML_ENABLED_PARAM"]) == "MlEnabledParameter"
     assert ref(env("ModelsFunction")["STATE_MACHINE_ARN"]) == "TrainingStateMachine"
     assert ref(env("LlmFallbackFunction")["LLM_API_KEY_PARAM"]) == "OpenAIApiKeyParameter"
     assert "OPENAI_API_KEY" not in json.dumps(T, default=str), "the API key is never a plain env var"
@@ -208,6 +212,21 @@ def test_predict_least_privilege():
         "function:LlmFallbackFunction": {"lambda:InvokeFunction"},
         "ssm:/calroute/${Stage}/ml-enabled": {"ssm:GetParameter"},
     }
+
+
+def test_parse_least_privilege():
+    """Issue 13: the parse function reads what routing a draft needs (the user's model, registry,
+    budgets, profile and calendars), invokes only the LLM fallback, and writes nothing."""
+    g = grants("ParseFunction")
+    assert g == {
+        "bucket:models/*": {"s3:GetObject"},
+        "table:RegistryTable": {"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query"},
+        "table:UsageTable": {"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query"},
+        "table:UsersTable": {"dynamodb:GetItem", "dynamodb:Query"},  # profile (time zone), calendars
+        "function:LlmFallbackFunction": {"lambda:InvokeFunction"},
+        "ssm:/calroute/${Stage}/ml-enabled": {"ssm:GetParameter"},
+    }
+    assert not set().union(*g.values()) & DDB_WRITE
 
 
 def test_only_training_writes_models_and_only_plan_writes_runs():
@@ -285,7 +304,7 @@ def test_llm_function_secret_access():
     assert g["kms:key/*"] == {"kms:Decrypt"}
     assert "lambda:InvokeFunction" not in set().union(*g.values())
     invokers = {fn for fn in FUNCTIONS if any("lambda:InvokeFunction" in a for a in grants(fn).values())}
-    assert invokers == {"PredictFunction"}
+    assert invokers == {"PredictFunction", "ParseFunction"}
 
 
 def test_models_function_starts_only_the_training_state_machine():

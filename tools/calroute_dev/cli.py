@@ -4,11 +4,13 @@
     calroute import-ics --user U [--calendar C] PATH one .ics, or a folder of them (stem = calendar)
     calroute ingest --user U FILE.jsonl              labelled events, one flat JSON event per line
     calroute classify --user U --summary ... --start ...   (or --event JSON)
+    calroute add "Lunch with Sam tomorrow 1pm at Luna" --user U   words to an event draft (+ calendar)
     calroute correct --user U --event-id E --calendar C
     calroute train --user U | --all                  start training, wait for the outcome
     calroute status --user U                         the user's model
     calroute stats --user U                          last 7 days of predictions
     calroute evaluate --data DIR                     offline evaluation on .ics/JSONL folders
+    calroute evaluate-slots --data FILE [--fit]      slot extraction on nl_events files (docs/slots.md)
     calroute export --user U [--out FILE]            all of the user's data as JSON Lines (reads the stores)
     calroute erase --user U                          DELETE /v1/users/U: erase everything of the user
     calroute invoke FUNCTION -e EVENT.json           one handler on one event (sam local invoke, no Docker)
@@ -168,6 +170,71 @@ def cmd_classify(args: argparse.Namespace) -> int:
         print()
         print(table([[a.get("calendar_id"), f"{a.get('probability', 0):.3f}"] for a in alts],
                     ["alternative", "probability"]))
+    return 0
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    """``POST /v1/users/U/events/parse``: the draft, each slot's value and confidence, what is missing,
+    and the calendar the user's model picks (nothing is stored)."""
+    res = _client(args).parse(args.user, " ".join(args.text), now=args.now, timezone=args.timezone)
+    if args.json:
+        _print_json(res)
+        return 0
+    d = res.get("draft") or {}
+    when = d.get("start", "-") + ("" if not d.get("all_day") else " (all day)")
+    print(f"summary     {d.get('summary') or '-'}")
+    print(f"when        {when} → {d.get('end', '-')}")
+    print(f"location    {d.get('location') or '-'}")
+    if d.get("attendee_names"):
+        print(f"with        {', '.join(d['attendee_names'])}")
+    cal = res.get("calendar") or {}
+    print(f"calendar    {cal.get('calendar_id') or '-'} ({cal.get('method', '-')})")
+    rows = []
+    for name, s in (res.get("slots") or {}).items():
+        value = s.get("value")
+        rows.append([name, "-" if value is None else (", ".join(value) if isinstance(value, list) else str(value)),
+                     f"{s.get('confidence', 0):.2f}", s.get("source", "-"),
+                     "yes" if s.get("needs_confirmation") else "no", s.get("note") or ""])
+    print()
+    print(table(rows, ["slot", "value", "confidence", "source", "confirm?", "note"]))
+    if res.get("missing"):
+        print(f"\nmissing     {', '.join(res['missing'])}")
+    return 0
+
+
+def cmd_evaluate_slots(args: argparse.Namespace) -> int:
+    from . import slot_eval
+
+    paths = args.data or [f"{slot_eval.DEFAULT_DATA}/sgd_calendar_train.jsonl",
+                          f"{slot_eval.DEFAULT_DATA}/sgd_calendar_dev.jsonl"]
+    if args.fit:
+        train = [p for p in paths if p.endswith("_train.jsonl")]
+        if len(train) != 1:
+            print("evaluate-slots --fit: give exactly one *_train.jsonl file (confidences are fitted on train)",
+                  file=sys.stderr)
+            return 2
+        from calroute.slots import confidence, when
+
+        when.warm()
+        table_ = slot_eval.fit(slot_eval.score(slot_eval.load_items(train[0]), slot_eval.rules_parser()),
+                               source="nl_events train")
+        dev = train[0].replace("_train.jsonl", "_dev.jsonl")
+        if os.path.exists(dev):  # tuned on train, confirmed on dev: an unconfirmed slot asks again
+            slot_eval.confirm(table_, slot_eval.load_items(dev))
+        print(f"fitted: {slot_eval.write_fitted(table_)}", file=sys.stderr)
+        import importlib
+
+        from calroute.slots import fitted as fitted_module
+
+        importlib.reload(fitted_module)  # the run below reads the table just written
+        confidence.fitted.cache_clear()
+    res = slot_eval.evaluate(paths, llm=args.llm)
+    if args.json:
+        _print_json(res)
+    else:
+        print(slot_eval.render(res))
+    if args.docs:
+        print(f"wrote {slot_eval.write_report(res, args.docs)}", file=sys.stderr)
     return 0
 
 
@@ -402,6 +469,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--location")
     p.add_argument("--description")
     p.set_defaults(func=cmd_classify)
+
+    p = sub.add_parser("add", parents=[common], help="words to an event draft: slots, confidence, calendar")
+    p.add_argument("--user", required=True)
+    p.add_argument("--now", help="ISO date-time relative dates are resolved against (default: now)")
+    p.add_argument("--timezone", help="IANA zone (default: the user's setting, else UTC)")
+    p.add_argument("text", nargs="+", help='what the user says, e.g. "Lunch with Sam tomorrow 1pm at Luna"')
+    p.set_defaults(func=cmd_add)
+
+    p = sub.add_parser("evaluate-slots", help="slot extraction on nl_events files: accuracy, confident coverage")
+    p.add_argument("--data", action="append", help="a sgd_calendar_<split>.jsonl file (repeatable; "
+                   "default: the shared train and dev files)")
+    p.add_argument("--llm", choices=("none", "oracle"), default="oracle",
+                   help="also run with the stand-in LLM (oracle: answers the gold; an upper bound, not an LLM)")
+    p.add_argument("--fit", action="store_true", help="refit calroute/slots/fitted.py on the train file first "
+                   "(and confirm it on the *_dev.jsonl beside it: a slot dev does not confirm asks again)")
+    p.add_argument("--docs", help="write the tables into this Markdown file (e.g. docs/slots.md)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_evaluate_slots)
 
     p = sub.add_parser("correct", parents=[common], help="record the right calendar of a stored event")
     p.add_argument("--user", required=True)

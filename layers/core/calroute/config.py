@@ -111,6 +111,9 @@ class Settings(BaseModel):
     # this many events over all users (least recently used users go first); 0 seconds = no cache
     llm_examples_cache_seconds: float = Field(300.0, ge=0, le=3600)
     llm_examples_cache_events: int = Field(20_000, ge=0, le=1_000_000)
+    # --- event parsing (POST .../events/parse, calroute.services.parse) ---
+    # a rules value below this confidence (or none) is asked of the LLM fallback's slot task
+    slot_confidence: float = Field(0.9, ge=0, le=1)
 
     # --- operations (docs/operations.md) ---
     # drift: a training run compares each user's logged requests of the last drift_window_days

@@ -8,6 +8,7 @@ swap a handler's service with Powertools' ``app.dependency_overrides``.
 * :func:`ingest_service`, :func:`models_service`, :func:`stats_service`, :func:`lifecycle_service` —
   the HTTP use cases;
 * :func:`predict_service` (with :func:`invoker` for the LLM fallback) and :func:`fallback_service`;
+* :func:`parse_service` — words to an event draft, routed by :func:`predict_service` in-process;
 * :func:`metrics_sink` — the EMF sink on a Powertools ``Metrics``.
 
 Building does no I/O: boto3 resources are created on first use and shared by the process
@@ -29,6 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover - annotations only
     from .services.ingest import IngestService
     from .services.lifecycle import LifecycleService
     from .services.models import ModelsService
+    from .services.parse import ParseService
     from .services.predict import PredictService
     from .services.stats import StatsService
 
@@ -166,5 +168,35 @@ def predict_service(cfg: Settings, *, sink: Optional[MetricsSink] = None, logger
                           lines=lines)
 
 
+def parse_service(cfg: Settings, *, sink: Optional[MetricsSink] = None, logger: Any = None,
+                  stores: Optional[Stores] = None, invoker: Any = "auto", warm: bool = True) -> "ParseService":
+    """Words to an event (:mod:`calroute.services.parse`): the slot rules, the LLM fallback's slot
+    task (``invoker``, ``"auto"``: :func:`invoker` for ``cfg``), and the draft routed by the same
+    classification service as ``/classify`` (:func:`predict_service`: the user's ONNX model through
+    the model cache, the calendar fallback), called in-process. No prediction-log record is
+    written for a draft. ``warm``: load dateparser's data now (a container's first parse would
+    otherwise pay ~0.5 s)."""
+    import dataclasses
+
+    from .services.parse import ParseService
+    from .slots import when
+
+    sink = sink or NullSink()
+    s = stores if stores is not None else _aws_stores(cfg)
+    if invoker == "auto":
+        invoker = _invoker(cfg, sink=sink, logger=logger, stores=s)
+    predict = predict_service(cfg, sink=sink, logger=logger, stores=dataclasses.replace(s, predictions=None),
+                              invoker=invoker, lines=None)
+
+    def timezone_of(user: str) -> Optional[str]:
+        tz = (s.users.profile(user) or {}).get("timezone")
+        return tz if isinstance(tz, str) else None
+
+    if warm:
+        when.warm()
+    return ParseService(cfg, classify=predict.classify_events, invoker=invoker, timezone_of=timezone_of,
+                        sink=sink, logger=logger)
+
+
 __all__ = ["stores", "metrics_sink", "ingest_service", "lifecycle_service", "models_service", "stats_service",
-           "fallback_service", "invoker", "predict_service", "stdout_lines"]
+           "fallback_service", "invoker", "predict_service", "parse_service", "stdout_lines"]

@@ -169,6 +169,14 @@ class Client:
         return self.call("POST", self.user_path(user, "classify", "batch"), json_body={"events": events},
                          user=user)
 
+    def parse(self, user: str, text: str, *, now: Optional[str] = None, timezone: Optional[str] = None) -> dict:
+        body: dict = {"text": text}
+        if now:
+            body["now"] = now
+        if timezone:
+            body["timezone"] = timezone
+        return self.call("POST", self.user_path(user, "events", "parse"), json_body=body, user=user)
+
     def correct(self, user: str, event_id: str, calendar: str) -> dict:
         return self.call("POST", self.user_path(user, "events", event_id, "correction"),
                          json_body={"calendar_id": calendar}, user=user)

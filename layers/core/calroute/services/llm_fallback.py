@@ -85,6 +85,8 @@ class FallbackService:
     def _handle(self, payload: Any) -> dict:
         if not isinstance(payload, dict):
             raise LlmError("invalid_input", "the payload must be an object")
+        if payload.get("task") == "slots":
+            return self._handle_slots(payload)
         try:
             user = ids.user_id(payload.get("user_id"), field="user_id")
             event = parse_event(payload.get("event"), field="event")
@@ -121,6 +123,34 @@ class FallbackService:
         self.metrics.add_metric(name="LlmTokens", unit="Count", value=reply.input_tokens + reply.output_tokens)
         cal, reason = parse_answer(reply.content, allowed)
         return {"calendar_id": cal, "reason": reason, "usd": round(usd, 8), "input_tokens": reply.input_tokens,
+                "output_tokens": reply.output_tokens, "model": model}
+
+    def _handle_slots(self, payload: dict) -> dict:
+        """The second task (issue 13): fill the asked event slots from a conversation
+        (:mod:`calroute.llm.slots`); same configuration check, budgets, cost booking and injection
+        guards as the calendar task. ``{"slots": {slot: {value, span} | {invalid} | {absent}}, usd, ...}``."""
+        from ..llm import slots as slot_task
+
+        try:
+            user = ids.user_id(payload.get("user_id"), field="user_id")
+        except CalrouteError as exc:
+            raise LlmError("invalid_input", exc.message) from None
+        turns, asked, now, tz = slot_task.check_payload(payload)
+        if not self.cfg.llm_configured:
+            raise LlmError("not_configured", "no LLM endpoint is configured")
+        over = budget_exceeded(self.usage, user, self.cfg)
+        if over:
+            raise LlmError("budget", f"the daily LLM budget is spent ({over})")
+        messages = slot_task.build_messages(turns=turns, slots=asked, now=now, timezone=tz)
+        model = self.cfg.llm_model
+        reply = self.client().complete(model=model, messages=messages, response_format=slot_task.response_format(asked))
+        usd = cost_usd(model, reply.input_tokens, reply.output_tokens, self.cfg.llm_prices)
+        if reply.input_tokens or reply.output_tokens:
+            self.usage.add(user, usd=usd, input_tokens=reply.input_tokens, output_tokens=reply.output_tokens)
+        self.metrics.add_metric(name="LlmSlotCalls", unit="Count", value=1)
+        self.metrics.add_metric(name="LlmTokens", unit="Count", value=reply.input_tokens + reply.output_tokens)
+        answer = slot_task.parse_slot_answer(reply.content, asked, turns)
+        return {"slots": answer, "usd": round(usd, 8), "input_tokens": reply.input_tokens,
                 "output_tokens": reply.output_tokens, "model": model}
 
     def _calendars(self, user: str) -> list[CalendarInfo]:
