@@ -2,7 +2,8 @@
 
 Thin handler: validate, call ``calroute.services.predict``, respond. The service (model cache,
 adapters, invoker: :func:`calroute.wiring.predict_service`) is built on the first request and kept
-for the container's life; importing this module does no I/O and never imports sklearn or openai.
+for the container's life; importing this module does no I/O and never imports sklearn or openai
+(in a SnapStart init it also builds the service and its clients, still without I/O: ``_prime``).
 
 Requests are validated by the resolver (OpenAPI + pydantic). Answers are built by the service and
 sent as JSON as they are: the response models below document them in the OpenAPI document, and
@@ -123,3 +124,13 @@ def classify_batch(userId: UserIdPath, body: BatchBody):
 
 
 lambda_handler = make_handler(app)
+
+
+def _prime() -> None:
+    """SnapStart init only (:func:`calroute.wiring.snapstart_init`): the service, its boto3
+    clients and onnxruntime go into the snapshot instead of into the first request."""
+    service()
+    wiring.prime_predict()
+
+
+wiring.snapstart_init(_prime)
