@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from calroute import ids, wiring
 from calroute.http.auth import authorize_user
@@ -54,17 +54,28 @@ class ClassifyBody(BaseModel):
     event: dict[str, Any] = Field(..., description="The event, flat form or Google Calendar event resource")
 
 
+# Models a classify request does not validate are built on first use (``defer_build``): the batch
+# body, and the response models, which only the OpenAPI document and the tests use.
+_LAZY = ConfigDict(defer_build=True)
+
+
 class BatchBody(BaseModel):
+    model_config = _LAZY
+
     events: list[dict[str, Any]] = Field(..., min_length=1, max_length=1000,
                                          description="Events to classify (at most BATCH_MAX_EVENTS, default 100)")
 
 
 class Alternative(BaseModel):
+    model_config = _LAZY
+
     calendar_id: str
     probability: float
 
 
 class Classification(BaseModel):
+    model_config = _LAZY
+
     event_id: str = Field(..., description="The event's id, or a generated one")
     calendar_id: Optional[str] = Field(..., description="The chosen calendar (null when method is none)")
     confidence: Optional[float] = Field(..., description="The model's probability for the chosen calendar")
@@ -90,6 +101,8 @@ class Classification(BaseModel):
 
 
 class BatchResult(BaseModel):
+    model_config = _LAZY
+
     results: list[Classification]
 
 
