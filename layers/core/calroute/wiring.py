@@ -128,7 +128,9 @@ def invoker(cfg: Settings, *, sink: Optional[MetricsSink] = None, logger: Any = 
         return CallableInvoker(fallback_service(cfg, sink=sink, logger=logger, stores=stores).handle)
     if cfg.llm_function_name:
         timeout = cfg.llm_timeout_seconds * (cfg.llm_max_retries + 1) + 3.0
-        return LambdaInvoker(cfg.llm_function_name, read_timeout=timeout)
+        from .adapters.dynamo.base import shared_tables
+
+        return LambdaInvoker(cfg.llm_function_name, read_timeout=timeout, session=shared_tables().session)
     return None
 
 

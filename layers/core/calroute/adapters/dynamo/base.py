@@ -108,6 +108,12 @@ class Tables:
         self._s3 = None
 
     @property
+    def session(self) -> boto3.session.Session:
+        """The boto3 session every client of this process is created from (one botocore loader:
+        endpoints, partitions and service models are read once)."""
+        return self._session
+
+    @property
     def ddb(self):
         if self._ddb is None:
             self._ddb = self._session.resource("dynamodb", config=BOTO_CONFIG)
