@@ -112,7 +112,8 @@ def _cold(quick: bool) -> dict:
     with StandInLLM(latency=(0.0, 0.0)) as llm:
         return coldstart.run(quick, user=serving.USER, flat_event=ev,
                              llm_env={"OPENAI_BASE_URL": llm.base_url, "OPENAI_API_KEY": "sk-bench",
-                                      "LLM_API_KEY_PARAM": ""})
+                                      "LLM_API_KEY_PARAM": ""},
+                             llm_asked_at=lambda: llm.calls[-1]["received_at"] if llm.calls else None)
 
 
 def merge_previous(figures: dict, results_dir: Path) -> dict:

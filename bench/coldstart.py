@@ -1,9 +1,12 @@
 """Cold start: a fresh Python process imports a function module (``functions/<name>/app.py``) and
-serves one request, repeated; p50 of the import time, of the first request and of the whole process.
+serves one request, repeated; p50 of the import time, of the first request, of the two together
+(``import_plus_first_call_ms``, per run) and of the whole process.
 
 The child talks to the parent's emulator (``AWS_ENDPOINT_URL``) and, for the LLM function, to the
-parent's stand-in LLM server. Interpreter start-up is in ``process_ms`` only (Lambda's runtime
-bootstrap is not ours to measure here).
+parent's stand-in LLM server, which notes when each request reaches it: ``before_llm_call_ms`` is
+the time from the start of the import to the moment the LLM is asked (both clocks are the machine's
+wall clock). Interpreter start-up is in ``process_ms`` only (Lambda's runtime bootstrap is not ours
+to measure here).
 """
 
 from __future__ import annotations
@@ -14,12 +17,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Callable, Optional
 
 from .harness import ROOT, percentile, progress
 
 CHILD = r"""
 import json, sys, time
-t0 = time.perf_counter()
+t0 = time.perf_counter(); t0_epoch = time.time()
 import importlib.util
 name, payload_path = sys.argv[1], sys.argv[2]
 sys.path.insert(0, sys.argv[3])
@@ -42,14 +46,16 @@ with contextlib.redirect_stdout(buf):
     out = mod.lambda_handler(payload, Ctx())
 t2 = time.perf_counter()
 ok = (out.get("statusCode") == 200) if "statusCode" in out else ("calendar_id" in out)
-print(json.dumps({"import_ms": (t1 - t0) * 1000, "first_call_ms": (t2 - t1) * 1000, "ok": ok,
+print(json.dumps({"import_ms": (t1 - t0) * 1000, "first_call_ms": (t2 - t1) * 1000, "ok": ok, "t0_epoch": t0_epoch,
                   "sklearn_after_import": sk_import, "sklearn_after_call": "sklearn" in sys.modules,
                   "onnxruntime_after_import": ort_import, "answer": str(out)[:300]}))
 """
 
 
-def measure(name: str, payload: dict, *, repeat: int, env: dict | None = None) -> dict:
-    """Run the child ``repeat`` times for ``functions/<name>/app.py``; p50 of each figure."""
+def measure(name: str, payload: dict, *, repeat: int, env: dict | None = None,
+            llm_asked_at: Callable[[], Optional[float]] | None = None) -> dict:
+    """Run the child ``repeat`` times for ``functions/<name>/app.py``; p50 of each figure.
+    ``llm_asked_at()``: when the stand-in LLM last received a request (epoch s), or None."""
     runs = []
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
         json.dump(payload, fh)
@@ -65,10 +71,18 @@ def measure(name: str, payload: dict, *, repeat: int, env: dict | None = None) -
                 raise RuntimeError(f"cold-start child for {name} failed: {proc.stderr[-2000:]}")
             rec = json.loads(proc.stdout.strip().splitlines()[-1])
             rec["process_ms"] = wall
+            rec["import_plus_first_call_ms"] = rec["import_ms"] + rec["first_call_ms"]
+            if llm_asked_at is not None:
+                asked = llm_asked_at()
+                rec["before_llm_call_ms"] = (asked - rec["t0_epoch"]) * 1000 if asked and asked > rec["t0_epoch"] else None
             runs.append(rec)
     finally:
         os.unlink(path)
-    out = {k: round(percentile([r[k] for r in runs], 50), 1) for k in ("import_ms", "first_call_ms", "process_ms")}
+    out = {k: round(percentile([r[k] for r in runs], 50), 1)
+           for k in ("import_ms", "first_call_ms", "import_plus_first_call_ms", "process_ms")}
+    if llm_asked_at is not None:
+        asked = [r["before_llm_call_ms"] for r in runs if r.get("before_llm_call_ms") is not None]
+        out["before_llm_call_ms"] = round(percentile(asked, 50), 1) if len(asked) == len(runs) else None
     out["import_p99_ms"] = round(percentile([r["import_ms"] for r in runs], 99), 1)
     out["n"] = len(runs)
     out["all_ok"] = all(r["ok"] for r in runs)
@@ -79,7 +93,8 @@ def measure(name: str, payload: dict, *, repeat: int, env: dict | None = None) -
     return out
 
 
-def run(quick: bool, *, user: str, flat_event: dict, llm_env: dict) -> dict:
+def run(quick: bool, *, user: str, flat_event: dict, llm_env: dict,
+        llm_asked_at: Callable[[], Optional[float]] | None = None) -> dict:
     from .aws_env import http_event
 
     repeat = 2 if quick else 7
@@ -88,5 +103,5 @@ def run(quick: bool, *, user: str, flat_event: dict, llm_env: dict) -> dict:
                    repeat=repeat, env={"PREDICTION_LOG_SAMPLE_RATE": "1", "LAMBDA_INVOKE_MODE": "lambda"})
     progress(f"cold start: LLM fallback module ×{repeat}")
     llm = measure("llm_fallback", {"user_id": user, "event": flat_event, "candidates": []}, repeat=repeat,
-                  env=llm_env)
+                  env=llm_env, llm_asked_at=llm_asked_at)
     return {"predict": pred, "llm_fallback": llm}

@@ -46,7 +46,24 @@ def targets(f: dict) -> list[dict]:
     add("coverage at accuracy_kept ≥ 97%, ≤ 20 training events per calendar (pooled)", "≥ 85% (with ≥ 97%)",
         cov, "share", lambda v: v >= 0.85 and (acc or 0) >= 0.97)
     add("predict cold import", "≤ 250 ms", _get(f, "cold_start", "predict", "import_ms"), "ms", lambda v: v <= 250)
+    add("predict import + first classify (fresh process, p50)", "≤ 600 ms", _cold_total(f, "predict"), "ms",
+        lambda v: v <= 600)
+    add("LLM function import + first call until the LLM is asked (fresh process, p50)", "≤ 700 ms",
+        _get(f, "cold_start", "llm_fallback", "before_llm_call_ms"), "ms", lambda v: v <= 700)
     return out
+
+
+def _cold_total(f: dict, fn: str) -> Optional[float]:
+    """p50 of import + first request per run; for a results file from before that key, the sum of
+    the two p50s."""
+    c = _get(f, "cold_start", fn) or {}
+    if not isinstance(c, dict):
+        return None
+    if c.get("import_plus_first_call_ms") is not None:
+        return c["import_plus_first_call_ms"]
+    if c.get("import_ms") is not None and c.get("first_call_ms") is not None:
+        return round(c["import_ms"] + c["first_call_ms"], 1)
+    return None
 
 
 def claims(f: dict) -> list[dict]:
@@ -178,15 +195,21 @@ def render(f: dict) -> str:
     if err:
         out += [err, ""]
     else:
-        out += ["| function | import p50 | first request p50 | whole process p50 | runs | sklearn loaded |",
-                "|---|---|---|---|---|---|"]
+        out += ["| function | import p50 | first request p50 | import + first request p50 | until the LLM is asked p50 "
+                "| whole process p50 | runs | sklearn loaded |",
+                "|---|---|---|---|---|---|---|---|"]
         for name, key in (("predict", "predict"), ("LLM fallback", "llm_fallback")):
             c = f["cold_start"][key]
+            total = _cold_total(f, key)
+            asked = c.get("before_llm_call_ms")
             out.append(f"| {name} | {fmt_ms(c['import_ms'])} | {fmt_ms(c['first_call_ms'])} | "
+                       f"{fmt_ms(total) if total is not None else '-'} | {fmt_ms(asked) if asked is not None else '-'} | "
                        f"{fmt_ms(c['process_ms'])} | {c['n']} | {'yes' if c['sklearn_imported'] else 'no'} |")
         out += ["", "The first request includes building the service (boto3 clients), the registry and S3 reads "
-                "and the ONNX session (predict), or the OpenAI client and the DynamoDB reads (LLM fallback, "
-                "stand-in server answering at once).", ""]
+                "and the ONNX session (predict), or the LLM client and the DynamoDB reads (LLM fallback, "
+                "stand-in server answering at once; \"until the LLM is asked\" stops when the stand-in receives "
+                "the request). A fresh process here finds every third-party module's byte-code in the venv; "
+                "the layers ship theirs too (docs/deployment.md).", ""]
 
     out += ["### RAM per cached user model", ""]
     err = _section_error(f, "memory")
