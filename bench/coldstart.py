@@ -31,6 +31,7 @@ spec = importlib.util.spec_from_file_location("calroute_fn_" + name, sys.argv[4]
 mod = importlib.util.module_from_spec(spec); sys.modules[spec.name] = mod
 spec.loader.exec_module(mod)
 t1 = time.perf_counter()
+sys.stderr.write("@@first-call@@\n"); sys.stderr.flush()
 sk_import = "sklearn" in sys.modules
 ort_import = "onnxruntime" in sys.modules
 with open(payload_path) as fh:
@@ -93,15 +94,75 @@ def measure(name: str, payload: dict, *, repeat: int, env: dict | None = None,
     return out
 
 
+#: top-level module -> the group the breakdown reports it under (anything else: "stdlib and other")
+GROUPS = {
+    "calroute": "calroute", "numpy": "numpy", "onnxruntime": "onnxruntime",
+    "pydantic": "pydantic", "pydantic_core": "pydantic", "annotated_types": "pydantic",
+    "typing_extensions": "pydantic", "typing_inspection": "pydantic",
+    "aws_lambda_powertools": "Powertools", "jmespath": "Powertools",
+    "boto3": "boto3/botocore", "botocore": "boto3/botocore", "s3transfer": "boto3/botocore",
+    "urllib3": "boto3/botocore", "dateutil": "boto3/botocore", "six": "boto3/botocore",
+    "openai": "openai SDK", "httpx2": "openai SDK", "httpcore2": "openai SDK", "anyio": "openai SDK",
+    "jiter": "openai SDK",
+}
+
+
+def parse_importtime(stderr: str) -> dict:
+    """``python -X importtime`` output (with the child's ``@@first-call@@`` marker) -> milliseconds
+    of module execution ("self" times) per group, during the module import and during the first
+    request."""
+    phase, out = "import", {"import": {}, "first_call": {}}
+    for line in stderr.splitlines():
+        if line.startswith("@@first-call@@"):
+            phase = "first_call"
+            continue
+        if not line.startswith("import time:") or "|" not in line:
+            continue
+        parts = line[len("import time:"):].split("|")
+        try:
+            self_us = int(parts[0])
+        except ValueError:  # the header line
+            continue
+        group = GROUPS.get(parts[2].strip().split(".")[0], "stdlib and other")
+        out[phase][group] = out[phase].get(group, 0.0) + self_us / 1000.0
+    return {ph: {g: round(v, 1) for g, v in sorted(d.items(), key=lambda kv: -kv[1])} for ph, d in out.items()}
+
+
+def breakdown(name: str, payload: dict, *, env: dict | None = None) -> dict:
+    """One more child under ``-X importtime``: where the import and the first request spend their
+    time, by package (module execution), and the first request's time outside imports (reads,
+    clients, ONNX session, the request itself). importtime's own overhead inflates these a little."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+        json.dump(payload, fh)
+        path = fh.name
+    try:
+        proc = subprocess.run([sys.executable, "-X", "importtime", "-c", CHILD, name, path,
+                               str(ROOT / "layers" / "core"), str(ROOT / "functions" / name / "app.py")],
+                              capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=120)
+    finally:
+        os.unlink(path)
+    if proc.returncode != 0:
+        return {"error": proc.stderr[-300:]}
+    rec = json.loads(proc.stdout.strip().splitlines()[-1])
+    mods = parse_importtime(proc.stderr)
+    in_call = sum(mods["first_call"].values())
+    return {"import_ms": round(rec["import_ms"], 1), "first_call_ms": round(rec["first_call_ms"], 1),
+            "import_by_package_ms": mods["import"], "first_call_imports_by_package_ms": mods["first_call"],
+            "first_call_outside_imports_ms": round(max(0.0, rec["first_call_ms"] - in_call), 1)}
+
+
 def run(quick: bool, *, user: str, flat_event: dict, llm_env: dict,
         llm_asked_at: Callable[[], Optional[float]] | None = None) -> dict:
     from .aws_env import http_event
 
     repeat = 2 if quick else 7
     progress(f"cold start: predict module ×{repeat}")
-    pred = measure("predict", http_event("POST", f"/v1/users/{user}/classify", {"event": flat_event}),
-                   repeat=repeat, env={"PREDICTION_LOG_SAMPLE_RATE": "1", "LAMBDA_INVOKE_MODE": "lambda"})
+    pred_payload = http_event("POST", f"/v1/users/{user}/classify", {"event": flat_event})
+    pred_env = {"PREDICTION_LOG_SAMPLE_RATE": "1", "LAMBDA_INVOKE_MODE": "lambda"}
+    pred = measure("predict", pred_payload, repeat=repeat, env=pred_env)
+    pred["breakdown"] = breakdown("predict", pred_payload, env=pred_env)
     progress(f"cold start: LLM fallback module ×{repeat}")
-    llm = measure("llm_fallback", {"user_id": user, "event": flat_event, "candidates": []}, repeat=repeat,
-                  env=llm_env, llm_asked_at=llm_asked_at)
+    llm_payload = {"user_id": user, "event": flat_event, "candidates": []}
+    llm = measure("llm_fallback", llm_payload, repeat=repeat, env=llm_env, llm_asked_at=llm_asked_at)
+    llm["breakdown"] = breakdown("llm_fallback", llm_payload, env=llm_env)
     return {"predict": pred, "llm_fallback": llm}

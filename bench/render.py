@@ -53,6 +53,27 @@ def targets(f: dict) -> list[dict]:
     return out
 
 
+def _cold_breakdown(cold: dict) -> list[str]:
+    """Where the cold start goes (one extra ``-X importtime`` run per function), when measured."""
+    out: list[str] = []
+    for name, key in (("predict", "predict"), ("LLM fallback", "llm_fallback")):
+        b = (cold.get(key) or {}).get("breakdown")
+        if not isinstance(b, dict) or "import_by_package_ms" not in b:
+            continue
+        imp, call = b["import_by_package_ms"], b["first_call_imports_by_package_ms"]
+        groups = sorted(set(imp) | set(call), key=lambda g: -(imp.get(g, 0) + call.get(g, 0)))
+        if not out:
+            out += ["Where it goes (one more run under `python -X importtime`, which adds its own overhead: "
+                    "module execution time by package, during the module import and during the first "
+                    "request; then the first request's time outside imports):", ""]
+        out += [f"| {name}: package | at import | in the first request |", "|---|---|---|"]
+        out += [f"| {g} | {fmt_ms(imp.get(g, 0.0))} | {fmt_ms(call.get(g, 0.0))} |" for g in groups]
+        out += [f"| first request outside imports (clients, reads, ONNX session, the request) | - | "
+                f"{fmt_ms(b['first_call_outside_imports_ms'])} |",
+                f"| total (this run) | {fmt_ms(b['import_ms'])} | {fmt_ms(b['first_call_ms'])} |", ""]
+    return out
+
+
 def _cold_total(f: dict, fn: str) -> Optional[float]:
     """p50 of import + first request per run; for a results file from before that key, the sum of
     the two p50s."""
@@ -210,6 +231,7 @@ def render(f: dict) -> str:
                 "stand-in server answering at once; \"until the LLM is asked\" stops when the stand-in receives "
                 "the request). A fresh process here finds every third-party module's byte-code in the venv; "
                 "the layers ship theirs too (docs/deployment.md).", ""]
+        out += _cold_breakdown(f["cold_start"])
 
     out += ["### RAM per cached user model", ""]
     err = _section_error(f, "memory")

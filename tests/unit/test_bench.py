@@ -210,3 +210,31 @@ def test_a_partial_run_merges_the_other_sections_from_the_newest_results(tmp_pat
     assert "serving" not in new["machine"]["merged_sections"]
     assert any(t["measured"] is not None for t in new["targets"])
     assert "earlier run" in render({**old, **new, "machine": {**old["machine"], **new["machine"]}})
+
+
+def test_cold_start_breakdown_groups_importtime_by_package_and_phase():
+    from bench.coldstart import parse_importtime
+
+    text = "\n".join([
+        "import time: self [us] | cumulative | imported package",
+        "import time:      1000 |       1000 |   numpy._core",
+        "import time:      2000 |       3000 | numpy",
+        "import time:       500 |        500 | calroute.config",
+        "import time:       300 |        300 | json",
+        "@@first-call@@",
+        "import time:      4000 |       4000 |     botocore.client",
+        "import time:      1500 |       5500 |   boto3",
+        "import time:       700 |        700 | onnxruntime.capi",
+        "some other stderr line",
+    ])
+    got = parse_importtime(text)
+    assert got["import"] == {"numpy": 3.0, "calroute": 0.5, "stdlib and other": 0.3}
+    assert got["first_call"] == {"boto3/botocore": 5.5, "onnxruntime": 0.7}
+    f = _complete_figures()
+    f["cold_start"]["predict"]["breakdown"] = {
+        "import_ms": 300.0, "first_call_ms": 200.0, "import_by_package_ms": got["import"],
+        "first_call_imports_by_package_ms": got["first_call"], "first_call_outside_imports_ms": 193.8}
+    f["targets"], f["claims"] = targets(f), claims(f)
+    md = render(f)
+    assert "| predict: package | at import | in the first request |" in md
+    assert "| boto3/botocore | 0 µs | 5.50 ms |" in md and "| 194 ms |" in md
