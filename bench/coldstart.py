@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Callable, Optional
 
 from .harness import ROOT, percentile, progress
@@ -53,34 +54,84 @@ print(json.dumps({"import_ms": (t1 - t0) * 1000, "first_call_ms": (t2 - t1) * 10
 """
 
 
-def measure(name: str, payload: dict, *, repeat: int, env: dict | None = None,
-            llm_asked_at: Callable[[], Optional[float]] | None = None) -> dict:
-    """Run the child ``repeat`` times for ``functions/<name>/app.py``; p50 of each figure.
-    ``llm_asked_at()``: when the stand-in LLM last received a request (epoch s), or None."""
+#: what the Lambda python3.12 runtime provides, byte-code included (never in our layers)
+RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer", "jmespath", "urllib3", "dateutil", "six")
+
+
+def _children(name: str, path: str, env: dict, repeat: int,
+              llm_asked_at: Callable[[], Optional[float]] | None = None) -> list[dict]:
     runs = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-c", CHILD, name, path, str(ROOT / "layers" / "core"),
+                               str(ROOT / "functions" / name / "app.py")],
+                              capture_output=True, text=True, env={**os.environ, **env}, timeout=120)
+        wall = (time.perf_counter() - t0) * 1000
+        if proc.returncode != 0:
+            raise RuntimeError(f"cold-start child for {name} failed: {proc.stderr[-2000:]}")
+        rec = json.loads(proc.stdout.strip().splitlines()[-1])
+        rec["process_ms"] = wall
+        rec["import_plus_first_call_ms"] = rec["import_ms"] + rec["first_call_ms"]
+        if llm_asked_at is not None:
+            asked = llm_asked_at()
+            rec["before_llm_call_ms"] = (asked - rec["t0_epoch"]) * 1000 if asked and asked > rec["t0_epoch"] else None
+        runs.append(rec)
+    return runs
+
+
+def _p50(runs: list[dict], keys) -> dict:
+    return {k: round(percentile([r[k] for r in runs], 50), 1) for k in keys}
+
+
+def _without_layer_bytecode(prefix: str) -> str:
+    """A copy of the byte-code prefix without what our layers ship (site-packages other than the
+    runtime's boto3 & co., and calroute): those modules then compile from source, as they did in
+    layers shipped without .pyc."""
+    import shutil
+    import sysconfig
+
+    bare = tempfile.mkdtemp(prefix="calroute-pyc-bare-")
+    shutil.copytree(prefix, bare, dirs_exist_ok=True)
+    site = Path(bare) / sysconfig.get_paths()["purelib"].lstrip("/")
+    if site.is_dir():
+        for entry in site.iterdir():
+            if entry.name.split(".")[0].split("-")[0] not in RUNTIME_PROVIDED:
+                shutil.rmtree(entry, ignore_errors=True)
+    shutil.rmtree(Path(bare) / str(ROOT).lstrip("/"), ignore_errors=True)
+    return bare
+
+
+def measure(name: str, payload: dict, *, repeat: int, env: dict | None = None,
+            llm_asked_at: Callable[[], Optional[float]] | None = None, bare_repeat: int = 3) -> dict:
+    """Run the child ``repeat`` times for ``functions/<name>/app.py``; p50 of each figure.
+    ``llm_asked_at()``: when the stand-in LLM last received a request (epoch s), or None.
+
+    Every module has byte-code, as deployed (the runtime's standard library and boto3, and the
+    layers, which ship theirs): an untimed first child writes it into a private pycache prefix that
+    the timed children read (so the figures do not depend on a checkout's ``__pycache__`` or on
+    ``PYTHONDONTWRITEBYTECODE``). ``without_layer_bytecode``: ``bare_repeat`` more children with the
+    layers' byte-code removed from that prefix (how the layers shipped before 2026-12-01)."""
+    import shutil
+
+    prefix = tempfile.mkdtemp(prefix="calroute-pyc-")
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
         json.dump(payload, fh)
         path = fh.name
+    env = dict(env or {})
+    bare = None
     try:
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            proc = subprocess.run([sys.executable, "-c", CHILD, name, path, str(ROOT / "layers" / "core"),
-                                   str(ROOT / "functions" / name / "app.py")],
-                                  capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=120)
-            wall = (time.perf_counter() - t0) * 1000
-            if proc.returncode != 0:
-                raise RuntimeError(f"cold-start child for {name} failed: {proc.stderr[-2000:]}")
-            rec = json.loads(proc.stdout.strip().splitlines()[-1])
-            rec["process_ms"] = wall
-            rec["import_plus_first_call_ms"] = rec["import_ms"] + rec["first_call_ms"]
-            if llm_asked_at is not None:
-                asked = llm_asked_at()
-                rec["before_llm_call_ms"] = (asked - rec["t0_epoch"]) * 1000 if asked and asked > rec["t0_epoch"] else None
-            runs.append(rec)
+        _children(name, path, {**env, "PYTHONPYCACHEPREFIX": prefix, "PYTHONDONTWRITEBYTECODE": ""}, 1)
+        timed = {**env, "PYTHONPYCACHEPREFIX": prefix, "PYTHONDONTWRITEBYTECODE": "1"}
+        runs = _children(name, path, timed, repeat, llm_asked_at)
+        bare = _without_layer_bytecode(prefix) if bare_repeat else None
+        bare_runs = (_children(name, path, {**timed, "PYTHONPYCACHEPREFIX": bare}, bare_repeat, llm_asked_at)
+                     if bare else [])
     finally:
         os.unlink(path)
-    out = {k: round(percentile([r[k] for r in runs], 50), 1)
-           for k in ("import_ms", "first_call_ms", "import_plus_first_call_ms", "process_ms")}
+        shutil.rmtree(prefix, ignore_errors=True)
+        if bare:
+            shutil.rmtree(bare, ignore_errors=True)
+    out = _p50(runs, ("import_ms", "first_call_ms", "import_plus_first_call_ms", "process_ms"))
     if llm_asked_at is not None:
         asked = [r["before_llm_call_ms"] for r in runs if r.get("before_llm_call_ms") is not None]
         out["before_llm_call_ms"] = round(percentile(asked, 50), 1) if len(asked) == len(runs) else None
@@ -91,6 +142,9 @@ def measure(name: str, payload: dict, *, repeat: int, env: dict | None = None,
     out["onnxruntime_at_import"] = any(r["onnxruntime_after_import"] for r in runs)
     if not out["all_ok"]:
         out["sample_answer"] = runs[-1]["answer"]
+    if bare_runs:
+        out["without_layer_bytecode"] = {**_p50(bare_runs, ("import_ms", "first_call_ms", "import_plus_first_call_ms")),
+                                         "n": len(bare_runs)}
     return out
 
 
@@ -132,15 +186,22 @@ def breakdown(name: str, payload: dict, *, env: dict | None = None) -> dict:
     """One more child under ``-X importtime``: where the import and the first request spend their
     time, by package (module execution), and the first request's time outside imports (reads,
     clients, ONNX session, the request itself). importtime's own overhead inflates these a little."""
+    import shutil
+
+    prefix = tempfile.mkdtemp(prefix="calroute-pyc-")  # byte-code everywhere, as in measure()
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
         json.dump(payload, fh)
         path = fh.name
     try:
+        _children(name, path, {**(env or {}), "PYTHONPYCACHEPREFIX": prefix, "PYTHONDONTWRITEBYTECODE": ""}, 1)
         proc = subprocess.run([sys.executable, "-X", "importtime", "-c", CHILD, name, path,
                                str(ROOT / "layers" / "core"), str(ROOT / "functions" / name / "app.py")],
-                              capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=120)
+                              capture_output=True, text=True, timeout=120,
+                              env={**os.environ, **(env or {}), "PYTHONPYCACHEPREFIX": prefix,
+                                   "PYTHONDONTWRITEBYTECODE": "1"})
     finally:
         os.unlink(path)
+        shutil.rmtree(prefix, ignore_errors=True)
     if proc.returncode != 0:
         return {"error": proc.stderr[-300:]}
     rec = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -159,10 +220,12 @@ def run(quick: bool, *, user: str, flat_event: dict, llm_env: dict,
     progress(f"cold start: predict module ×{repeat}")
     pred_payload = http_event("POST", f"/v1/users/{user}/classify", {"event": flat_event})
     pred_env = {"PREDICTION_LOG_SAMPLE_RATE": "1", "LAMBDA_INVOKE_MODE": "lambda"}
-    pred = measure("predict", pred_payload, repeat=repeat, env=pred_env)
+    bare = 1 if quick else 3
+    pred = measure("predict", pred_payload, repeat=repeat, env=pred_env, bare_repeat=bare)
     pred["breakdown"] = breakdown("predict", pred_payload, env=pred_env)
     progress(f"cold start: LLM fallback module ×{repeat}")
     llm_payload = {"user_id": user, "event": flat_event, "candidates": []}
-    llm = measure("llm_fallback", llm_payload, repeat=repeat, env=llm_env, llm_asked_at=llm_asked_at)
+    llm = measure("llm_fallback", llm_payload, repeat=repeat, env=llm_env, llm_asked_at=llm_asked_at,
+                  bare_repeat=bare)
     llm["breakdown"] = breakdown("llm_fallback", llm_payload, env=llm_env)
     return {"predict": pred, "llm_fallback": llm}

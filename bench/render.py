@@ -231,6 +231,15 @@ def render(f: dict) -> str:
                 "stand-in server answering at once; \"until the LLM is asked\" stops when the stand-in receives "
                 "the request). A fresh process here finds every third-party module's byte-code in the venv; "
                 "the layers ship theirs too (docs/deployment.md).", ""]
+        bare = [(name, f["cold_start"][key].get("without_layer_bytecode")) for name, key in
+                (("predict", "predict"), ("LLM fallback", "llm_fallback"))]
+        bare = [(n, b) for n, b in bare if isinstance(b, dict)]
+        if bare:
+            out += ["Without the layers' byte-code (their modules compiled from source in every fresh process, "
+                    "as the layers were shipped before 2026-12-01; the runtime's standard library and boto3 "
+                    "keep theirs): " + "; ".join(
+                        f"{n} import {fmt_ms(b['import_ms'])} + first request {fmt_ms(b['first_call_ms'])} = "
+                        f"{fmt_ms(b['import_plus_first_call_ms'])} p50 ({b['n']} runs)" for n, b in bare) + ".", ""]
         out += _cold_breakdown(f["cold_start"])
 
     out += ["### RAM per cached user model", ""]
