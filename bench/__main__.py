@@ -134,7 +134,9 @@ def merge_previous(figures: dict, results_dir: Path) -> dict:
             if cur == {"skipped": "not selected"} and isinstance(old, dict) and "skipped" not in old \
                     and "error" not in old and s not in merged:
                 figures[s] = old
-                merged[s] = prev.get("started_at") or path.stem
+                # a section the earlier file had itself merged keeps the date of the run that measured it
+                earlier = ((prev.get("machine") or {}).get("merged_sections") or {}).get(s)
+                merged[s] = earlier or prev.get("started_at") or path.stem
     if merged:
         figures["machine"]["merged_sections"] = merged
         figures["targets"] = targets(figures)

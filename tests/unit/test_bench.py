@@ -208,6 +208,12 @@ def test_a_partial_run_merges_the_other_sections_from_the_newest_results(tmp_pat
     merge_previous(new, tmp_path)
     assert new["memory"] == old["memory"] and new["machine"]["merged_sections"]["memory"] == old["started_at"]
     assert "serving" not in new["machine"]["merged_sections"]
+    # merging again from a file that had merged a section itself keeps the date of the run that measured it
+    again = {**{s: {"skipped": "not selected"} for s in SECTIONS}, "serving": old["serving"],
+             "machine": {"cores": 2}, "targets": [], "claims": []}
+    (tmp_path / "2026-01-02.json").write_text(_json.dumps({**new, "started_at": "2026-01-02T00:00:00+00:00"}))
+    merge_previous(again, tmp_path)
+    assert again["machine"]["merged_sections"]["memory"] == old["started_at"]
     assert any(t["measured"] is not None for t in new["targets"])
     assert "earlier run" in render({**old, **new, "machine": {**old["machine"], **new["machine"]}})
 
