@@ -112,7 +112,8 @@ def _cold(quick: bool) -> dict:
     with StandInLLM(latency=(0.0, 0.0)) as llm:
         return coldstart.run(quick, user=serving.USER, flat_event=ev,
                              llm_env={"OPENAI_BASE_URL": llm.base_url, "OPENAI_API_KEY": "sk-bench",
-                                      "LLM_API_KEY_PARAM": ""})
+                                      "LLM_API_KEY_PARAM": ""},
+                             llm_asked_at=lambda: llm.calls[-1]["received_at"] if llm.calls else None)
 
 
 def merge_previous(figures: dict, results_dir: Path) -> dict:
@@ -133,7 +134,9 @@ def merge_previous(figures: dict, results_dir: Path) -> dict:
             if cur == {"skipped": "not selected"} and isinstance(old, dict) and "skipped" not in old \
                     and "error" not in old and s not in merged:
                 figures[s] = old
-                merged[s] = prev.get("started_at") or path.stem
+                # a section the earlier file had itself merged keeps the date of the run that measured it
+                earlier = ((prev.get("machine") or {}).get("merged_sections") or {}).get(s)
+                merged[s] = earlier or prev.get("started_at") or path.stem
     if merged:
         figures["machine"]["merged_sections"] = merged
         figures["targets"] = targets(figures)

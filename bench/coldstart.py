@@ -1,9 +1,12 @@
 """Cold start: a fresh Python process imports a function module (``functions/<name>/app.py``) and
-serves one request, repeated; p50 of the import time, of the first request and of the whole process.
+serves one request, repeated; p50 of the import time, of the first request, of the two together
+(``import_plus_first_call_ms``, per run) and of the whole process.
 
 The child talks to the parent's emulator (``AWS_ENDPOINT_URL``) and, for the LLM function, to the
-parent's stand-in LLM server. Interpreter start-up is in ``process_ms`` only (Lambda's runtime
-bootstrap is not ours to measure here).
+parent's stand-in LLM server, which notes when each request reaches it: ``before_llm_call_ms`` is
+the time from the start of the import to the moment the LLM is asked (both clocks are the machine's
+wall clock). Interpreter start-up is in ``process_ms`` only (Lambda's runtime bootstrap is not ours
+to measure here).
 """
 
 from __future__ import annotations
@@ -14,12 +17,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
+from typing import Callable, Optional
 
 from .harness import ROOT, percentile, progress
 
 CHILD = r"""
 import json, sys, time
-t0 = time.perf_counter()
+t0 = time.perf_counter(); t0_epoch = time.time()
 import importlib.util
 name, payload_path = sys.argv[1], sys.argv[2]
 sys.path.insert(0, sys.argv[3])
@@ -27,6 +32,7 @@ spec = importlib.util.spec_from_file_location("calroute_fn_" + name, sys.argv[4]
 mod = importlib.util.module_from_spec(spec); sys.modules[spec.name] = mod
 spec.loader.exec_module(mod)
 t1 = time.perf_counter()
+sys.stderr.write("@@first-call@@\n"); sys.stderr.flush()
 sk_import = "sklearn" in sys.modules
 ort_import = "onnxruntime" in sys.modules
 with open(payload_path) as fh:
@@ -42,33 +48,93 @@ with contextlib.redirect_stdout(buf):
     out = mod.lambda_handler(payload, Ctx())
 t2 = time.perf_counter()
 ok = (out.get("statusCode") == 200) if "statusCode" in out else ("calendar_id" in out)
-print(json.dumps({"import_ms": (t1 - t0) * 1000, "first_call_ms": (t2 - t1) * 1000, "ok": ok,
+print(json.dumps({"import_ms": (t1 - t0) * 1000, "first_call_ms": (t2 - t1) * 1000, "ok": ok, "t0_epoch": t0_epoch,
                   "sklearn_after_import": sk_import, "sklearn_after_call": "sklearn" in sys.modules,
                   "onnxruntime_after_import": ort_import, "answer": str(out)[:300]}))
 """
 
 
-def measure(name: str, payload: dict, *, repeat: int, env: dict | None = None) -> dict:
-    """Run the child ``repeat`` times for ``functions/<name>/app.py``; p50 of each figure."""
+#: what the Lambda python3.12 runtime provides, byte-code included (never in our layers)
+RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer", "jmespath", "urllib3", "dateutil", "six")
+
+
+def _children(name: str, path: str, env: dict, repeat: int,
+              llm_asked_at: Callable[[], Optional[float]] | None = None) -> list[dict]:
     runs = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-c", CHILD, name, path, str(ROOT / "layers" / "core"),
+                               str(ROOT / "functions" / name / "app.py")],
+                              capture_output=True, text=True, env={**os.environ, **env}, timeout=120)
+        wall = (time.perf_counter() - t0) * 1000
+        if proc.returncode != 0:
+            raise RuntimeError(f"cold-start child for {name} failed: {proc.stderr[-2000:]}")
+        rec = json.loads(proc.stdout.strip().splitlines()[-1])
+        rec["process_ms"] = wall
+        rec["import_plus_first_call_ms"] = rec["import_ms"] + rec["first_call_ms"]
+        if llm_asked_at is not None:
+            asked = llm_asked_at()
+            rec["before_llm_call_ms"] = (asked - rec["t0_epoch"]) * 1000 if asked and asked > rec["t0_epoch"] else None
+        runs.append(rec)
+    return runs
+
+
+def _p50(runs: list[dict], keys) -> dict:
+    return {k: round(percentile([r[k] for r in runs], 50), 1) for k in keys}
+
+
+def _without_layer_bytecode(prefix: str) -> str:
+    """A copy of the byte-code prefix without what our layers ship (site-packages other than the
+    runtime's boto3 & co., and calroute): those modules then compile from source, as they did in
+    layers shipped without .pyc."""
+    import shutil
+    import sysconfig
+
+    bare = tempfile.mkdtemp(prefix="calroute-pyc-bare-")
+    shutil.copytree(prefix, bare, dirs_exist_ok=True)
+    site = Path(bare) / sysconfig.get_paths()["purelib"].lstrip("/")
+    if site.is_dir():
+        for entry in site.iterdir():
+            if entry.name.split(".")[0].split("-")[0] not in RUNTIME_PROVIDED:
+                shutil.rmtree(entry, ignore_errors=True)
+    shutil.rmtree(Path(bare) / str(ROOT).lstrip("/"), ignore_errors=True)
+    return bare
+
+
+def measure(name: str, payload: dict, *, repeat: int, env: dict | None = None,
+            llm_asked_at: Callable[[], Optional[float]] | None = None, bare_repeat: int = 3) -> dict:
+    """Run the child ``repeat`` times for ``functions/<name>/app.py``; p50 of each figure.
+    ``llm_asked_at()``: when the stand-in LLM last received a request (epoch s), or None.
+
+    Every module has byte-code, as deployed (the runtime's standard library and boto3, and the
+    layers, which ship theirs): an untimed first child writes it into a private pycache prefix that
+    the timed children read (so the figures do not depend on a checkout's ``__pycache__`` or on
+    ``PYTHONDONTWRITEBYTECODE``). ``without_layer_bytecode``: ``bare_repeat`` more children with the
+    layers' byte-code removed from that prefix (how the layers shipped before 2026-12-01)."""
+    import shutil
+
+    prefix = tempfile.mkdtemp(prefix="calroute-pyc-")
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
         json.dump(payload, fh)
         path = fh.name
+    env = dict(env or {})
+    bare = None
     try:
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            proc = subprocess.run([sys.executable, "-c", CHILD, name, path, str(ROOT / "layers" / "core"),
-                                   str(ROOT / "functions" / name / "app.py")],
-                                  capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=120)
-            wall = (time.perf_counter() - t0) * 1000
-            if proc.returncode != 0:
-                raise RuntimeError(f"cold-start child for {name} failed: {proc.stderr[-2000:]}")
-            rec = json.loads(proc.stdout.strip().splitlines()[-1])
-            rec["process_ms"] = wall
-            runs.append(rec)
+        _children(name, path, {**env, "PYTHONPYCACHEPREFIX": prefix, "PYTHONDONTWRITEBYTECODE": ""}, 1)
+        timed = {**env, "PYTHONPYCACHEPREFIX": prefix, "PYTHONDONTWRITEBYTECODE": "1"}
+        runs = _children(name, path, timed, repeat, llm_asked_at)
+        bare = _without_layer_bytecode(prefix) if bare_repeat else None
+        bare_runs = (_children(name, path, {**timed, "PYTHONPYCACHEPREFIX": bare}, bare_repeat, llm_asked_at)
+                     if bare else [])
     finally:
         os.unlink(path)
-    out = {k: round(percentile([r[k] for r in runs], 50), 1) for k in ("import_ms", "first_call_ms", "process_ms")}
+        shutil.rmtree(prefix, ignore_errors=True)
+        if bare:
+            shutil.rmtree(bare, ignore_errors=True)
+    out = _p50(runs, ("import_ms", "first_call_ms", "import_plus_first_call_ms", "process_ms"))
+    if llm_asked_at is not None:
+        asked = [r["before_llm_call_ms"] for r in runs if r.get("before_llm_call_ms") is not None]
+        out["before_llm_call_ms"] = round(percentile(asked, 50), 1) if len(asked) == len(runs) else None
     out["import_p99_ms"] = round(percentile([r["import_ms"] for r in runs], 99), 1)
     out["n"] = len(runs)
     out["all_ok"] = all(r["ok"] for r in runs)
@@ -76,17 +142,90 @@ def measure(name: str, payload: dict, *, repeat: int, env: dict | None = None) -
     out["onnxruntime_at_import"] = any(r["onnxruntime_after_import"] for r in runs)
     if not out["all_ok"]:
         out["sample_answer"] = runs[-1]["answer"]
+    if bare_runs:
+        out["without_layer_bytecode"] = {**_p50(bare_runs, ("import_ms", "first_call_ms", "import_plus_first_call_ms")),
+                                         "n": len(bare_runs)}
     return out
 
 
-def run(quick: bool, *, user: str, flat_event: dict, llm_env: dict) -> dict:
+#: top-level module -> the group the breakdown reports it under (anything else: "stdlib and other")
+GROUPS = {
+    "calroute": "calroute", "numpy": "numpy", "onnxruntime": "onnxruntime",
+    "pydantic": "pydantic", "pydantic_core": "pydantic", "annotated_types": "pydantic",
+    "typing_extensions": "pydantic", "typing_inspection": "pydantic",
+    "aws_lambda_powertools": "Powertools", "jmespath": "Powertools",
+    "boto3": "boto3/botocore", "botocore": "boto3/botocore", "s3transfer": "boto3/botocore",
+    "urllib3": "boto3/botocore", "dateutil": "boto3/botocore", "six": "boto3/botocore",
+    "openai": "openai SDK", "httpx2": "openai SDK", "httpcore2": "openai SDK", "anyio": "openai SDK",
+    "jiter": "openai SDK",
+}
+
+
+def parse_importtime(stderr: str) -> dict:
+    """``python -X importtime`` output (with the child's ``@@first-call@@`` marker) -> milliseconds
+    of module execution ("self" times) per group, during the module import and during the first
+    request."""
+    phase, out = "import", {"import": {}, "first_call": {}}
+    for line in stderr.splitlines():
+        if line.startswith("@@first-call@@"):
+            phase = "first_call"
+            continue
+        if not line.startswith("import time:") or "|" not in line:
+            continue
+        parts = line[len("import time:"):].split("|")
+        try:
+            self_us = int(parts[0])
+        except ValueError:  # the header line
+            continue
+        group = GROUPS.get(parts[2].strip().split(".")[0], "stdlib and other")
+        out[phase][group] = out[phase].get(group, 0.0) + self_us / 1000.0
+    return {ph: {g: round(v, 1) for g, v in sorted(d.items(), key=lambda kv: -kv[1])} for ph, d in out.items()}
+
+
+def breakdown(name: str, payload: dict, *, env: dict | None = None) -> dict:
+    """One more child under ``-X importtime``: where the import and the first request spend their
+    time, by package (module execution), and the first request's time outside imports (reads,
+    clients, ONNX session, the request itself). importtime's own overhead inflates these a little."""
+    import shutil
+
+    prefix = tempfile.mkdtemp(prefix="calroute-pyc-")  # byte-code everywhere, as in measure()
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+        json.dump(payload, fh)
+        path = fh.name
+    try:
+        _children(name, path, {**(env or {}), "PYTHONPYCACHEPREFIX": prefix, "PYTHONDONTWRITEBYTECODE": ""}, 1)
+        proc = subprocess.run([sys.executable, "-X", "importtime", "-c", CHILD, name, path,
+                               str(ROOT / "layers" / "core"), str(ROOT / "functions" / name / "app.py")],
+                              capture_output=True, text=True, timeout=120,
+                              env={**os.environ, **(env or {}), "PYTHONPYCACHEPREFIX": prefix,
+                                   "PYTHONDONTWRITEBYTECODE": "1"})
+    finally:
+        os.unlink(path)
+        shutil.rmtree(prefix, ignore_errors=True)
+    if proc.returncode != 0:
+        return {"error": proc.stderr[-300:]}
+    rec = json.loads(proc.stdout.strip().splitlines()[-1])
+    mods = parse_importtime(proc.stderr)
+    in_call = sum(mods["first_call"].values())
+    return {"import_ms": round(rec["import_ms"], 1), "first_call_ms": round(rec["first_call_ms"], 1),
+            "import_by_package_ms": mods["import"], "first_call_imports_by_package_ms": mods["first_call"],
+            "first_call_outside_imports_ms": round(max(0.0, rec["first_call_ms"] - in_call), 1)}
+
+
+def run(quick: bool, *, user: str, flat_event: dict, llm_env: dict,
+        llm_asked_at: Callable[[], Optional[float]] | None = None) -> dict:
     from .aws_env import http_event
 
     repeat = 2 if quick else 7
     progress(f"cold start: predict module ×{repeat}")
-    pred = measure("predict", http_event("POST", f"/v1/users/{user}/classify", {"event": flat_event}),
-                   repeat=repeat, env={"PREDICTION_LOG_SAMPLE_RATE": "1", "LAMBDA_INVOKE_MODE": "lambda"})
+    pred_payload = http_event("POST", f"/v1/users/{user}/classify", {"event": flat_event})
+    pred_env = {"PREDICTION_LOG_SAMPLE_RATE": "1", "LAMBDA_INVOKE_MODE": "lambda"}
+    bare = 1 if quick else 3
+    pred = measure("predict", pred_payload, repeat=repeat, env=pred_env, bare_repeat=bare)
+    pred["breakdown"] = breakdown("predict", pred_payload, env=pred_env)
     progress(f"cold start: LLM fallback module ×{repeat}")
-    llm = measure("llm_fallback", {"user_id": user, "event": flat_event, "candidates": []}, repeat=repeat,
-                  env=llm_env)
+    llm_payload = {"user_id": user, "event": flat_event, "candidates": []}
+    llm = measure("llm_fallback", llm_payload, repeat=repeat, env=llm_env, llm_asked_at=llm_asked_at,
+                  bare_repeat=bare)
+    llm["breakdown"] = breakdown("llm_fallback", llm_payload, env=llm_env)
     return {"predict": pred, "llm_fallback": llm}

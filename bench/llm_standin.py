@@ -49,7 +49,7 @@ class StandInLLM:
                  answer_fn: Optional[Callable[[str, str, list[str]], str]] = None):
         self.latency = latency
         self.answer_fn = answer_fn
-        self.calls: list[dict] = []  # {"input_tokens", "output_tokens", "delay"}
+        self.calls: list[dict] = []  # {"input_tokens", "output_tokens", "delay", "received_at" (epoch s)}
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -62,6 +62,7 @@ class StandInLLM:
                 pass
 
             def do_POST(self):  # noqa: N802
+                received_at = time.time()  # when the LLM was asked (epoch: comparable across processes)
                 raw = self.rfile.read(int(self.headers.get("content-length") or 0))
                 req = json.loads(raw)
                 messages = req.get("messages", [])
@@ -75,7 +76,8 @@ class StandInLLM:
                     lo, hi = me.latency
                     delay = me._rng.uniform(lo, hi) if hi > 0 else 0.0
                     usage = (request_tokens(messages), estimate_tokens(content))
-                    me.calls.append({"input_tokens": usage[0], "output_tokens": usage[1], "delay": delay})
+                    me.calls.append({"input_tokens": usage[0], "output_tokens": usage[1], "delay": delay,
+                                     "received_at": received_at})
                 if delay:
                     me._stop.wait(delay)
                 body = json.dumps({

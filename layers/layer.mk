@@ -21,3 +21,15 @@ define build-layer
 	$(PIP_INSTALL) --target "$(ARTIFACTS_DIR)/python" -r $(1)
 	$(PYTHON) "$(LAYERS_DIR)/trim.py" "$(ARTIFACTS_DIR)/python" $(2)
 endef
+
+# $(call compile-layer,<dir>): byte-code for the Lambda runtime. A layer's /opt is read-only, so a
+# layer without .pyc has every module it imports compiled from source at each cold start (the
+# serving layers: pydantic, Powertools, numpy, onnxruntime, calroute). unchecked-hash: the .pyc is
+# used as it is, whatever timestamps the zip keeps (the sources in a layer never change). Only with
+# the runtime's Python (3.12: the .pyc magic number must match); any other Python skips it, with a note.
+define compile-layer
+	@if $(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))'; then \
+		$(PYTHON) -m compileall -q -j 0 --invalidation-mode unchecked-hash "$(1)" >/dev/null \
+			|| echo "note: some files of $(1) did not compile"; \
+	else echo "note: $(PYTHON) is not Python 3.12: $(1) is shipped without byte-code (slower cold starts)"; fi
+endef

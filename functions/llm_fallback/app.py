@@ -35,3 +35,14 @@ def lambda_handler(event: Any, context: Any) -> dict:
     except Exception as exc:  # noqa: BLE001 - storage faults etc.: an error answer, not a crash
         logger.exception("llm fallback crashed")
         return {"error": "internal", "message": type(exc).__name__}
+
+
+def _prime() -> None:
+    """SnapStart init only (:func:`calroute.wiring.snapstart_init`): the service and its boto3
+    clients go into the snapshot. The LLM client is not created: it reads the API key, and a secret
+    is never put in a snapshot."""
+    service()
+    wiring.prime_aws()
+
+
+wiring.snapstart_init(_prime)

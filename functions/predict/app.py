@@ -2,7 +2,8 @@
 
 Thin handler: validate, call ``calroute.services.predict``, respond. The service (model cache,
 adapters, invoker: :func:`calroute.wiring.predict_service`) is built on the first request and kept
-for the container's life; importing this module does no I/O and never imports sklearn or openai.
+for the container's life; importing this module does no I/O and never imports sklearn or openai
+(in a SnapStart init it also builds the service and its clients, still without I/O: ``_prime``).
 
 Requests are validated by the resolver (OpenAPI + pydantic). Answers are built by the service and
 sent as JSON as they are: the response models below document them in the OpenAPI document, and
@@ -15,7 +16,7 @@ from __future__ import annotations
 import functools
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from calroute import ids, wiring
 from calroute.http.auth import authorize_user
@@ -53,17 +54,28 @@ class ClassifyBody(BaseModel):
     event: dict[str, Any] = Field(..., description="The event, flat form or Google Calendar event resource")
 
 
+# Models a classify request does not validate are built on first use (``defer_build``): the batch
+# body, and the response models, which only the OpenAPI document and the tests use.
+_LAZY = ConfigDict(defer_build=True)
+
+
 class BatchBody(BaseModel):
+    model_config = _LAZY
+
     events: list[dict[str, Any]] = Field(..., min_length=1, max_length=1000,
                                          description="Events to classify (at most BATCH_MAX_EVENTS, default 100)")
 
 
 class Alternative(BaseModel):
+    model_config = _LAZY
+
     calendar_id: str
     probability: float
 
 
 class Classification(BaseModel):
+    model_config = _LAZY
+
     event_id: str = Field(..., description="The event's id, or a generated one")
     calendar_id: Optional[str] = Field(..., description="The chosen calendar (null when method is none)")
     confidence: Optional[float] = Field(..., description="The model's probability for the chosen calendar")
@@ -89,6 +101,8 @@ class Classification(BaseModel):
 
 
 class BatchResult(BaseModel):
+    model_config = _LAZY
+
     results: list[Classification]
 
 
@@ -123,3 +137,13 @@ def classify_batch(userId: UserIdPath, body: BatchBody):
 
 
 lambda_handler = make_handler(app)
+
+
+def _prime() -> None:
+    """SnapStart init only (:func:`calroute.wiring.snapstart_init`): the service, its boto3
+    clients and onnxruntime go into the snapshot instead of into the first request."""
+    service()
+    wiring.prime_predict()
+
+
+wiring.snapstart_init(_prime)

@@ -149,6 +149,21 @@ def test_lambda_invoker_through_moto_reaches_a_clean_error(aws):
     assert LambdaInvoker("calroute-missing").invoke({"x": 1})["error"] == "invoke_failed"
 
 
+def test_the_wired_lambda_client_shares_the_stores_boto3_session(no_network):
+    """One botocore session per process: the Lambda client reuses the endpoint and service data the
+    DynamoDB/S3 clients loaded (a second session would read and parse them again on the first
+    unsure request)."""
+    from calroute import wiring
+    from calroute.adapters.dynamo import base
+    from calroute.config import Settings
+
+    arn = "arn:aws:lambda:us-east-1:123456789012:function:calroute-prod-llm-fallback:live"
+    inv = wiring.invoker(Settings(llm_function_name=arn))
+    assert isinstance(inv, LambdaInvoker) and inv.function_name == arn
+    assert inv._session is base.shared_tables().session
+    assert inv.client._loader is base.shared_tables().s3._loader
+
+
 def test_callable_invoker_round_trips_json_and_contains_faults():
     seen = []
     inv = CallableInvoker(lambda p: seen.append(p) or {"calendar_id": "home"})

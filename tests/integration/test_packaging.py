@@ -19,7 +19,7 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 
@@ -152,11 +152,16 @@ def _imported_top_levels(path: Path) -> set[str]:
 
 def test_built_core_layer_ships_exactly_the_runtime_package(tmp_path):
     built = _build_core_layer(tmp_path / "artifacts")
-    shipped = {p.relative_to(built).as_posix() for p in built.rglob("*") if p.is_file()}
+    files = {p.relative_to(built).as_posix() for p in built.rglob("*") if p.is_file()}
+    shipped = {f for f in files if "__pycache__" not in f}
     source = {p.relative_to(ROOT / "layers" / "core" / "calroute").as_posix()
               for p in (ROOT / "layers" / "core" / "calroute").rglob("*.py") if "__pycache__" not in p.parts}
     assert shipped == source, f"shipped != source: {sorted(shipped ^ source)}"  # all of calroute, nothing else
-    assert not any("__pycache__" in s for s in shipped)
+    # and the byte-code of exactly these modules, built by the build (not a developer's stale cache)
+    byte_code = {f for f in files if "__pycache__" in f}
+    expected = {(PurePosixPath(s).parent / "__pycache__" / f"{PurePosixPath(s).stem}.cpython-312.pyc").as_posix()
+                for s in source}
+    assert byte_code == expected, sorted(byte_code ^ expected)
     # no tooling module: neither the old in-package ones nor any name of the tooling package
     tooling = {p.relative_to(TOOLING).as_posix() for p in TOOLING.rglob("*.py")} - {"__init__.py"}
     assert tooling, TOOLING
@@ -165,6 +170,25 @@ def test_built_core_layer_ships_exactly_the_runtime_package(tmp_path):
     bad = {rel: sorted(_imported_top_levels(built / rel) & TOOLING_IMPORTS) for rel in sorted(shipped)}
     bad = {k: v for k, v in bad.items() if v}
     assert not bad, f"shipped modules importing tooling: {bad}"
+
+
+def test_built_core_layer_ships_byte_code_the_read_only_runtime_uses_as_is(tmp_path):
+    """Lambda's /opt is read-only: without .pyc every cold start compiles each imported module from
+    source. The build compiles with unchecked-hash pycs (no source timestamp check: a zip's mtimes
+    do not matter), and the runtime loads them instead of compiling."""
+    import importlib.util
+
+    built = _build_core_layer(tmp_path / "artifacts")
+    pyc = built / "__pycache__" / "wiring.cpython-312.pyc"
+    header = pyc.read_bytes()[:16]
+    assert header[:4] == importlib.util.MAGIC_NUMBER
+    assert int.from_bytes(header[4:8], "little") == 0b01, "hash-based, source not checked"
+    # loaded from the .pyc: the source is not even read (a blanked source changes nothing)
+    (built / "ids.py").write_text("raise ImportError('compiled from source')\n")
+    proc = subprocess.run([sys.executable, "-c", "import calroute.ids as i; print(i.__cached__)"],
+                          capture_output=True, text=True, timeout=60, cwd=str(tmp_path),
+                          env=dict(os.environ, PYTHONPATH=str(built.parent), PYTHONDONTWRITEBYTECODE="1"))
+    assert proc.returncode == 0, proc.stderr[-1500:]
 
 
 def test_built_core_layer_imports_without_the_tooling(tmp_path):

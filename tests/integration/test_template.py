@@ -87,6 +87,8 @@ def target(resource) -> str:
                 return f"function:{logical}"
             return f"{kind}:{logical}"
         if resource.tag == "Ref":
+            if resource.value.endswith(".Alias"):  # SAM's reference to an AutoPublishAlias alias
+                return f"alias:{resource.value[: -len('.Alias')]}"
             kind = RES.get(resource.value, {}).get("Type", "param")
             if kind == "AWS::Serverless::StateMachine":
                 return f"statemachine:{resource.value}"
@@ -170,7 +172,7 @@ def test_environment_variables_are_settings_fields():
 
 def test_function_specific_environment():
     env = lambda fn: RES[fn]["Properties"]["Environment"]["Variables"]  # noqa: E731
-    assert ref(env("PredictFunction")["LLM_FUNCTION_NAME"]) == "LlmFallbackFunction"
+    assert ref(env("PredictFunction")["LLM_FUNCTION_NAME"]) == "LlmFallbackFunction.Alias"
     assert ref(env("PredictFunction")["ML_ENABLED_PARAM"]) == "MlEnabledParameter"
     assert ref(env("ParseFunction")["LLM_FUNCTION_NAME"]) == "LlmFallbackFunction"
     assert ref(env("ParseFunction")["ML_ENABLED_PARAM"]) == "MlEnabledParameter"
@@ -209,7 +211,7 @@ def test_predict_least_privilege():
         "table:PredictionsTable": {"dynamodb:PutItem", "dynamodb:BatchWriteItem"},
         "table:UsageTable": {"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query"},
         "table:UsersTable": {"dynamodb:Query"},  # calendar list: unmet calendars, LLM answer check
-        "function:LlmFallbackFunction": {"lambda:InvokeFunction"},
+        "alias:LlmFallbackFunction": {"lambda:InvokeFunction"},  # the alias only, not $LATEST
         "ssm:/calroute/${Stage}/ml-enabled": {"ssm:GetParameter"},
     }
 
@@ -227,6 +229,35 @@ def test_parse_least_privilege():
         "ssm:/calroute/${Stage}/ml-enabled": {"ssm:GetParameter"},
     }
     assert not set().union(*g.values()) & DDB_WRITE
+
+
+SNAPSTART_FUNCTIONS = ("PredictFunction", "LlmFallbackFunction")
+
+
+def test_snapstart_is_an_opt_in_parameter_on_the_two_serving_functions():
+    from calroute_dev.local.template import Resolver
+
+    p = T["Parameters"]["SnapStart"]
+    assert p["Default"] == "None" and p["AllowedValues"] == ["None", "PublishedVersions"]
+    for fn in FUNCTIONS:
+        props = RES[fn]["Properties"]
+        if fn in SNAPSTART_FUNCTIONS:
+            # SnapStart snapshots published versions only: the alias is what gets invoked
+            assert props["AutoPublishAlias"] == "live", fn
+            assert ref(props["SnapStart"]["ApplyOn"]) == "SnapStart", fn
+        else:
+            assert "SnapStart" not in props and "AutoPublishAlias" not in props, fn
+    assert "SnapStart" not in T["Globals"]["Function"]
+    for params, applied in (({}, "None"), ({"SnapStart": "PublishedVersions"}, "PublishedVersions")):
+        r = Resolver(T, parameters=params, stack_name="s")
+        for fn in SNAPSTART_FUNCTIONS:
+            assert r.resolve(RES[fn]["Properties"]["SnapStart"]) == {"ApplyOn": applied}, (fn, params)
+    # predict invokes the LLM function's alias (its snapshotted version), and may invoke nothing else
+    r = Resolver(T, stack_name="s")
+    name = r.resolve(RES["PredictFunction"]["Properties"]["Environment"]["Variables"]["LLM_FUNCTION_NAME"])
+    assert name == "arn:aws:lambda:us-east-1:123456789012:function:calroute-prod-llm-fallback:live"
+    invoke = [st for st in statements("PredictFunction") if st["Action"] == "lambda:InvokeFunction"]
+    assert len(invoke) == 1 and r.resolve(invoke[0]["Resource"]) == name
 
 
 def test_only_training_writes_models_and_only_plan_writes_runs():

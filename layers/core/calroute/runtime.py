@@ -46,6 +46,11 @@ def _onnxruntime():
     return _ort
 
 
+def preload() -> None:
+    """Import onnxruntime now instead of at the first model load (a SnapStart init snapshots it)."""
+    _onnxruntime()
+
+
 def session_options():
     """One intra-op and one inter-op thread: otherwise every cached model owns a thread pool."""
     ort = _onnxruntime()

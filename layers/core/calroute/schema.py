@@ -191,7 +191,7 @@ class FlatEventIn(BaseModel):
 
 
 class GoogleWhen(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     dateTime: Optional[str] = Field(None, max_length=40)
     date: Optional[str] = Field(None, max_length=10)
@@ -205,7 +205,7 @@ class GoogleWhen(BaseModel):
 
 
 class GooglePerson(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
     email: Optional[str] = Field(None, max_length=MAX_EMAIL)
     displayName: Optional[str] = Field(None, max_length=512)
@@ -215,7 +215,7 @@ class GoogleEventIn(BaseModel):
     """The Google Calendar API event resource. Documented fields that do not matter for routing are
     accepted and ignored; undocumented ones are rejected."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     id: Optional[str] = Field(None, max_length=1024)
     summary: Optional[str] = Field("", max_length=MAX_SUMMARY * 4)
@@ -413,7 +413,7 @@ def sort_by_start(events: list[Event]) -> list[Event]:
 class CalendarInfo(BaseModel):
     """A user's calendar as shown to the LLM fallback and the API."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     calendar_id: str
     name: str = ""

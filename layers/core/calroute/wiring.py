@@ -17,6 +17,8 @@ Building does no I/O: boto3 resources are created on first use and shared by the
 
 from __future__ import annotations
 
+import os
+import random
 import sys
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
@@ -128,7 +130,9 @@ def invoker(cfg: Settings, *, sink: Optional[MetricsSink] = None, logger: Any = 
         return CallableInvoker(fallback_service(cfg, sink=sink, logger=logger, stores=stores).handle)
     if cfg.llm_function_name:
         timeout = cfg.llm_timeout_seconds * (cfg.llm_max_retries + 1) + 3.0
-        return LambdaInvoker(cfg.llm_function_name, read_timeout=timeout)
+        from .adapters.dynamo.base import shared_tables
+
+        return LambdaInvoker(cfg.llm_function_name, read_timeout=timeout, session=shared_tables().session)
     return None
 
 
@@ -198,5 +202,64 @@ def parse_service(cfg: Settings, *, sink: Optional[MetricsSink] = None, logger: 
                         sink=sink, logger=logger)
 
 
+
+# ----------------------------------------------------------------------------- SnapStart
+
+#: Lambda sets it while it initialises an environment: ``on-demand``, ``provisioned-concurrency``, or
+#: ``snap-start`` (the init whose memory is snapshotted when a version is published with SnapStart).
+INIT_TYPE_ENV = "AWS_LAMBDA_INITIALIZATION_TYPE"
+
+
+def snapstart_init(prime: Callable[[], Any]) -> bool:
+    """In a SnapStart init (``AWS_LAMBDA_INITIALIZATION_TYPE=snap-start``): run ``prime`` (build
+    the service and what its first request needs, without network I/O and without reading a
+    secret) so that the snapshot holds it, and register :func:`after_restore`. Anywhere else
+    (on-demand cold starts, tests, the local stack) it does nothing: the handler stays lazy and its
+    import does no work a request does not need. Returns whether it primed."""
+    if os.environ.get(INIT_TYPE_ENV) != "snap-start":
+        return False
+    prime()
+    try:  # in every Lambda Python managed runtime (snapshot-restore-py), not in the venv
+        from snapshot_restore_py import register_after_restore
+    except ImportError:  # pragma: no cover - only outside Lambda
+        register_after_restore = None
+    if register_after_restore is not None:
+        register_after_restore(after_restore)
+    return True
+
+
+def prime_aws() -> None:
+    """Create the process's boto3 resources (DynamoDB, S3) now, connections closed (SnapStart init)."""
+    from .adapters.dynamo.base import shared_tables
+
+    shared_tables().create_clients()
+
+
+def prime_predict() -> None:
+    """SnapStart init of the predict function: the boto3 resources and onnxruntime."""
+    from .runtime import preload
+
+    prime_aws()
+    preload()
+
+
+def after_restore() -> None:
+    """Once in every environment restored from a snapshot, before its first request.
+
+    * ``random`` is reseeded from the OS: every restored copy would otherwise draw the same
+      sequence (the retry jitter of the batch writes). The LLM prompt's nonce comes from
+      ``secrets`` and generated ids from ``uuid4`` (OS entropy): unaffected by the snapshot.
+    * The shared boto3 clients drop their pooled connections (none is opened before the snapshot,
+      but a connection must never cross one); the clients themselves stay: their loaded service
+      models are what the snapshot saves. Credentials are not frozen: under SnapStart the SDK reads
+      the container credentials endpoint and refreshes them.
+    """
+    random.seed()
+    from .adapters.dynamo.base import shared_tables
+
+    shared_tables().close_connections()
+
+
 __all__ = ["stores", "metrics_sink", "ingest_service", "lifecycle_service", "models_service", "stats_service",
-           "fallback_service", "invoker", "predict_service", "parse_service", "stdout_lines"]
+           "fallback_service", "invoker", "predict_service", "parse_service", "stdout_lines", "snapstart_init", "prime_aws",
+           "prime_predict", "after_restore"]

@@ -99,6 +99,11 @@ class Resolver:
             return self.params[name]
         if name in self.pseudo:
             return self.pseudo[name]
+        if name.endswith(".Alias") and name[: -len(".Alias")] in self.resources:
+            # SAM's reference to the alias AutoPublishAlias creates: the qualified function ARN
+            logical = name[: -len(".Alias")]
+            alias = self.resolve((self.resources[logical].get("Properties") or {})["AutoPublishAlias"])
+            return f"{self.arn(logical)}:{alias}"
         if name in self.resources:
             t = self.resources[name]["Type"]
             if t in ("AWS::Serverless::StateMachine", "AWS::StepFunctions::StateMachine",

@@ -29,10 +29,13 @@ def _as_answer(obj: Any) -> dict:
 class LambdaInvoker:
     """Synchronous ``lambda.invoke`` of ``function_name``."""
 
-    def __init__(self, function_name: str, *, read_timeout: float = 12.0, client=None):
+    def __init__(self, function_name: str, *, read_timeout: float = 12.0, client=None, session=None):
+        """``session``: the boto3 session to create the client from on first use (the wiring passes
+        the stores' one, whose loaded endpoint and service data the client then shares)."""
         self.function_name = function_name
         self.read_timeout = read_timeout
         self._client = client
+        self._session = session
 
     @property
     def client(self):
@@ -41,7 +44,7 @@ class LambdaInvoker:
             from botocore.config import Config
 
             # one attempt: the fallback function retries the LLM itself; a retried invoke doubles cost
-            self._client = boto3.client("lambda", config=Config(
+            self._client = (self._session or boto3).client("lambda", config=Config(
                 connect_timeout=2, read_timeout=self.read_timeout, retries={"max_attempts": 1, "mode": "standard"}))
         return self._client
 

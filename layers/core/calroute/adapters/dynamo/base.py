@@ -108,6 +108,12 @@ class Tables:
         self._s3 = None
 
     @property
+    def session(self) -> boto3.session.Session:
+        """The boto3 session every client of this process is created from (one botocore loader:
+        endpoints, partitions and service models are read once)."""
+        return self._session
+
+    @property
     def ddb(self):
         if self._ddb is None:
             self._ddb = self._session.resource("dynamodb", config=BOTO_CONFIG)
@@ -121,6 +127,19 @@ class Tables:
 
     def table(self, name: str):
         return self.ddb.Table(name)
+
+    def create_clients(self) -> None:
+        """Create the DynamoDB resource and the S3 client now (service models loaded, endpoint
+        rules and credentials provider resolved) without opening a connection: what a SnapStart
+        snapshot keeps (:func:`calroute.wiring.snapstart_init`)."""
+        self.ddb, self.s3  # noqa: B018 - the properties create them
+
+    def close_connections(self) -> None:
+        """Drop the pooled HTTP connections of the clients created so far (they reconnect on their
+        next request). After a SnapStart restore a connection opened before the snapshot is dead."""
+        for client in (self._ddb.meta.client if self._ddb is not None else None, self._s3):
+            if client is not None:
+                client.close()
 
 
 _shared = Tables()
