@@ -1,27 +1,18 @@
-"""The OpenAI Chat Completions adapter behind :class:`calroute.llm.types.LlmClient` (it depends on
-those types only).
+"""The OpenAI SDK adapter behind :class:`calroute.llm.types.LlmClient` (it depends on those types only).
 
-Works with any OpenAI-compatible server (``OPENAI_BASE_URL``, default ``https://api.openai.com/v1``).
-The key comes from ``OPENAI_API_KEY`` locally, or from SSM Parameter Store / Secrets Manager through
-Powertools parameters (cached ``KEY_MAX_AGE`` seconds per container) when ``LLM_API_KEY_PARAM`` is
-set: ``/calroute/openai-api-key`` (SSM SecureString) or ``secretsmanager:calroute/openai``.
+Works with any OpenAI-compatible server (``OPENAI_BASE_URL``). The key comes from
+``OPENAI_API_KEY`` locally, or from SSM Parameter Store / Secrets Manager through Powertools
+parameters (cached ``KEY_MAX_AGE`` seconds per container) when ``LLM_API_KEY_PARAM`` is set:
+``/calroute/openai-api-key`` (SSM SecureString) or ``secretsmanager:calroute/openai``.
 
-One ``POST {base_url}/chat/completions`` per answer over urllib3 (already loaded by botocore; a pooled
-keep-alive connection per container), not the ``openai`` SDK: importing the SDK builds its ~700
-pydantic response models, about half a second of the LLM function's cold start for the one call it
-makes (docs/serving.md, "Cold start"). What the SDK did is kept: timeout
-``Settings.llm_timeout_seconds`` per attempt and ``Settings.llm_max_retries`` retries of timeouts,
-connection errors and HTTP 408/409/429/5xx, with exponential backoff (0.5 s doubling, at most 8 s,
-jittered) or the server's ``retry-after-ms`` / ``retry-after`` when it is at most 60 s, and its
-``x-should-retry`` when present. Faults become :class:`calroute.llm.types.LlmError` codes.
+Timeout ``Settings.llm_timeout_seconds`` and ``Settings.llm_max_retries`` retries (the SDK retries
+429/5xx/connection errors with backoff, honouring ``Retry-After``). SDK exceptions become
+:class:`calroute.llm.types.LlmError` codes. ``openai`` is imported here only — never on the predict path.
 """
 
 from __future__ import annotations
 
-import json
-import random
-import time
-from typing import Any, Callable, Optional
+from typing import Optional
 
 from ..llm.types import LlmError, LlmReply
 
@@ -47,58 +38,19 @@ def resolve_api_key(cfg) -> str:
         if isinstance(value, bytes):
             value = value.decode("utf-8")
         return str(value).strip()
-    # OpenAI-compatible local servers accept any key; the Bearer header needs a non-empty one
+    # OpenAI-compatible local servers accept any key; the SDK insists on a non-empty one
     return cfg.openai_api_key or "not-needed"
 
 
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
-RETRY_STATUSES = frozenset({408, 409, 429}) | frozenset(range(500, 600))
-INITIAL_BACKOFF, MAX_BACKOFF, MAX_RETRY_AFTER = 0.5, 8.0, 60.0
-
-
-class _Retryable(Exception):
-    """One failed attempt worth another (timeout, connection error, 408/409/429/5xx)."""
-
-    def __init__(self, error: LlmError, retry_after: Optional[float] = None):
-        super().__init__(error.code)
-        self.error, self.retry_after = error, retry_after
-
-
-def _retry_after(headers: Any) -> Optional[float]:
-    """The server's wait in seconds (``retry-after-ms``, or ``retry-after`` in seconds or as an
-    HTTP date), when it is positive and at most 60 s; else None (exponential backoff)."""
-    value: Optional[float] = None
-    try:
-        if headers.get("retry-after-ms"):
-            value = float(headers["retry-after-ms"]) / 1000.0
-        elif headers.get("retry-after"):
-            raw = headers["retry-after"]
-            try:
-                value = float(raw)
-            except ValueError:
-                from email.utils import parsedate_to_datetime
-
-                value = parsedate_to_datetime(raw).timestamp() - time.time()
-    except (TypeError, ValueError, OverflowError):
-        return None
-    return value if value is not None and 0 < value <= MAX_RETRY_AFTER else None
-
-
 class OpenAIChatClient:
-    """``complete()`` = one Chat Completions request with a strict ``json_schema`` response format."""
+    """``complete()`` = one ``chat.completions.create`` with a strict ``json_schema`` response format."""
 
-    def __init__(self, *, base_url: Optional[str], api_key: str, timeout: float, max_retries: int,
-                 sleep: Callable[[float], Any] = time.sleep, pool: Any = None):
-        import urllib3
+    def __init__(self, *, base_url: Optional[str], api_key: str, timeout: float, max_retries: int):
+        import openai
 
-        self._urllib3 = urllib3
-        self.url = (base_url or DEFAULT_BASE_URL).rstrip("/") + "/chat/completions"
-        self.timeout = urllib3.Timeout(connect=timeout, read=timeout)
-        self.max_retries = max(0, int(max_retries))
-        self._headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json",
-                         "Accept": "application/json", "User-Agent": "calroute"}
-        self._sleep = sleep
-        self.pool = pool if pool is not None else urllib3.PoolManager(num_pools=2, maxsize=8, retries=False)
+        self._openai = openai
+        self.client = openai.OpenAI(base_url=base_url or None, api_key=api_key, timeout=timeout,
+                                    max_retries=max_retries)
 
     @classmethod
     def from_settings(cls, cfg) -> "OpenAIChatClient":
@@ -106,56 +58,30 @@ class OpenAIChatClient:
                    timeout=cfg.llm_timeout_seconds, max_retries=cfg.llm_max_retries)
 
     def complete(self, *, model: str, messages: list[dict], response_format: dict) -> LlmReply:
-        body = json.dumps({"model": model, "messages": messages, "response_format": response_format,
-                           "temperature": 0, "max_completion_tokens": 300}, ensure_ascii=False).encode("utf-8")
-        for attempt in range(self.max_retries + 1):
-            try:
-                return self._attempt(body)
-            except _Retryable as failed:
-                if attempt == self.max_retries:
-                    raise failed.error from failed
-                wait = failed.retry_after
-                if wait is None:
-                    wait = min(INITIAL_BACKOFF * 2.0 ** attempt, MAX_BACKOFF) * (1 - 0.25 * random.random())
-                self._sleep(wait)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _attempt(self, body: bytes) -> LlmReply:
-        exc = self._urllib3.exceptions
+        oa = self._openai
         try:
-            resp = self.pool.request("POST", self.url, body=body, headers=self._headers, timeout=self.timeout,
-                                     retries=False, redirect=False)
-        except exc.NewConnectionError as e:  # refused, DNS (first: urllib3 1.26 derives it from a timeout)
-            raise _Retryable(LlmError("unreachable", "the LLM endpoint is unreachable")) from e
-        except exc.TimeoutError as e:  # connect or read timeout
-            raise _Retryable(LlmError("timeout", "the LLM did not answer in time")) from e
-        except exc.HTTPError as e:  # reset, TLS, protocol errors
-            raise _Retryable(LlmError("unreachable", "the LLM endpoint is unreachable")) from e
-        status = resp.status
-        if status >= 300:
-            err = (LlmError("rate_limited", "the LLM is rate limiting") if status == 429
-                   else LlmError("upstream_error", f"the LLM answered HTTP {status}"))
-            should = (resp.headers.get("x-should-retry") or "").lower()
-            if should == "true" or (should != "false" and status in RETRY_STATUSES):
-                raise _Retryable(err, _retry_after(resp.headers))
-            raise err
-        try:
-            data = json.loads(resp.data)
-        except (ValueError, TypeError) as e:  # a non-JSON body from a misbehaving server
-            raise LlmError("upstream_error", type(e).__name__) from e
-        return _reply(data)
-
-
-def _reply(data: Any) -> LlmReply:
-    """The answer's text and token counts (empty text for a refusal or no choice)."""
-    if not isinstance(data, dict):
-        raise LlmError("upstream_error", "the LLM answered a non-object")
-    usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
-    in_tok = int(usage.get("prompt_tokens") or 0)
-    out_tok = int(usage.get("completion_tokens") or 0)
-    choices = data.get("choices") if isinstance(data.get("choices"), list) else []
-    msg = choices[0].get("message") if choices and isinstance(choices[0], dict) else None
-    if not isinstance(msg, dict) or msg.get("refusal"):
-        return LlmReply("", in_tok, out_tok)
-    content = msg.get("content")
-    return LlmReply(content if isinstance(content, str) else "", in_tok, out_tok)
+            resp = self.client.chat.completions.create(model=model, messages=messages,
+                                                       response_format=response_format, temperature=0,
+                                                       max_completion_tokens=300)
+        except oa.APITimeoutError as exc:
+            raise LlmError("timeout", "the LLM did not answer in time") from exc
+        except oa.RateLimitError as exc:
+            raise LlmError("rate_limited", "the LLM is rate limiting") from exc
+        except oa.APIStatusError as exc:
+            raise LlmError("upstream_error", f"the LLM answered HTTP {exc.status_code}") from exc
+        except oa.APIConnectionError as exc:
+            raise LlmError("unreachable", "the LLM endpoint is unreachable") from exc
+        except oa.OpenAIError as exc:  # response validation and other SDK errors
+            raise LlmError("upstream_error", type(exc).__name__) from exc
+        except (ValueError, TypeError) as exc:  # a non-JSON body from a misbehaving server
+            raise LlmError("upstream_error", type(exc).__name__) from exc
+        usage = getattr(resp, "usage", None)
+        in_tok = int(getattr(usage, "prompt_tokens", 0) or 0)
+        out_tok = int(getattr(usage, "completion_tokens", 0) or 0)
+        choices = getattr(resp, "choices", None) or []
+        if not choices:
+            return LlmReply("", in_tok, out_tok)
+        msg = choices[0].message
+        if getattr(msg, "refusal", None):
+            return LlmReply("", in_tok, out_tok)
+        return LlmReply(msg.content or "", in_tok, out_tok)
