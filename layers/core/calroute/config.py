@@ -66,6 +66,11 @@ class Settings(BaseModel):
     retrain_new_events: int = Field(50, ge=1)
     retrain_corrections: int = Field(10, ge=1)
     max_train_events: int = Field(20000, ge=100)
+    # training weight of a remembered label (docs/learning.md "Labels with provenance"): the LLM's
+    # answer (``llm``) and the model's own answer (``ml``); a user's or confirmed label weighs 1.
+    # Never certified on: threshold, calibration and holdouts use user/confirmed labels only.
+    label_weight_llm: float = Field(0.5, ge=0, le=1)
+    label_weight_ml: float = Field(0.5, ge=0, le=1)
     # model family of calroute.training (see docs/model-selection.md); MODEL_FAMILY env var
     model_family: Literal["logreg", "sgd", "linsvc", "gb_dense", "gb_all"] = "logreg"
 
