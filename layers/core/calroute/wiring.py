@@ -163,7 +163,7 @@ def predict_service(cfg: Settings, *, sink: Optional[MetricsSink] = None, logger
     forget.register(directory)
     return PredictService(cfg, cache=cache, invoker=invoker, predictions=s.predictions, usage=s.usage,
                           flags=flag_provider(cfg), sink=sink, logger=logger, calendars=directory,
-                          lines=lines)
+                          lines=lines, events=s.events, users=s.users)
 
 
 __all__ = ["stores", "metrics_sink", "ingest_service", "lifecycle_service", "models_service", "stats_service",
