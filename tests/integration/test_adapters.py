@@ -97,9 +97,11 @@ def test_labels_carry_provenance_and_remembered_answers_never_overwrite_a_user_l
     repo.set_calendar("alice", "e3", "home")
     repo.set_calendar("alice", "e4", "work", provenance="confirmed")
     assert repo.remember("alice", [(_ev(3, "work"), "llm", {}), (_ev(4, "home"), "llm", {})]) == []
-    got = {s.event.event_id: (s.event.calendar_id, s.provenance) for s in repo.list_stored("alice")}
+    got_rows = {s.event.event_id: s for s in repo.list_stored("alice")}
+    got = {k: (s.event.calendar_id, s.provenance) for k, s in got_rows.items()}
     assert got["e3"] == ("home", "user") and got["e4"] == ("work", "confirmed")
-    assert repo.list_stored("bob") == []  # tenant-scoped
+    assert repo.list_stored("bob") == [] and repo.get_stored("bob", "e3") is None  # tenant-scoped
+    assert repo.get_stored("alice", "e4") == got_rows["e4"] and repo.get_stored("alice", "e9") is None
 
 
 def test_items_without_provenance_read_as_user_labels(aws):

@@ -37,6 +37,8 @@ FUNCTIONS = {
 ROUTES = {
     ("POST", "/v1/users/{userId}/events"): "IngestFunction",
     ("POST", "/v1/users/{userId}/events/{eventId}/correction"): "IngestFunction",
+    ("GET", "/v1/users/{userId}/review"): "IngestFunction",
+    ("POST", "/v1/users/{userId}/events/{eventId}/confirm"): "IngestFunction",
     ("PUT", "/v1/users/{userId}/calendars/{calendarId}"): "IngestFunction",
     ("POST", "/v1/users/{userId}/calendars/{calendarId}/import"): "IngestFunction",
     ("POST", "/v1/users/{userId}/classify"): "PredictFunction",

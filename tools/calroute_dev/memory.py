@@ -76,6 +76,10 @@ class FakeEventStore:
         return [StoredEvent(parse_event(json.loads(r[0])), r[3], r[1], stored(r[4]))
                 for _, r in sorted(self.items.get(user_id, {}).items())]
 
+    def get_stored(self, user_id: str, event_id: str) -> Optional[StoredEvent]:
+        r = self.items.get(user_id, {}).get(event_id)
+        return StoredEvent(parse_event(json.loads(r[0])), r[3], r[1], stored(r[4])) if r else None
+
     def get_event(self, user_id: str, event_id: str) -> Optional[Event]:
         row = self.items.get(user_id, {}).get(event_id)
         return parse_event(json.loads(row[0])) if row else None

@@ -67,6 +67,10 @@ class EventStore(Protocol):
         """Every event of the user with its provenance, write time and answer meta."""
         ...
 
+    def get_stored(self, user_id: str, event_id: str) -> Optional[StoredEvent]:
+        """One event with its provenance (None when it is not stored)."""
+        ...
+
     def get_event(self, user_id: str, event_id: str) -> Optional[Event]: ...
 
     def existing_ids(self, user_id: str, event_ids: Iterable[str]) -> set[str]:

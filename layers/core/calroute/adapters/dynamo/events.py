@@ -94,14 +94,20 @@ class DynamoEventStore(TableAdapter):
                 new.append(ev.event_id)
         return new
 
+    @staticmethod
+    def _stored(item: dict) -> StoredEvent:
+        return StoredEvent(DynamoEventStore._event(item), str(item.get("provenance") or LABEL_USER),
+                           str(item.get("updated_at") or ""), _meta(item))
+
     @translated
     def list_stored(self, user_id: str) -> list[StoredEvent]:
-        out = []
-        for item in query_all(self.table, KeyConditionExpression="user_id = :u",
-                              ExpressionAttributeValues={":u": user_id}):
-            out.append(StoredEvent(self._event(item), str(item.get("provenance") or LABEL_USER),
-                                   str(item.get("updated_at") or ""), _meta(item)))
-        return out
+        return [self._stored(item) for item in query_all(self.table, KeyConditionExpression="user_id = :u",
+                                                         ExpressionAttributeValues={":u": user_id})]
+
+    @translated
+    def get_stored(self, user_id: str, event_id: str) -> Optional[StoredEvent]:
+        item = self.table.get_item(Key={"user_id": user_id, "event_id": event_id}).get("Item")
+        return self._stored(item) if item else None
 
     @staticmethod
     def _event(item: dict) -> Event:
