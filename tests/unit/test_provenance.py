@@ -86,6 +86,17 @@ def test_a_wrong_llm_label_pulls_the_model_less_the_lower_its_weight():
     assert p_gym(0.1) > p_gym(1.0) + 0.05
 
 
+def test_a_label_of_weight_zero_is_no_training_data():
+    events = synthetic_events(per_calendar=20, calendars=("work", "gym"))
+    prov = ["ml" if i % 3 == 0 else "user" for i in range(len(events))]
+    cfg = TrainConfig(min_events=10, min_per_calendar=5, label_weight_ml=0.0)
+    m = train_user_model(events, cfg, user_id="u1", version=VERSION, now=NOW, provenance=prov)
+    kept = [e for e, p in zip(events, prov) if p == "user"]
+    assert m.metrics["n_events"] == len(kept) and m.metrics["labels_by_provenance"] == {"user": len(kept)}
+    plain = train_user_model(kept, cfg, user_id="u1", version=VERSION, now=NOW)
+    assert np.array_equal(m.parity_proba, plain.parity_proba)
+
+
 def test_user_labels_only_is_exactly_the_unweighted_model():
     events = synthetic_events(per_calendar=20, calendars=("work", "gym"))
     cfg = TrainConfig(min_events=10, min_per_calendar=5)

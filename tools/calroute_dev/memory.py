@@ -30,8 +30,36 @@ from calroute.ports import ERASURE_PK, GLOBAL_PK, RUN_PK, Stores, StoredEvent
 from calroute.schema import LABEL_LLM, LABEL_ML, LABEL_USER, CalendarInfo, Event, parse_event
 
 
+#: the stores' clock (``calroute replay`` sets a simulated one with :func:`set_clock`; None: the wall clock)
+_CLOCK: Optional[Any] = None
+
+
+def set_clock(clock: Optional[Any]) -> None:
+    """Make every store write ``clock()`` (an aware datetime) as its timestamps; None: the wall clock."""
+    global _CLOCK
+    _CLOCK = clock
+
+
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    now = _CLOCK() if _CLOCK is not None else datetime.now(timezone.utc)
+    return now.isoformat(timespec="milliseconds")
+
+
+def clone_stores(stores: Stores) -> Stores:
+    """A deep copy of in-memory stores (locks are new): a replay branches into variants from it."""
+    def one(store: Any) -> Any:
+        new = object.__new__(type(store))
+        for k, v in vars(store).items():
+            if isinstance(v, type(threading.RLock())):
+                new.__dict__[k] = threading.RLock()
+            elif isinstance(v, type(threading.Lock())):
+                new.__dict__[k] = threading.Lock()
+            else:
+                new.__dict__[k] = copy.deepcopy(v)
+        return new
+
+    return Stores(**{f: one(getattr(stores, f)) for f in ("events", "users", "registry", "models", "predictions",
+                                                          "usage")})
 
 
 def stored(value: Any) -> Any:

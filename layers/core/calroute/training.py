@@ -458,6 +458,10 @@ def _train(events: list[Event], cfg: TrainConfig, *, user_id: str, version: str,
     ok, reason = check_gates([e for e, p in pairs if p in TRUSTED_LABELS], cfg)
     if not ok:
         raise GateFailed(reason)
+    # a remembered label of weight 0 (LABEL_WEIGHT_ML=0: "never learn from the model's own answers")
+    # is no training data at all: not in the fit, the novelty/shape indexes or the folds
+    w_all, _ = label_weights([p for _, p in pairs], len(pairs), cfg)
+    pairs = [ep for ep, w in zip(pairs, w_all) if w > 0]
     if len(pairs) > cfg.max_train_events:
         pairs = pairs[-cfg.max_train_events:]  # the most recent ones
     labelled = [e for e, _ in pairs]
