@@ -127,3 +127,18 @@ def test_train_user_reads_provenance_from_the_store_and_a_correction_makes_a_lab
     correct_event("alice", eid, "gym", stores)
     row = {s.event.event_id: s for s in stores.events.list_stored("alice")}[eid]
     assert row.provenance == "user" and row.event.calendar_id == "gym"
+
+
+def test_blocks_are_cut_on_trusted_rows_so_the_holdout_always_has_some():
+    from calroute.training import time_blocks, trusted_time_blocks
+
+    labels = ["a"] * 10
+    assert trusted_time_blocks(labels, np.ones(10, bool), 5).tolist() == time_blocks(labels, 5).tolist()
+    # the user's labels first, then only the LLM's: the user's rows are spread over every block
+    trusted = np.asarray([True] * 5 + [False] * 5)
+    assert trusted_time_blocks(labels, trusted, 5).tolist() == [0, 1, 2, 3, 4, 4, 4, 4, 4, 4]
+    events = synthetic_events(per_calendar=60, calendars=("work", "gym"))
+    prov = _split(events, 20)  # the last two thirds of each calendar are the LLM's
+    m = train_user_model(events, TrainConfig(min_events=10, min_per_calendar=5), user_id="u1", version=VERSION,
+                         now=NOW, provenance=prov)
+    assert m.metrics["holdout_rows"] == 8 and m.metrics["holdout_accuracy"] is not None  # 4 per calendar

@@ -497,7 +497,7 @@ def _add_replay_arguments(p: argparse.ArgumentParser) -> None:
                         "(default %(default)s)")
     p.add_argument("--correct-rate", type=float, default=0.5,
                    help="probability the simulated user corrects a wrong answer (default %(default)s)")
-    p.add_argument("--labelled", type=int, default=10, metavar="K",
+    p.add_argument("--labelled", type=int, default=20, metavar="K",
                    help="the first K events of each calendar arrive labelled (an import; default %(default)s)")
     p.add_argument("--arms", default="corrections_only,llm_answers,all_answers",
                    help="comma-separated arms (default %(default)s)")

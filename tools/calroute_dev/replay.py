@@ -25,9 +25,9 @@ Every output names the LLM mode.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
-import zlib
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, time as dtime, timedelta, timezone
@@ -51,8 +51,10 @@ BATCH = 100
 
 
 def _unit(*parts: Any) -> float:
-    """A deterministic number in [0, 1) from ``parts`` (crc32: the same in every arm and run)."""
-    return zlib.crc32(":".join(str(p) for p in parts).encode("utf-8")) / 2**32
+    """A deterministic number in [0, 1) from ``parts`` (the same in every arm and run). blake2b, not
+    crc32: crc32 is linear, so the draws for "llm" and "correct" of one event would be correlated."""
+    digest = hashlib.blake2b(":".join(str(p) for p in parts).encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
 
 
 class SimulatedLlm:
@@ -167,6 +169,8 @@ class UserReplay:
         self.weeks: dict[int, Counter] = {}
         self.totals: Counter = Counter()
         self.t0 = self.events[0].start_utc if self.events else self.now
+        #: stop the stream once the first model is active (measuring only when it arrives)
+        self.stop_at_first_model = False
 
     # -- the simulated fallback (what LlmFallbackFunction would answer, at its price)
     def _llm(self, payload: dict) -> dict:
@@ -246,6 +250,8 @@ class UserReplay:
                     tick = _tick_after(tick)
                 self.training_run(tick)
                 next_tick = _tick_after(tick)
+                if self.stop_at_first_model and self.first_model is not None:
+                    return
 
     def _day(self, day: list[Event], ingest_events, correct_event) -> None:
         labelled, unlabelled = [], []
@@ -262,9 +268,7 @@ class UserReplay:
         for b in range(0, len(unlabelled), BATCH):
             chunk = unlabelled[b:b + BATCH]
             flats = [{k: v for k, v in e.to_flat().items() if k != "calendar_id"} for e in chunk]
-            calls_before = self.calls
             results = self.service.classify_batch(self.user, flats, remember=self.arm.remember)
-            del calls_before
             for e, r in zip(chunk, results):
                 self._answer(e, r, ingest_events, correct_event)
         self.streamed += len(day)
@@ -407,10 +411,10 @@ def _next_model(user: str, stores: Stores, base: UserReplay, rest: Sequence[Even
 # ----------------------------------------------------------------------------- many users
 
 
-def replay(data_dir: str | Path, *, llm: str = "noisy:0.9", correct_rate: float = 0.5, k_labelled: int = 10,
+def replay(data_dir: str | Path, *, llm: str = "noisy:0.9", correct_rate: float = 0.5, k_labelled: int = 20,
            arms: Sequence[str] = ARMS, gates: Sequence[int] = DEFAULT_GATES, users: Optional[Sequence[str]] = None,
            max_events: Optional[int] = None, seed: int = 0, progress: Optional[Callable[[str], None]] = None,
-           settings: Optional[dict] = None) -> dict:
+           settings: Optional[dict] = None, stop_at_first_model: bool = False) -> dict:
     """Replay every user (or ``users``) in every arm. Returns the ``--json`` object:
     ``{"llm", "correct_rate", "k_labelled", "gates", "arms": {arm: {pooled figures, "weeks": [...],
     "users": {user: {...}}}}}``."""
@@ -434,7 +438,9 @@ def replay(data_dir: str | Path, *, llm: str = "noisy:0.9", correct_rate: float 
             if progress:
                 progress(f"replay [{sim.name}] {arm_name}: {user} ({len(evs)} events)")
             r = UserReplay(user, evs, arm=arm, llm=sim, k_labelled=k_labelled, correct_rate=correct_rate, gates=gates,
-                           seed=seed, settings=settings).run()
+                           seed=seed, settings=settings)
+            r.stop_at_first_model = stop_at_first_model
+            r.run()
             per_user[user] = r.summary()
             for wk, c in r.weeks.items():
                 weeks.setdefault(wk, Counter()).update(c)

@@ -290,6 +290,27 @@ def time_blocks(labels: Sequence[str], n_blocks: int) -> np.ndarray:
     return out
 
 
+def trusted_time_blocks(labels: Sequence[str], trusted: np.ndarray, n_blocks: int) -> np.ndarray:
+    """:func:`time_blocks` cut on each calendar's *trusted* rows (user/confirmed labels), so every
+    fold and the holdout (the last block) have trusted rows to be scored on however many remembered
+    labels there are; a remembered row joins the block of the latest trusted row of its calendar
+    before it (in the given time order), block 0 before the first. With every row trusted this is
+    exactly :func:`time_blocks`."""
+    trusted = np.asarray(trusted, dtype=bool)
+    out = np.zeros(len(labels), dtype=np.int64)
+    totals = Counter(lab for lab, t in zip(labels, trusted) if t)
+    seen: Counter = Counter()
+    current: dict[str, int] = {}
+    for i, lab in enumerate(labels):
+        if trusted[i]:
+            out[i] = (seen[lab] * n_blocks) // totals[lab]
+            seen[lab] += 1
+            current[lab] = int(out[i])
+        else:
+            out[i] = current.get(lab, 0)
+    return out
+
+
 def _aligned_proba(model: CalendarClassifier, X: np.ndarray, labels: Sequence[str]) -> np.ndarray:
     """``model``'s probabilities re-indexed to ``labels`` (0 for calendars the fold never saw)."""
     p = model.predict_proba(X)
@@ -475,7 +496,7 @@ def _train(events: list[Event], cfg: TrainConfig, *, user_id: str, version: str,
                                   dense_scale=cfg.dense_scale, random_state=cfg.random_state)
 
     # time-ordered out-of-fold predictions -> threshold, calibration, cv metrics, holdout
-    blocks = time_blocks(y.tolist(), cfg.n_blocks)
+    blocks = trusted_time_blocks(y.tolist(), trusted, cfg.n_blocks)
     oof, mask = out_of_fold(X, y, blocks, labels, make_model, sample_weight=weights, predict=trusted)
     lab_arr = np.asarray(labels)
     oof_pred = lab_arr[np.argmax(oof[mask], axis=1)] if mask.any() else np.asarray([], dtype=str)
