@@ -48,9 +48,11 @@ class Settings(BaseModel):
     lambda_invoke_mode: Literal["lambda", "inprocess"] = "lambda"
 
     # --- training gates and policy ---
-    min_events: int = Field(50, ge=2)
+    # the gates count the user's own labels (user/confirmed; docs/learning.md "Models sooner": with the
+    # certified threshold a model from few rows answers only what it is sure of; was 50 / 2 / 10)
+    min_events: int = Field(10, ge=2)
     min_calendars: int = Field(2, ge=2)
-    min_per_calendar: int = Field(10, ge=1)
+    min_per_calendar: int = Field(5, ge=1)
     target_precision: float = Field(0.95, gt=0, le=1)
     default_threshold: float = Field(0.85, ge=0, le=1)
     threshold_min: float = Field(0.30, ge=0, le=1)

@@ -82,9 +82,9 @@ class ParityFailed(Exception):
 class TrainConfig:
     """Training gates and policy (from :class:`calroute.config.Settings`, plus trainer knobs)."""
 
-    min_events: int = 50
+    min_events: int = 10
     min_calendars: int = 2
-    min_per_calendar: int = 10
+    min_per_calendar: int = 5
     target_precision: float = 0.95
     default_threshold: float = 0.85
     threshold_min: float = 0.30
