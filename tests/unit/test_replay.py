@@ -102,3 +102,24 @@ def test_cli_replay_json_and_unknown_user(data, capsys):
     assert cli.main(["replay", "--data", str(data), "--llm", "oracle", "--labelled", "6", "--arms",
                      "corrections_only"]) == 0
     assert "LLM: oracle" in capsys.readouterr().out
+
+
+def test_cli_review_confirms_then_lists(monkeypatch, capsys):
+    calls = []
+
+    class Stub:
+        def confirm(self, user, event_id):
+            calls.append(("confirm", user, event_id))
+            return {"event_id": event_id, "calendar_id": "work", "provenance": "confirmed", "changed": True}
+
+        def review(self, user, limit):
+            calls.append(("review", user, limit))
+            return {"user_id": user, "pending": 2, "events": [
+                {"event_id": "e5", "calendar_id": "home", "summary": "Dentist", "start": "2026-03-03T15:00:00",
+                 "margin": None, "novelty": 1.0}]}
+
+    monkeypatch.setattr(cli, "_client", lambda args: Stub())
+    assert cli.main(["review", "--user", "alice", "--limit", "5", "--confirm", "e7"]) == 0
+    assert calls == [("confirm", "alice", "e7"), ("review", "alice", 5)]
+    out = capsys.readouterr().out
+    assert "e7 → work (confirmed)" in out and "2 LLM answers not confirmed yet" in out and "Dentist" in out
