@@ -107,16 +107,23 @@ def render(r: dict) -> str:
     dacc = (la["accuracy"] - co["accuracy"]) * 100 if la["accuracy"] is not None and co["accuracy"] is not None else None
     drop_all = 1 - aa["llm_calls"] / co["llm_calls"] if co["llm_calls"] else None
     dacc_all = (aa["accuracy"] - co["accuracy"]) * 100 if aa["accuracy"] is not None else None
-    ratio = (today["first_model_after_events"] / la["first_model_after_events"]
-             if today["first_model_after_events"] and la["first_model_after_events"] else None)
+    # paired: the users that got a model both ways (a user who never got one with today's gates is
+    # counted apart, not as a number)
+    both = [u for u in la["users"] if la["users"][u]["first_model_after_events"] is not None
+            and (today["users"].get(u) or {}).get("first_model_after_events") is not None]
+    only_new = [u for u in la["users"] if la["users"][u]["first_model_after_events"] is not None
+                and (today["users"].get(u) or {}).get("first_model_after_events") is None]
+    m_new = _mean([la["users"][u]["first_model_after_events"] for u in both])
+    m_today = _mean([today["users"][u]["first_model_after_events"] for u in both])
+    ratio = m_today / m_new if m_new and m_today else None
     lines += ["", "**Against the bars of the issue** (pooled over the users):", ""]
     lines.append(f"* LLM calls, learning from LLM answers vs corrections only: {_pct(drop)} fewer "
                  f"(bar: ≥ 30%) at {dacc:+.1f} points of accuracy (bar: ≥ −1) — "
                  f"**{'met' if drop is not None and drop >= 0.3 and dacc >= -1 else 'not met'}**; "
                  f"also from the model's own answers: {_pct(drop_all)} fewer at {dacc_all:+.1f} points.")
-    lines.append(f"* First model: after {_f(la['first_model_after_events'])} events on average with the new gates "
-                 f"vs {_f(today['first_model_after_events'])} with today's 50/2/10 "
-                 f"({today['users_without_model']} users never got one) — {ratio:.1f}× earlier (bar: ≥ 2×) — "
+    lines.append(f"* First model: after {_f(m_new)} events on average with the new gates vs {_f(m_today)} with "
+                 f"today's 50/2/10, over the {len(both)} users that got one both ways; {len(only_new)} more got one only "
+                 f"with the new gates ({', '.join(only_new) or 'none'}) — {ratio:.1f}× earlier (bar: ≥ 2×) — "
                  f"**{'met' if ratio and ratio >= 2 else 'not met'}**." if ratio else
                  "* First model: not measurable (no model arrived in one of the settings).")
     rev = [v for v in r["review"].values() if v]
