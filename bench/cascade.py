@@ -58,12 +58,19 @@ def run_users(data: Path, users: list[str], *, llm: str, max_events: Optional[in
             "main": main, "today": today, "review": review, "seconds": round(time.perf_counter() - t0, 1)}
 
 
+WEIGHTS = (0.25, 0.5, 1.0)
+
+
 def merge(parts: list[dict]) -> dict:
     from calroute_dev.replay import _pool, _weeks
     from collections import Counter
 
+    sweep = next((p for p in parts if "sweep" in p), None)
+    parts = [p for p in parts if "sweep" not in p]
     first = parts[0]
     out = {k: first[k] for k in ("llm", "max_events", "k_labelled", "correct_rate")}
+    if sweep:
+        out["sweep"] = sweep
     for key in ("main", "today"):
         arms = {}
         for arm in first[key]["arms"]:
@@ -156,6 +163,13 @@ def render(r: dict) -> str:
     for w in [w for w in la["weeks"] if w["classified"]][:12]:
         lines.append(f"| {w['week']} | {w['classified']} | {_pct(w['llm_share'])} | {w['cumulative_llm_calls']} | "
                      f"{_pct(w['accuracy'])} |")
+    if r.get("sweep"):
+        sw = r["sweep"]
+        lines += ["", f"`LABEL_WEIGHT_LLM` (llm_answers arm; users {', '.join(sw['users'])}, same settings) "
+                  f"[{r['llm']}]:", "", "| weight | LLM calls | accuracy of answers | model's own answers (acc.) |",
+                  "|---|---|---|---|"]
+        for w, a in sw["sweep"].items():
+            lines.append(f"| {w} | {a['llm_calls']} | {_pct(a['accuracy'])} | {a['ml_answers']} ({_pct(a['ml_accuracy'])}) |")
     lines += ["", f"Measured in {r['seconds']:.0f} s of replay (`python -m bench.cascade`)."]
     return "\n".join(lines)
 
@@ -189,7 +203,20 @@ def main(argv=None) -> int:
     p.add_argument("--part", help="write this slice's figures to FILE (no docs)")
     p.add_argument("--merge", nargs="+", help="join slices written with --part and write the docs")
     p.add_argument("--no-docs", action="store_true")
+    p.add_argument("--sweep", help="comma-separated users: replay the llm_answers arm at LABEL_WEIGHT_LLM "
+                                   "0.25 / 0.5 / 1.0 and write the slice to --part")
     a = p.parse_args(argv)
+    if a.sweep:
+        from calroute_dev import replay as rp
+
+        rows = {}
+        for w in WEIGHTS:
+            r = rp.replay(a.data, llm=a.llm, correct_rate=a.correct_rate, k_labelled=a.labelled,
+                          users=a.sweep.split(","), max_events=a.max_events, arms=["llm_answers"],
+                          settings={"label_weight_llm": w}, progress=lambda m: print(m, file=sys.stderr))
+            rows[str(w)] = {k: v for k, v in r["arms"]["llm_answers"].items() if k not in ("weeks",)}
+        Path(a.part).write_text(json.dumps({"sweep": rows, "users": a.sweep.split(",")}, indent=1))
+        return 0
     if a.merge:
         result = merge([json.loads(Path(f).read_text()) for f in a.merge])
     else:
