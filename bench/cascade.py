@@ -215,7 +215,7 @@ def main(argv=None) -> int:
                           users=a.sweep.split(","), max_events=a.max_events, arms=["llm_answers"],
                           settings={"label_weight_llm": w}, progress=lambda m: print(m, file=sys.stderr))
             rows[str(w)] = {k: v for k, v in r["arms"]["llm_answers"].items() if k not in ("weeks",)}
-        Path(a.part).write_text(json.dumps({"sweep": rows, "users": a.sweep.split(",")}, indent=1))
+        Path(a.part).write_text(json.dumps({"sweep": rows, "users": a.sweep.split(",")}, separators=(",", ":")) + "\n")
         return 0
     if a.merge:
         result = merge([json.loads(Path(f).read_text()) for f in a.merge])
@@ -226,7 +226,7 @@ def main(argv=None) -> int:
         result = run_users(Path(a.data), users, llm=a.llm, max_events=a.max_events, k=a.labelled,
                            correct_rate=a.correct_rate)
         if a.part:
-            Path(a.part).write_text(json.dumps(result, indent=1))
+            Path(a.part).write_text(json.dumps(result, separators=(",", ":")) + "\n")
             return 0
     text = render(result)
     print(text)
