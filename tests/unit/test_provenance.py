@@ -122,6 +122,10 @@ def test_train_user_reads_provenance_from_the_store_and_a_correction_makes_a_lab
     assert record["metrics"]["labels_by_provenance"] == {"llm": 28, "user": 12}
     llm_ids = {e.event_id for e, p in zip(events, prov) if p == "llm"}
     assert not set(record["holdout_event_ids"]) & llm_ids
+    from calroute.services.models import ModelsService
+
+    status = ModelsService(stores, cfg).status("alice")
+    assert status["labels_by_provenance"] == {"llm": 28, "user": 12} and status["can_train"]["ok"]
     # a correction always wins and removes the LLM label
     eid = next(iter(sorted(llm_ids)))
     correct_event("alice", eid, "gym", stores)
