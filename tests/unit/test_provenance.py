@@ -146,3 +146,34 @@ def test_blocks_are_cut_on_trusted_rows_so_the_holdout_always_has_some():
     m = train_user_model(events, TrainConfig(min_events=10, min_per_calendar=5), user_id="u1", version=VERSION,
                          now=NOW, provenance=prov)
     assert m.metrics["holdout_rows"] == 8 and m.metrics["holdout_accuracy"] is not None  # 4 per calendar
+
+
+def test_a_failed_remember_never_fails_the_answer():
+    from dataclasses import replace
+
+    from calroute import wiring
+    from calroute.adapters.invoke import CallableInvoker
+    from calroute.config import Settings
+    from calroute.errors import ServiceUnavailable
+    from calroute.schema import CalendarInfo
+    from support.fakes import FakeEventStore, Recorder, fake_stores
+
+    class Throttled(FakeEventStore):
+        def remember(self, user_id, answers):
+            raise ServiceUnavailable("throttled", retry_after=1)
+
+    stores = fake_stores()
+    stores.users.put_calendar("alice", CalendarInfo(calendar_id="work", name="Work"))
+    sink = Recorder()
+    svc = wiring.predict_service(Settings(prediction_log_sample_rate=0, prediction_log_lines=False),
+                                 stores=replace(stores, events=Throttled()), sink=sink,
+                                 invoker=CallableInvoker(lambda p: {"calendar_id": "work", "reason": "r", "usd": 0.0}))
+    event = {"event_id": "e1", "summary": "Standup", "start": "2026-03-03T10:00:00Z"}
+    r = svc.classify("alice", event, remember=True)
+    assert r["method"] == "llm_only" and r["calendar_id"] == "work" and r["remembered"] is False
+    assert sink.total("RememberFailures") == 1
+    assert stores.users.profile("alice").get("events_total") is None  # nothing counted
+    ok = wiring.predict_service(Settings(prediction_log_sample_rate=0, prediction_log_lines=False), stores=stores,
+                                invoker=CallableInvoker(lambda p: {"calendar_id": "work", "reason": "r", "usd": 0.0}))
+    assert ok.classify("alice", event, remember=True)["remembered"] is True
+    assert stores.users.profile("alice")["events_total"] == 1 and stores.events.get_stored("alice", "e1").provenance == "llm"
