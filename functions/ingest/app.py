@@ -14,6 +14,7 @@ import functools
 from typing import Annotated, Any, Literal, Optional
 
 from aws_lambda_powertools.event_handler import Depends
+from aws_lambda_powertools.event_handler.openapi.params import Query
 from pydantic import BaseModel, Field
 
 from calroute import ids, wiring
@@ -119,6 +120,34 @@ class ImportResult(BaseModel):
     window: dict[str, str] = Field(..., description="The expansion window of recurring series (UTC)")
 
 
+class ReviewItem(BaseModel):
+    event_id: str
+    calendar_id: str = Field(..., description="The calendar the LLM answered (the remembered label)")
+    summary: str
+    start: str
+    margin: Optional[float] = Field(None, description="The model's top-two probability margin when it answered")
+    novelty: Optional[float] = Field(None, description="Share of the title unseen in the model's training events")
+    confidence: Optional[float] = None
+    method: Optional[str] = None
+    model_version: Optional[str] = None
+    priority: float = Field(..., description="margin x (1 - 0.5 x novelty): lowest first")
+    answered_at: str
+
+
+class ReviewQueue(BaseModel):
+    user_id: str
+    pending: int = Field(..., description="LLM-labelled events not confirmed or corrected yet")
+    events: list[ReviewItem]
+
+
+class ConfirmResult(BaseModel):
+    event_id: str
+    calendar_id: str
+    provenance: Literal["confirmed", "user"] = Field(..., description=(
+        "confirmed; user when the label already was the user's own (nothing changed)"))
+    changed: bool
+
+
 _ERRORS = {
     400: {"description": "Invalid input ({error, message, field})"},
     403: {"description": "The caller may not act for this user"},
@@ -157,6 +186,30 @@ def post_correction(userId: UserIdPath, eventId: EventIdPath, body: CorrectionBo
     result = ingest.correct_event(userId, eventId, body.calendar_id, echo)
     if result.get("changed"):
         metrics.add_metric(name="Corrections", unit="Count", value=1)
+    return result  # type: ignore[return-value]
+
+
+@app.get("/v1/users/<userId>/review", summary="Events worth confirming (review queue)", tags=["ingest"],
+         description="The user's events labelled by the LLM (classify with remember) and not yet confirmed or "
+         "corrected, those whose confirmation teaches the model most first: lowest margin x (1 - 0.5 x novelty).",
+         response_description="The queue", responses={200: {"description": "OK"}, **_ERRORS})
+def get_review(userId: UserIdPath, ingest: Service,
+               limit: Annotated[int, Query(ge=1, le=100, description="Events to return")] = 10) -> ReviewQueue:
+    authorize_user(app, userId)
+    return ingest.review_queue(userId, limit)  # type: ignore[return-value]
+
+
+@app.post("/v1/users/<userId>/events/<eventId>/confirm", summary="Confirm an event's label", tags=["ingest"],
+          description="The user accepts the stored (remembered) answer: its provenance becomes confirmed, "
+          "a label the model may be certified on. To change the calendar, post a correction instead.",
+          response_description="The confirmed label",
+          responses={200: {"description": "OK"}, 404: {"description": "No such event"}, **_ERRORS})
+def post_confirm(userId: UserIdPath, eventId: EventIdPath, ingest: Service) -> ConfirmResult:
+    authorize_user(app, userId)
+    check_body_size(app)
+    result = ingest.confirm_event(userId, eventId)
+    if result["changed"]:
+        metrics.add_metric(name="Confirmations", unit="Count", value=1)
     return result  # type: ignore[return-value]
 
 

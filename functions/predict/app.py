@@ -50,8 +50,13 @@ def service() -> PredictService:
                                   lines=wiring.stdout_lines)
 
 
+_REMEMBER = ("Keep the event with the answered calendar as a remembered label (provenance ml or llm; never "
+             "over the user's own label), so the model learns from it; needs event ids (docs/learning.md)")
+
+
 class ClassifyBody(BaseModel):
     event: dict[str, Any] = Field(..., description="The event, flat form or Google Calendar event resource")
+    remember: bool = Field(False, description=_REMEMBER)
 
 
 # Models a classify request does not validate are built on first use (``defer_build``): the batch
@@ -64,6 +69,7 @@ class BatchBody(BaseModel):
 
     events: list[dict[str, Any]] = Field(..., min_length=1, max_length=1000,
                                          description="Events to classify (at most BATCH_MAX_EVENTS, default 100)")
+    remember: bool = Field(False, description=_REMEMBER)
 
 
 class Alternative(BaseModel):
@@ -98,6 +104,9 @@ class Classification(BaseModel):
         "no training event of the predicted calendar had; at >= 0.75 the model defers (unusual_time)"))
     cohort: Literal["control", "treatment"]
     latency_ms: float
+    remembered: Optional[bool] = Field(None, description=(
+        "Only with remember: the event is kept (with this answer, or with the user's own label when it had "
+        "one); false for none, a declined or over-budget fallback, or when storing failed"))
 
 
 class BatchResult(BaseModel):
@@ -124,7 +133,7 @@ def classify(userId: UserIdPath, body: ClassifyBody):
     check_body_size(app)
     user = ids.user_id(userId)
     authorize_user(app, user)
-    return json_response(provided(app, service).classify(user, body.event))
+    return json_response(provided(app, service).classify(user, body.event, remember=body.remember))
 
 
 @app.post("/v1/users/<userId>/classify/batch", summary="Classify a batch of events", tags=["predict"],
@@ -133,7 +142,8 @@ def classify_batch(userId: UserIdPath, body: BatchBody):
     check_body_size(app)
     user = ids.user_id(userId)
     authorize_user(app, user)
-    return json_response({"results": provided(app, service).classify_batch(user, body.events)})
+    return json_response({"results": provided(app, service).classify_batch(user, body.events,
+                                                                              remember=body.remember)})
 
 
 lambda_handler = make_handler(app)

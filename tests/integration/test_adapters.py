@@ -80,6 +80,46 @@ def test_set_calendar_relabels_and_moves_updated_at(stores):
         repo.set_calendar("alice", "missing", "home")
 
 
+def test_labels_carry_provenance_and_remembered_answers_never_overwrite_a_user_label(stores):
+    repo = stores.events
+    repo.put_events("alice", [_ev(1), _ev(2)])  # ingested: the user's labels
+    assert repo.remember("alice", [(_ev(1, "home"), "llm", {"margin": 0.1}),  # a user label: kept
+                                   (_ev(3, "home"), "llm", {"margin": 0.25, "novelty": 0.5}),
+                                   (_ev(4, "work"), "ml", {})]) == ["e3", "e4"]
+    got = {s.event.event_id: s for s in repo.list_stored("alice")}
+    assert {k: (s.event.calendar_id, s.provenance) for k, s in got.items()} == {
+        "e1": ("work", "user"), "e2": ("work", "user"), "e3": ("home", "llm"), "e4": ("work", "ml")}
+    assert got["e3"].meta == {"margin": 0.25, "novelty": 0.5} and got["e1"].meta == {}
+    # idempotent by event id: a second answer relabels a remembered event but is not new
+    assert repo.remember("alice", [(_ev(3, "work"), "ml", {})]) == []
+    assert repo.get_event("alice", "e3").calendar_id == "work"
+    # a correction relabels as the user's; a confirmation as confirmed; neither is overwritten later
+    repo.set_calendar("alice", "e3", "home")
+    repo.set_calendar("alice", "e4", "work", provenance="confirmed")
+    assert repo.remember("alice", [(_ev(3, "work"), "llm", {}), (_ev(4, "home"), "llm", {})]) == []
+    got_rows = {s.event.event_id: s for s in repo.list_stored("alice")}
+    got = {k: (s.event.calendar_id, s.provenance) for k, s in got_rows.items()}
+    assert got["e3"] == ("home", "user") and got["e4"] == ("work", "confirmed")
+    assert repo.list_stored("bob") == [] and repo.get_stored("bob", "e3") is None  # tenant-scoped
+    assert repo.get_stored("alice", "e4") == got_rows["e4"] and repo.get_stored("alice", "e9") is None
+
+
+def test_items_without_provenance_read_as_user_labels(aws):
+    import boto3
+
+    from calroute.adapters.dynamo.events import DynamoEventStore
+
+    cfg = settings()
+    boto3.resource("dynamodb").Table(cfg.events_table).put_item(Item={
+        "user_id": "alice", "event_id": "eold", "calendar_id": "work", "start": "2026-03-02T09:00:00+00:00",
+        "data": '{"event_id":"eold","summary":"x","start":"2026-03-02T09:00:00Z","calendar_id":"work"}'})
+    repo = DynamoEventStore(cfg.events_table)
+    (old,) = repo.list_stored("alice")
+    assert old.provenance == "user" and old.meta == {}
+    assert repo.remember("alice", [(_ev("old", "home"), "llm", {})]) == []  # an old label is the user's
+    assert repo.get_event("alice", "eold").calendar_id == "work"
+
+
 # ----------------------------------------------------------------------------- users
 
 

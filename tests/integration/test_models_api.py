@@ -38,7 +38,7 @@ def test_status_explains_gates_and_policy(api):
     status, _, body = api("GET", "/v1/users/alice/model")
     assert status == 200
     assert body["status"] == "no_model" and body["active_version"] is None
-    assert body["can_train"]["ok"] is False and "needs at least 50" in body["can_train"]["reason"]
+    assert body["can_train"]["ok"] is False and "needs at least 10" in body["can_train"]["reason"]
     assert body["needs_training"] == {"needed": False,
                                       "reason": "cannot train yet: " + body["can_train"]["reason"]}
 

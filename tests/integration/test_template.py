@@ -38,6 +38,8 @@ FUNCTIONS = {
 ROUTES = {
     ("POST", "/v1/users/{userId}/events"): "IngestFunction",
     ("POST", "/v1/users/{userId}/events/{eventId}/correction"): "IngestFunction",
+    ("GET", "/v1/users/{userId}/review"): "IngestFunction",
+    ("POST", "/v1/users/{userId}/events/{eventId}/confirm"): "IngestFunction",
     ("PUT", "/v1/users/{userId}/calendars/{calendarId}"): "IngestFunction",
     ("POST", "/v1/users/{userId}/calendars/{calendarId}/import"): "IngestFunction",
     ("POST", "/v1/users/{userId}/classify"): "PredictFunction",
@@ -210,10 +212,20 @@ def test_predict_least_privilege():
         "table:RegistryTable": {"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query"},
         "table:PredictionsTable": {"dynamodb:PutItem", "dynamodb:BatchWriteItem"},
         "table:UsageTable": {"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query"},
-        "table:UsersTable": {"dynamodb:Query"},  # calendar list: unmet calendars, LLM answer check
+        # calendar list (unmet calendars, LLM answer check); remember: the profile's event counters
+        "table:UsersTable": {"dynamodb:Query", "dynamodb:UpdateItem"},
+        "table:EventsTable": {"dynamodb:PutItem"},  # remember: one conditional put per answered event
         "alias:LlmFallbackFunction": {"lambda:InvokeFunction"},  # the alias only, not $LATEST
         "ssm:/calroute/${Stage}/ml-enabled": {"ssm:GetParameter"},
     }
+    # both writes are limited to the attributes remembering writes (never a correction, a calendar, ...)
+    by_sid = {st["Sid"]: st for st in statements("PredictFunction")}
+    put = by_sid["EventsRemember"]["Condition"]["ForAllValues:StringEquals"]["dynamodb:Attributes"]
+    assert set(put) == {"user_id", "event_id", "calendar_id", "start", "data", "source", "provenance",
+                        "updated_at", "label_meta"}
+    counters = by_sid["UsersRememberCounters"]["Condition"]["ForAllValues:StringLike"]["dynamodb:Attributes"]
+    assert set(counters) == {"user_id", "sk", "events_total", "corrections_total", "updated_at", "created_at",
+                             "calev#*"}
 
 
 def test_parse_least_privilege():
@@ -308,8 +320,9 @@ def test_only_the_data_function_deletes():
 
 def test_table_access_matrix():
     expected_writers = {
-        "EventsTable": {"IngestFunction", "DataFunction"},
-        "UsersTable": {"IngestFunction", "DataFunction"},
+        # PredictFunction: classify with remember (attribute-limited puts/counters, test_predict_least_privilege)
+        "EventsTable": {"IngestFunction", "DataFunction", "PredictFunction"},
+        "UsersTable": {"IngestFunction", "DataFunction", "PredictFunction"},
         "PredictionsTable": {"IngestFunction", "PredictFunction", "DataFunction"},
         "UsageTable": {"LlmFallbackFunction", "DataFunction"},
         "RegistryTable": {"ModelsFunction", "TrainUserFunction", "ValidateFunction", "PromoteFunction",

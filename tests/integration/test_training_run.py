@@ -118,9 +118,9 @@ def test_happy_path_with_the_real_trainer(repos):
 
 
 def test_gates_skip_a_user_with_too_few_events(repos):
-    seed(repos, "bob", calendars=("work", "home"), per_calendar=8)
+    seed(repos, "bob", calendars=("work", "home"), per_calendar=4)
     out = train_user({"user_id": "bob", "run_id": "r1"}, repos, settings(), trainer=FakeTrainer())
-    assert out["status"] == "skipped" and "needs at least 50" in out["reason"]
+    assert out["status"] == "skipped" and "needs at least 10" in out["reason"]
     assert repos.registry.versions("bob") == []
 
 

@@ -223,7 +223,23 @@ def ics_cases() -> list[Case]:
     ]
 
 
-ALL = cases() + ics_cases()
+def cascade_cases() -> list[Case]:
+    """Issue 12: classify with remember, the review queue, confirm."""
+    review, classify = f"/v1/users/{U}/review", f"/v1/users/{U}/classify"
+    return [
+        Case("review-limit-0", "GET", review + "?limit=0", field="limit"),
+        Case("review-limit-101", "GET", review + "?limit=101", field="limit"),
+        Case("review-limit-text", "GET", review + "?limit=ten", field="limit"),
+        Case("confirm-unknown-event", "POST", f"/v1/users/{U}/events/nope/confirm", {}, status=(404,), field="eventId"),
+        Case("confirm-bad-event-id", "POST", f"/v1/users/{U}/events/a%00b/confirm", {}, field="eventId"),
+        Case("remember-not-a-bool", "POST", classify, {"event": GOOD, "remember": [1]}, field="remember"),
+        Case("remember-without-event-id", "POST", classify,
+             {"event": {k: v for k, v in GOOD.items() if k != "event_id"}, "remember": True}, status=(400,),
+             field="event.event_id"),
+    ]
+
+
+ALL = cases() + ics_cases() + cascade_cases()
 
 
 def check_answer(case: Case, status: int, body: Any) -> None:

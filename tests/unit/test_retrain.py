@@ -30,8 +30,8 @@ def test_never_trained_but_can_train():
 
 
 def test_never_trained_and_cannot_train_says_why():
-    needs, reason = decide({"events_total": 12}, None, None, can_train=counter_gate({"events_total": 12}, CFG))
-    assert not needs and "cannot train yet" in reason and "12" in reason
+    needs, reason = decide({"events_total": 7}, None, None, can_train=counter_gate({"events_total": 7}, CFG))
+    assert not needs and "cannot train yet" in reason and "only 7 labelled events (need 10)" in reason
 
 
 def test_up_to_date():

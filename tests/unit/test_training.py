@@ -65,7 +65,7 @@ def synthetic_events(**kw):
 
 
 def test_gate_reasons():
-    cfg = TrainConfig()
+    cfg = TrainConfig(min_events=50, min_per_calendar=10)
     ok, why = check_gates(synthetic_events(per_calendar=4), cfg)
     assert not ok and why == "needs at least 50 labelled events (has 12)"
     evs = synthetic_events(per_calendar=60, calendars=("work",)) + synthetic_events(per_calendar=3, calendars=("family",))
@@ -82,8 +82,19 @@ def test_unlabelled_events_do_not_count():
 
 
 def test_train_raises_gate_failed_with_reason():
-    with pytest.raises(GateFailed, match="needs at least 50 labelled events"):
-        train_user_model(synthetic_events(per_calendar=5), TrainConfig(), user_id="u1", version=VERSION)
+    with pytest.raises(GateFailed, match="needs at least 10 labelled events"):
+        train_user_model(synthetic_events(per_calendar=3, calendars=("work", "gym")), TrainConfig(), user_id="u1",
+                         version=VERSION)
+
+
+def test_default_gates_are_two_calendars_with_five_user_labels_each():
+    cfg = TrainConfig.from_settings(Settings())
+    assert (cfg.min_events, cfg.min_calendars, cfg.min_per_calendar) == (10, 2, 5)
+    ok, why = check_gates(synthetic_events(per_calendar=5, calendars=("work", "gym")), cfg)
+    assert ok and why == "ok: 10 events in 2 calendars"
+    ok, why = check_gates(synthetic_events(per_calendar=20, calendars=("work",))
+                          + synthetic_events(per_calendar=4, calendars=("gym",)), cfg)
+    assert not ok and why == "needs at least 2 calendars with 5+ events each (work: 20, gym: 4)"
 
 
 def test_config_from_settings():

@@ -6,6 +6,8 @@
     calroute classify --user U --summary ... --start ...   (or --event JSON)
     calroute add "Lunch with Sam tomorrow 1pm at Luna" --user U   words to an event draft (+ calendar)
     calroute correct --user U --event-id E --calendar C
+    calroute review --user U [--limit N] [--confirm E ...]   the review queue; confirm answers
+    calroute replay --data DIR [--llm noisy:0.9]     the cascade over time, offline (docs/learning.md)
     calroute train --user U | --all                  start training, wait for the outcome
     calroute status --user U                         the user's model
     calroute stats --user U                          last 7 days of predictions
@@ -151,7 +153,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"classify: {exc}", file=sys.stderr)
         return 2
-    res = _client(args).classify(args.user, event)
+    res = _client(args).classify(args.user, event, remember=args.remember)
     if args.json:
         _print_json(res)
         return 0
@@ -245,6 +247,32 @@ def cmd_correct(args: argparse.Namespace) -> int:
     else:
         print(f"{args.event_id} → {args.calendar} (recorded)")
     return 0
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    client = _client(args)
+    confirmed = [client.confirm(args.user, e) for e in args.confirm or []]
+    res = client.review(args.user, args.limit)
+    if args.json:
+        _print_json({**res, "confirmed": confirmed} if confirmed else res)
+        return 0
+    for c in confirmed:
+        print(f"{c['event_id']} → {c['calendar_id']} ({c['provenance']})")
+    print(f"{res.get('pending', 0)} LLM answers not confirmed yet; most worth a look first:")
+    rows = [[e["event_id"], e["calendar_id"], (e.get("summary") or "")[:40], e["start"][:16],
+             "-" if e.get("margin") is None else f"{e['margin']:.2f}",
+             "-" if e.get("novelty") is None else f"{e['novelty']:.2f}"] for e in res.get("events") or []]
+    if rows:
+        print(table(rows, ["event", "answered", "summary", "start", "margin", "novelty"]))
+        print(f"confirm: calroute review --user {args.user} --confirm EVENT_ID; "
+              f"or correct: calroute correct --user {args.user} --event-id EVENT_ID --calendar C")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from . import replay
+
+    return replay.main(args)
 
 
 def _print_model(res: dict) -> None:
@@ -468,6 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--end")
     p.add_argument("--location")
     p.add_argument("--description")
+    p.add_argument("--remember", action="store_true", help="keep the event with the answer as its label")
     p.set_defaults(func=cmd_classify)
 
     p = sub.add_parser("add", parents=[common], help="words to an event draft: slots, confidence, calendar")
@@ -493,6 +522,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--event-id", required=True)
     p.add_argument("--calendar", required=True)
     p.set_defaults(func=cmd_correct)
+
+    p = sub.add_parser("review", parents=[common], help="the review queue: LLM answers worth confirming")
+    p.add_argument("--user", required=True)
+    p.add_argument("--limit", type=int, default=10, help="events to show (default %(default)s)")
+    p.add_argument("--confirm", nargs="+", metavar="EVENT_ID", help="confirm these events' answers first")
+    p.set_defaults(func=cmd_review)
+
+    p = sub.add_parser("replay", help="replay users' events through the services offline: the cascade over time")
+    _add_replay_arguments(p)
+    p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("train", parents=[common], help="train a user's model (or fire the schedule: --all)")
     who = p.add_mutually_exclusive_group(required=True)
@@ -534,6 +573,27 @@ def build_parser() -> argparse.ArgumentParser:
             p.set_defaults(_evaluate_missing=str(exc))
     p.set_defaults(func=cmd_evaluate)
     return parser
+
+
+def _add_replay_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="folder of users: one folder of .ics (or one JSONL) per user")
+    p.add_argument("--llm", default="noisy:0.9",
+                   help="oracle | noisy:P (right with probability P) | FILE.jsonl of recorded answers "
+                        "(default %(default)s)")
+    p.add_argument("--correct-rate", type=float, default=0.5,
+                   help="probability the simulated user corrects a wrong answer (default %(default)s)")
+    p.add_argument("--labelled", type=int, default=20, metavar="K",
+                   help="the first K events of each calendar arrive labelled (an import; default %(default)s)")
+    p.add_argument("--arms", default="corrections_only,llm_answers,all_answers",
+                   help="comma-separated arms (default %(default)s)")
+    p.add_argument("--gates", default="10,2,5", metavar="MIN_EVENTS,MIN_CALENDARS,MIN_PER_CALENDAR",
+                   help="training gates (default %(default)s; today's were 50,2,10)")
+    p.add_argument("--users", help="comma-separated user folders to replay (default all)")
+    p.add_argument("--quick", action="store_true", help="at most 300 events per user (smoke runs)")
+    p.add_argument("--max-events", type=int, help="at most this many events per user")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.add_argument("--plot", metavar="FILE.png", help="also plot LLM share and accuracy per week")
 
 
 def _add_invoke_arguments(p: argparse.ArgumentParser) -> None:

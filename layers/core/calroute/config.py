@@ -48,9 +48,11 @@ class Settings(BaseModel):
     lambda_invoke_mode: Literal["lambda", "inprocess"] = "lambda"
 
     # --- training gates and policy ---
-    min_events: int = Field(50, ge=2)
+    # the gates count the user's own labels (user/confirmed; docs/learning.md "Models sooner": with the
+    # certified threshold a model from few rows answers only what it is sure of; was 50 / 2 / 10)
+    min_events: int = Field(10, ge=2)
     min_calendars: int = Field(2, ge=2)
-    min_per_calendar: int = Field(10, ge=1)
+    min_per_calendar: int = Field(5, ge=1)
     target_precision: float = Field(0.95, gt=0, le=1)
     default_threshold: float = Field(0.85, ge=0, le=1)
     threshold_min: float = Field(0.30, ge=0, le=1)
@@ -66,6 +68,11 @@ class Settings(BaseModel):
     retrain_new_events: int = Field(50, ge=1)
     retrain_corrections: int = Field(10, ge=1)
     max_train_events: int = Field(20000, ge=100)
+    # training weight of a remembered label (docs/learning.md "Labels with provenance"): the LLM's
+    # answer (``llm``) and the model's own answer (``ml``); a user's or confirmed label weighs 1.
+    # Never certified on: threshold, calibration and holdouts use user/confirmed labels only.
+    label_weight_llm: float = Field(0.5, ge=0, le=1)
+    label_weight_ml: float = Field(0.5, ge=0, le=1)
     # model family of calroute.training (see docs/model-selection.md); MODEL_FAMILY env var
     model_family: Literal["logreg", "sgd", "linsvc", "gb_dense", "gb_all"] = "logreg"
 

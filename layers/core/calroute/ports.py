@@ -22,7 +22,7 @@ This module imports nothing beyond the standard library and :mod:`calroute.schem
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, NamedTuple, Optional, Protocol
 
 if TYPE_CHECKING:  # pragma: no cover - annotations only
     from .schema import CalendarInfo, Event
@@ -35,12 +35,40 @@ GLOBAL_PK = "_global"
 ERASURE_PK = "_erasure"
 
 
+class StoredEvent(NamedTuple):
+    """A stored event with where its label came from (``provenance``: one of
+    :data:`calroute.schema.LABEL_SOURCES`; items written before provenance existed read as ``user``),
+    when it was last written, and what the answer that labelled it knew (``meta``: ``margin``,
+    ``novelty``, ``confidence``, ``answered_at``, ``model_version``; empty for user labels)."""
+
+    event: "Event"
+    provenance: str
+    updated_at: str
+    meta: dict
+
+
 class EventStore(Protocol):
     """Labelled events of one user, keyed by event id; upserts are idempotent."""
 
-    def put_events(self, user_id: str, events: list[Event], *, source: str = "api") -> int:
-        """Upsert events (last one wins within a batch); returns how many distinct ids were written.
+    def put_events(self, user_id: str, events: list[Event], *, source: str = "api",
+                   provenance: str = "user") -> int:
+        """Upsert events (last one wins within a batch), every one with the label provenance
+        ``provenance``; returns how many distinct ids were written.
         Raises ServiceUnavailable when storage keeps throttling (part of the batch may be stored)."""
+        ...
+
+    def remember(self, user_id: str, answers: list[tuple[Event, str, dict]]) -> list[str]:
+        """Store answered events ``(event with its answered calendar_id, provenance "llm"|"ml", meta)``
+        unless the stored event carries a user's label (``user``/``confirmed``: a conditional write,
+        never overwritten). Returns the ids that were not stored before (idempotent by event id)."""
+        ...
+
+    def list_stored(self, user_id: str) -> list[StoredEvent]:
+        """Every event of the user with its provenance, write time and answer meta."""
+        ...
+
+    def get_stored(self, user_id: str, event_id: str) -> Optional[StoredEvent]:
+        """One event with its provenance (None when it is not stored)."""
         ...
 
     def get_event(self, user_id: str, event_id: str) -> Optional[Event]: ...
@@ -49,8 +77,9 @@ class EventStore(Protocol):
         """Which of ``event_ids`` are stored already."""
         ...
 
-    def set_calendar(self, user_id: str, event_id: str, calendar_id: str) -> Event:
-        """Relabel a stored event; NotFound when it is not stored."""
+    def set_calendar(self, user_id: str, event_id: str, calendar_id: str, *, provenance: str = "user") -> Event:
+        """Relabel a stored event (its provenance becomes ``provenance``: a correction is ``user``,
+        an accepted answer ``confirmed``); NotFound when it is not stored."""
         ...
 
     def list_events(self, user_id: str, limit: Optional[int] = None) -> list[Event]:
@@ -338,5 +367,5 @@ class Stores:
     usage: UsageLedger
 
 
-__all__ = ["RUN_PK", "GLOBAL_PK", "ERASURE_PK", "EventStore", "UserStore", "ModelRegistry", "ModelBlobs", "PredictionLog",
+__all__ = ["RUN_PK", "GLOBAL_PK", "ERASURE_PK", "StoredEvent", "EventStore", "UserStore", "ModelRegistry", "ModelBlobs", "PredictionLog",
            "UsageLedger", "MetricsSink", "NullSink", "Stores"]

@@ -10,7 +10,7 @@ A user needs training when
    (``corrections_total`` vs ``corrections_total_at_training``);
 5. a drift monitor flagged the active model (``drifted`` on the registry ACTIVE item or on the
    version record) and no training happened since the flag was set;
-6. a calendar the last training did not know (not in its ``labels``) has ``min_per_calendar`` (10)
+6. a calendar the last training did not know (not in its ``labels``) has ``min_per_calendar`` (5)
    or more events (the users PROFILE ``calev#<calendarId>`` counters): until then its events go to
    the LLM (:mod:`calroute.calendars`), after it the model can answer with it;
 7. a retrain was requested after the last training (``retrain_requested_at`` on the PROFILE: a

@@ -410,6 +410,18 @@ def sort_by_start(events: list[Event]) -> list[Event]:
     return sorted(events, key=lambda e: (_sort_key(e.start), e.event_id or ""))
 
 
+# ----------------------------------------------------------------------------- label provenance
+
+#: Where a stored event's label came from (docs/learning.md "Labels with provenance"): ``user``
+#: (ingested with a calendar id, imported, corrected), ``confirmed`` (the user accepted an answer),
+#: ``llm`` (the fallback's answer, remembered), ``ml`` (the model's own answer, remembered).
+LABEL_USER, LABEL_CONFIRMED, LABEL_LLM, LABEL_ML = "user", "confirmed", "llm", "ml"
+LABEL_SOURCES = (LABEL_USER, LABEL_CONFIRMED, LABEL_LLM, LABEL_ML)
+#: The labels a model may be certified on (threshold, calibration, champion/challenger holdout):
+#: never the LLM's nor the model's own word.
+TRUSTED_LABELS = frozenset({LABEL_USER, LABEL_CONFIRMED})
+
+
 class CalendarInfo(BaseModel):
     """A user's calendar as shown to the LLM fallback and the API."""
 

@@ -46,7 +46,7 @@ from .risk import RiskBound, choose_threshold_ltt
 from .gates import check_gates  # noqa: F401  (re-exported: the trainer's gates)
 from .onnx_export import check_parity, to_onnx
 from .profiles import build_profiles
-from .schema import Event, sort_by_start
+from .schema import LABEL_LLM, LABEL_ML, TRUSTED_LABELS, Event
 
 __all__ = [
     "FAMILIES", "DEFAULT_FAMILY", "TrainConfig", "GateFailed", "ParityFailed", "TrainedModel",
@@ -82,9 +82,9 @@ class ParityFailed(Exception):
 class TrainConfig:
     """Training gates and policy (from :class:`calroute.config.Settings`, plus trainer knobs)."""
 
-    min_events: int = 50
+    min_events: int = 10
     min_calendars: int = 2
-    min_per_calendar: int = 10
+    min_per_calendar: int = 5
     target_precision: float = 0.95
     default_threshold: float = 0.85
     threshold_min: float = 0.30
@@ -101,6 +101,9 @@ class TrainConfig:
     dense_scale: float = DEFAULT_DENSE_SCALE
     class_weight: Optional[str] = "balanced"
     random_state: int = 0
+    #: training weights of remembered labels (``llm``: the fallback's answer, ``ml``: the model's own)
+    label_weight_llm: float = 0.5
+    label_weight_ml: float = 0.5
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -116,7 +119,8 @@ class TrainConfig:
         → ``family`` when the settings have it); ``overrides`` win."""
         values: dict[str, Any] = {}
         for name in ("min_events", "min_calendars", "min_per_calendar", "target_precision",
-                     "default_threshold", "threshold_min", "threshold_max", "max_train_events", "risk_delta"):
+                     "default_threshold", "threshold_min", "threshold_max", "max_train_events", "risk_delta",
+                     "label_weight_llm", "label_weight_ml"):
             if hasattr(cfg, name):
                 values[name] = getattr(cfg, name)
         family = getattr(cfg, "model_family", None)
@@ -219,7 +223,9 @@ class CalendarClassifier:
             return gb
         raise ValueError(f"unknown model family {self.family!r}")
 
-    def fit(self, X: np.ndarray, y: Sequence[str]) -> "CalendarClassifier":
+    def fit(self, X: np.ndarray, y: Sequence[str], sample_weight: Optional[np.ndarray] = None) -> "CalendarClassifier":
+        """``sample_weight``: per-row weights (remembered labels weigh less, :func:`label_weights`),
+        multiplied with the balanced class weights."""
         y = np.asarray([str(v) for v in y])
         classes = np.unique(y)
         if len(classes) < 2:
@@ -227,9 +233,16 @@ class CalendarClassifier:
         est = self._build(y)
         X = np.asarray(X, dtype=np.float32)
         fit_kw: dict[str, Any] = {}
-        if self.family in ("gb_dense", "gb_all") and self.class_weight == "balanced":
-            key = "gb__sample_weight" if self.family == "gb_dense" else "sample_weight"
-            fit_kw[key] = _sample_weight(y)
+        sw = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        if sw is not None and np.all(sw == 1.0):
+            sw = None  # every label the user's: exactly the unweighted fit
+        if self.family in ("gb_dense", "gb_all"):
+            if self.class_weight == "balanced":
+                sw = _sample_weight(y) * (1.0 if sw is None else sw)
+            if sw is not None:
+                fit_kw["gb__sample_weight" if self.family == "gb_dense" else "sample_weight"] = sw
+        elif sw is not None:
+            fit_kw["sample_weight"] = sw
         linear = self.family in LINEAR_FAMILIES
         col_scale = None
         if linear and self.dense_scale != 1.0:
@@ -277,6 +290,27 @@ def time_blocks(labels: Sequence[str], n_blocks: int) -> np.ndarray:
     return out
 
 
+def trusted_time_blocks(labels: Sequence[str], trusted: np.ndarray, n_blocks: int) -> np.ndarray:
+    """:func:`time_blocks` cut on each calendar's *trusted* rows (user/confirmed labels), so every
+    fold and the holdout (the last block) have trusted rows to be scored on however many remembered
+    labels there are; a remembered row joins the block of the latest trusted row of its calendar
+    before it (in the given time order), block 0 before the first. With every row trusted this is
+    exactly :func:`time_blocks`."""
+    trusted = np.asarray(trusted, dtype=bool)
+    out = np.zeros(len(labels), dtype=np.int64)
+    totals = Counter(lab for lab, t in zip(labels, trusted) if t)
+    seen: Counter = Counter()
+    current: dict[str, int] = {}
+    for i, lab in enumerate(labels):
+        if trusted[i]:
+            out[i] = (seen[lab] * n_blocks) // totals[lab]
+            seen[lab] += 1
+            current[lab] = int(out[i])
+        else:
+            out[i] = current.get(lab, 0)
+    return out
+
+
 def _aligned_proba(model: CalendarClassifier, X: np.ndarray, labels: Sequence[str]) -> np.ndarray:
     """``model``'s probabilities re-indexed to ``labels`` (0 for calendars the fold never saw)."""
     p = model.predict_proba(X)
@@ -287,17 +321,37 @@ def _aligned_proba(model: CalendarClassifier, X: np.ndarray, labels: Sequence[st
     return out
 
 
+def label_weights(provenance: Optional[Sequence[str]], n: int, cfg: "TrainConfig") -> tuple[np.ndarray, np.ndarray]:
+    """``(weights, trusted)`` of ``n`` rows from their label provenance (None: every label the
+    user's): ``user``/``confirmed`` weigh 1 and are *trusted* (the only rows a model is certified,
+    calibrated and challenged on), ``llm`` weighs ``label_weight_llm``, ``ml`` ``label_weight_ml``."""
+    if provenance is None:
+        return np.ones(n), np.ones(n, dtype=bool)
+    if len(provenance) != n:
+        raise ValueError(f"provenance has {len(provenance)} entries for {n} events")
+    weight = {LABEL_LLM: cfg.label_weight_llm, LABEL_ML: cfg.label_weight_ml}
+    trusted = np.asarray([p in TRUSTED_LABELS for p in provenance], dtype=bool)
+    w = np.asarray([1.0 if t else float(weight.get(p, 0.0)) for p, t in zip(provenance, trusted)])
+    return w, trusted
+
+
 def out_of_fold(X: np.ndarray, y: np.ndarray, blocks: np.ndarray, labels: Sequence[str],
-                make_model: Callable[[], CalendarClassifier]) -> tuple[np.ndarray, np.ndarray]:
+                make_model: Callable[[], CalendarClassifier], *, sample_weight: Optional[np.ndarray] = None,
+                predict: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
     """Forward-chaining out-of-fold probabilities. Returns ``(proba, mask)``: rows where ``mask``
-    is true were predicted by a model trained only on earlier blocks (block 0 never is)."""
+    is true were predicted by a model trained only on earlier blocks (block 0 never is).
+    ``sample_weight`` weighs the training rows; ``predict`` (a boolean mask) limits the predicted rows
+    (the trusted labels: a model is never scored on the LLM's word)."""
     proba = np.zeros((len(y), len(labels)), dtype=np.float64)
     mask = np.zeros(len(y), dtype=bool)
     for k in range(1, int(blocks.max(initial=0)) + 1):
         tr, te = blocks < k, blocks == k
+        if predict is not None:
+            te = te & predict
         if not te.any() or len(np.unique(y[tr])) < 2:
             continue
-        model = make_model().fit(X[tr], y[tr])
+        sw = None if sample_weight is None else sample_weight[tr]
+        model = make_model().fit(X[tr], y[tr], sample_weight=sw)
         proba[te] = _aligned_proba(model, X[te], labels)
         mask[te] = True
     return proba, mask
@@ -379,8 +433,14 @@ def _round(v: Optional[float]) -> Optional[float]:
 
 def train_user_model(events: list[Event], cfg: TrainConfig, *, user_id: str, version: str,
                      now: Optional[datetime] = None, clock: Callable[[], float] = time.perf_counter,
-                     raise_on_parity_failure: bool = True) -> TrainedModel:
+                     raise_on_parity_failure: bool = True,
+                     provenance: Optional[Sequence[str]] = None) -> TrainedModel:
     """Train, threshold, export and parity-check one user's model.
+
+    ``provenance`` (parallel to ``events``; None = every label the user's) says where each label came
+    from: remembered ``llm``/``ml`` labels are trained on with their weight (:func:`label_weights`)
+    but never certify the model — the gates count, and the out-of-fold rows (threshold,
+    calibration, cv metrics) and the champion/challenger holdout are, the user/confirmed labels only.
 
     Raises :class:`GateFailed` (reason in the message) when the gates fail, and
     :class:`ParityFailed` when the ONNX export does not reproduce sklearn on every training row
@@ -391,7 +451,7 @@ def train_user_model(events: list[Event], cfg: TrainConfig, *, user_id: str, ver
     ids.model_version(version)
     with _single_threaded_blas():
         return _train(events, cfg, user_id=user_id, version=version, now=now, clock=clock,
-                      raise_on_parity_failure=raise_on_parity_failure)
+                      raise_on_parity_failure=raise_on_parity_failure, provenance=provenance)
 
 
 @contextmanager
@@ -408,14 +468,25 @@ def _single_threaded_blas():
 
 
 def _train(events: list[Event], cfg: TrainConfig, *, user_id: str, version: str, now: Optional[datetime],
-           clock: Callable[[], float], raise_on_parity_failure: bool) -> TrainedModel:
+           clock: Callable[[], float], raise_on_parity_failure: bool,
+           provenance: Optional[Sequence[str]] = None) -> TrainedModel:
     t0 = clock()
-    labelled = sort_by_start([e for e in events if e.calendar_id is not None])
-    ok, reason = check_gates(labelled, cfg)
+    prov = list(provenance) if provenance is not None else ["user"] * len(events)
+    if len(prov) != len(events):
+        raise ValueError(f"provenance has {len(prov)} entries for {len(events)} events")
+    pairs = sorted(((e, p) for e, p in zip(events, prov) if e.calendar_id is not None),
+                   key=lambda ep: (ep[0].start_utc, ep[0].event_id or ""))  # sort_by_start's order
+    ok, reason = check_gates([e for e, p in pairs if p in TRUSTED_LABELS], cfg)
     if not ok:
         raise GateFailed(reason)
-    if len(labelled) > cfg.max_train_events:
-        labelled = labelled[-cfg.max_train_events:]  # the most recent ones
+    # a remembered label of weight 0 (LABEL_WEIGHT_ML=0: "never learn from the model's own answers")
+    # is no training data at all: not in the fit, the novelty/shape indexes or the folds
+    w_all, _ = label_weights([p for _, p in pairs], len(pairs), cfg)
+    pairs = [ep for ep, w in zip(pairs, w_all) if w > 0]
+    if len(pairs) > cfg.max_train_events:
+        pairs = pairs[-cfg.max_train_events:]  # the most recent ones
+    labelled = [e for e, _ in pairs]
+    weights, trusted = label_weights([p for _, p in pairs], len(pairs), cfg)
     y = np.asarray([e.calendar_id for e in labelled])
     labels = sorted(set(y.tolist()))
     X = featurize(labelled)
@@ -425,8 +496,8 @@ def _train(events: list[Event], cfg: TrainConfig, *, user_id: str, version: str,
                                   dense_scale=cfg.dense_scale, random_state=cfg.random_state)
 
     # time-ordered out-of-fold predictions -> threshold, calibration, cv metrics, holdout
-    blocks = time_blocks(y.tolist(), cfg.n_blocks)
-    oof, mask = out_of_fold(X, y, blocks, labels, make_model)
+    blocks = trusted_time_blocks(y.tolist(), trusted, cfg.n_blocks)
+    oof, mask = out_of_fold(X, y, blocks, labels, make_model, sample_weight=weights, predict=trusted)
     lab_arr = np.asarray(labels)
     oof_pred = lab_arr[np.argmax(oof[mask], axis=1)] if mask.any() else np.asarray([], dtype=str)
     oof_conf = oof[mask].max(axis=1) if mask.any() else np.zeros(0)
@@ -443,7 +514,7 @@ def _train(events: list[Event], cfg: TrainConfig, *, user_id: str, version: str,
     hold_ok = oof_ok[hold[mask]] if mask.any() else np.zeros(0, dtype=bool)
 
     # the model itself, on every event
-    model = make_model().fit(X, y)
+    model = make_model().fit(X, y, sample_weight=weights)
     sk_proba = model.predict_proba(X)
     train_acc = float(np.mean(lab_arr[np.argmax(sk_proba, axis=1)] == y))
     train_seconds = clock() - t0
@@ -452,6 +523,8 @@ def _train(events: list[Event], cfg: TrainConfig, *, user_id: str, version: str,
         "family": cfg.family,
         "n_events": int(len(y)),
         "n_calendars": len(labels),
+        # rows by label provenance (docs/learning.md): only the trusted ones are out-of-fold rows
+        "labels_by_provenance": dict(sorted(Counter(p for _, p in pairs).items())),
         "train_accuracy": _round(train_acc),
         "cv_accuracy": _round(cls["accuracy"]),
         "macro_f1": _round(cls["macro_f1"]),
@@ -488,7 +561,7 @@ def _train(events: list[Event], cfg: TrainConfig, *, user_id: str, version: str,
         threshold=float(threshold),
         metrics=metrics,
         profiles=build_profiles(labelled),
-        holdout_event_ids=[e.event_id for e, h in zip(labelled, hold) if h and e.event_id],
+        holdout_event_ids=[e.event_id for e, h, t in zip(labelled, hold, trusted) if h and t and e.event_id],
         parity=parity,
         parity_X=X[rows],
         parity_proba=sk_proba[rows].astype(np.float32),

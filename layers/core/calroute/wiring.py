@@ -169,7 +169,7 @@ def predict_service(cfg: Settings, *, sink: Optional[MetricsSink] = None, logger
     forget.register(directory)
     return PredictService(cfg, cache=cache, invoker=invoker, predictions=s.predictions, usage=s.usage,
                           flags=flag_provider(cfg), sink=sink, logger=logger, calendars=directory,
-                          lines=lines)
+                          lines=lines, events=s.events, users=s.users)
 
 
 def parse_service(cfg: Settings, *, sink: Optional[MetricsSink] = None, logger: Any = None,

@@ -162,8 +162,15 @@ class Client:
         return self.call("POST", self.user_path(user, "calendars", calendar, "import"), body=data,
                          content_type="text/calendar", user=user)
 
-    def classify(self, user: str, event: dict) -> dict:
-        return self.call("POST", self.user_path(user, "classify"), json_body={"event": event}, user=user)
+    def classify(self, user: str, event: dict, remember: bool = False) -> dict:
+        body = {"event": event, **({"remember": True} if remember else {})}
+        return self.call("POST", self.user_path(user, "classify"), json_body=body, user=user)
+
+    def review(self, user: str, limit: int = 10) -> dict:
+        return self.call("GET", self.user_path(user, "review") + f"?limit={int(limit)}", user=user)
+
+    def confirm(self, user: str, event_id: str) -> dict:
+        return self.call("POST", self.user_path(user, "events", event_id, "confirm"), json_body={}, user=user)
 
     def classify_batch(self, user: str, events: list[dict]) -> dict:
         return self.call("POST", self.user_path(user, "classify", "batch"), json_body={"events": events},

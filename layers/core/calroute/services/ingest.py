@@ -246,3 +246,14 @@ class IngestService:
     def import_ics(self, user_id: str, calendar_id: str, body: bytes | str, *,
                    now: Optional[datetime] = None) -> dict:
         return import_ics(user_id, calendar_id, body, self.cfg, self.stores, now=now)
+
+    # the review queue (calroute.services.review): what to ask the user about, and their "yes"
+    def review_queue(self, user_id: str, limit: Optional[int] = None) -> dict:
+        from .review import review_queue
+
+        return review_queue(user_id, self.stores, limit=limit)
+
+    def confirm_event(self, user_id: str, event_id: str) -> dict:
+        from .review import confirm_event
+
+        return confirm_event(user_id, event_id, self.stores)

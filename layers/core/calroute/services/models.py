@@ -17,7 +17,8 @@ from ..gates import check_gates
 from ..errors import Conflict, InvalidInput, ModelIntegrityError, NotFound, ServiceUnavailable
 from ..ports import ModelRegistry, Stores
 from ..retrain import latest_training, needs_training
-from .training.common import load_training_events, new_run_id
+from ..schema import TRUSTED_LABELS
+from .training.common import load_training_labels, new_run_id
 
 #: registry fields too big or too internal for API answers
 _HIDDEN = {"holdout_event_ids", "user_id", "sk", "profiles"}
@@ -55,8 +56,9 @@ class ModelsService:
         last = latest_training(versions)
         record = next((v for v in versions if active and v["version"] == active["version"]), None)
         profile = self.stores.users.profile(user_id)
-        events = load_training_events(user_id, self.stores, self.cfg)
-        can, can_reason = _gates(events, self.cfg)
+        events, provenance = load_training_labels(user_id, self.stores, self.cfg)
+        # the gates count the user's own labels, as the trainer does
+        can, can_reason = _gates([e for e, p in zip(events, provenance) if p in TRUSTED_LABELS], self.cfg)
         needs, needs_reason = needs_training(profile=profile, active=active, last=last, cfg=self.cfg,
                                              now=self.now(), can_train=(can, can_reason))
         out: dict[str, Any] = {
@@ -77,6 +79,7 @@ class ModelsService:
             "profiles": (record or {}).get("profiles") or {},
             "events_total": int(profile.get("events_total") or 0),
             "labelled_events": len(events),
+            "labels_by_provenance": {p: provenance.count(p) for p in sorted(set(provenance))},
             "corrections_total": int(profile.get("corrections_total") or 0),
             "can_train": {"ok": can, "reason": can_reason},
             "needs_training": {"needed": needs, "reason": needs_reason},

@@ -57,8 +57,11 @@ class PredictService:
     def __init__(self, cfg, *, cache: ModelCache, invoker=None, predictions=None, usage=None,
                  flags: FlagProvider, sink=None, logger=None, clock: Callable[[], float] = time.perf_counter,
                  new_id: Callable[[], str] | None = None, calendars: Optional[CalendarDirectory] = None,
-                 lines: Optional[Callable[[str], Any]] = None):
+                 lines: Optional[Callable[[str], Any]] = None, events=None, users=None):
         self.cfg = cfg
+        # "classify and remember" (docs/learning.md): answered events are stored with their answer as a
+        # remembered label (EventStore.remember) and counted on the profile (UserStore.bump)
+        self.events, self.users = events, users
         self.calendars = calendars
         self.cache = cache
         self.invoker = invoker
@@ -80,24 +83,30 @@ class PredictService:
 
     # ------------------------------------------------------------------ entry points
 
-    def classify(self, user_id: str, raw_event: Any) -> dict:
+    def classify(self, user_id: str, raw_event: Any, *, remember: bool = False) -> dict:
         t0 = self.clock()
-        return self.classify_events(user_id, [parse_event(raw_event, field="event")], t0=t0)[0]
+        return self.classify_events(user_id, [parse_event(raw_event, field="event")], t0=t0, remember=remember)[0]
 
-    def classify_batch(self, user_id: str, raw_events: Sequence[Any]) -> list[dict]:
+    def classify_batch(self, user_id: str, raw_events: Sequence[Any], *, remember: bool = False) -> list[dict]:
         from ..errors import PayloadTooLarge
 
         t0 = self.clock()
         if len(raw_events) > self.cfg.batch_max_events:
             raise PayloadTooLarge(f"at most {self.cfg.batch_max_events} events per batch, got {len(raw_events)}",
                                   field="events")
-        return self.classify_events(user_id, parse_events(list(raw_events), field="events"), t0=t0)
+        return self.classify_events(user_id, parse_events(list(raw_events), field="events"), t0=t0,
+                                    remember=remember)
 
     # ------------------------------------------------------------------ core
 
-    def classify_events(self, user_id: str, events: list[Event], *, t0: Optional[float] = None) -> list[dict]:
-        """``user_id`` must already be validated (``calroute.ids.user_id``)."""
+    def classify_events(self, user_id: str, events: list[Event], *, t0: Optional[float] = None,
+                        remember: bool = False) -> list[dict]:
+        """``user_id`` must already be validated (``calroute.ids.user_id``). With ``remember`` every
+        event needs an ``event_id`` (the store is idempotent by it) and each answer says whether it
+        was ``remembered`` (:meth:`_remember`)."""
         t0 = self.clock() if t0 is None else t0
+        if remember:
+            self._check_rememberable(events)
         cfg = self.cfg
         n = len(events)
         cohort = cohort_for(user_id, cfg.experiment_name, cfg.experiment_control_percent)
@@ -226,6 +235,8 @@ class PredictService:
                 "_llm": called,
             })
 
+        if remember:
+            self._remember(user_id, events, results)
         self._emit(results, n, llm_cost, t0)
         self._log(user_id, events, results)
         for r in results:
@@ -235,6 +246,57 @@ class PredictService:
         return results
 
     # ------------------------------------------------------------------ helpers
+
+    def _check_rememberable(self, events: list[Event]) -> None:
+        from ..errors import InvalidInput
+
+        if self.events is None:
+            raise InvalidInput("remember is not available here (no event store wired)", field="remember")
+        for i, ev in enumerate(events):
+            if not ev.event_id:
+                where = "event" if len(events) == 1 else f"events[{i}]"
+                raise InvalidInput(f"{where}: remember needs an event_id (events are remembered by id)",
+                                   field=f"{where}.event_id")
+
+    def _remember(self, user_id: str, events: list[Event], results: list[dict]) -> None:
+        """Store each answered event with its answer as a remembered label: provenance ``ml`` (the
+        model answered on its own) or ``llm`` (the fallback answered); nothing for ``none``, a
+        declined or over-budget fallback (``ml_low_confidence``). The meta (margin of the model's
+        top two, novelty, confidence) is what the review queue ranks by. One conditional PutItem per
+        event (never over a user's label) and, for ids not stored before, one counter update: only
+        requests that ask for it pay (docs/learning.md measures it)."""
+        from ..schema import LABEL_LLM, LABEL_ML
+
+        answers = []
+        for ev, r in zip(events, results):
+            r["remembered"] = False
+            if r["calendar_id"] is None or r["method"] not in ("ml", "llm", "llm_only"):
+                continue
+            alts = r["alternatives"]
+            margin = (alts[0]["probability"] - (alts[1]["probability"] if len(alts) > 1 else 0.0)) if alts else None
+            meta = {"method": r["method"], "margin": None if margin is None else round(margin, 4),
+                    "novelty": r["novelty"], "confidence": r["confidence"], "model_version": r["model_version"]}
+            answers.append((ev.model_copy(update={"calendar_id": r["calendar_id"]}),
+                            LABEL_ML if r["method"] == "ml" else LABEL_LLM,
+                            {k: v for k, v in meta.items() if v is not None}, r))
+        if not answers:
+            return
+        try:
+            new = set(self.events.remember(user_id, [a[:3] for a in answers]))
+            if new and self.users is not None:
+                per_cal: dict[str, int] = {}
+                for ev, _, _, _ in answers:
+                    if ev.event_id in new:
+                        per_cal[ev.calendar_id] = per_cal.get(ev.calendar_id, 0) + 1
+                self.users.bump(user_id, events=len(new), calendars=per_cal)
+        except Exception as exc:  # noqa: BLE001 - the answer matters more than remembering it
+            self.sink.add_metric("RememberFailures", "Count", 1)
+            if self.logger:
+                self.logger.warning("remember failed", extra={"user": hashed_user(user_id), "error": type(exc).__name__})
+            return
+        for _, _, _, r in answers:
+            r["remembered"] = True
+        self.sink.add_metric("Remembered", "Count", len(answers))
 
     def _allowed(self, user_id: str, answer: dict, labels: list[str]) -> bool:
         """Is the fallback's calendar one of the user's? (the LLM function checks too; this is the

@@ -10,7 +10,8 @@ from typing import Iterable, Optional
 from botocore.exceptions import ClientError
 
 from ...errors import NotFound, ServiceUnavailable
-from ...schema import Event, parse_event
+from ...ports import StoredEvent
+from ...schema import LABEL_LLM, LABEL_ML, LABEL_USER, Event, parse_event
 from .base import (
     TableAdapter,
     backoff,
@@ -30,11 +31,21 @@ def _data(ev: Event) -> str:
     return json.dumps(ev.to_flat(), ensure_ascii=False, separators=(",", ":"))
 
 
+def _meta(item: dict) -> dict:
+    raw = item.get("label_meta")
+    try:
+        out = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    return out if isinstance(out, dict) else {}
+
+
 class DynamoEventStore(TableAdapter):
     """Labelled events of one user, keyed by event id (upserts are idempotent)."""
 
     @translated
-    def put_events(self, user_id: str, events: list[Event], *, source: str = "api") -> int:
+    def put_events(self, user_id: str, events: list[Event], *, source: str = "api",
+                   provenance: str = LABEL_USER) -> int:
         """Upsert labelled events (each must have ``event_id`` and ``calendar_id``)."""
         ts = now_iso()
         reqs, seen = [], {}
@@ -48,11 +59,55 @@ class DynamoEventStore(TableAdapter):
                 "start": ev.start_utc.isoformat(),
                 "data": _data(ev),
                 "source": source,
+                "provenance": provenance,
                 "updated_at": ts,
             }
             reqs.append({"PutRequest": {"Item": item}})
         batch_write(self.t.ddb.meta.client, self.name, reqs)
         return len(reqs)
+
+    @translated
+    def remember(self, user_id: str, answers: list[tuple[Event, str, dict]]) -> list[str]:
+        """One conditional PutItem per answered event: written when the event is not stored, or
+        stored with a remembered label (``llm``/``ml``); a user's label (``user``, ``confirmed``, or
+        no provenance: items older than provenance) is never overwritten. ``ReturnValues=ALL_OLD``
+        says which ids are new."""
+        ts = now_iso()
+        new: list[str] = []
+        for ev, provenance, meta in {a[0].event_id: a for a in answers}.values():
+            item = {
+                "user_id": user_id, "event_id": ev.event_id, "calendar_id": ev.calendar_id or "",
+                "start": ev.start_utc.isoformat(), "data": _data(ev), "source": "classify",
+                "provenance": provenance, "updated_at": ts,
+                "label_meta": json.dumps(meta, separators=(",", ":")),
+            }
+            try:
+                resp = self.table.put_item(
+                    Item=item, ReturnValues="ALL_OLD",
+                    ConditionExpression="attribute_not_exists(event_id) OR provenance IN (:llm, :ml)",
+                    ExpressionAttributeValues={":llm": LABEL_LLM, ":ml": LABEL_ML})
+            except ClientError as exc:
+                if is_condition_failed(exc):
+                    continue  # the user's own label stands
+                raise
+            if not resp.get("Attributes"):
+                new.append(ev.event_id)
+        return new
+
+    @staticmethod
+    def _stored(item: dict) -> StoredEvent:
+        return StoredEvent(DynamoEventStore._event(item), str(item.get("provenance") or LABEL_USER),
+                           str(item.get("updated_at") or ""), _meta(item))
+
+    @translated
+    def list_stored(self, user_id: str) -> list[StoredEvent]:
+        return [self._stored(item) for item in query_all(self.table, KeyConditionExpression="user_id = :u",
+                                                         ExpressionAttributeValues={":u": user_id})]
+
+    @translated
+    def get_stored(self, user_id: str, event_id: str) -> Optional[StoredEvent]:
+        item = self.table.get_item(Key={"user_id": user_id, "event_id": event_id}).get("Item")
+        return self._stored(item) if item else None
 
     @staticmethod
     def _event(item: dict) -> Event:
@@ -98,8 +153,8 @@ class DynamoEventStore(TableAdapter):
         return out
 
     @translated
-    def set_calendar(self, user_id: str, event_id: str, calendar_id: str) -> Event:
-        """Relabel an existing event (conditional: it must exist)."""
+    def set_calendar(self, user_id: str, event_id: str, calendar_id: str, *, provenance: str = LABEL_USER) -> Event:
+        """Relabel an existing event (conditional: it must exist); its provenance becomes ``provenance``."""
         ev = self.get_event(user_id, event_id)
         if ev is None:
             raise NotFound(f"event {event_id!r} not found", field="eventId")
@@ -107,10 +162,10 @@ class DynamoEventStore(TableAdapter):
         try:
             self.table.update_item(
                 Key={"user_id": user_id, "event_id": event_id},
-                UpdateExpression="SET calendar_id = :c, #d = :d, updated_at = :u",
+                UpdateExpression="SET calendar_id = :c, #d = :d, updated_at = :u, provenance = :p",
                 ConditionExpression="attribute_exists(event_id)",
                 ExpressionAttributeNames={"#d": "data"},
-                ExpressionAttributeValues={":c": calendar_id, ":d": _data(ev), ":u": now_iso()},
+                ExpressionAttributeValues={":c": calendar_id, ":d": _data(ev), ":u": now_iso(), ":p": provenance},
             )
         except ClientError as exc:
             if is_condition_failed(exc):  # deleted between the read and the write

@@ -13,7 +13,6 @@ from ... import ids
 from ...config import Settings
 from ...errors import InvalidInput
 from ...ports import Stores
-from ...schema import sort_by_start
 
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
 #: per-run lists kept in the plan output / run record (Step Functions payloads are ≤ 256 KB)
@@ -59,8 +58,16 @@ def _base(item: Mapping) -> dict:
 
 def load_training_events(user_id: str, stores: Stores, cfg: Settings) -> list:
     """The user's labelled events, the ``max_train_events`` most recent, in time order."""
-    events = [e for e in stores.events.list_events(user_id) if e.calendar_id]
-    return sort_by_start(events)[-cfg.max_train_events:]
+    return load_training_labels(user_id, stores, cfg)[0]
+
+
+def load_training_labels(user_id: str, stores: Stores, cfg: Settings) -> tuple[list, list[str]]:
+    """As :func:`load_training_events`, with each event's label provenance (``user``, ``confirmed``,
+    ``llm``, ``ml``) in a parallel list."""
+    rows = [s for s in stores.events.list_stored(user_id) if s.event.calendar_id]
+    rows.sort(key=lambda s: (s.event.start_utc, s.event.event_id or ""))  # sort_by_start's order
+    rows = rows[-cfg.max_train_events:]
+    return [s.event for s in rows], [s.provenance for s in rows]
 
 
 def run_item(step: Callable[..., dict], event: Mapping, stores: Stores, cfg: Settings, logger: Any) -> dict:
@@ -82,4 +89,4 @@ def _finite(d: Mapping) -> dict:
 
 
 __all__ = ["RUN_ID_RE", "MAX_LISTED", "STATUSES", "new_version", "new_run_id", "run_id_of", "run_key",
-           "load_training_events", "run_item"]
+           "load_training_events", "load_training_labels", "run_item"]

@@ -12,7 +12,8 @@ from typing import Any, Callable, Mapping, Optional
 from ... import ids
 from ...config import Settings
 from ...ports import Stores
-from .common import _base, _finite, _ms, _now, load_training_events, new_version
+from ...schema import TRUSTED_LABELS
+from .common import _base, _finite, _ms, _now, load_training_labels, new_version
 
 #: holdout event ids kept on the registry record (DynamoDB items are ≤ 400 KB)
 MAX_HOLDOUT_IDS = 2000
@@ -52,14 +53,17 @@ def train_user(item: Mapping, stores: Stores, cfg: Settings, *, now: Optional[da
     if trainer is None:
         from ... import training as trainer
     profile = stores.users.profile(user)
-    events = load_training_events(user, stores, cfg)
+    events, provenance = load_training_labels(user, stores, cfg)
     tcfg = trainer.TrainConfig.from_settings(cfg)
-    ok, why = trainer.check_gates(events, tcfg)
+    # the gates count the user's own labels (docs/learning.md "Labels with provenance")
+    ok, why = trainer.check_gates([e for e, p in zip(events, provenance) if p in TRUSTED_LABELS], tcfg)
     if not ok:
         return {**out, "status": "skipped", "reason": why, "duration_ms": _ms(t0, clock)}
     now = _now(now)
     version = new_version(now)
     kwargs = {"raise_on_parity_failure": False} if _accepts(trainer.train_user_model, "raise_on_parity_failure") else {}
+    if _accepts(trainer.train_user_model, "provenance"):
+        kwargs["provenance"] = provenance
     model = trainer.train_user_model(events, tcfg, user_id=user, version=version, **kwargs)
     store = stores.models
     key, sha = store.put(user, version, model.onnx_bytes)

@@ -1,0 +1,179 @@
+"""Labels with provenance in training: remembered LLM/model labels are trained on with their weight,
+never certified on (threshold, calibration, out-of-fold metrics, champion/challenger holdout), and
+the gates count the user's own labels only."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from calroute.errors import GateFailed
+from calroute.features import featurize
+from calroute.training import TrainConfig, label_weights, train_user_model
+from test_training import NOW, VERSION, synthetic_events
+
+
+def _split(events, user_per_calendar):
+    """The first ``user_per_calendar`` events of each calendar are the user's, the rest the LLM's."""
+    seen: dict[str, int] = {}
+    prov = []
+    for e in events:
+        seen[e.calendar_id] = seen.get(e.calendar_id, 0) + 1
+        prov.append("user" if seen[e.calendar_id] <= user_per_calendar else "llm")
+    return prov
+
+
+def test_a_model_is_never_certified_on_llm_labels():
+    events = synthetic_events(per_calendar=60, calendars=("work", "gym"))
+    cfg = TrainConfig(min_events=10, min_per_calendar=5)
+    # all the user's: plenty of out-of-fold rows, certified
+    all_user = train_user_model(events, cfg, user_id="u1", version=VERSION, now=NOW)
+    assert all_user.metrics["risk"]["certified"] and all_user.threshold < 1.0
+    # the same labels, but all except 8 per calendar from the LLM: only the user's rows are scored
+    prov = _split(events, 8)
+    llm = train_user_model(events, cfg, user_id="u1", version=VERSION, now=NOW, provenance=prov)
+    assert llm.metrics["n_events"] == 120 and llm.metrics["labels_by_provenance"] == {"llm": 104, "user": 16}
+    trusted = {e.event_id for e, p in zip(events, prov) if p == "user"}
+    assert llm.metrics["oof_rows"] <= 16 and llm.metrics["risk"]["rows"] <= 16
+    assert not llm.metrics["risk"]["certified"] and llm.threshold == 1.0
+    assert set(llm.holdout_event_ids) <= trusted and llm.metrics["holdout_rows"] <= 16
+
+
+def test_the_gates_count_the_users_labels_only():
+    events = synthetic_events(per_calendar=40, calendars=("work", "gym"))
+    cfg = TrainConfig(min_events=10, min_per_calendar=5)
+    with pytest.raises(GateFailed, match="has 8"):
+        train_user_model(events, cfg, user_id="u1", version=VERSION, now=NOW, provenance=_split(events, 4))
+    m = train_user_model(events, cfg, user_id="u1", version=VERSION, now=NOW, provenance=_split(events, 5))
+    assert m.metrics["gate"].startswith("ok")
+
+
+def test_confirmed_labels_are_trusted_and_model_labels_weigh_label_weight_ml():
+    cfg = TrainConfig(label_weight_llm=0.25, label_weight_ml=0.75)
+    w, trusted = label_weights(["user", "confirmed", "llm", "ml"], 4, cfg)
+    assert w.tolist() == [1.0, 1.0, 0.25, 0.75] and trusted.tolist() == [True, True, False, False]
+    w, trusted = label_weights(None, 3, cfg)
+    assert w.tolist() == [1.0] * 3 and trusted.all()
+    with pytest.raises(ValueError):
+        label_weights(["user"], 2, cfg)
+
+
+def test_a_wrong_llm_label_pulls_the_model_less_the_lower_its_weight():
+    events = synthetic_events(per_calendar=30, calendars=("work", "gym"))
+    # the LLM answered "work" for every gym event after the 10th: wrong labels
+    flipped, prov = [], []
+    k = 0
+    for e in events:
+        if e.calendar_id == "gym":
+            k += 1
+            if k > 10:
+                flipped.append(e.model_copy(update={"calendar_id": "work"}))
+                prov.append("llm")
+                continue
+        flipped.append(e)
+        prov.append("user")
+    gym = [e for e in events if e.calendar_id == "gym"][10:]
+    X = featurize(gym)
+
+    def p_gym(weight):
+        from calroute.runtime import OnnxModel
+
+        m = train_user_model(flipped, TrainConfig(min_events=10, min_per_calendar=5, label_weight_llm=weight),
+                             user_id="u1", version=VERSION, now=NOW, provenance=prov)
+        model = OnnxModel.from_bytes(m.onnx_bytes)
+        return float(np.mean(model.predict_proba(X)[:, model.labels.index("gym")]))
+
+    assert p_gym(0.1) > p_gym(1.0) + 0.05
+
+
+def test_a_label_of_weight_zero_is_no_training_data():
+    events = synthetic_events(per_calendar=20, calendars=("work", "gym"))
+    prov = ["ml" if i % 3 == 0 else "user" for i in range(len(events))]
+    cfg = TrainConfig(min_events=10, min_per_calendar=5, label_weight_ml=0.0)
+    m = train_user_model(events, cfg, user_id="u1", version=VERSION, now=NOW, provenance=prov)
+    kept = [e for e, p in zip(events, prov) if p == "user"]
+    assert m.metrics["n_events"] == len(kept) and m.metrics["labels_by_provenance"] == {"user": len(kept)}
+    plain = train_user_model(kept, cfg, user_id="u1", version=VERSION, now=NOW)
+    assert np.array_equal(m.parity_proba, plain.parity_proba)
+
+
+def test_user_labels_only_is_exactly_the_unweighted_model():
+    events = synthetic_events(per_calendar=20, calendars=("work", "gym"))
+    cfg = TrainConfig(min_events=10, min_per_calendar=5)
+    a = train_user_model(events, cfg, user_id="u1", version=VERSION, now=NOW)
+    b = train_user_model(events, cfg, user_id="u1", version=VERSION, now=NOW, provenance=["user"] * len(events))
+    assert np.array_equal(a.parity_proba, b.parity_proba) and a.threshold == b.threshold
+
+
+def test_train_user_reads_provenance_from_the_store_and_a_correction_makes_a_label_the_users():
+    from calroute.config import Settings
+    from calroute.services.ingest import correct_event, ingest_events
+    from calroute.services.training.train_user import train_user
+    from support.fakes import fake_stores
+
+    stores = fake_stores()
+    cfg = Settings(min_events=10, min_per_calendar=5)
+    events = synthetic_events(per_calendar=20, calendars=("work", "gym"))
+    prov = _split(events, 6)
+    ingest_events("alice", [e.to_flat() for e, p in zip(events, prov) if p == "user"], stores, cfg)
+    stores.events.remember("alice", [(e, "llm", {"margin": 0.1}) for e, p in zip(events, prov) if p == "llm"])
+    out = train_user({"user_id": "alice", "run_id": "r1"}, stores, cfg)
+    record = stores.registry.get_version("alice", out["version"])
+    assert record["metrics"]["labels_by_provenance"] == {"llm": 28, "user": 12}
+    llm_ids = {e.event_id for e, p in zip(events, prov) if p == "llm"}
+    assert not set(record["holdout_event_ids"]) & llm_ids
+    from calroute.services.models import ModelsService
+
+    status = ModelsService(stores, cfg).status("alice")
+    assert status["labels_by_provenance"] == {"llm": 28, "user": 12} and status["can_train"]["ok"]
+    # a correction always wins and removes the LLM label
+    eid = next(iter(sorted(llm_ids)))
+    correct_event("alice", eid, "gym", stores)
+    row = {s.event.event_id: s for s in stores.events.list_stored("alice")}[eid]
+    assert row.provenance == "user" and row.event.calendar_id == "gym"
+
+
+def test_blocks_are_cut_on_trusted_rows_so_the_holdout_always_has_some():
+    from calroute.training import time_blocks, trusted_time_blocks
+
+    labels = ["a"] * 10
+    assert trusted_time_blocks(labels, np.ones(10, bool), 5).tolist() == time_blocks(labels, 5).tolist()
+    # the user's labels first, then only the LLM's: the user's rows are spread over every block
+    trusted = np.asarray([True] * 5 + [False] * 5)
+    assert trusted_time_blocks(labels, trusted, 5).tolist() == [0, 1, 2, 3, 4, 4, 4, 4, 4, 4]
+    events = synthetic_events(per_calendar=60, calendars=("work", "gym"))
+    prov = _split(events, 20)  # the last two thirds of each calendar are the LLM's
+    m = train_user_model(events, TrainConfig(min_events=10, min_per_calendar=5), user_id="u1", version=VERSION,
+                         now=NOW, provenance=prov)
+    assert m.metrics["holdout_rows"] == 8 and m.metrics["holdout_accuracy"] is not None  # 4 per calendar
+
+
+def test_a_failed_remember_never_fails_the_answer():
+    from dataclasses import replace
+
+    from calroute import wiring
+    from calroute.adapters.invoke import CallableInvoker
+    from calroute.config import Settings
+    from calroute.errors import ServiceUnavailable
+    from calroute.schema import CalendarInfo
+    from support.fakes import FakeEventStore, Recorder, fake_stores
+
+    class Throttled(FakeEventStore):
+        def remember(self, user_id, answers):
+            raise ServiceUnavailable("throttled", retry_after=1)
+
+    stores = fake_stores()
+    stores.users.put_calendar("alice", CalendarInfo(calendar_id="work", name="Work"))
+    sink = Recorder()
+    svc = wiring.predict_service(Settings(prediction_log_sample_rate=0, prediction_log_lines=False),
+                                 stores=replace(stores, events=Throttled()), sink=sink,
+                                 invoker=CallableInvoker(lambda p: {"calendar_id": "work", "reason": "r", "usd": 0.0}))
+    event = {"event_id": "e1", "summary": "Standup", "start": "2026-03-03T10:00:00Z"}
+    r = svc.classify("alice", event, remember=True)
+    assert r["method"] == "llm_only" and r["calendar_id"] == "work" and r["remembered"] is False
+    assert sink.total("RememberFailures") == 1
+    assert stores.users.profile("alice").get("events_total") is None  # nothing counted
+    ok = wiring.predict_service(Settings(prediction_log_sample_rate=0, prediction_log_lines=False), stores=stores,
+                                invoker=CallableInvoker(lambda p: {"calendar_id": "work", "reason": "r", "usd": 0.0}))
+    assert ok.classify("alice", event, remember=True)["remembered"] is True
+    assert stores.users.profile("alice")["events_total"] == 1 and stores.events.get_stored("alice", "e1").provenance == "llm"
