@@ -298,14 +298,18 @@ def test_the_map_runs_express_children_over_batches_and_tolerates_every_failure(
 
 def test_asl_compat_rewrites_what_moto_cannot_parse_and_refuses_what_it_would_not_emulate():
     text = json.dumps(_deployed_definition(users_per_batch="3"))
-    moto_text, batchers = asl_compat.for_moto(text)
+    moto_text, batchers, writers = asl_compat.for_moto(text)
     assert batchers == {"TrainUsers": 3}
+    assert writers == {"TrainUsers": {"Bucket": json.loads(text)["States"]["TrainUsers"]["ResultWriter"]
+                                      ["Parameters"]["Bucket"], "Prefix.$": "$.results_prefix"}}
     moto_def = json.loads(moto_text)
     m = moto_def["States"]["TrainUsers"]
     assert "ItemBatcher" not in m and m["ItemProcessor"]["ProcessorConfig"]["ExecutionType"] == "STANDARD"
+    assert "ResultWriter" not in m
     # the rest is untouched
     original = json.loads(text)
     original["States"]["TrainUsers"].pop("ItemBatcher")
+    original["States"]["TrainUsers"].pop("ResultWriter")
     original["States"]["TrainUsers"]["ItemProcessor"]["ProcessorConfig"]["ExecutionType"] = "STANDARD"
     assert moto_def == original
     # moto parses the rewrite
@@ -383,7 +387,26 @@ def test_a_batched_run_keeps_one_users_crash_from_its_batch_and_the_record_exact
     exits = [json.loads(e["stateExitedEventDetails"]["output"]) for e in history
              if (e.get("stateExitedEventDetails") or {}).get("name") == "TrainUsers"]
     assert len(exits) == 1
-    children = exits[0]["results"]
+    # the Map's output is only the ResultWriter's reference (AWS's documented shape), not the results
+    ref = exits[0]["results"]
+    assert set(ref) == {"MapRunArn", "ResultWriterDetails"}
+    details = ref["ResultWriterDetails"]
+    run_uuid = ref["MapRunArn"].rsplit(":", 1)[-1]
+    assert details == {"Bucket": repos.models.bucket,
+                       "Key": f"runs/nightly-batched/results/{run_uuid}/manifest.json"}
+    manifest = repos.models.get_json(details["Key"])
+    assert manifest["DestinationBucket"] == repos.models.bucket and manifest["MapRunArn"] == ref["MapRunArn"]
+    assert manifest["ResultFiles"]["FAILED"] == [] and manifest["ResultFiles"]["PENDING"] == []
+    [succeeded] = manifest["ResultFiles"]["SUCCEEDED"]
+    assert succeeded["Key"] == f"runs/nightly-batched/results/{run_uuid}/SUCCEEDED_0.json"
+    body = repos.models.t.s3.get_object(Bucket=repos.models.bucket, Key=succeeded["Key"])["Body"].read()
+    assert succeeded["Size"] == len(body)
+    entries = json.loads(body)
+    assert {e["Status"] for e in entries} == {"SUCCEEDED"}
+    # one entry per child, its Input the batch and its Output the batch's results, both JSON strings
+    assert [[u["user_id"] for u in json.loads(e["Input"])["Items"]] for e in entries] == \
+        [planned[0:2], planned[2:4], planned[4:]]
+    children = [json.loads(e["Output"]) for e in entries]
     assert [[r["user_id"] for r in child] for child in children] == [planned[0:2], planned[2:4], planned[4:]]
     by_user = {r["user_id"]: r for child in children for r in child}
     assert by_user["cid"]["status"] == "failed" and by_user["cid"]["stage"] == "train"
