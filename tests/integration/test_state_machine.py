@@ -273,6 +273,14 @@ def test_the_map_runs_express_children_over_batches_and_tolerates_every_failure(
     assert m["ItemBatcher"] == {"MaxItemsPerBatch": 7}
     assert m["ToleratedFailurePercentage"] == 100 and m["ResultPath"] == "$.results"
     assert m["ItemReader"]["Resource"] == "arn:aws:states:::s3:getObject"
+    # the results go to S3, never inline into the execution's 256 KiB state: the Map's output is only
+    # the manifest's reference, under the run's own prefix in the model bucket (Plan's results_prefix)
+    bucket = m["ItemReader"]["Parameters"]["Bucket"]
+    assert m["ResultWriter"] == {"Resource": "arn:aws:states:::s3:putObject",
+                                 "Parameters": {"Bucket": bucket, "Prefix.$": "$.results_prefix"}}
+    from calroute.services.training.common import results_prefix
+
+    assert results_prefix("r1") == "runs/r1/results"
     # a child: its batch's users one after the other (Lambda concurrency = MaxConcurrency)
     child = m["ItemProcessor"]
     batch = child["States"][child["StartAt"]]
@@ -336,6 +344,39 @@ def test_asl_compat_rewrites_what_moto_cannot_parse_and_refuses_what_it_would_no
     finally:
         asl_compat._BATCHERS.clear()
         asl_compat._BATCHERS.update(saved)
+
+    for bad in ({"Resource": "arn:aws:states:::s3:putObject", "Parameters": {"Bucket": "b", "Prefix.$": "$[0]"}},
+                {"Resource": "arn:aws:states:::s3:putObject", "Parameters": {"Bucket": "b", "Prefix": "p"},
+                 "WriterConfig": {"Transformation": "FLATTEN"}},
+                {"Resource": "arn:aws:states:::s3:putObject", "Parameters": {"Bucket.$": "$.b", "Prefix": "p"}}):
+        d = json.loads(text)
+        d["States"]["TrainUsers"]["ResultWriter"] = bad
+        with pytest.raises(asl_compat.UnsupportedAsl):
+            asl_compat.for_moto(json.dumps(d))
+    from datetime import datetime, timezone
+
+    t = datetime(2026, 6, 1, tzinfo=timezone.utc)
+    map_run = "arn:aws:states:us-east-1:123456789012:mapRun:m1/TrainUsers:4f2a"
+    bucket, bodies, result = asl_compat.result_files(
+        {"Bucket": "b", "Prefix.$": "$.results_prefix"}, {"results_prefix": "runs/r1/results"},
+        map_run_arn=map_run, state_machine_arn="arn:aws:states:us-east-1:123456789012:stateMachine:m1",
+        child_inputs=[{"Items": [1]}, {"Items": [2]}], child_outputs=[[{"ok": 1}], None], started=t, stopped=t)
+    assert bucket == "b" and list(bodies) == ["runs/r1/results/4f2a/FAILED_0.json",
+                                              "runs/r1/results/4f2a/SUCCEEDED_0.json",
+                                              "runs/r1/results/4f2a/manifest.json"]
+    assert result == {"MapRunArn": map_run,
+                      "ResultWriterDetails": {"Bucket": "b", "Key": "runs/r1/results/4f2a/manifest.json"}}
+    manifest = json.loads(bodies["runs/r1/results/4f2a/manifest.json"])
+    assert manifest == {"DestinationBucket": "b", "MapRunArn": map_run, "ResultFiles": {
+        "FAILED": [{"Key": "runs/r1/results/4f2a/FAILED_0.json", "Size": len(bodies["runs/r1/results/4f2a/FAILED_0.json"])}],
+        "PENDING": [],
+        "SUCCEEDED": [{"Key": "runs/r1/results/4f2a/SUCCEEDED_0.json",
+                       "Size": len(bodies["runs/r1/results/4f2a/SUCCEEDED_0.json"])}]}}
+    [ok] = json.loads(bodies["runs/r1/results/4f2a/SUCCEEDED_0.json"])
+    [failed] = json.loads(bodies["runs/r1/results/4f2a/FAILED_0.json"])
+    assert (ok["Status"], json.loads(ok["Input"]), json.loads(ok["Output"])) == ("SUCCEEDED", {"Items": [1]}, [{"ok": 1}])
+    assert failed["Status"] == "FAILED" and "Output" not in failed and failed["Error"] and failed["Cause"]
+    assert json.loads(failed["Input"]) == {"Items": [2]}
 
     # batches: consecutive, in order, at most N, the documented {"Items": [...]} shape
     assert asl_compat.batches([1, 2, 3, 4, 5], 2) == [{"Items": [1, 2]}, {"Items": [3, 4]}, {"Items": [5]}]
