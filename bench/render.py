@@ -462,12 +462,14 @@ def _render_state_machine(sm: dict) -> list[str]:
                 f"DynamoDB {_usd(c['dynamodb_usd'])}, S3 {_usd(c['s3_usd'])}, CloudWatch Logs {_usd(c['logs_usd'])}: "
                 f"**{_usd(c['total_usd'])}** (DynamoDB at one request unit per call plus the events the "
                 "TrainUser and Promote queries read, ~0.4 KB an event).", "",
-                "What does not scale as it stands (not changed here): Plan is one Lambda that reads every profile "
-                f"in turn — ~{pm['plan_seconds']:,} s at this run's (modelled) per-profile time, against Lambda's "
-                f"{pm['plan_lambda_limit_s']} s maximum (shard it: parallel Scan segments in a Map); the Map's "
-                f"results come back inline — ~{pm['results_bytes'] / 1e6:,.0f} MB against the "
-                f"{pm['results_limit_bytes'] // 1024} KB payload limit (already past it at ~"
-                f"{pm['results_limit_bytes'] // max(1, pm['results_bytes'] // pm['users']):,} users: a `ResultWriter` "
-                f"to S3 and a Summarize that reads its manifest are needed); users.json is "
-                f"~{pm['users_json_bytes'] / 1e6:,.0f} MB.", ""]
+                "What does not scale as it stands: Plan is one Lambda that reads every profile in turn — "
+                f"~{pm['plan_seconds']:,} s at this run's (modelled) per-profile time, against Lambda's "
+                f"{pm['plan_lambda_limit_s']} s maximum (shard it: parallel Scan segments in a Map); it is now the "
+                f"first limit a run reaches. users.json is ~{pm['users_json_bytes'] / 1e6:,.0f} MB. The Map's "
+                "results no longer come back inline: its `ResultWriter` puts them in S3 under "
+                "`runs/<runId>/results/` and the execution state carries only the manifest's reference, whatever "
+                f"the run size (inline, the {pm['results_limit_bytes'] // 1024} KB payload limit was passed at ~"
+                f"{pm['results_limit_bytes'] // max(1, pm['results_bytes'] // pm['users']):,} users); Summarize "
+                f"then reads ≥ ~{pm['results_bytes'] / 1e6:,.0f} MB of result files in one Lambda (the users' "
+                "results plus each child's metadata): size its memory and time, or stream them, before 1M users.", ""]
     return out

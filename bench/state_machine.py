@@ -317,7 +317,8 @@ def _seed(repos, prefix: str, n_users: int) -> list[int]:
 
 
 def _map_results(em, execution_arn: str) -> tuple[list, int]:
-    """The Map's results (from the parent's history) and the number of history events of the run."""
+    """The Map's results (from the parent's history: the inline list, or the ResultWriter's reference)
+    and the number of history events of the run."""
     sfn = em.client("stepfunctions")
     events, token = [], None
     while True:
@@ -350,6 +351,11 @@ def one_run(em, repos, *, label: str, prefix: str, n_users: int, definition: dic
     wall = time.perf_counter() - t0
     out = res.get("output") or {}
     results, history_events = _map_results(em, res["execution_arn"])
+    if isinstance(results, dict) and out.get("run_id"):
+        # the Map wrote its results to S3 (ResultWriter): the children's outputs, as Summarize reads them
+        from calroute.services.training.summarize import child_results
+
+        results = child_results(results, out["run_id"], repos)
     calls = list(em.lambdas.invocations)
     specs = {s.logical_id: s for s in function_specs(em.resolver).values()}
     by_fn: dict[str, list[float]] = {}

@@ -277,6 +277,14 @@ def test_the_map_runs_express_children_over_batches_and_tolerates_every_failure(
     assert m["ItemBatcher"] == {"MaxItemsPerBatch": 7}
     assert m["ToleratedFailurePercentage"] == 100 and m["ResultPath"] == "$.results"
     assert m["ItemReader"]["Resource"] == "arn:aws:states:::s3:getObject"
+    # the results go to S3, never inline into the execution's 256 KiB state: the Map's output is only
+    # the manifest's reference, under the run's own prefix in the model bucket (Plan's results_prefix)
+    bucket = m["ItemReader"]["Parameters"]["Bucket"]
+    assert m["ResultWriter"] == {"Resource": "arn:aws:states:::s3:putObject",
+                                 "Parameters": {"Bucket": bucket, "Prefix.$": "$.results_prefix"}}
+    from calroute.services.training.common import results_prefix
+
+    assert results_prefix("r1") == "runs/r1/results"
     # a child: its batch's users one after the other (Lambda concurrency = MaxConcurrency)
     child = m["ItemProcessor"]
     batch = child["States"][child["StartAt"]]
@@ -302,14 +310,18 @@ def test_the_map_runs_express_children_over_batches_and_tolerates_every_failure(
 
 def test_asl_compat_rewrites_what_moto_cannot_parse_and_refuses_what_it_would_not_emulate():
     text = json.dumps(_deployed_definition(users_per_batch="3"))
-    moto_text, batchers = asl_compat.for_moto(text)
+    moto_text, batchers, writers = asl_compat.for_moto(text)
     assert batchers == {"TrainUsers": 3}
+    assert writers == {"TrainUsers": {"Bucket": json.loads(text)["States"]["TrainUsers"]["ResultWriter"]
+                                      ["Parameters"]["Bucket"], "Prefix.$": "$.results_prefix"}}
     moto_def = json.loads(moto_text)
     m = moto_def["States"]["TrainUsers"]
     assert "ItemBatcher" not in m and m["ItemProcessor"]["ProcessorConfig"]["ExecutionType"] == "STANDARD"
+    assert "ResultWriter" not in m
     # the rest is untouched
     original = json.loads(text)
     original["States"]["TrainUsers"].pop("ItemBatcher")
+    original["States"]["TrainUsers"].pop("ResultWriter")
     original["States"]["TrainUsers"]["ItemProcessor"]["ProcessorConfig"]["ExecutionType"] = "STANDARD"
     assert moto_def == original
     # moto parses the rewrite
@@ -336,6 +348,39 @@ def test_asl_compat_rewrites_what_moto_cannot_parse_and_refuses_what_it_would_no
     finally:
         asl_compat._BATCHERS.clear()
         asl_compat._BATCHERS.update(saved)
+
+    for bad in ({"Resource": "arn:aws:states:::s3:putObject", "Parameters": {"Bucket": "b", "Prefix.$": "$[0]"}},
+                {"Resource": "arn:aws:states:::s3:putObject", "Parameters": {"Bucket": "b", "Prefix": "p"},
+                 "WriterConfig": {"Transformation": "FLATTEN"}},
+                {"Resource": "arn:aws:states:::s3:putObject", "Parameters": {"Bucket.$": "$.b", "Prefix": "p"}}):
+        d = json.loads(text)
+        d["States"]["TrainUsers"]["ResultWriter"] = bad
+        with pytest.raises(asl_compat.UnsupportedAsl):
+            asl_compat.for_moto(json.dumps(d))
+    from datetime import datetime, timezone
+
+    t = datetime(2026, 6, 1, tzinfo=timezone.utc)
+    map_run = "arn:aws:states:us-east-1:123456789012:mapRun:m1/TrainUsers:4f2a"
+    bucket, bodies, result = asl_compat.result_files(
+        {"Bucket": "b", "Prefix.$": "$.results_prefix"}, {"results_prefix": "runs/r1/results"},
+        map_run_arn=map_run, state_machine_arn="arn:aws:states:us-east-1:123456789012:stateMachine:m1",
+        child_inputs=[{"Items": [1]}, {"Items": [2]}], child_outputs=[[{"ok": 1}], None], started=t, stopped=t)
+    assert bucket == "b" and list(bodies) == ["runs/r1/results/4f2a/FAILED_0.json",
+                                              "runs/r1/results/4f2a/SUCCEEDED_0.json",
+                                              "runs/r1/results/4f2a/manifest.json"]
+    assert result == {"MapRunArn": map_run,
+                      "ResultWriterDetails": {"Bucket": "b", "Key": "runs/r1/results/4f2a/manifest.json"}}
+    manifest = json.loads(bodies["runs/r1/results/4f2a/manifest.json"])
+    assert manifest == {"DestinationBucket": "b", "MapRunArn": map_run, "ResultFiles": {
+        "FAILED": [{"Key": "runs/r1/results/4f2a/FAILED_0.json", "Size": len(bodies["runs/r1/results/4f2a/FAILED_0.json"])}],
+        "PENDING": [],
+        "SUCCEEDED": [{"Key": "runs/r1/results/4f2a/SUCCEEDED_0.json",
+                       "Size": len(bodies["runs/r1/results/4f2a/SUCCEEDED_0.json"])}]}}
+    [ok] = json.loads(bodies["runs/r1/results/4f2a/SUCCEEDED_0.json"])
+    [failed] = json.loads(bodies["runs/r1/results/4f2a/FAILED_0.json"])
+    assert (ok["Status"], json.loads(ok["Input"]), json.loads(ok["Output"])) == ("SUCCEEDED", {"Items": [1]}, [{"ok": 1}])
+    assert failed["Status"] == "FAILED" and "Output" not in failed and failed["Error"] and failed["Cause"]
+    assert json.loads(failed["Input"]) == {"Items": [2]}
 
     # batches: consecutive, in order, at most N, the documented {"Items": [...]} shape
     assert asl_compat.batches([1, 2, 3, 4, 5], 2) == [{"Items": [1, 2]}, {"Items": [3, 4]}, {"Items": [5]}]
@@ -387,7 +432,26 @@ def test_a_batched_run_keeps_one_users_crash_from_its_batch_and_the_record_exact
     exits = [json.loads(e["stateExitedEventDetails"]["output"]) for e in history
              if (e.get("stateExitedEventDetails") or {}).get("name") == "TrainUsers"]
     assert len(exits) == 1
-    children = exits[0]["results"]
+    # the Map's output is only the ResultWriter's reference (AWS's documented shape), not the results
+    ref = exits[0]["results"]
+    assert set(ref) == {"MapRunArn", "ResultWriterDetails"}
+    details = ref["ResultWriterDetails"]
+    run_uuid = ref["MapRunArn"].rsplit(":", 1)[-1]
+    assert details == {"Bucket": repos.models.bucket,
+                       "Key": f"runs/nightly-batched/results/{run_uuid}/manifest.json"}
+    manifest = repos.models.get_json(details["Key"])
+    assert manifest["DestinationBucket"] == repos.models.bucket and manifest["MapRunArn"] == ref["MapRunArn"]
+    assert manifest["ResultFiles"]["FAILED"] == [] and manifest["ResultFiles"]["PENDING"] == []
+    [succeeded] = manifest["ResultFiles"]["SUCCEEDED"]
+    assert succeeded["Key"] == f"runs/nightly-batched/results/{run_uuid}/SUCCEEDED_0.json"
+    body = repos.models.t.s3.get_object(Bucket=repos.models.bucket, Key=succeeded["Key"])["Body"].read()
+    assert succeeded["Size"] == len(body)
+    entries = json.loads(body)
+    assert {e["Status"] for e in entries} == {"SUCCEEDED"}
+    # one entry per child, its Input the batch and its Output the batch's results, both JSON strings
+    assert [[u["user_id"] for u in json.loads(e["Input"])["Items"]] for e in entries] == \
+        [planned[0:2], planned[2:4], planned[4:]]
+    children = [json.loads(e["Output"]) for e in entries]
     assert [[r["user_id"] for r in child] for child in children] == [planned[0:2], planned[2:4], planned[4:]]
     by_user = {r["user_id"]: r for child in children for r in child}
     assert by_user["cid"]["status"] == "failed" and by_user["cid"]["stage"] == "train"

@@ -445,6 +445,19 @@ def test_state_machine_wiring():
     stmts = [s for p in sm["Policies"] if "Statement" in p for s in p["Statement"]]
     s3 = [s for s in stmts if "s3:GetObject" in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])]
     assert [target(s["Resource"]) for s in s3] == ["bucket:runs/*"]
+    # the Map's ResultWriter: the documented writer actions, only under runs/<runId>/results/ (it can
+    # neither overwrite Plan's users.json nor touch models/); nothing else of S3
+    s3_targets: dict[str, set] = {}
+    for st in stmts:
+        actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
+        if any(a.startswith("s3:") for a in actions):
+            s3_targets.setdefault(target(st["Resource"]), set()).update(actions)
+    assert s3_targets == {"bucket:runs/*": {"s3:GetObject"},
+                          "bucket:runs/*/results/*": {"s3:PutObject", "s3:ListMultipartUploadParts",
+                                                      "s3:AbortMultipartUpload"}}
+    writer = json.loads(re.sub(r"\$\{(\w+)\}", "1", asl))["States"]["TrainUsers"]["ResultWriter"]
+    assert writer["Resource"] == "arn:aws:states:::s3:putObject"
+    assert writer["Parameters"]["Prefix.$"] == "$.results_prefix"  # Plan's runs/<runId>/results
     starts = [s for s in stmts if s["Action"] == "states:StartExecution"]
     assert len(starts) == 1 and "stateMachine:calroute-${Stage}-training" in tag(starts[0]["Resource"], "Sub")
     wildcard = [s for s in stmts if s["Resource"] == "*"]

@@ -503,3 +503,53 @@ def test_forget_reaches_every_registered_cache():
     c = forget.register(C())
     assert forget.forget_user("zed") >= 1 and "zed" in told
     del c
+
+
+def test_erase_removes_the_training_result_files_that_name_the_user():
+    """The training Map's ResultWriter files (runs/<run>/results/<map run>/SUCCEEDED_n.json, FAILED_n,
+    PENDING_n) carry each child's Input (its batch: user ids) and Output (its users' results) as JSON
+    strings: every version of a file naming the user goes with the erasure; files naming only others,
+    and the manifest (it names no user), stay."""
+    from calroute.adapters.s3_models import run_object_names_user
+
+    stores, svc = populated()
+    base = "runs/r1/results/0b1c2d3e"
+
+    def entry(status, users, output=None):
+        e = {"ExecutionArn": "arn:x", "Status": status, "Input": json.dumps({"Items": [{"user_id": u} for u in users]})}
+        if output is not None:
+            e["Output"] = json.dumps(output)
+        return e
+
+    # alice in a batch's input and in its output; in a FAILED child's input only; bob alone elsewhere
+    stores.models.put_json(f"{base}/SUCCEEDED_0.json", [
+        entry("SUCCEEDED", [U, "bob"], [{"user_id": U, "status": "promoted"}, {"user_id": "bob", "status": "skipped"}])])
+    stores.models.put_json(f"{base}/FAILED_0.json", [entry("FAILED", ["cy", U])])
+    stores.models.put_json(f"{base}/PENDING_0.json", [entry("PENDING", ["bob"])])
+    stores.models.put_json("runs/r2/results/9f8e/SUCCEEDED_0.json",
+                           [entry("SUCCEEDED", ["bob"], [{"user_id": "bob", "status": "promoted"}])])
+    # an older version of the same key that named alice only in its output
+    stores.models.put_json("runs/r2/results/9f8e/SUCCEEDED_1.json",
+                           [entry("SUCCEEDED", ["x"], [{"user_id": U, "status": "failed"}])])
+    stores.models.put_json("runs/r2/results/9f8e/SUCCEEDED_1.json",
+                           [entry("SUCCEEDED", ["bob"], [{"user_id": "bob", "status": "failed"}])])
+    stores.models.put_json(f"{base}/manifest.json", {"DestinationBucket": "b", "MapRunArn": "arn:x", "ResultFiles": {
+        "SUCCEEDED": [{"Key": f"{base}/SUCCEEDED_0.json", "Size": 1}], "FAILED": [], "PENDING": []}})
+
+    out = svc.erase(U, actor="self")
+    # users.json of r1 + SUCCEEDED_0 + FAILED_0 of r1 + the old version of r2's SUCCEEDED_1
+    assert out["removed"]["run_manifests"] == 4
+    left = {k for k, _ in stores.models.all_versions("runs/")}
+    assert f"{base}/SUCCEEDED_0.json" not in left and f"{base}/FAILED_0.json" not in left
+    assert {f"{base}/PENDING_0.json", f"{base}/manifest.json", "runs/r2/results/9f8e/SUCCEEDED_0.json"} <= left
+    assert [json.loads(v)[0]["Input"] for v in stores.models.history["runs/r2/results/9f8e/SUCCEEDED_1.json"]] == \
+        [json.dumps({"Items": [{"user_id": "bob"}]})]
+    for k in stores.models.objects:
+        if k.startswith("runs/"):
+            assert not run_object_names_user(k, stores.models.objects[k], U), k
+    # what names and what does not
+    body = json.dumps([entry("SUCCEEDED", ["bob"], [{"user_id": U}])]).encode()
+    assert run_object_names_user(f"{base}/SUCCEEDED_3.json", body, U)
+    assert not run_object_names_user(f"{base}/SUCCEEDED_3.json", body, "al")  # whole ids only
+    assert not run_object_names_user(f"{base}/manifest.json", body, U)  # not a result file
+    assert not run_object_names_user(f"{base}/SUCCEEDED_3.json", b"{not json", U)

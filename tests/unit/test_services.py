@@ -479,6 +479,86 @@ def test_summarize_counts_batched_results_and_recovers_the_users_of_a_failed_chi
     assert (out["planned"], out["trained"], out["failed"], out["lost_batches"]) == (3, 1, 1, 1)
     assert out["failures"][0]["error"].startswith("States.Timeout")
 
+
+
+def _result_entry(status: str, items: list, output=None, error: str = "", cause: str = "") -> dict:
+    """One child's entry of a ResultWriter result file, as Step Functions documents it (Transformation
+    NONE): Input and Output are JSON *strings*; a failed child has Error/Cause and no Output."""
+    import json
+
+    e = {"ExecutionArn": "arn:aws:states:us-east-1:123456789012:execution:sm/TrainUsers:x", "Name": "x",
+         "Input": json.dumps({"Items": items}), "InputDetails": {"Included": True}, "Status": status,
+         "StartDate": "2026-06-01T00:00:00Z", "StopDate": "2026-06-01T00:00:09Z", "RedriveCount": 0,
+         "StateMachineArn": "arn:aws:states:us-east-1:123456789012:stateMachine:sm/TrainUsers"}
+    if status == "SUCCEEDED":
+        e.update(Output=json.dumps(output), OutputDetails={"Included": True})
+    else:
+        e.update(Error=error, Cause=cause)
+    return e
+
+
+def test_summarize_reads_the_result_writer_manifest_and_its_succeeded_and_failed_files():
+    """The Map's output is only the ResultWriter's reference: Summarize reads the manifest, then every
+    SUCCEEDED/FAILED file it lists; a FAILED child's users are recovered from users.json + the
+    registry as before, and the record is exactly what the inline results gave."""
+    from calroute.services.training.common import results_prefix, run_key
+
+    stores = fake_stores()
+    run_id = "r-writer"
+    base = f"{results_prefix(run_id)}/0b1c2d3e"
+    stores.models.put_json(run_key(run_id), [{"user_id": u, "run_id": run_id, "reason": "x"}
+                                             for u in ("a", "b", "c", "d", "f")])
+    # c was promoted before its child died (its registry trace), d has no trace
+    rec = {"status": "candidate", "run_id": run_id, "s3_key": "models/c/k.onnx", "sha256": "0" * 64,
+           "threshold": 0.5, "feature_spec": 2, "labels": ["home", "work"]}
+    stores.registry.put_version("c", "v20260601000000-aaaaaa", dict(rec))
+    stores.registry.activate("c", {**rec, "version": "v20260601000000-aaaaaa"}, expected_version=None,
+                             actor="training-run", reason="first")
+    child_1 = [{"user_id": "a", "status": "promoted", "duration_ms": 10},
+               {"user_id": "b", "status": "rejected", "stage": "champion", "reason": "worse", "duration_ms": 30}]
+    child_3 = [{"user_id": "f", "status": "failed", "stage": "train", "error": "ValueError", "duration_ms": 20}]
+    stores.models.put_json(f"{base}/SUCCEEDED_0.json", [
+        _result_entry("SUCCEEDED", [{"user_id": "a"}, {"user_id": "b"}], child_1),
+        _result_entry("SUCCEEDED", [{"user_id": "f"}], child_3)])
+    stores.models.put_json(f"{base}/FAILED_0.json", [
+        _result_entry("FAILED", [{"user_id": "c"}, {"user_id": "d"}], error="States.Timeout", cause="300 s")])
+    stores.models.put_json(f"{base}/manifest.json", {
+        "DestinationBucket": stores.models.bucket,
+        "MapRunArn": "arn:aws:states:us-east-1:123456789012:mapRun:sm/TrainUsers:0b1c2d3e",
+        "ResultFiles": {"FAILED": [{"Key": f"{base}/FAILED_0.json", "Size": 1}], "PENDING": [],
+                        "SUCCEEDED": [{"Key": f"{base}/SUCCEEDED_0.json", "Size": 1}]}})
+    ref = {"MapRunArn": "arn:aws:states:us-east-1:123456789012:mapRun:sm/TrainUsers:0b1c2d3e",
+           "ResultWriterDetails": {"Bucket": stores.models.bucket, "Key": f"{base}/manifest.json"}}
+    now = datetime(2026, 6, 1, 0, 1, tzinfo=timezone.utc)
+    run = {"run_id": run_id, "count": 5, "skipped_total": 2, "started_at": "2026-06-01T00:00:00+00:00",
+           "results": ref}
+    out = summarize(run, stores, CFG, now=now)
+    assert (out["planned"], out["not_needed"], out["trained"], out["skipped"], out["rejected"], out["failed"],
+            out["conflict"]) == (5, 2, 2, 0, 1, 2, 0)
+    assert (out["recovered"], out["lost_batches"]) == (2, 1)
+    assert sorted((f["user_id"], f["stage"]) for f in out["failures"]) == [("d", "batch"), ("f", "train")]
+    assert [f["error"] for f in out["failures"] if f["user_id"] == "d"] == ["States.Timeout: 300 s"]
+    assert [(r["user_id"], r["stage"]) for r in out["rejections"]] == [("b", "champion")]
+    assert (out["user_ms_p50"], out["user_ms_max"]) == (20, 30)
+    assert stores.registry.get_run(run_id)["failed"] == 2
+
+    # the same run with its results inline gives the same record (same counts, same lists)
+    inline = summarize({**run, "results": [child_1, {"Error": "States.Timeout", "Cause": "300 s"}, child_3]},
+                       stores, CFG, now=now)
+    assert {k: v for k, v in inline.items()} == out
+
+    # a reference outside this run's results prefix, or to another bucket, is refused; a missing
+    # manifest fails the run (a storage fault must be visible, never a silently empty run)
+    for bad in ({"Bucket": stores.models.bucket, "Key": "runs/other-run/results/x/manifest.json"},
+                {"Bucket": stores.models.bucket, "Key": f"{base}/../../../models/a/manifest.json"},
+                {"Bucket": "someone-elses-bucket", "Key": f"{base}/manifest.json"}):
+        with pytest.raises(InvalidInput):
+            summarize({**run, "results": {**ref, "ResultWriterDetails": bad}}, stores, CFG, now=now)
+    stores.models.delete(f"{base}/manifest.json")
+    with pytest.raises(NotFound):
+        summarize(run, stores, CFG, now=now)
+
+
 def test_stats_read_the_log_and_the_global_ledger():
     stores = fake_stores()
     stores.predictions.put_many(U, [{"event_id": "e1", "calendar_id": "work", "method": "ml", "latency_ms": 2.0},

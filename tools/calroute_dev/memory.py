@@ -442,13 +442,13 @@ class FakeModelBlobs:
         return self._purge([k for k in self.history if k.startswith(f"models/{user_id}/")])
 
     def scrub_manifests(self, user_id: str) -> int:
-        """As S3: only the manifest versions that name the user go (other versions of the key stay)."""
-        def names(v: Optional[bytes]) -> bool:
-            return v is not None and any(isinstance(r, dict) and r.get("user_id") == user_id for r in json.loads(v))
+        """As S3: only the versions of run files (users.json, ResultWriter result files) that name the
+        user go (other versions of the key stay)."""
+        from calroute.adapters.s3_models import run_object_names_user
 
         n = 0
-        for k in [k for k in self.history if k.startswith("runs/") and k.endswith("/users.json")]:
-            kept = [v for v in self.history[k] if not names(v)]
+        for k in [k for k in self.history if k.startswith("runs/")]:
+            kept = [v for v in self.history[k] if v is None or not run_object_names_user(k, v, user_id)]
             n += len(self.history[k]) - len(kept)
             if kept:
                 self.history[k] = kept

@@ -272,8 +272,10 @@ class ModelBlobs(Protocol):
         ...
 
     def scrub_manifests(self, user_id: str) -> int:
-        """Permanently delete every version of the run manifests (``runs/*/users.json``) that name
-        the user; returns how many object versions were removed."""
+        """Permanently delete every version of the run files that name the user: the manifests
+        (``runs/*/users.json``) and the training Map's ResultWriter result files
+        (``runs/*/results/**/{SUCCEEDED,FAILED,PENDING}_n.json``, a child's Input/Output); returns how
+        many object versions were removed."""
         ...
 
 

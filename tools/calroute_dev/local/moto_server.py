@@ -286,7 +286,7 @@ def start_emulator(port: int = 4566, *, persist_dir: Optional[str] = None, stack
         definition = state_machine_definition(
             resolver, specs, max_concurrency=None if max_concurrency is None else str(max_concurrency),
             users_per_batch=None if users_per_batch is None else str(users_per_batch))
-        moto_definition, batchers = asl_compat.for_moto(definition)
+        moto_definition, batchers, writers = asl_compat.for_moto(definition)
         asl_compat.install_item_batcher()
         existing = {m["name"]: m["stateMachineArn"] for m in sfn.list_state_machines()["stateMachines"]}
         if sm_name in existing:
@@ -295,7 +295,7 @@ def start_emulator(port: int = 4566, *, persist_dir: Optional[str] = None, stack
         else:
             sm_arn = sfn.create_state_machine(name=sm_name, definition=moto_definition, roleArn=role_arn,
                                               type="STANDARD")["stateMachineArn"]
-        asl_compat.register(sm_arn, batchers)
+        asl_compat.register(sm_arn, batchers, writers)
         _set_env(late, "STATE_MACHINE_ARN", sm_arn)
         # the functions' env (from the template) may name the machine by its resolved ARN already
         _reset_clients()
@@ -365,7 +365,7 @@ def create_variant(emulator: Emulator, name: str, definition: str) -> str:
     ASL, substitutions resolved; rewritten by :mod:`asl_compat` like the template's machine), e.g. the
     one-user-per-child definition the bench compares with. Returns its ARN."""
     sfn = emulator.client("stepfunctions")
-    moto_definition, batchers = asl_compat.for_moto(definition)
+    moto_definition, batchers, writers = asl_compat.for_moto(definition)
     existing = {m["name"]: m["stateMachineArn"] for m in sfn.list_state_machines()["stateMachines"]}
     if name in existing:
         arn = existing[name]
@@ -374,7 +374,7 @@ def create_variant(emulator: Emulator, name: str, definition: str) -> str:
         role = f"arn:aws:iam::{ACCOUNT}:role/{ROLE_NAME}"
         arn = sfn.create_state_machine(name=name, definition=moto_definition, roleArn=role,
                                        type="STANDARD")["stateMachineArn"]
-    asl_compat.register(arn, batchers)
+    asl_compat.register(arn, batchers, writers)
     return arn
 
 

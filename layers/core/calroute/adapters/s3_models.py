@@ -1,11 +1,13 @@
 """The model bucket behind :class:`calroute.ports.ModelBlobs`: ONNX bytes at
 ``models/{userId}/{version}.onnx`` (sha256 in the object metadata and checked on every read), parity
-fixtures at ``models/{userId}/{version}.parity.npz``, run files at ``runs/{runId}/users.json``."""
+fixtures at ``models/{userId}/{version}.parity.npz``, run files at ``runs/{runId}/users.json`` and the
+training Map's ResultWriter files under ``runs/{runId}/results/``."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any, Optional
 
 from botocore.exceptions import ClientError
@@ -14,6 +16,42 @@ from ..errors import ModelIntegrityError, NotFound, ServiceUnavailable
 from .dynamo.base import Tables, error_code, shared_tables
 
 _MISSING = ("NoSuchKey", "404", "NotFound")
+#: a ResultWriter result file of a training run (its manifest names no user)
+_RESULT_FILE = re.compile(r"^runs/[^/]+/results/.+/(SUCCEEDED|FAILED|PENDING)_\d+\.json$")
+
+
+def _names(doc: Any, user_id: str) -> bool:
+    """``doc`` (a parsed JSON value) holds an object whose ``user_id`` is ``user_id``, at any depth."""
+    if isinstance(doc, dict):
+        return doc.get("user_id") == user_id or any(_names(v, user_id) for v in doc.values())
+    if isinstance(doc, list):
+        return any(_names(v, user_id) for v in doc)
+    return False
+
+
+def run_object_names_user(key: str, body: bytes, user_id: str) -> bool:
+    """Whether the run object ``key`` names the user: a ``runs/*/users.json`` row, or, in a
+    ResultWriter result file (``runs/*/results/**/SUCCEEDED_n.json``, ``FAILED_n``, ``PENDING_n``), a
+    child's ``Input`` (its batch) or ``Output`` (its users' results), both JSON strings. Other keys
+    (the manifest, anything unknown) name nobody; an unreadable body names nobody."""
+    is_manifest, is_result = key.endswith("/users.json"), bool(_RESULT_FILE.match(key))
+    if not (is_manifest or is_result):
+        return False
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return False
+    if is_manifest:
+        return any(isinstance(r, dict) and r.get("user_id") == user_id for r in doc or [])
+    for entry in doc if isinstance(doc, list) else []:
+        for field in ("Input", "Output"):
+            value = entry.get(field) if isinstance(entry, dict) else None
+            try:
+                if isinstance(value, str) and _names(json.loads(value), user_id):
+                    return True
+            except ValueError:
+                continue
+    return False
 
 
 class S3ModelBlobs:
@@ -87,7 +125,7 @@ class S3ModelBlobs:
     def scrub_manifests(self, user_id: str) -> int:
         doomed = []
         for v in self._versions("runs/"):
-            if not v["Key"].endswith("/users.json"):
+            if not (v["Key"].endswith("/users.json") or _RESULT_FILE.match(v["Key"])):
                 continue
             try:
                 body = self.t.s3.get_object(Bucket=self.bucket, Key=v["Key"], VersionId=v["VersionId"])["Body"].read()
@@ -95,10 +133,6 @@ class S3ModelBlobs:
                 if error_code(exc) in _MISSING or error_code(exc) in ("MethodNotAllowed", "405", "InvalidArgument"):
                     continue
                 raise
-            try:
-                rows = json.loads(body)
-            except ValueError:
-                continue
-            if any(isinstance(r, dict) and r.get("user_id") == user_id for r in rows or []):
+            if run_object_names_user(v["Key"], body, user_id):
                 doomed.append(v)
         return self._delete_versions(doomed)

@@ -14,7 +14,8 @@ what they share (ids, run keys, the per-item handler wrapper) is in :mod:`.commo
   sklearn's on the fixtures (max |Δp| ≤ 1e-4, no argmax flip). Failing → ``rejected``.
 * ``promote``: champion/challenger on the candidate's holdout, then a conditional write of ACTIVE
   (retried once on a race, else ``conflict``).
-* ``summarize``: counts, durations, the run record, metrics.
+* ``summarize``: reads the Map's results from S3 (its ``ResultWriter`` manifest under
+  ``runs/{runId}/results/``), counts, durations, the run record, metrics.
 
 Every function returns a small JSON-serialisable dict carrying ``user_id``, ``run_id`` and the
 accumulated ``duration_ms``. numpy, the featurizer and onnxruntime are imported inside the states that

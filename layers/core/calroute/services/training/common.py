@@ -44,6 +44,12 @@ def run_key(run_id: str) -> str:
     return f"runs/{run_id}/users.json"
 
 
+def results_prefix(run_id: str) -> str:
+    """Where the Map's ``ResultWriter`` writes the run's child results (``<prefix>/<map run id>/
+    manifest.json`` and ``SUCCEEDED_n.json`` / ``FAILED_n.json`` / ``PENDING_n.json``)."""
+    return f"runs/{run_id}/results"
+
+
 def _ms(t0: float, clock: Callable[[], float]) -> int:
     return int(round((clock() - t0) * 1000))
 

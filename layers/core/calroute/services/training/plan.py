@@ -11,7 +11,7 @@ from ...config import Settings
 from ...errors import InvalidInput
 from ...ports import ModelRegistry, PredictionLog, Stores
 from ...retrain import counter_gate, latest_training, needs_training
-from .common import MAX_LISTED, RUN_ID_RE, _now, new_run_id, run_id_of, run_key
+from .common import MAX_LISTED, RUN_ID_RE, _now, new_run_id, results_prefix, run_id_of, run_key
 
 
 def plan(run_input: Mapping, stores: Stores, cfg: Settings, *, now: Optional[datetime] = None,
@@ -20,7 +20,7 @@ def plan(run_input: Mapping, stores: Stores, cfg: Settings, *, now: Optional[dat
     otherwise every user's profile is paged through and the retraining policy decides.
 
     Writes ``runs/{runId}/users.json`` (a JSON array of ``{"user_id","run_id","reason"}``) and
-    returns ``{run_id, bucket, key, count, skipped, skipped_total, started_at, trigger}``.
+    returns ``{run_id, bucket, key, results_prefix, count, skipped, skipped_total, started_at, trigger}``.
     """
     now = _now(now)
     run_input = dict(run_input or {})
@@ -70,7 +70,8 @@ def plan(run_input: Mapping, stores: Stores, cfg: Settings, *, now: Optional[dat
                     skipped.append({"user_id": u, "reason": reason})
     key = run_key(run_id)
     stores.models.put_json(key, items)
-    out = {"run_id": run_id, "bucket": stores.models.bucket, "key": key, "count": len(items),
+    out = {"run_id": run_id, "bucket": stores.models.bucket, "key": key,
+           "results_prefix": results_prefix(run_id), "count": len(items),
            "skipped": skipped, "skipped_total": skipped_total, "started_at": now.isoformat(),
            "trigger": trigger}
     if run_input.get("user_ids") is None:

@@ -1,6 +1,14 @@
 """SummarizeFunction: count the Map's results, store the run record, emit the run's metrics. Core
 layer only.
 
+The Map writes its results to S3 (``ResultWriter``): its output, ``$.results``, is only
+``{"MapRunArn", "ResultWriterDetails": {"Bucket", "Key"}}``, the key of a ``manifest.json`` under
+``runs/{runId}/results/`` that lists the result files by child status (``ResultFiles.SUCCEEDED`` /
+``FAILED`` / ``PENDING``: ``[{"Key", "Size"}]``); each file is a JSON array of one entry per child
+execution (``ExecutionArn``, ``Input``, ``Status``, ... and, for a child that succeeded, its
+``Output`` as a JSON *string*; for one that failed ``Error``/``Cause``). :func:`child_results` turns
+that back into the list of child outputs the inline Map returned (which is still accepted).
+
 The Map's results are one entry per child workflow: a list of per-user results (a batch of the
 ``ItemBatcher``), or, from a child that failed as a whole (an Express child past its 5 minutes, a
 runtime error), something else (``null`` or an error object) that names no user. Such users are
@@ -11,6 +19,7 @@ So the run record counts every planned user once, whatever happened to its child
 
 from __future__ import annotations
 
+import json
 import statistics
 from collections import Counter
 from datetime import datetime
@@ -18,10 +27,13 @@ from typing import Any, Mapping, Optional
 
 from ... import ids
 from ...config import Settings
-from ...errors import NotFound
+from ...errors import InvalidInput, NotFound
 from ...ports import Stores
 from ...timeutil import parse_ts
-from .common import MAX_LISTED, STATUSES, _now, run_id_of, run_key
+from .common import MAX_LISTED, STATUSES, _now, results_prefix, run_id_of, run_key
+
+#: the ResultWriter's result-file statuses, as the manifest lists them
+RESULT_STATUSES = ("SUCCEEDED", "FAILED", "PENDING")
 
 
 def summarize(run: Mapping, stores: Stores, cfg: Settings, *, now: Optional[datetime] = None,
@@ -30,7 +42,7 @@ def summarize(run: Mapping, stores: Stores, cfg: Settings, *, now: Optional[date
     ``TrainingUsers{Trained,Skipped,Rejected,Failed,Conflict}`` (no per-user dimension)."""
     now = _now(now)
     run_id = run_id_of(run.get("run_id"))
-    results, lost = per_user_results(run.get("results") or [])
+    results, lost = per_user_results(child_results(run.get("results"), run_id, stores))
     planned = int(run.get("count") or len(results))
     recovered = 0
     if lost or len({r.get("user_id") for r in results}) < planned:
@@ -96,6 +108,61 @@ def summarize(run: Mapping, stores: Stores, cfg: Settings, *, now: Optional[date
             metrics.add_metric(name="DriftPsi", unit=MetricUnit.NoUnit, value=float(drift.get("max_psi") or 0.0))
             metrics.add_metric(name="DriftUsersDrifted", unit=MetricUnit.Count, value=int(drift.get("drifted") or 0))
     return {"run_id": run_id, **record}
+
+
+def child_results(results: Any, run_id: str, stores: Stores) -> list:
+    """The Map's results as one entry per child workflow: the inline list as it is, or, from a
+    ``ResultWriter`` reference, read from its manifest and result files (each SUCCEEDED entry's
+    ``Output`` parsed; a FAILED/PENDING entry, or one without its output, becomes
+    ``{"Error", "Cause"}``, a child that names no user). The manifest must be in the model bucket
+    under ``runs/{runId}/results/`` and its files too (anything else is refused: the run fails
+    visibly, as it does when the manifest or a listed file is missing)."""
+    if results is None:
+        return []
+    if isinstance(results, list):
+        return results
+    details = results.get("ResultWriterDetails") if isinstance(results, dict) else None
+    if not isinstance(details, dict):
+        raise InvalidInput("results must be the Map's result list or its ResultWriter output", field="results")
+    prefix = results_prefix(run_id) + "/"
+
+    def checked(key: Any) -> str:
+        if not isinstance(key, str) or not key.startswith(prefix) or ".." in key:
+            raise InvalidInput(f"result object {key!r} is not under {prefix}", field="results")
+        return key
+
+    bucket = details.get("Bucket")
+    if bucket != stores.models.bucket:
+        raise InvalidInput(f"result bucket {bucket!r} is not the model bucket", field="results")
+    key = checked(details.get("Key"))
+    try:
+        manifest = stores.models.get_json(key)
+    except NotFound:
+        raise NotFound(f"the Map's result manifest {key} is missing", field="results") from None
+    files = (manifest or {}).get("ResultFiles") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict):
+        raise InvalidInput(f"{key} is not a ResultWriter manifest", field="results")
+    out: list = []
+    for status in RESULT_STATUSES:
+        for f in files.get(status) or []:
+            entries = stores.models.get_json(checked(f.get("Key") if isinstance(f, dict) else None))
+            for e in entries if isinstance(entries, list) else []:
+                out.append(_child_output(e, status))
+    return out
+
+
+def _child_output(entry: Any, status: str) -> Any:
+    if not isinstance(entry, dict):
+        return None
+    if status == "SUCCEEDED" and isinstance(entry.get("Output"), str):
+        try:
+            return json.loads(entry["Output"])
+        except ValueError:
+            return {"Error": "States.ResultWriterFailed", "Cause": "a child's Output is not JSON"}
+    if status == "SUCCEEDED":
+        return {"Error": "NoOutput", "Cause": "the child's output was not included in its result file"}
+    return {"Error": entry.get("Error") or status,
+            "Cause": entry.get("Cause") or ("the child workflow had not finished" if status == "PENDING" else "")}
 
 
 def per_user_results(results: list) -> tuple[list[dict], list[str]]:
