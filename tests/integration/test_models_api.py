@@ -198,7 +198,7 @@ def test_configure_openapi_merge_finds_none_of_our_resolvers():
 
     functions = Path(__file__).resolve().parents[2] / "functions"
     http = [p for p in sorted(functions.glob("*/app.py")) if "app = make_resolver(" in p.read_text(encoding="utf-8")]
-    assert len(http) == 5  # data, ingest, models, predict, stats
+    assert len(http) == 6  # data, ingest, models, parse, predict, stats
     probe = APIGatewayHttpResolver()
     probe.configure_openapi_merge(path=str(functions), pattern="*/app.py")
     assert probe._openapi_merge.discovered_files == []  # noqa: SLF001 - what it would merge: nothing
