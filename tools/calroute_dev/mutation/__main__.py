@@ -24,6 +24,8 @@ killed; "no tests" (no mapped test runs the function) counts as surviving.
 from __future__ import annotations
 
 import argparse
+import ast
+import difflib
 import fnmatch
 import json
 import os
@@ -96,9 +98,9 @@ def _pyproject(target: dict, tests: list[str]) -> str:
     ])
 
 
-def stage(target: dict) -> tuple[Path, list[str]]:
+def stage(target: dict, root: Path = STAGES) -> tuple[Path, list[str]]:
     """A fresh stage for one target; returns it and the mapped test files that exist."""
-    d = STAGES / slug(target["name"])
+    d = root / slug(target["name"])
     if d.exists():
         shutil.rmtree(d)
     (d / "src").mkdir(parents=True)
@@ -110,12 +112,14 @@ def stage(target: dict) -> tuple[Path, list[str]]:
     if (ROOT.parent / "shared").exists():
         (d / "shared").symlink_to(ROOT.parent / "shared")
     tests = [t for t in target["tests"] if (ROOT / t.split("::")[0]).exists()]
-    (d / "pyproject.toml").write_text(_pyproject(target, tests), encoding="utf-8")
+    selection = tests + (["-k", target["select"]] if target.get("select") else [])
+    (d / "pyproject.toml").write_text(_pyproject(target, selection), encoding="utf-8")
     return d, tests
 
 
 def _env() -> dict:
-    env = dict(os.environ)
+    # not the environment of a pytest run this may be started from (the CI sample runs under xdist)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "COV_"))}
     # the mutated copy must be the only calroute on the path: no layers/core of any checkout
     env["PYTHONPATH"] = str(ROOT / "tools")
     env.setdefault("AWS_DEFAULT_REGION", "us-east-1")
@@ -133,9 +137,9 @@ def _patterns(target: dict) -> list[str]:
     return [f"{mod}.{f}__mutmut_*" for f in target.get("functions", [])]
 
 
-def run_target(target: dict, *, workers: int, names: list[str] | None = None) -> dict:
+def run_target(target: dict, *, workers: int, names: list[str] | None = None, root: Path = STAGES) -> dict:
     """Stage, run mutmut, read its verdicts; returns the target's result (counts and survivors)."""
-    d, tests = stage(target)
+    d, tests = stage(target, root)
     started = time.monotonic()
     cmd = [sys.executable, "-m", "mutmut", "run", "--max-children", str(workers)]
     cmd += names if names else _patterns(target)
@@ -154,12 +158,13 @@ def run_target(target: dict, *, workers: int, names: list[str] | None = None) ->
         raise RuntimeError(f"{target['name']}: {len(unchecked)} of {len(verdicts)} mutants not checked "
                            f"(mutmut exit {proc.returncode}); see {log}")
     equivalents = load_equivalents()
+    diffs = mutant_diffs(d / "mutants" / "src" / target["file"])
     killed, survivors, equivalent, stale = [], [], [], []
     for name, code in sorted(verdicts.items()):
         if code in KILLED:
             killed.append(name)
             continue
-        diff = show(d, name)
+        diff = diffs.get(name.rpartition(".")[2], "")
         eq = equivalents.get(name)
         if eq is not None and _norm(eq.get("diff", "")) == _norm(_changed_lines(diff)):
             equivalent.append(name)
@@ -170,7 +175,7 @@ def run_target(target: dict, *, workers: int, names: list[str] | None = None) ->
     scored = len(verdicts) - len(equivalent)
     return {
         "name": target["name"], "file": target["file"], "functions": target.get("functions", []),
-        "tests": tests, "mutants": len(verdicts), "killed": len(killed), "equivalent": len(equivalent),
+        "tests": tests, "select": target.get("select"), "mutants": len(verdicts), "killed": len(killed), "equivalent": len(equivalent),
         "survived": len(survivors), "stale_equivalents": stale,
         "score": round(100.0 * len(killed) / scored, 1) if scored else 100.0,
         "seconds": round(seconds, 1), "workers": workers, "survivors": survivors,
@@ -178,10 +183,27 @@ def run_target(target: dict, *, workers: int, names: list[str] | None = None) ->
     }
 
 
-def show(d: Path, name: str) -> str:
-    out = subprocess.run([sys.executable, "-m", "mutmut", "show", name], cwd=d, env=_env(),
-                         capture_output=True, text=True)
-    return out.stdout.strip()
+def mutant_diffs(mutated: Path) -> dict[str, str]:
+    """{mangled function name: unified diff of the original function against that mutant}, read from
+    the file mutmut wrote (every mutant is a function ``<key>__mutmut_<n>`` beside ``<key>__mutmut_orig``)
+    - what ``mutmut show`` prints, without a process per mutant."""
+    src = mutated.read_text(encoding="utf-8")
+    lines = src.splitlines()
+    funcs = {}
+    for node in ast.walk(ast.parse(src)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and "__mutmut_" in node.name:
+            funcs[node.name] = lines[node.lineno - 1:node.end_lineno]
+    out = {}
+    for name, body in funcs.items():
+        base, _, n = name.rpartition("__mutmut_")
+        orig = funcs.get(base + "__mutmut_orig")
+        if n == "orig" or orig is None:
+            continue
+        plain = base.split("\u01c1")[-1].removeprefix("x_")  # xǁClassǁmethod / x_function
+        a = [l.replace(base + "__mutmut_orig", plain) for l in orig]
+        b = [l.replace(name, plain) for l in body]
+        out[name] = "\n".join(difflib.unified_diff(a, b, "original", name, lineterm="", n=1))
+    return out
 
 
 def _changed_lines(diff: str) -> str:
@@ -203,6 +225,8 @@ def table(results: list[dict]) -> str:
     for r in results:
         fn = ", ".join(f"`{f}`" for f in r["functions"]) or "all"
         tests = ", ".join(f"`{t.removeprefix('tests/')}`" for t in r["tests"])
+        if r.get("select"):
+            tests += f" (`-k {r['select']}`)"
         score = f"**{r['score']:.1f} %**" if r["score"] >= TARGET_SCORE else f"{r['score']:.1f} %"
         rows.append(f"| `{r['file']}` | {fn} | {tests} | {r['mutants']} | {r['killed']} | "
                     f"{r['equivalent']} | {r['survived']} | {score} |")
@@ -273,13 +297,17 @@ def run_sample(workers: int) -> int:
     targets = {t["name"]: t for t in load_targets()}
     started = time.monotonic()
     failed = []
-    lines = []
+    rows = ["| module | functions | mapped tests | mutants | killed | equivalent | survived | time |",
+            "|---|---|---|---|---|---|---|---|"]
     for s in load_sample():
         t = dict(targets[s["target"]], functions=s["functions"])
-        r = run_target(t, workers=workers)
-        lines.append(f"{t['file']} {', '.join(s['functions'])}: {r['killed']}/{r['mutants'] - r['equivalent']} "
-                     f"killed ({r['equivalent']} equivalent), {r['seconds']:.0f} s")
-        print(lines[-1], flush=True)
+        r = run_target(t, workers=workers, root=STAGES.with_name("mutation-sample"))
+        fns = ", ".join(f"`{f}`" for f in s["functions"])
+        tests = ", ".join(f"`{x.removeprefix('tests/')}`" for x in r["tests"])
+        rows.append(f"| `{t['file']}` | {fns} | {tests} | {r['mutants']} | {r['killed']} | {r['equivalent']} | "
+                    f"{r['survived']} | {r['seconds']:.0f} s |")
+        print(f"{t['file']} {', '.join(s['functions'])}: {r['killed']}/{r['mutants'] - r['equivalent']} killed "
+              f"({r['equivalent']} equivalent), {r['seconds']:.0f} s", flush=True)
         if r["mutants"] == 0:
             failed.append(f"{t['file']} {s['functions']}: no mutants (function renamed? update targets.toml)")
         for sv in r["survivors"]:
@@ -288,6 +316,12 @@ def run_sample(workers: int) -> int:
     print(f"sample: {total:.0f} s", flush=True)
     for f in failed:
         print("SURVIVED:", f, flush=True)
+    if not failed:
+        when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        ctx = "inside `make test`" if os.environ.get("PYTEST_XDIST_WORKER") else "alone"
+        _write_between(SAMPLE_BEGIN, SAMPLE_END, "\n".join([
+            SAMPLE_BEGIN, "", f"Last passing sample run: {when}, {ctx}, {workers} worker(s), "
+            f"**{total:.0f} s** in all (staging and mutmut's stats pass included).", "", *rows, "", SAMPLE_END]))
     return 1 if failed else 0
 
 
