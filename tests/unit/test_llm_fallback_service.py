@@ -40,10 +40,13 @@ class Clock:
 
 class Log:
     def __init__(self):
-        self.warnings = []
+        self.warnings, self.infos = [], []
 
     def warning(self, msg, extra=None):
         self.warnings.append((msg, extra))
+
+    def info(self, msg, extra=None):
+        self.infos.append((msg, extra))
 
 
 def make(client, repo=None, **cfg):
@@ -104,10 +107,13 @@ def test_an_invalid_user_or_event_names_the_field():
 
 
 def test_not_configured_no_calendars_and_budget_messages():
-    repo = Repo()
-    s = FallbackService(Settings(), client_factory=FakeClient, users=repo, events=repo, registry=repo, usage=repo)
+    repo, log = Repo(), Log()
+    s = FallbackService(Settings(), client_factory=FakeClient, users=repo, events=repo, registry=repo, usage=repo,
+                        logger=log)
     out = s.handle(payload())
     assert (out["error"], out["message"]) == ("not_configured", "no LLM endpoint is configured")
+    # a deployment without an LLM is a state, not a fault: INFO, not a WARNING per deferred event
+    assert log.warnings == [] and log.infos == [("llm fallback failed", {"error": "not_configured"})]
     s, _, _, _ = make(FakeClient(), Repo(cals=[]))
     out = s.handle(payload())
     assert (out["error"], out["message"]) == ("no_calendars", "the user has no calendars")
