@@ -152,3 +152,38 @@ def test_rules_apply_in_order():
                                      (None, (False, "only 0 labelled events (need 40)"))])
 def test_counter_gate_at_exactly_min_events(n, want):
     assert counter_gate({"events_total": n}, CFG) == want
+
+
+def test_a_version_record_without_an_active_model_is_not_never_trained():
+    # the last candidate was rejected and nothing is active: judged on that record, not "never trained"
+    assert decide(active=None, last=rec()) == (False, UP_TO_DATE)
+    assert decide(active=None, last=rec(), profile={"events_total": 150})[1].startswith("50 new events")
+
+
+def test_without_a_version_record_the_active_pointer_is_the_reference():
+    active = {"version": "v1", "trained_at": T0.isoformat(), "events_total_at_training": 100, "labels": ["work"]}
+    assert needs_training(profile={"events_total": 150}, active=active, last=None, cfg=CFG, now=NOW) == \
+        (True, "50 new events since training (threshold 50)")
+    assert needs_training(profile={"events_total": 120}, active=active, last=None, cfg=CFG, now=NOW) == \
+        (False, UP_TO_DATE)
+
+
+def test_drift_when_neither_record_names_a_version():
+    assert needs_training(profile={}, active={"drifted": True}, last={"trained_at": T0.isoformat()}, cfg=CFG,
+                          now=NOW) == (True, "drift detected on the active model")
+    # a pointer without a version: any versioned training is newer than it
+    assert needs_training(profile={}, active={"drifted": True}, last=rec(), cfg=CFG, now=NOW) == (False, UP_TO_DATE)
+
+
+LOW = SimpleNamespace(retrain_max_age_days=30, retrain_new_events=1, retrain_corrections=1, min_per_calendar=1,
+                      min_events=1)
+
+
+def test_missing_counters_count_as_zero():
+    last = rec(events_total_at_training=0, corrections_total_at_training=0)
+    p = {"events_total": None, "corrections_total": None, "calev#gym": None, "calev#band": 0}
+    assert needs_training(profile=p, active={"version": last["version"]}, last=last, cfg=LOW, now=NOW) == \
+        (False, UP_TO_DATE)
+    assert needs_training(profile={}, active={"version": last["version"]}, last=last, cfg=LOW, now=NOW) == \
+        (False, UP_TO_DATE)
+    assert counter_gate({}, LOW) == (False, "only 0 labelled events (need 1)")
