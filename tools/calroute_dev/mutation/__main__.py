@@ -301,6 +301,8 @@ def run_sample(workers: int) -> int:
             "|---|---|---|---|---|---|---|---|"]
     for s in load_sample():
         t = dict(targets[s["target"]], functions=s["functions"])
+        if "tests" in s:  # the sample may map fewer (faster) tests than the full run
+            t["tests"], t["select"] = s["tests"], s.get("select")
         r = run_target(t, workers=workers, root=STAGES.with_name("mutation-sample"))
         fns = ", ".join(f"`{f}`" for f in s["functions"])
         tests = ", ".join(f"`{x.removeprefix('tests/')}`" for x in r["tests"])
@@ -348,7 +350,9 @@ def main(argv: list[str] | None = None) -> int:
     previous = _load(args.label) or {"targets": []}
     by_name = {r["name"]: r for r in previous["targets"]}
     for t in targets:
-        r = run_target(t, workers=args.workers)
+        if args.label != "before":  # the before table was measured without the tests issue 14 added
+            t = dict(t, tests=t.get("new_tests", []) + t["tests"])
+        r = run_target(t, workers=args.workers, root=STAGES / args.label)
         by_name[r["name"]] = r
         print(f"{r['file']}: {r['killed']}/{r['mutants'] - r['equivalent']} killed, {r['equivalent']} equivalent, "
               f"{r['survived']} survived -> {r['score']:.1f} % ({r['seconds']:.0f} s)", flush=True)
