@@ -230,6 +230,11 @@ def table(results: list[dict]) -> str:
         score = f"**{r['score']:.1f} %**" if r["score"] >= TARGET_SCORE else f"{r['score']:.1f} %"
         rows.append(f"| `{r['file']}` | {fn} | {tests} | {r['mutants']} | {r['killed']} | "
                     f"{r['equivalent']} | {r['survived']} | {score} |")
+    done = {r["name"] for r in results}
+    for t in load_targets():
+        if t["name"] not in done:
+            fn = ", ".join(f"`{f}`" for f in t.get("functions", [])) or "all"
+            rows.append(f"| `{t['file']}` | {fn} | | not measured yet | | | | |")
     tot_m = sum(r["mutants"] for r in results)
     tot_k = sum(r["killed"] for r in results)
     tot_e = sum(r["equivalent"] for r in results)
