@@ -38,7 +38,7 @@ def test_the_response_format_is_the_strict_schema_over_the_callers_ids():
 
 
 def _event():
-    attendees = [f"p{i}@D{i:02d}.example" for i in range(11)] + ["Boss@Corp.COM", "odd@sub@Corp.com", "no-at-sign"]
+    attendees = [f"p{i}@D{i:02d}.example" for i in range(11)] + ["Boss@Corp.COM", "odd@aaa@B.org", "no-at-sign"]
     return parse_event({
         "event_id": "e1", "summary": "Review <b>&</b> plan ü", "description": "d" * 600, "location": "Room 1",
         "start": "2026-03-02T09:00:00+00:00", "end": "2026-03-02T10:00:00+00:00", "attendees": attendees})
@@ -93,9 +93,8 @@ def test_the_user_message_is_the_data_block_then_the_question():
         "start": "2026-03-02T09:00:00+00:00", "end": "2026-03-02T10:00:00+00:00", "all_day": False,
         "recurring": False, "attendees": 14,
         # the domain after the LAST @, lower-cased, de-duplicated, sorted, at most 10
-        "attendee_domains": sorted({"corp.com"} | {f"d{i:02d}.example" for i in range(11)})[:10],
+        "attendee_domains": ["b.org", "corp.com"] + [f"d{i:02d}.example" for i in range(8)],
     }
-    assert "corp.com" in ev["attendee_domains"] and "d10.example" not in ev["attendee_domains"]
 
 
 def test_at_most_five_candidates_are_shown():

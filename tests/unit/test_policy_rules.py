@@ -195,3 +195,31 @@ def test_without_the_llm_the_deferral_cause_comes_first():
 
 def test_constants():
     assert (policy.CONTROL, policy.TREATMENT) == ("control", "treatment")
+
+
+def test_the_ssm_flags_defaults_and_garbage():
+    clock = Clock()
+    fetch = Fetch("maybe", "on")
+    p = SsmFlagProvider("n", True, fetch=fetch, clock=clock)       # max_age defaults to 30 s
+    assert p.ml_enabled() is True                                  # unreadable value: the default
+    clock.t += 29.99
+    assert p.ml_enabled() is True and len(fetch.names) == 1
+    clock.t += 0.01
+    assert p.ml_enabled() is True and len(fetch.names) == 2
+    assert parse_flag({"ml_enabled": "maybe"}, True) is True and parse_flag({"ml_enabled": "maybe"}, False) is False
+
+
+def test_the_ssm_fetch_bypasses_the_powertools_cache(monkeypatch):
+    calls = []
+
+    class FakeSSM:
+        def get(self, name, **kw):
+            calls.append((name, kw))
+            return "false"
+
+    import aws_lambda_powertools.utilities.parameters as params
+
+    monkeypatch.setattr(params, "SSMProvider", FakeSSM)
+    p = SsmFlagProvider("/calroute/ml-enabled", True, clock=Clock())
+    assert p.ml_enabled() is False
+    assert calls == [("/calroute/ml-enabled", {"force_fetch": True})]
