@@ -217,3 +217,81 @@ def test_the_answer_is_checked_against_the_calendars_offered():
     s, _, _, _ = make(client)
     out = s.handle(payload())
     assert (out["error"], out["message"]) == ("invalid_answer", "the answer names a calendar the user does not have")
+
+
+class Tenant(Repo):
+    """Answers only for alice (the registry and the event scan are per user), records scan limits."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.limits = []
+
+    def active(self, user_id, consistent=False):
+        return self._active if user_id == "alice" else None
+
+    def get_version(self, user_id, version):
+        return self._version if (user_id, version) == ("alice", (self._active or {}).get("version")) else None
+
+    def list_events(self, user_id, limit=None):
+        self.limits.append(limit)
+        return super().list_events(user_id, limit)
+
+
+class NoCalendarsTenant(Tenant):
+    def calendars(self, user_id):
+        return []
+
+
+def test_the_registry_is_read_for_the_caller():
+    client = FakeClient(LlmReply('{"calendar_id": "gym", "reason": ""}', 1, 1))
+    repo = NoCalendarsTenant(active={"version": "v1", "labels": ["gym"]}, version={"profiles": {"gym": "weights"}})
+    s, _, _, _ = make(client, repo)
+    assert s.handle(payload())["calendar_id"] == "gym"
+    assert data_block(client.calls[0])["calendars"] == [{"id": "gym", "name": "", "description": "weights"}]
+
+
+def test_event_scans_are_bounded():
+    client = FakeClient(LlmReply('{"calendar_id": "home", "reason": ""}', 1, 1))
+    repo = NoCalendarsTenant(events=[ev("Sprint review", calendar_id="home")])
+    s, _, _, _ = make(client, repo)
+    s.handle(payload())
+    assert repo.limits and set(repo.limits) == {2000}
+
+
+def test_an_invalid_event_names_the_event_field():
+    s, _, _, _ = make(FakeClient())
+    out = s.handle({"user_id": "alice", "event": {"summary": "x"}})
+    assert (out["error"], out["message"]) == ("invalid_input", "event.start: Field required")
+
+
+def test_usage_is_booked_when_either_token_count_is_set():
+    for tokens in ((5, 0), (0, 5)):
+        s, repo, _, _ = make(FakeClient(LlmReply('{"calendar_id": "work", "reason": ""}', *tokens)))
+        s.handle(payload())
+        assert len(repo.usage) == 1 and repo.usage[0][1]["input_tokens"] == tokens[0]
+
+
+def test_one_similar_example_and_only_from_the_callers_calendars():
+    client = FakeClient(LlmReply('{"calendar_id": "work", "reason": ""}', 1, 1))
+    # the closest past event is on a calendar the user no longer offers: the one shown is the next
+    repo = Repo(events=[ev("Sprint review", calendar_id="gone"), ev("Sprint planning", calendar_id="work")])
+    s, _, _, _ = make(client, repo, llm_similar_examples=1)
+    s.handle(payload())
+    assert [e["title"] for e in data_block(client.calls[0])["similar_past_events"]] == ["Sprint planning"]
+
+
+class FineClock(Clock):
+    def __call__(self):
+        self.t += 0.0001234567
+        return self.t
+
+
+def test_latency_is_in_milliseconds_with_three_decimals():
+    repo = Repo()
+    ok = FallbackService(Settings(openai_api_key="k"), client_factory=lambda: FakeClient(
+        LlmReply('{"calendar_id": "work", "reason": ""}', 1, 1)), users=repo, events=repo, registry=repo,
+        usage=repo, clock=FineClock())
+    assert ok.handle(payload())["latency_ms"] == 0.123
+    bad = FallbackService(Settings(openai_api_key="k"), client_factory=FakeClient, users=repo, events=repo,
+                          registry=repo, usage=repo, clock=FineClock())
+    assert bad.handle(None)["latency_ms"] == 0.123
