@@ -183,6 +183,19 @@ def run_target(target: dict, *, workers: int, names: list[str] | None = None, ro
     }
 
 
+def _merge(prev: dict, again: dict) -> dict:
+    """``prev`` with its survivors re-judged by ``again`` (a run of exactly those mutants)."""
+    killed = prev["killed"] + again["killed"]
+    equivalents = sorted(set(prev.get("equivalents", [])) | set(again["equivalents"]))
+    scored = prev["mutants"] - len(equivalents)
+    return {**prev, "tests": again["tests"], "select": again.get("select"), "killed": killed,
+            "equivalent": len(equivalents), "survived": len(again["survivors"]), "survivors": again["survivors"],
+            "equivalents": equivalents, "stale_equivalents": again["stale_equivalents"],
+            "score": round(100.0 * killed / scored, 1) if scored else 100.0,
+            "seconds": round(prev["seconds"] + again["seconds"], 1),
+            "retested": prev.get("retested", 0) + again["mutants"]}
+
+
 def mutant_diffs(mutated: Path) -> dict[str, str]:
     """{mangled function name: unified diff of the original function against that mutant}, read from
     the file mutmut wrote (every mutant is a function ``<key>__mutmut_<n>`` beside ``<key>__mutmut_orig``)
@@ -340,6 +353,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=int(os.environ.get("CALROUTE_MUTATION_WORKERS", "2")))
     ap.add_argument("--sample", action="store_true", help="the CI sample only; exit 1 on a survivor")
     ap.add_argument("--render", action="store_true", help="only rewrite docs/reliability.md from results/")
+    ap.add_argument("--retest", action="store_true",
+                    help="re-run only the survivors of the last run of these targets (after new tests or "
+                         "equivalents), merged into its result; the killed mutants of that run stay killed")
     args = ap.parse_args(argv)
     if args.sample:
         return run_sample(args.workers)
@@ -357,7 +373,12 @@ def main(argv: list[str] | None = None) -> int:
     for t in targets:
         if args.label != "before":  # the before table was measured without the tests issue 14 added
             t = dict(t, tests=t.get("new_tests", []) + t["tests"])
-        r = run_target(t, workers=args.workers, root=STAGES / args.label)
+        prev = by_name.get(t["name"])
+        if args.retest and prev and prev["survivors"]:
+            r = _merge(prev, run_target(t, workers=args.workers, root=STAGES / args.label,
+                                        names=[x["name"] for x in prev["survivors"]]))
+        else:
+            r = run_target(t, workers=args.workers, root=STAGES / args.label)
         by_name[r["name"]] = r
         print(f"{r['file']}: {r['killed']}/{r['mutants'] - r['equivalent']} killed, {r['equivalent']} equivalent, "
               f"{r['survived']} survived -> {r['score']:.1f} % ({r['seconds']:.0f} s)", flush=True)
@@ -365,6 +386,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {s['name']} ({s['status']})", flush=True)
         order = [x["name"] for x in load_targets()]
         RESULTS.mkdir(exist_ok=True)
+        # another run (of other targets) may have written since this one started: keep its results
+        latest = _load(args.label) or {"targets": []}
+        by_name = {**{x["name"]: x for x in latest["targets"]}, r["name"]: r}
         (RESULTS / f"{args.label}.json").write_text(json.dumps({
             "label": args.label, "note": args.note if args.only is None or not previous["targets"]
             else previous.get("note", args.note),
