@@ -126,7 +126,8 @@ def test_flag_provider_is_ssm_when_a_parameter_is_named():
     assert p.max_age == 30.0 and p.default is True
     s = flag_provider(SimpleNamespace(ml_enabled_param="", ml_enabled=False))
     assert isinstance(s, StaticFlags) and s.ml_enabled() is False
-    assert isinstance(flag_provider(SimpleNamespace(ml_enabled=True)), StaticFlags)
+    on = flag_provider(SimpleNamespace(ml_enabled=True))
+    assert isinstance(on, StaticFlags) and on.ml_enabled() is True
 
 
 def test_use_model_needs_the_switch_on_and_the_treatment_cohort():
