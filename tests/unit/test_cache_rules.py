@@ -283,3 +283,81 @@ def test_threshold_from_the_pointer_else_the_model():
     assert _threshold({"threshold": [1]}, model) == 0.4
     assert _threshold({}, model) == 0.4
     assert _threshold({}, None) is None and _threshold({"threshold": "x"}, None) is None
+
+
+def test_default_intervals_are_60_s_and_30_s_for_failures():
+    reg = Registry(u=ptr(), bad=ptr("bad", feature_spec=99))
+    clock = Clock()
+    cache = ModelCache(reg, Store(), max_bytes=1000, max_models=10, clock=clock, loader=Loader())
+    cache.get("u"), cache.get("bad")
+    clock.t += 29.99
+    cache.get("u"), cache.get("bad")
+    assert reg.reads == ["u", "bad"]
+    clock.t += 0.01
+    cache.get("bad")
+    assert reg.reads == ["u", "bad", "bad"]
+    clock.t += 29.99
+    cache.get("u")
+    assert reg.reads == ["u", "bad", "bad"]
+    clock.t += 0.01
+    cache.get("u")
+    assert reg.reads == ["u", "bad", "bad", "u"]
+
+
+def test_a_hit_is_the_loaded_model_with_its_pointer_and_the_models_own_threshold():
+    reg, loader = Registry(u=ptr()), Loader(threshold=0.45)
+    cache, clock, _ = make(reg, loader=loader)
+    miss = cache.get("u")
+    hit = cache.get("u")
+    assert hit.status == HIT and hit.model is miss.model and hit.pointer == ptr() and hit.threshold == 0.45
+    assert miss.threshold == 0.45
+    clock.t += 60
+    again = cache.get("u")                       # revalidated, pointer without a threshold
+    assert again.status == HIT and again.threshold == 0.45
+    assert (cache.hits, cache.misses) == (2, 1)
+
+
+def test_counters_add_up():
+    reg = Registry(a=ptr("a"), b=ptr("b"), c=ptr("c"), x=ptr("x", feature_spec=99), y=ptr("y", feature_spec=99))
+    cache, _, _ = make(reg, max_models=1)
+    for u in "abcxy":
+        cache.get(u)
+    assert (cache.misses, cache.evictions, cache.load_failures) == (3, 2, 2)
+
+
+def test_a_failed_promotion_frees_the_old_models_memory():
+    reg = Registry(u=ptr(sha="s1"))
+    cache, clock, _ = make(reg)
+    cache.get("u")
+    reg.pointers["u"] = ptr(sha="s2", feature_spec=99)
+    clock.t += 60
+    assert cache.get("u").status == FAILED
+    assert (len(cache), cache.bytes_used) == (0, 0)
+
+
+def test_a_storage_failure_is_cached_for_the_user():
+    reg = Registry(u=ptr())
+    cache, clock, _ = make(reg, store=Store(fail=KeyError("gone")))
+    assert cache.get("u").error == "KeyError"
+    clock.t += 1
+    assert cache.get("u").status == FAILED and reg.reads == ["u"]
+
+
+def test_the_load_time_is_in_milliseconds(monkeypatch):
+    import calroute.cache as cache_mod
+
+    ticks = iter([10.0, 10.002])
+    monkeypatch.setattr(cache_mod.time, "perf_counter", lambda: next(ticks))
+    cache, _, sink = make(Registry(u=ptr()))
+    got = cache.get("u")
+    monkeypatch.undo()
+    assert got.load_ms == pytest.approx(2.0, abs=1e-6)
+    assert sink.metrics[0][0] == "ModelLoadMs" and sink.metrics[0][2] == pytest.approx(2.0, abs=1e-6)
+
+
+def test_from_settings_passes_the_stores_and_options_through():
+    cfg = SimpleNamespace(model_cache_mb=1, model_cache_max_models=2, model_revalidate_seconds=60,
+                          model_failure_ttl_seconds=5)
+    reg, store, loader = Registry(u=ptr()), Store(), Loader()
+    c = ModelCache.from_settings(cfg, reg, store, loader=loader, clock=Clock())
+    assert c.get("u").status == MISS and reg.reads == ["u"] and store.gets and loader.calls
