@@ -57,7 +57,11 @@ def test_a_sha256_mismatch_is_refused():
 
 
 def test_bytes_that_are_not_onnx_are_refused():
-    refused(BASE[: len(BASE) // 2], "model bytes are not a loadable ONNX model: …")
+    with pytest.raises(ModelIntegrityError) as exc:
+        OnnxModel.from_bytes(BASE[: len(BASE) // 2])
+    head, _, kind = str(exc.value).partition(": ")
+    assert head == "model bytes are not a loadable ONNX model" and kind.isidentifier() and kind != "NoneType"
+    assert kind == type(exc.value.__cause__).__name__
 
 
 @pytest.mark.parametrize("drop", ["calroute.labels", "calroute.feature_spec", "calroute.threshold"])
@@ -82,16 +86,16 @@ def test_the_feature_spec_must_be_served():
 def test_a_novelty_and_shape_index_are_read_with_their_weights():
     nov, shapes = NoveltyIndex.fit(EVENTS), CalendarShapes.fit(EVENTS)
     data = with_meta(BASE, calroute__novelty_index=nov.to_text(), calroute__novelty_weight="0.25",
-                     calroute__shape_index=shapes.to_text(), calroute__anomaly_veto="1.5")
+                     calroute__shape_index=shapes.to_text(), calroute__anomaly_veto="2.5")
     m = OnnxModel.from_bytes(data)
-    assert m.novelty_weight == 0.25 and m.anomaly_veto == 1.5
+    assert m.novelty_weight == 0.25 and m.anomaly_veto == 2.5
     assert m.novelty_of(EVENTS[:2]) == [nov.score(e) for e in EVENTS[:2]]
     assert m.anomaly_of(EVENTS[:2], ["work", "home"]) == [shapes.anomaly(EVENTS[0], "work"),
                                                          shapes.anomaly(EVENTS[1], "home")]
     top = np.array([0.75, 0.5], dtype=np.float32)   # exact in float32
     assert m.routing_scores(top, [0.5, 0.0]) == [routing_score(0.75, 0.5, 0.25), routing_score(0.5, 0.0, 0.25)]
-    assert m.routing_scores(top, [0.5, 0.0], [1.75, 0.0]) == [routing_score(0.75, 0.5, 0.25, 1.75, 1.5),
-                                                             routing_score(0.5, 0.0, 0.25, 0.0, 1.5)]
+    # 1.0 is over the library's default veto (0.75) but under this model's (2.5): not vetoed
+    assert m.routing_scores(top, [0.5, 0.0], [1.0, 3.0]) == [0.75 * (1 - 0.25 * 0.5), 0.0]
     assert m.memory_estimate == int(RSS_PER_ONNX_BYTE["logreg"] * len(data)) + NOVELTY_INDEX_BYTES
 
 
@@ -160,3 +164,18 @@ def test_one_thread_per_session_and_no_arena():
     assert so.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
     assert so.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     assert json.loads(OnnxModel.from_bytes(BASE).metadata["calroute.metrics"]) == {"accuracy": 1.0}
+
+
+def test_a_loaded_session_runs_with_the_serving_options():
+    so = OnnxModel.from_bytes(BASE).session.get_session_options()
+    assert (so.intra_op_num_threads, so.inter_op_num_threads, so.enable_cpu_mem_arena) == (1, 1, False)
+
+
+def test_onnxruntime_is_imported_once_and_quietly(monkeypatch):
+    from calroute import runtime
+
+    monkeypatch.setattr(runtime, "_ort", None)
+    first = runtime._onnxruntime()
+    import onnxruntime
+
+    assert first is onnxruntime and runtime._ort is onnxruntime and runtime._onnxruntime() is first
