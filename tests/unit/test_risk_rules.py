@@ -159,3 +159,29 @@ def test_choose_threshold_is_ltt_at_one_minus_the_target_precision():
     b = choose_threshold_bound(s, ok, loose)
     assert (b.alpha, b.delta, b.kept) == (0.1, 0.2, 180) and b.threshold == s[-1]
     assert min_rows(0.1, 0.2) == math.ceil(math.log(0.2) / math.log(0.9))
+
+
+def test_one_row_has_a_real_bound():
+    assert clopper_pearson_upper(0, 1, 0.1) == pytest.approx(0.9)
+
+
+def test_ties_at_the_end_of_the_curve_are_one_step():
+    cov, risk = risk_coverage_curve([0.9, 0.8, 0.8], [True, True, False])
+    assert cov.tolist() == pytest.approx([1 / 3, 1]) and risk.tolist() == pytest.approx([0, 1 / 3])
+
+
+def test_correctness_given_as_0_and_1_is_read_as_booleans():
+    assert aurc([0.9, 0.8, 0.7], [1, 1, 0]) == pytest.approx(1 / 9)
+    cov, risk = risk_coverage_curve([0.9, 0.8, 0.7], [1, 1, 0])
+    assert risk.tolist() == pytest.approx([0, 0, 1 / 3])
+    s = scores(45)
+    assert choose_threshold_ltt(s, [1] * 45, alpha=A, delta=D) == choose_threshold_ltt(s, np.ones(45, bool),
+                                                                                     alpha=A, delta=D)
+
+
+def test_a_remainder_of_exactly_n_min_rows_is_a_band_of_its_own():
+    s = scores(135)
+    ok = np.ones(135, bool)
+    ok[[100, 101]] = False              # 2 errors in the last 45 rows: that band fails alone
+    b = choose_threshold_ltt(s, ok, alpha=A, delta=D)
+    assert (b.kept, b.errors, b.threshold) == (90, 0, s[89])
