@@ -236,6 +236,8 @@ def table(results: list[dict]) -> str:
     rows = ["| module | functions | mapped tests | mutants | killed | equivalent | survived | score |",
             "|---|---|---|---|---|---|---|---|"]
     for r in results:
+        if not r["mutants"]:  # mutmut made no mutant of it: nothing was measured
+            continue
         fn = ", ".join(f"`{f}`" for f in r["functions"]) or "all"
         tests = ", ".join(f"`{t.removeprefix('tests/')}`" for t in r["tests"])
         if r.get("select"):
@@ -243,7 +245,7 @@ def table(results: list[dict]) -> str:
         score = f"**{r['score']:.1f} %**" if r["score"] >= TARGET_SCORE else f"{r['score']:.1f} %"
         rows.append(f"| `{r['file']}` | {fn} | {tests} | {r['mutants']} | {r['killed']} | "
                     f"{r['equivalent']} | {r['survived']} | {score} |")
-    done = {r["name"] for r in results}
+    done = {r["name"] for r in results if r["mutants"]}
     for t in load_targets():
         if t["name"] not in done:
             fn = ", ".join(f"`{f}`" for f in t.get("functions", [])) or "all"
