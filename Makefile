@@ -13,12 +13,13 @@ export AWS_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY := 0
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: help venv local test test-fast bench lint validate build build-jwt sizecheck evaluate report clean
+.PHONY: help venv local test test-fast bench mutation mutation-sample lint validate build build-jwt sizecheck evaluate report clean
 
 help:
 	@echo "make local     run calroute locally (AWS emulation + API on 127.0.0.1:3000, demo user trained)"
 	@echo "make test      install what tests need, check the import layering (lint-imports), run the whole suite"
 	@echo "make bench     run the benchmarks (numbers to bench/results and docs/benchmarks.md)"
+	@echo "make mutation  mutation testing of the critical modules (scores to docs/reliability.md; CPU heavy)"
 	@echo "make validate  sam validate --lint + cfn-lint"
 	@echo "make build     sam build (cross-built, trimmed layers) + size check"
 	@echo "make build-jwt generate template.jwt.yaml (JWT authorizer), validate and sam build it"
@@ -47,6 +48,14 @@ test-fast: venv
 
 bench: venv
 	$(PY) -m bench
+
+# mutmut 3 per module (tools/calroute_dev/mutation/targets.toml); ARGS="--only ids gates" for some.
+# CALROUTE_MUTATION_WORKERS (default 2) forked mutants at a time. The sample also runs in `make test`.
+mutation: venv
+	PYTHONPATH=tools $(PY) -m calroute_dev.mutation $(ARGS)
+
+mutation-sample: venv
+	PYTHONPATH=tools $(PY) -m calroute_dev.mutation --sample
 
 evaluate: venv
 	$(VENV)/bin/calroute evaluate --data data/users

@@ -186,6 +186,12 @@ def test_cli_smoke_exits_0(tmp_path):
     assert "ToleratedFailurePercentage" not in proc.stdout + proc.stderr
     assert "No application metrics" not in proc.stdout + proc.stderr
     assert "novel_event" in proc.stdout and "what the LLM would be asked" in proc.stdout
+    # nothing but the stack's own lines: no JSON document (EMF or log record) from any path, the
+    # batch one included (TrainUser/Validate/Promote through Step Functions), and no Python warning
+    stray = [line for line in (proc.stdout + proc.stderr).splitlines() if line.lstrip().startswith('{"')]
+    assert not stray, stray[:5]
+    warned = [line for line in proc.stderr.splitlines() if "Warning" in line or "warn(" in line]
+    assert not warned, warned[:5]
     assert (tmp_path / "data" / "snapshot" / "manifest.json").is_file()  # data saved on the way out
 
 

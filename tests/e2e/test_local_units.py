@@ -233,6 +233,10 @@ def test_stack_helpers_llm_banner_schedule_input_and_progress_lines():
 
     off = stack.local_overrides("dev", environ={})
     assert off["AUTH_MODE"] == "dev" and off["LLM_API_KEY_PARAM"] == ""
+    # a clean demo: no EMF documents, no per-answer JSON record lines, unless --verbose
+    assert (off["POWERTOOLS_METRICS_DISABLED"], off["PREDICTION_LOG_LINES"]) == ("true", "false")
+    loud = stack.local_overrides("dev", environ={}, verbose=True)
+    assert (loud["POWERTOOLS_METRICS_DISABLED"], loud["PREDICTION_LOG_LINES"]) == ("false", "true")
     assert stack.llm_banner(off) == stack.LLM_OFF
     on = stack.local_overrides("none", environ={"OPENAI_BASE_URL": "http://127.0.0.1:8000/v1"})
     assert stack.llm_banner(on).startswith("LLM fallback: on (http://127.0.0.1:8000/v1")

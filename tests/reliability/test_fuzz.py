@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
+import figures
 from rel_support import http, stack  # noqa: F401 - fixtures
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -234,3 +235,8 @@ def test_fuzz_the_local_http_api(stack, http, openapi):
     assert total >= TARGET, total
     assert errors5xx == 0
     assert sum(v for k, v in status.items() if 200 <= k < 300) > 0.03 * total  # not everything rejected
+    if figures.should_record(TARGET == 10000):
+        figures.record("fuzz", {"target": TARGET, "workers": WORKERS, "requests": total, "generated": generated,
+                                "impersonations": imp, "errors5xx": errors5xx, "seconds": round(secs, 1),
+                                "operations": results[0]["operations"],
+                                "by_status": {str(k): v for k, v in sorted(status.items())}})

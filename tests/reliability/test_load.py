@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+import figures
 from load_client import BATCH, INGESTERS, MODEL_USER, ingest_event, ingest_user
 from rel_support import http, stack  # noqa: F401 - fixtures
 
@@ -110,3 +111,9 @@ def test_concurrent_classify_while_ingesting(stack, http):
                 src["summary"], src["description"], src["attendees"]), eid
         total += len(items)
     assert total == INGEST_EVENTS
+    if figures.should_record(PER_CLIENT == 2000 and INGEST_EVENTS == 10000):
+        figures.record("load", {
+            "clients": CLIENTS, "per_client": PER_CLIENT, "requests": n, "events": INGEST_EVENTS, "read_back": total,
+            "wall": round(wall, 1), "p50": pct(lat_classify, 50), "p95": pct(lat_classify, 95),
+            "p99": pct(lat_classify, 99), "max": max(lat_classify), "ingest_p50": pct(lat_ingest, 50),
+            "ingest_p99": pct(lat_ingest, 99), "errors": len(errors)})

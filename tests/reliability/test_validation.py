@@ -18,6 +18,7 @@ import pytest
 from support.apigw import LambdaContext, http_event
 from support.handlers import fresh_services
 
+import figures
 from conftest import load_handler
 from rel_support import http, snapshot_user, stack, table_counts  # noqa: F401 - fixtures
 
@@ -328,6 +329,7 @@ def test_bad_inputs_through_the_handlers_are_4xx_and_write_nothing(handlers):
         except Exception as exc:  # the handler raised: Lambda would answer 500
             failures.append(f"{case.name}: handler raised {type(exc).__name__}: {str(exc)[:200]}")
     assert not failures, f"{len(failures)} of {len(ALL)} cases failed:\n" + "\n".join(failures)
+    figures.record("validation", {"cases": len(ALL), "lenient_or_ok": sum(1 for c in ALL if c.ok or c.lenient)})
 
 
 def test_control_characters_are_stripped_and_unicode_kept(handlers):

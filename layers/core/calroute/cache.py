@@ -124,6 +124,7 @@ class ModelCache:
             if pointer is None:
                 self._drop(user_id)
                 self._put(user_id, _Entry(None, None, None, None, now, NO_MODEL))
+                self._evict()  # negative entries are bounded even when no model is ever loaded
                 return Lookup(NO_MODEL)
             if entry is not None and entry.sha256 == pointer.get("sha256") and entry.status != FAILED:
                 # unchanged: trust it for another interval (threshold may have been edited)
@@ -185,6 +186,7 @@ class ModelCache:
             self._drop(user_id)
             self._put(user_id, _Entry(None, pointer.get("version"), pointer.get("sha256"), None, now, FAILED,
                                       error=error))
+            self._evict()
         return Lookup(FAILED, version=pointer.get("version"), error=error)
 
     def _put(self, user_id: str, entry: _Entry) -> None:

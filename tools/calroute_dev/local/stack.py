@@ -56,6 +56,9 @@ def local_overrides(auth: str = "dev", environ: Optional[dict] = None, verbose: 
         "AUTH_MODE": auth,
         "POWERTOOLS_TRACE_DISABLED": "true",
         "POWERTOOLS_METRICS_DISABLED": "false" if verbose else "true",
+        # the per-answer JSON record line (for a CloudWatch Logs subscription in AWS) is noise in the
+        # demo's output: only with --verbose, like the EMF metric documents
+        "PREDICTION_LOG_LINES": "true" if verbose else "false",
         "POWERTOOLS_LOG_LEVEL": env.get("POWERTOOLS_LOG_LEVEL") or ("INFO" if verbose else "WARNING"),
         "OPENAI_API_KEY": env.get("OPENAI_API_KEY", ""),
         "OPENAI_BASE_URL": env.get("OPENAI_BASE_URL", ""),

@@ -18,6 +18,8 @@ from ..ports import EventStore, MetricsSink, ModelRegistry, NullSink, UsageLedge
 from ..schema import CalendarInfo, parse_event
 
 SIMILAR_SCAN_LIMIT = 2000
+#: LLM error codes that are a state, not a fault (logged at INFO, not WARNING)
+EXPECTED_CODES = frozenset({"not_configured"})
 
 
 def _describe_profiles(profiles: Any) -> dict[str, str]:
@@ -75,7 +77,9 @@ class FallbackService:
         except LlmError as exc:
             self.metrics.add_metric(name="LlmErrors", unit="Count", value=1)
             if self.logger:
-                self.logger.warning("llm fallback failed", extra={"error": exc.code})
+                # no LLM configured is a deployment choice, not a fault: not a warning per deferral
+                log = self.logger.info if exc.code in EXPECTED_CODES else self.logger.warning
+                log("llm fallback failed", extra={"error": exc.code})
             return {"error": exc.code, "message": exc.message,
                     "latency_ms": round((self.clock() - t0) * 1000.0, 3)}
         out["latency_ms"] = round((self.clock() - t0) * 1000.0, 3)
