@@ -110,6 +110,9 @@ class Repo:
         return self._cals if user_id == "alice" else [CalendarInfo(calendar_id="bobs-secret")]
 
     # events
+    def removed_calendars(self, user_id):
+        return {}  # no deleted calendars (the users port's tombstones)
+
     def list_events(self, user_id, limit=None):
         return self._events if user_id == "alice" else [ev("Sprint review", calendar_id="bobs-secret")]
 
