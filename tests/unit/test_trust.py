@@ -296,6 +296,14 @@ def test_the_predict_path_tokenises_a_title_once(d1, monkeypatch):
         featurize(evs, tokens=toks[:-1])
     with pytest.raises(ValueError):
         model.novelty_of(evs, toks[:-1])
+    first = [model.labels[0]] * len(evs)
+    assert model.anomaly_of(evs, first, toks) == model.anomaly_of(evs, first)
+    # the shape tokens read off the time tokens are exactly shape_tokens, all-day and multi-day included
+    odd = [parse_event({"summary": "x", "start": "2026-03-07", "end": "2026-03-10", "all_day": True}),
+           parse_event({"summary": "x", "start": "2026-03-07", "end": "2026-03-08", "all_day": True}),
+           parse_event({"summary": "x", "start": "2026-03-07T22:00:00Z", "end": "2026-03-09T01:00:00Z"})]
+    for e in [*train, *test, *odd]:
+        assert novelty_mod.shape_tokens_of(spec_tokens(e)["k"]) == novelty_mod.shape_tokens(e)
     svc = _service(trained.onnx_bytes)
     expected = [svc.classify("d1_student", {**e.to_flat(), "event_id": f"e{i}"}) for i, e in enumerate(evs[:5])]
 
@@ -303,6 +311,7 @@ def test_the_predict_path_tokenises_a_title_once(d1, monkeypatch):
         raise AssertionError("novelty tokenised a title the featurizer had already tokenised")
 
     monkeypatch.setattr(novelty_mod, "words", no_second_tokenisation)
+    monkeypatch.setattr(novelty_mod, "shape_tokens", no_second_tokenisation)
     again = [svc.classify("d1_student", {**e.to_flat(), "event_id": f"e{i}"}) for i, e in enumerate(evs[:5])]
     assert [(a["calendar_id"], a["novelty"], a["method"]) for a in again] == \
         [(a["calendar_id"], a["novelty"], a["method"]) for a in expected]

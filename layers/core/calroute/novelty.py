@@ -172,6 +172,16 @@ def shape_tokens(ev: "Event") -> list[str]:
     return out
 
 
+def shape_tokens_of(time_toks: list[str]) -> list[str]:
+    """:func:`shape_tokens` read off the event's spec-2 time tokens (:func:`calroute.features.time_tokens`
+    starts ``w<dow>, dur<bucket>, y<year>, ym<month>`` then ``allday`` or ``h<hour>``; ``multiday``
+    follows when it lasts more than a day), so the predict path builds them once per event."""
+    out = [time_toks[0], time_toks[1], time_toks[4]]
+    if "multiday" in time_toks:
+        out.append("multiday")
+    return out
+
+
 class CalendarShapes:
     """Per calendar, the when/how-long tokens its training events had (a few dozen strings each)."""
 
@@ -191,10 +201,11 @@ class CalendarShapes:
         if ev.calendar_id is not None:
             self.seen[ev.calendar_id] = self.seen.get(ev.calendar_id, frozenset()) | frozenset(shape_tokens(ev))
 
-    def anomaly(self, ev: "Event", calendar_id: str) -> float:
+    def anomaly(self, ev: "Event", calendar_id: str, time_toks: Optional[list[str]] = None) -> float:
         """Share of ``ev``'s when/how-long tokens no training event of ``calendar_id`` had (1.0 for a
-        calendar without training events)."""
-        toks = shape_tokens(ev)
+        calendar without training events). ``time_toks``: the event's spec-2 time tokens (group
+        ``k`` of :func:`calroute.features.spec_tokens`) when the caller has them."""
+        toks = shape_tokens(ev) if time_toks is None else shape_tokens_of(time_toks)
         seen = self.seen.get(calendar_id)
         if seen is None:
             return 1.0

@@ -170,13 +170,16 @@ class OnnxModel:
             return [score(ev) for ev in events]
         return [score(ev, t) for ev, t in zip(events, tokens, strict=True)]
 
-    def anomaly_of(self, events, predicted: "list[str]") -> Optional[list[float]]:
+    def anomaly_of(self, events, predicted: "list[str]", tokens=None) -> Optional[list[float]]:
         """Time/shape anomaly of each event against the calendar predicted for it (None for models
-        without a shape index)."""
+        without a shape index). ``tokens``: the events' featurizer tokens of the model's spec, as for
+        :meth:`novelty_of` (their time group ``k`` holds the shape tokens)."""
         if self.shapes is None:
             return None
         anomaly = self.shapes.anomaly
-        return [anomaly(ev, cal) for ev, cal in zip(events, predicted)]
+        if tokens is None or self.feature_spec < 2:
+            return [anomaly(ev, cal) for ev, cal in zip(events, predicted)]
+        return [anomaly(ev, cal, t["k"]) for ev, cal, t in zip(events, predicted, tokens, strict=True)]
 
     def routing_scores(self, top: "np.ndarray", novelty: Optional[list[float]],
                        anomaly: Optional[list[float]] = None) -> list[float]:

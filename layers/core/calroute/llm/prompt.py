@@ -101,11 +101,10 @@ def build_messages(*, event: Event, calendars: Sequence[CalendarInfo], descripti
     ]
 
 
-def parse_answer(content: Optional[str], allowed: Iterable[str]) -> tuple[str, str]:
-    """Validate the model's answer: a JSON object whose ``calendar_id`` is one of ``allowed`` and whose
-    ``reason`` is a string. Anything else raises ``LlmError("invalid_answer")``."""
-    allowed = set(allowed)
-    if not isinstance(content, str) or len(content) > 4000:
+def json_object_answer(content: Optional[str], max_chars: int) -> dict:
+    """The model's answer as a JSON object (a string of at most ``max_chars``); anything else raises
+    ``LlmError("invalid_answer")``. Both tasks of the fallback (calendar, slots) start here."""
+    if not isinstance(content, str) or len(content) > max_chars:
         raise LlmError("invalid_answer", "the answer is not a JSON object")
     try:
         obj = json.loads(content)
@@ -113,6 +112,14 @@ def parse_answer(content: Optional[str], allowed: Iterable[str]) -> tuple[str, s
         raise LlmError("invalid_answer", "the answer is not JSON") from None
     if not isinstance(obj, dict):
         raise LlmError("invalid_answer", "the answer is not a JSON object")
+    return obj
+
+
+def parse_answer(content: Optional[str], allowed: Iterable[str]) -> tuple[str, str]:
+    """Validate the model's answer: a JSON object whose ``calendar_id`` is one of ``allowed`` and whose
+    ``reason`` is a string. Anything else raises ``LlmError("invalid_answer")``."""
+    allowed = set(allowed)
+    obj = json_object_answer(content, 4000)
     cal, reason = obj.get("calendar_id"), obj.get("reason", "")
     if not isinstance(cal, str) or cal not in allowed:
         raise LlmError("invalid_answer", "the answer names a calendar the user does not have")

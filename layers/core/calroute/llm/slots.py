@@ -12,13 +12,12 @@ is dropped for that slot (``invalid``), never passed on.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 import secrets
 from typing import Optional, Sequence
 
 from ..schema import MAX_YEAR, MIN_YEAR
-from .prompt import _safe_json
+from .prompt import _safe_json, json_object_answer
 from .types import LlmError
 
 #: The slots the LLM may be asked for.
@@ -125,14 +124,7 @@ def parse_slot_answer(content: Optional[str], slots: Sequence[str], turns: Seque
     """Validate the LLM's answer. Returns ``{slot: {"value", "span": {turn, start, end, text}}
     | {"invalid": why} | {"absent": True}}`` for each asked slot. A reply that is not a JSON object
     raises ``LlmError("invalid_answer")``. ``turns``: the conversation (spans must be in a user turn)."""
-    if not isinstance(content, str) or len(content) > 8000:
-        raise LlmError("invalid_answer", "the answer is not a JSON object")
-    try:
-        obj = json.loads(content)
-    except ValueError:
-        raise LlmError("invalid_answer", "the answer is not JSON") from None
-    if not isinstance(obj, dict):
-        raise LlmError("invalid_answer", "the answer is not a JSON object")
+    obj = json_object_answer(content, 8000)
     user_texts = [str(t.get("text", "")) if t.get("role") != "assistant" else "" for t in turns]
     out: dict[str, dict] = {}
     for slot in slots:

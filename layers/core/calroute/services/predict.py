@@ -146,7 +146,7 @@ class PredictService:
             k = min(TOP_K, probs.shape[1])
             top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
             novelty = model.novelty_of(events, tokens)
-            anomaly = model.anomaly_of(events, [labels[j] for j in top[:, 0]])
+            anomaly = model.anomaly_of(events, [labels[j] for j in top[:, 0]], tokens)
             scores = model.routing_scores(probs[np.arange(n), top[:, 0]], novelty, anomaly)
             if self.calendars is not None:
                 unmet = unmet_calendars(self.calendars.get(user_id), labels)
