@@ -102,12 +102,25 @@ def test_status_falls_back_to_the_pointer_and_flags_drift():
     assert out["metrics"] == {} and out["risk"] is None and out["previous_version"] == version(1)
     assert out["feature_spec"] == 1 and "drifted" not in out
     assert stores.registry.mark_drift(U, version(2), {"drifted": True}, at="2026-05-01T00:00:00Z")
-    assert service(stores).status(U)["drifted"] is True
+    out = service(stores).status(U)
+    assert out["drifted"] is True
+    # the retraining policy sees the active pointer's drift flag
+    assert out["needs_training"] == {"needed": True, "reason": "drift detected on the active model"}
     # the version record gone (only the pointer left): the pointer's feature spec
     del stores.registry.items[(U, f"MODEL#{version(2)}")]
     out = service(stores).status(U)
     assert out["feature_spec"] == 1 and out["metrics"] == {} and out["profiles"] == {}
     assert out["last_training"]["version"] == version(1)
+
+
+def test_status_a_newer_training_attempt_answers_a_drift_flag():
+    stores = fake_stores()
+    stores.registry.activate(U, register(stores, 1), expected_version=None, actor="a", reason="r")
+    assert stores.registry.mark_drift(U, version(1), {"drifted": True}, at="2026-05-01T00:00:00Z")
+    register(stores, 2, status="rejected", trained_at="2026-04-30T00:00:00Z")
+    out = service(stores).status(U)
+    assert out["drifted"] is True and out["last_training"]["version"] == version(2)
+    assert out["needs_training"] == {"needed": False, "reason": "up to date"}
 
 
 def test_status_reports_drift_only_when_drifted():
@@ -158,7 +171,8 @@ class Sfn:
 def test_start_training_without_a_state_machine_is_unavailable():
     with pytest.raises(ServiceUnavailable) as exc:
         service(fake_stores(), Settings(state_machine_arn=""), sfn=Sfn()).start_training(U)
-    assert exc.value.retry_after == 60 and "STATE_MACHINE_ARN" in exc.value.message
+    assert exc.value.retry_after == 60
+    assert exc.value.message == "training is not configured (STATE_MACHINE_ARN is empty)"
 
 
 def test_start_training_starts_a_one_user_execution_and_audits_it():
@@ -183,7 +197,8 @@ def test_start_training_when_step_functions_is_busy_says_retry_later(code):
     stores = fake_stores()
     with pytest.raises(ServiceUnavailable) as exc:
         service(stores, Settings(state_machine_arn=ARN), sfn=Sfn(code)).start_training(U, actor="x")
-    assert exc.value.retry_after == 30 and "retry later" in exc.value.message
+    assert exc.value.retry_after == 30
+    assert exc.value.message == "too many training runs right now; retry later"
     assert audits(stores) == []
 
 
@@ -326,7 +341,7 @@ def test_a_first_promotion_racing_another_is_audited_with_an_empty_expected_vers
 def test_rollback_without_an_active_model_is_not_found():
     with pytest.raises(NotFound) as exc:
         service(fake_stores()).rollback(U, reason="", actor="op")
-    assert exc.value.field == "userId"
+    assert exc.value.field == "userId" and exc.value.message == "the user has no active model"
 
 
 def test_rollback_walks_the_history_and_refuses_at_its_start():
@@ -352,7 +367,9 @@ def test_rollback_walks_the_history_and_refuses_at_its_start():
         sorted(a["reason"] for a in audits(stores, action="rollback")) == ["bad", "rollback"]
     with pytest.raises(Conflict) as exc:
         svc.rollback(U, reason="", actor="op")
-    assert exc.value.code == "no_previous_version"
+    assert exc.value.code == "no_previous_version" and exc.value.message == (
+        "there is no earlier version to roll back to (none was active before this one, or every one was "
+        "rolled back)")
     assert reg.active(U)["version"] == version(1)
 
 
@@ -366,6 +383,15 @@ def test_rollback_picks_the_most_recently_promoted_and_breaks_ties_by_version():
     assert service(stores).rollback(U, reason="", actor="op")["active_version"] == version(4)
     assert service(stores).rollback(U, reason="", actor="op")["active_version"] == version(3)
     assert service(stores).rollback(U, reason="", actor="op")["active_version"] == version(2)
+
+
+def test_rollback_goes_to_the_most_recently_promoted_not_the_highest_version():
+    stores = fake_stores()
+    reg = stores.registry
+    register(stores, 1, promoted_at="2026-02-01")  # an operator went back to v1 after v2
+    register(stores, 2, promoted_at="2026-01-01")
+    reg.activate(U, register(stores, 3), expected_version=None, actor="t", reason="r")
+    assert service(stores).rollback(U, reason="", actor="op")["active_version"] == version(1)
 
 
 def test_rollback_refuses_a_target_whose_object_is_gone():
