@@ -122,6 +122,10 @@ def test_dense_features_of_a_multi_day_all_day_event():
     assert F.dense_features(ev) == pytest.approx([
         0.0, 1.0, math.sin(2 * math.pi * 6 / 7), math.cos(2 * math.pi * 6 / 7), 1.0, 1.0, 1.0, 1.0,
         0.0, 0.0, 0.0, 0.0, 0.07, 0.0], abs=1e-12)
+    # the hour of an all-day event is 0 whatever time its start carries (the featurizer does not
+    # rely on the parser having moved it to midnight)
+    late = ev.model_copy(update={"start": ev.start.replace(hour=15, minute=30)})
+    assert F.dense_features(late)[:2] == [0.0, 1.0]
     # exactly one day is not multi-day; a minute more is
     one = event(start="2026-03-02T10:00:00Z", end="2026-03-03T10:00:00Z")
     assert F.dense_features(one)[7] == 0.0
@@ -152,6 +156,13 @@ def test_time_tokens_of_a_timed_event():
                attendees=["a@b.example"], recurring=True)  # Saturday
     assert F.time_tokens(ev) == ["w5", "dur60", "y2026", "ym2026-11", "h9", "hm9:05", "wh5_9", "weekend",
                                  "has_loc", "has_desc", "has_att", "recurring"]
+
+
+def test_multi_day_starts_after_exactly_one_day():
+    one = event(start="2026-03-02T10:00:00Z", end="2026-03-03T10:00:00Z")
+    assert "multiday" not in F.time_tokens(one) and "dur1440" in F.time_tokens(one)
+    more = event(start="2026-03-02T10:00:00Z", end="2026-03-03T10:01:00Z")
+    assert more.duration_minutes == 1441 and "multiday" in F.time_tokens(more)
 
 
 def test_time_tokens_of_an_all_day_multi_day_event():
@@ -261,6 +272,15 @@ def test_featurize_refuses_an_unknown_spec_or_mismatched_tokens():
         F.featurize([event(), event()], tokens=[F.spec_tokens(event())])
     assert F.featurize([], 1).shape == (0, F.N_FEATURES)
     assert F.featurize([event()], 1, tokens=[F.spec_tokens(event(), 1)]).shape == (1, F.N_FEATURES)
+
+
+def test_the_hash_memo_is_consulted_before_hashing(monkeypatch):
+    # a remembered (column, sign) is used as is: the memo is what the predict path reads
+    monkeypatch.setattr(F, "_HASH_MEMO", {g: {} for g in F.GROUP_WEIGHTS})
+    F._HASH_MEMO["t"]["hockey"] = (20, -1.0)
+    row = np.zeros(F.N_FEATURES, dtype=np.float32)
+    F.featurize_into(event(), row, 2, {"t": ["hockey"]})
+    assert {i: float(v) for i, v in enumerate(row[14:], 14) if v} == {20: -1.0}
 
 
 def test_the_hash_memo_remembers_up_to_its_bound(monkeypatch):
