@@ -25,6 +25,7 @@ from decimal import Decimal
 from typing import Any, Iterable, Iterator, Optional
 
 from calroute.adapters.dynamo.base import from_ddb, to_ddb
+from calroute.adapters.dynamo.users import correction_item
 from calroute.errors import Conflict, ModelIntegrityError, NotFound
 from calroute.ports import ERASURE_PK, GLOBAL_PK, RUN_PK, Stores, StoredEvent
 from calroute.schema import LABEL_LLM, LABEL_ML, LABEL_USER, CalendarInfo, Event, parse_event
@@ -195,16 +196,7 @@ class FakeUserStore:
 
     def record_correction(self, user_id: str, event_id: str, *, old: Optional[str], new: str,
                           prediction: Optional[dict]) -> dict:
-        ts = now_iso()
-        item = {"user_id": user_id, "sk": f"CORR#{ts}#{event_id}", "event_id": event_id,
-                "from_calendar": old or "", "to_calendar": new, "created_at": ts}
-        if prediction:
-            item.update({
-                "predicted_calendar": prediction.get("calendar_id") or "",
-                "predicted_method": prediction.get("method", ""),
-                "predicted_model_version": prediction.get("model_version") or "",
-                "predicted_source": prediction.get("source") or "log",
-            })
+        item = correction_item(user_id, event_id, old=old, new=new, prediction=prediction, ts=now_iso())
         self.corr.setdefault(user_id, []).append(stored(item))
         return item
 

@@ -17,6 +17,22 @@ from .base import (TableAdapter, delete_keys, is_condition_failed, from_ddb, now
 REMOVED_PREFIX = "CALDEL#"
 
 
+
+def correction_item(user_id: str, event_id: str, *, old: Optional[str], new: str, prediction: Optional[dict],
+                    ts: str) -> dict:
+    """The stored record of one correction (``CORR#<ts>#<event id>``), with what had been predicted when
+    the prediction log or the client's echo had it. The in-memory store writes the same record."""
+    item = {"user_id": user_id, "sk": f"CORR#{ts}#{event_id}", "event_id": event_id,
+            "from_calendar": old or "", "to_calendar": new, "created_at": ts}
+    if prediction:
+        item.update({
+            "predicted_calendar": prediction.get("calendar_id") or "",
+            "predicted_method": prediction.get("method", ""),
+            "predicted_model_version": prediction.get("model_version") or "",
+            "predicted_source": prediction.get("source") or "log",
+        })
+    return item
+
 class DynamoUserStore(TableAdapter):
     """Per-user profile counters, calendars and corrections."""
 
@@ -81,16 +97,7 @@ class DynamoUserStore(TableAdapter):
     @translated
     def record_correction(self, user_id: str, event_id: str, *, old: Optional[str], new: str,
                           prediction: Optional[dict]) -> dict:
-        ts = now_iso()
-        item = {"user_id": user_id, "sk": f"CORR#{ts}#{event_id}", "event_id": event_id,
-                "from_calendar": old or "", "to_calendar": new, "created_at": ts}
-        if prediction:
-            item.update({
-                "predicted_calendar": prediction.get("calendar_id") or "",
-                "predicted_method": prediction.get("method", ""),
-                "predicted_model_version": prediction.get("model_version") or "",
-                "predicted_source": prediction.get("source") or "log",
-            })
+        item = correction_item(user_id, event_id, old=old, new=new, prediction=prediction, ts=now_iso())
         self.table.put_item(Item=to_ddb(item))
         return item
 
