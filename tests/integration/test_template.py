@@ -176,7 +176,7 @@ def test_function_specific_environment():
     env = lambda fn: RES[fn]["Properties"]["Environment"]["Variables"]  # noqa: E731
     assert ref(env("PredictFunction")["LLM_FUNCTION_NAME"]) == "LlmFallbackFunction.Alias"
     assert ref(env("PredictFunction")["ML_ENABLED_PARAM"]) == "MlEnabledParameter"
-    assert ref(env("ParseFunction")["LLM_FUNCTION_NAME"]) == "LlmFallbackFunction"
+    assert ref(env("ParseFunction")["LLM_FUNCTION_NAME"]) == "LlmFallbackFunction.Alias"  # as predict: the live alias
     assert ref(env("ParseFunction")["ML_ENABLED_PARAM"]) == "MlEnabledParameter"
     assert ref(env("ModelsFunction")["STATE_MACHINE_ARN"]) == "TrainingStateMachine"
     assert ref(env("LlmFallbackFunction")["LLM_API_KEY_PARAM"]) == "OpenAIApiKeyParameter"
@@ -237,7 +237,7 @@ def test_parse_least_privilege():
         "table:RegistryTable": {"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query"},
         "table:UsageTable": {"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query"},
         "table:UsersTable": {"dynamodb:GetItem", "dynamodb:Query"},  # profile (time zone), calendars
-        "function:LlmFallbackFunction": {"lambda:InvokeFunction"},
+        "alias:LlmFallbackFunction": {"lambda:InvokeFunction"},  # the alias only, not $LATEST
         "ssm:/calroute/${Stage}/ml-enabled": {"ssm:GetParameter"},
     }
     assert not set().union(*g.values()) & DDB_WRITE
