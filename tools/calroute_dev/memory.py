@@ -25,6 +25,7 @@ from decimal import Decimal
 from typing import Any, Iterable, Iterator, Optional
 
 from calroute.adapters.dynamo.base import from_ddb, to_ddb
+from calroute.adapters.dynamo.registry import active_pointer
 from calroute.adapters.dynamo.users import correction_item
 from calroute.errors import Conflict, ModelIntegrityError, NotFound
 from calroute.ports import ERASURE_PK, GLOBAL_PK, RUN_PK, Stores, StoredEvent
@@ -282,13 +283,7 @@ class FakeRegistry:
     def activate(self, user_id: str, record: dict, *, expected_version: Optional[str], actor: str,
                  reason: str, action: str = "promote") -> dict:
         ts = now_iso()
-        pointer = {
-            "user_id": user_id, "sk": "ACTIVE", "version": record["version"],
-            "s3_key": record["s3_key"], "sha256": record["sha256"],
-            "threshold": record["threshold"], "feature_spec": record["feature_spec"],
-            "labels": record.get("labels", []), "promoted_at": ts,
-            "previous_version": expected_version or "",
-        }
+        pointer = active_pointer(user_id, record, expected_version=expected_version, ts=ts)
         with self._lock:
             current = self.items.get((user_id, "ACTIVE"))
             if (current is not None) if expected_version is None else (

@@ -15,6 +15,18 @@ from .base import (TableAdapter, delete_keys, from_ddb, is_condition_failed, now
                    translated)
 
 
+
+def active_pointer(user_id: str, record: dict, *, expected_version: Optional[str], ts: str) -> dict:
+    """The ACTIVE item a promotion or rollback writes: what serving needs of ``record`` (key, sha256,
+    threshold, spec, labels) and the version it replaces. The in-memory registry writes the same item."""
+    return {
+        "user_id": user_id, "sk": "ACTIVE", "version": record["version"],
+        "s3_key": record["s3_key"], "sha256": record["sha256"],
+        "threshold": record["threshold"], "feature_spec": record["feature_spec"],
+        "labels": record.get("labels", []), "promoted_at": ts,
+        "previous_version": expected_version or "",
+    }
+
 class DynamoRegistry(TableAdapter):
     """Model versions per user and the ACTIVE pointer, changed only by conditional writes."""
 
@@ -82,13 +94,7 @@ class DynamoRegistry(TableAdapter):
         archived, the new one marked active, and an audit item records who, when and why.
         """
         ts = now_iso()
-        pointer = {
-            "user_id": user_id, "sk": "ACTIVE", "version": record["version"],
-            "s3_key": record["s3_key"], "sha256": record["sha256"],
-            "threshold": record["threshold"], "feature_spec": record["feature_spec"],
-            "labels": record.get("labels", []), "promoted_at": ts,
-            "previous_version": expected_version or "",
-        }
+        pointer = active_pointer(user_id, record, expected_version=expected_version, ts=ts)
         if expected_version is None:
             cond = {"ConditionExpression": "attribute_not_exists(sk)"}
         else:
