@@ -54,6 +54,36 @@ print(json.dumps({"import_ms": (t1 - t0) * 1000, "first_call_ms": (t2 - t1) * 10
 """
 
 
+#: the template's logical id of each measured function
+LOGICAL = {"predict": "PredictFunction", "llm_fallback": "LlmFallbackFunction"}
+
+
+def template_env(name: str, environ: Optional[dict] = None) -> dict[str, str]:
+    """What the deployed function's process is given by template.yaml (Globals + its own variables,
+    the parameters at their defaults) and the bench does not set itself: every variable that is not
+    a resource's name or ARN (the emulator's env supplies those) and not already in ``environ``
+    (``os.environ``: the bench's deliberate settings, e.g. ``AUTH_MODE=none``, win). So a child
+    imports numpy with the template's ``OPENBLAS_NUM_THREADS`` and serves with its sampling rates."""
+    from calroute_dev.local.template import Resolver, _Tag, function_environment, load_template
+
+    environ = os.environ if environ is None else environ
+    resolver = Resolver(load_template())
+    tpl = resolver.template
+    raw = dict((((tpl.get("Globals") or {}).get("Function") or {}).get("Environment") or {}).get("Variables") or {})
+    props = resolver.resources[LOGICAL[name]].get("Properties") or {}
+    raw.update(((props.get("Environment") or {}).get("Variables")) or {})
+
+    def names_a_resource(v) -> bool:
+        if not isinstance(v, _Tag):
+            return False
+        if v.tag == "Ref":
+            return str(v.value) in resolver.resources or str(v.value).endswith(".Alias")
+        return v.tag in ("GetAtt", "Sub")
+
+    env = function_environment(resolver, LOGICAL[name])
+    return {k: v for k, v in sorted(env.items()) if not names_a_resource(raw.get(k)) and k not in environ}
+
+
 #: what the Lambda python3.12 runtime provides, byte-code included (never in our layers)
 RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer", "jmespath", "urllib3", "dateutil", "six")
 
@@ -219,13 +249,16 @@ def run(quick: bool, *, user: str, flat_event: dict, llm_env: dict,
     repeat = 2 if quick else 7
     progress(f"cold start: predict module ×{repeat}")
     pred_payload = http_event("POST", f"/v1/users/{user}/classify", {"event": flat_event})
-    pred_env = {"PREDICTION_LOG_SAMPLE_RATE": "1", "LAMBDA_INVOKE_MODE": "lambda"}
+    # as deployed: the template's settings (OPENBLAS_NUM_THREADS, the prediction-log sampling, ...)
+    pred_env = {**template_env("predict"), "LAMBDA_INVOKE_MODE": "lambda"}
     bare = 1 if quick else 3
     pred = measure("predict", pred_payload, repeat=repeat, env=pred_env, bare_repeat=bare)
     pred["breakdown"] = breakdown("predict", pred_payload, env=pred_env)
     progress(f"cold start: LLM fallback module ×{repeat}")
     llm_payload = {"user_id": user, "event": flat_event, "candidates": []}
+    llm_env = {**template_env("llm_fallback"), **llm_env}
     llm = measure("llm_fallback", llm_payload, repeat=repeat, env=llm_env, llm_asked_at=llm_asked_at,
                   bare_repeat=bare)
     llm["breakdown"] = breakdown("llm_fallback", llm_payload, env=llm_env)
+    pred["template_env"], llm["template_env"] = sorted(template_env("predict")), sorted(template_env("llm_fallback"))
     return {"predict": pred, "llm_fallback": llm}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from calroute.config import Settings
+from calroute.config import LIBRARY_ENVIRONMENT, Settings
 from calroute_dev.local.template import ROOT, _Tag, load_template
 
 T = load_template()
@@ -155,9 +155,32 @@ def test_globals_runtime_tracing():
     assert g["Handler"] == "app.lambda_handler"
 
 
+def test_serving_path_tracing_off_by_default_and_one_switch():
+    """predict and its LLM fallback trace only with PredictTracing=Active (the X-Ray SDK's import is
+    a large share of both cold starts); every other function keeps the Globals' Active tracing."""
+    assert T["Parameters"]["PredictTracing"]["Default"] == "PassThrough"
+    for fn in ("PredictFunction", "LlmFallbackFunction"):
+        props = RES[fn]["Properties"]
+        assert isinstance(props["Tracing"], _Tag) and props["Tracing"].tag == "Ref" and props["Tracing"].value == "PredictTracing", fn
+        flag = props["Environment"]["Variables"]["POWERTOOLS_TRACE_DISABLED"]
+        assert flag.tag == "If" and flag.value == ["PredictTracingOn", "false", "true"], fn
+    traced = [fn for fn in FUNCTIONS if fn not in ("PredictFunction", "LlmFallbackFunction")]
+    for fn in traced:
+        assert "Tracing" not in RES[fn]["Properties"], f"{fn} overrides the Globals' tracing"
+
+
+def test_numpy_blas_single_threaded_everywhere():
+    """OpenBLAS would start a thread per vCPU at numpy's import (~100 ms of a cold start, measured in
+    docs/serving.md); Globals set it to one thread for every function."""
+    assert T["Globals"]["Function"]["Environment"]["Variables"]["OPENBLAS_NUM_THREADS"] == "1"
+    for fn in FUNCTIONS:
+        own = (RES[fn]["Properties"].get("Environment") or {}).get("Variables") or {}
+        assert "OPENBLAS_NUM_THREADS" not in own, fn
+
+
 def test_train_user_sizing():
     props = RES["TrainUserFunction"]["Properties"]
-    assert props["MemorySize"] == 2048 and props["Timeout"] == 600
+    assert props["MemorySize"] == 1769 and props["Timeout"] == 600  # one full vCPU: fits are single-threaded
 
 
 def test_environment_variables_are_settings_fields():
@@ -165,7 +188,7 @@ def test_environment_variables_are_settings_fields():
     envs = dict(T["Globals"]["Function"]["Environment"]["Variables"])
     for fn in FUNCTIONS:
         envs.update(((RES[fn]["Properties"].get("Environment") or {}).get("Variables")) or {})
-    unknown = {k for k in envs if not k.startswith("POWERTOOLS_")} - fields
+    unknown = {k for k in envs if not k.startswith("POWERTOOLS_")} - fields - set(LIBRARY_ENVIRONMENT)
     assert not unknown, f"env vars that calroute.config.Settings does not read: {sorted(unknown)}"
     for name in ("EVENTS_TABLE", "USERS_TABLE", "REGISTRY_TABLE", "PREDICTIONS_TABLE", "USAGE_TABLE",
                  "MODEL_BUCKET", "AUTH_MODE"):

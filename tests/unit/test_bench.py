@@ -379,3 +379,20 @@ def test_cold_start_breakdown_groups_importtime_by_package_and_phase():
     md = render(f)
     assert "| predict: package | at import | in the first request |" in md
     assert "| boto3/botocore | 0 µs | 5.50 ms |" in md and "| 194 ms |" in md
+
+
+def test_cold_start_children_get_the_templates_process_settings_not_its_resource_names():
+    """The cold-start bench measures the function as deployed: the template's plain settings
+    (OPENBLAS_NUM_THREADS, the log sampling) reach the child; table names, the LLM alias ARN and
+    whatever the bench sets itself (here AUTH_MODE) do not come from the template."""
+    from bench.coldstart import template_env
+
+    env = template_env("predict", environ={"AUTH_MODE": "none"})
+    assert env["OPENBLAS_NUM_THREADS"] == "1"
+    assert env["PREDICTION_LOG_CONFIDENT_SAMPLE_RATE"] == "0.005"
+    assert env["MODEL_CACHE_MB"] == "512"
+    for name in ("AUTH_MODE", "EVENTS_TABLE", "MODEL_BUCKET", "LLM_FUNCTION_NAME", "ML_ENABLED_PARAM"):
+        assert name not in env, name
+    llm = template_env("llm_fallback", environ={})
+    assert llm["OPENBLAS_NUM_THREADS"] == "1" and llm["POWERTOOLS_TRACE_DISABLED"] == "true"
+    assert "MODEL_CACHE_MB" not in llm  # predict's own variable
