@@ -245,6 +245,19 @@ def render(f: dict) -> str:
                 "stand-in server answering at once; \"until the LLM is asked\" stops when the stand-in receives "
                 "the request). A fresh process here finds every third-party module's byte-code in the venv; "
                 "the layers ship theirs too (docs/deployment.md).", ""]
+        snap = [(name, f["cold_start"][key].get("snapstart")) for name, key in
+                (("predict", "predict"), ("LLM fallback", "llm_fallback"))]
+        snap = [(n, v) for n, v in snap if isinstance(v, dict) and v.get("first_call_ms") is not None]
+        if snap:
+            out += ["With SnapStart (`SnapStart=PublishedVersions`; the same children with "
+                    "`AWS_LAMBDA_INITIALIZATION_TYPE=snap-start`: the import primes the service, its boto3 clients, "
+                    "onnxruntime or the OpenAI SDK, as the snapshotted init does; then the restore hook and the first "
+                    "request are timed; Lambda's own restore of the snapshot is not included and not measurable here): "
+                    + "; ".join(f"{n}: init (snapshotted, once per published version) {fmt_ms(v['import_ms'])}, "
+                                f"restore hook + first request {fmt_ms(v['first_call_ms'])}"
+                                + (f", until the LLM is asked {fmt_ms(v['before_llm_call_ms'])}"
+                                   if v.get("before_llm_call_ms") is not None else "")
+                                + f" p50 ({v['n']} runs)" for n, v in snap) + ".", ""]
         bare = [(name, f["cold_start"][key].get("without_layer_bytecode")) for name, key in
                 (("predict", "predict"), ("LLM fallback", "llm_fallback"))]
         bare = [(n, b) for n, b in bare if isinstance(b, dict)]

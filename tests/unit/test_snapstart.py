@@ -5,6 +5,7 @@ ordinary cold start. The template side is tests/integration/test_template.py."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import random
 import sys
 import types
@@ -96,11 +97,31 @@ def test_handlers_build_their_service_in_a_snapstart_init_only(monkeypatch, hook
     assert dynamo_base.shared_tables()._ddb is None  # lazy: the first request creates the clients
 
     monkeypatch.setenv(wiring.INIT_TYPE_ENV, "snap-start")
+    sdk = []
+    monkeypatch.setattr(wiring, "prime_llm_sdk", lambda: sdk.append(1))
     mod = _load_fresh(name)
+    assert sdk == ([1] if name == "llm_fallback" else []), "the OpenAI SDK goes into the fallback's snapshot only"
     assert mod.service.cache_info().currsize == 1, "the service is in the snapshot"
     assert dynamo_base.shared_tables()._ddb is not None and dynamo_base.shared_tables()._s3 is not None
     assert hooks == [wiring.after_restore]
     if name == "predict":
         assert "onnxruntime" in sys.modules
-    else:  # the LLM client reads the API key: never built before a snapshot
+    else:  # the LLM client reads the API key: never built before a snapshot; the SDK's modules are
         assert mod.service()._client is None
+
+
+def test_priming_the_llm_sdk_imports_it_without_a_client_or_a_key():
+    """In a fresh interpreter: the SDK's modules are loaded, no client exists, no key is read."""
+    import subprocess
+
+    code = ("import gc, os, sys; os.environ.pop('OPENAI_API_KEY', None)\n"
+            "from calroute import wiring\n"
+            "assert 'openai' not in sys.modules\n"
+            "wiring.prime_llm_sdk()\n"
+            "import openai\n"
+            "assert 'openai.types.chat' in sys.modules\n"
+            "assert not [o for o in gc.get_objects() if isinstance(o, openai.OpenAI)]\n"
+            "print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT / "layers" / "core")}, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

@@ -235,6 +235,14 @@ def prime_aws() -> None:
     shared_tables().create_clients()
 
 
+def prime_llm_sdk() -> None:
+    """Import the OpenAI SDK now (SnapStart init of the LLM fallback): module code only, no client
+    (the client reads the API key, which never goes into a snapshot) and no connection."""
+    import openai  # noqa: F401 - imported for the snapshot
+
+    del openai
+
+
 def prime_predict() -> None:
     """SnapStart init of the predict function: the boto3 resources and onnxruntime."""
     from .runtime import preload
@@ -262,4 +270,4 @@ def after_restore() -> None:
 
 __all__ = ["stores", "metrics_sink", "ingest_service", "lifecycle_service", "models_service", "stats_service",
            "fallback_service", "invoker", "predict_service", "parse_service", "stdout_lines", "snapstart_init", "prime_aws",
-           "prime_predict", "after_restore"]
+           "prime_llm_sdk", "prime_predict", "after_restore"]
