@@ -46,16 +46,27 @@ def run_users(data: Path, users: list[str], *, llm: str, max_events: Optional[in
                      progress=say)
     today = rp.replay(data, llm=llm, correct_rate=correct_rate, k_labelled=k, users=users, max_events=max_events,
                       arms=["corrections_only"], gates=rp.TODAY_GATES, progress=say, stop_at_first_model=True)
+    review = run_review(data, users, llm=llm, max_events=max_events, k=k, correct_rate=correct_rate)["review"]
+    return {"llm": main["llm"], "max_events": max_events, "k_labelled": k, "correct_rate": correct_rate,
+            "main": main, "today": today, "review": review, "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def run_review(data: Path, users: list[str], *, llm: str, max_events: Optional[int], k: int,
+               correct_rate: float) -> dict:
+    """The review experiment alone (``{"review_only": true, "review": {user: ...}, "seconds"}``)."""
+    from calroute_dev import replay as rp
+    from calroute_dev.evaluation import load_users
+
+    t0 = time.perf_counter()
     loaded = load_users(data)
     review = {}
     sim = rp.SimulatedLlm(llm)
     for u in users:
-        say(f"review experiment: {u}")
+        print(f"[{time.strftime('%H:%M:%S')}] review experiment: {u}", file=sys.stderr, flush=True)
         evs = sorted(loaded[u], key=lambda e: (e.start_utc, e.event_id or ""))[:max_events]
         review[u] = rp.review_experiment(u, evs, llm=sim, k_labelled=k, correct_rate=correct_rate,
                                          gates=rp.DEFAULT_GATES)
-    return {"llm": main["llm"], "max_events": max_events, "k_labelled": k, "correct_rate": correct_rate,
-            "main": main, "today": today, "review": review, "seconds": round(time.perf_counter() - t0, 1)}
+    return {"review_only": True, "llm": sim.name, "review": review, "seconds": round(time.perf_counter() - t0, 1)}
 
 
 WEIGHTS = (0.25, 0.5, 1.0)
@@ -66,7 +77,8 @@ def merge(parts: list[dict]) -> dict:
     from collections import Counter
 
     sweep = next((p for p in parts if "sweep" in p), None)
-    parts = [p for p in parts if "sweep" not in p]
+    reviews = [p for p in parts if p.get("review_only")]
+    parts = [p for p in parts if "sweep" not in p and not p.get("review_only")]
     first = parts[0]
     out = {k: first[k] for k in ("llm", "max_events", "k_labelled", "correct_rate")}
     if sweep:
@@ -89,7 +101,11 @@ def merge(parts: list[dict]) -> dict:
     out["review"] = {}
     for p in parts:
         out["review"].update(p["review"])
-    out["seconds"] = sum(p["seconds"] for p in parts)
+    for p in reviews:  # a later review-only slice replaces those users' review figures
+        if p.get("llm") not in (None, out["llm"]):
+            raise ValueError(f"review slice measured with {p['llm']}, the replay with {out['llm']}")
+        out["review"].update(p["review"])
+    out["seconds"] = sum(p["seconds"] for p in parts) + sum(p["seconds"] for p in reviews)
     return out
 
 
@@ -138,17 +154,27 @@ def render(r: dict) -> str:
         rc = _mean([v["review"]["coverage"] for v in rev])
         rr = _mean([v["random"]["coverage"] for v in rev])
         rn = _mean([v["none"]["coverage"] for v in rev])
-        lines.append(f"* Review queue: the next model's coverage (share of the rest of the stream it answers "
+        rv = _mean([v["reversed"]["coverage"] for v in rev if v.get("reversed")])
+        known = all("rest_events" in v for v in rev)
+        scope = ("the rest of the stream in the calendars the user had at the cut" if known else
+                 "the rest of the stream")
+        lines.append(f"* Review queue: the next model's coverage (share of {scope} it answers "
                      f"alone) after the queue's top 10 answered: {_pct(rc)} mean over {len(rev)} users, after 10 "
-                     f"random LLM-labelled events answered: {_pct(rr)} (3 seeds), after none: {_pct(rn)} — "
-                     f"**{'met' if rc is not None and rr is not None and rc > rr else 'not met'}**.")
-        lines += ["", "| user | at event | LLM labels pending | none: coverage | review top 10: coverage (acc.) | "
-                  "10 random: coverage (acc.) |", "|---|---|---|---|---|---|"]
+                     f"random LLM-labelled events answered: {_pct(rr)} (3 seeds), after none: {_pct(rn)}"
+                     + (f", after the queue's order reversed (the surest first): {_pct(rv)}" if rv is not None else "")
+                     + f" — **{'met' if rc is not None and rr is not None and rc > rr else 'not met'}**.")
+        lines += ["", "| user | at event | LLM labels pending | rest measured (in later calendars) | none: coverage | "
+                  "review top 10: coverage (acc.) | 10 random: coverage (acc.) | queue reversed: coverage (acc.) |",
+                  "|---|---|---|---|---|---|---|---|"]
         for u, v in r["review"].items():
             if v:
-                lines.append(f"| {u} | {v['at_events']} | {v['pending_llm_labels']} | {_pct(v['none']['coverage'])} | "
+                rev_ = v.get("reversed") or {}
+                lines.append(f"| {u} | {v['at_events']} | {v['pending_llm_labels']} | "
+                             f"{v.get('rest_events', '-')} ({v.get('rest_in_later_calendars', '-')}) | "
+                             f"{_pct(v['none']['coverage'])} | "
                              f"{_pct(v['review']['coverage'])} ({_pct(v['review']['accuracy'])}) | "
-                             f"{_pct(v['random']['coverage'])} ({_pct(v['random']['accuracy'])}) |")
+                             f"{_pct(v['random']['coverage'])} ({_pct(v['random']['accuracy'])}) | "
+                             f"{_pct(rev_.get('coverage'))} ({_pct(rev_.get('accuracy'))}) |")
     lines += ["", "Per user (llm_answers vs corrections_only; first model with today's gates):", "",
               "| user | events | LLM calls: corrections only | llm answers | all answers | accuracy: corrections only "
               "| llm answers | all answers | 1st model: today | new gates |", "|---|---|---|---|---|---|---|---|---|---|"]
@@ -203,6 +229,9 @@ def main(argv=None) -> int:
     p.add_argument("--part", help="write this slice's figures to FILE (no docs)")
     p.add_argument("--merge", nargs="+", help="join slices written with --part and write the docs")
     p.add_argument("--no-docs", action="store_true")
+    p.add_argument("--review-only", action="store_true",
+                   help="with --part: run only the review experiment (its slice replaces the review figures of the "
+                        "slices it is merged with)")
     p.add_argument("--sweep", help="comma-separated users: replay the llm_answers arm at LABEL_WEIGHT_LLM "
                                    "0.25 / 0.5 / 1.0 and write the slice to --part")
     a = p.parse_args(argv)
@@ -223,6 +252,13 @@ def main(argv=None) -> int:
         from calroute_dev.evaluation import load_users
 
         users = a.users.split(",") if a.users else sorted(load_users(a.data))
+        if a.review_only:
+            if not a.part:
+                p.error("--review-only needs --part FILE")
+            review = run_review(Path(a.data), users, llm=a.llm, max_events=a.max_events, k=a.labelled,
+                                correct_rate=a.correct_rate)
+            Path(a.part).write_text(json.dumps(review, separators=(",", ":")) + "\n")
+            return 0
         result = run_users(Path(a.data), users, llm=a.llm, max_events=a.max_events, k=a.labelled,
                            correct_rate=a.correct_rate)
         if a.part:

@@ -92,6 +92,30 @@ def test_review_experiment_compares_the_queue_with_random_confirmations():
         assert 0.0 <= out[key]["coverage"] <= 1.0
 
 
+def test_review_experiment_measures_the_next_model_on_calendars_the_user_had_at_the_cut():
+    """A calendar created after the cut (family, here) is in no model's (or LLM's) candidates: its events are left
+    out of the coverage and counted apart, so they cannot pass for confident mistakes."""
+    from datetime import datetime, timedelta
+
+    old_flat = synthetic_flat(per_calendar=24, calendars=("work", "gym"))
+    old = [parse_event(f) for f in old_flat]
+    later = timedelta(days=400)  # every "family" event after the last work/gym one
+
+    def moved(f: dict, i: int) -> dict:
+        out = {**f, "event_id": f"late-{i}"}
+        for k in ("start", "end"):
+            if isinstance(f.get(k), str):
+                out[k] = (datetime.fromisoformat(f[k]) + later).isoformat()
+        return out
+
+    new = [parse_event(moved(f, i)) for i, f in enumerate(synthetic_flat(per_calendar=20, calendars=("family",)))]
+    assert min(e.start_utc for e in new) > max(e.start_utc for e in old)
+    out = review_experiment("alice", old + new, llm=SimulatedLlm("oracle"), k_labelled=6, correct_rate=0.5,
+                            gates=(10, 2, 5), n=3, seeds=(1,))
+    assert out["rest_in_later_calendars"] == 20
+    assert out["rest_events"] == len(old + new) - out["at_events"] - 20
+
+
 def test_cli_replay_json_and_unknown_user(data, capsys):
     assert cli.main(["replay", "--data", str(data), "--llm", "oracle", "--labelled", "6", "--arms", "llm_answers",
                      "--json"]) == 0

@@ -326,8 +326,9 @@ def review_experiment(user: str, events: Sequence[Event], *, llm: SimulatedLlm, 
     """Stream the ``llm_answers`` arm to ``at`` of the user's events, then answer ``n`` LLM-labelled
     events (confirm when right, correct when wrong): the review queue's top ``n``
     (:func:`calroute.services.review.review_queue`) vs ``n`` random ones (each of ``seeds``); retrain
-    and activate the next model, and measure its coverage (the share of the rest of the stream it
-    answers on its own) and the accuracy of those answers. None when there is no LLM label to review."""
+    and activate the next model, and measure its coverage (the share of the rest of the stream, in
+    the calendars the user had at the cut, it answers on its own) and the accuracy of those answers.
+    None when there is no LLM label to review."""
     from calroute.services.ingest import correct_event
     from calroute.services.review import confirm_event, review_queue
 
@@ -338,7 +339,12 @@ def review_experiment(user: str, events: Sequence[Event], *, llm: SimulatedLlm, 
                       seed=seed)
     cut = int(len(base.events) * at)
     base.run(until=cut)
-    rest = base.events[cut:]
+    # the rest of the stream the next model is measured on: the events of calendars the user had at
+    # the cut. A calendar created later is not among the model's (or the LLM's) candidates, so its
+    # events say nothing about the confirmations; the live replay imports its first K events instead.
+    known = {e.calendar_id for e in base.events[:cut]}
+    later = base.events[cut:]
+    rest = [e for e in later if e.calendar_id in known]
     pending = [s for s in base.stores.events.list_stored(user) if s.provenance == "llm"]
     if not pending or not rest:
         return None
@@ -359,8 +365,12 @@ def review_experiment(user: str, events: Sequence[Event], *, llm: SimulatedLlm, 
         finally:
             memory.set_clock(None)
 
-    out = {"user": user, "at_events": cut, "pending_llm_labels": len(pending), "n": n,
+    out = {"user": user, "at_events": cut, "pending_llm_labels": len(pending), "n": n, "rest_events": len(rest),
+           "rest_in_later_calendars": len(later) - len(rest),
            "review": variant(lambda s: [e["event_id"] for e in review_queue(user, s, limit=n)["events"]])}
+    # the queue's order reversed (the answers the model was surest of first): what a queue ranked for
+    # certification rather than for learning would ask; measured beside it, not what the API serves
+    out["reversed"] = variant(lambda s: [r.event.event_id for r in reversed(_review_rank(s, user))][:n])
     rnd = []
     for sd in seeds:
         def pick(s: Stores, sd: int = sd) -> list[str]:
@@ -371,6 +381,12 @@ def review_experiment(user: str, events: Sequence[Event], *, llm: SimulatedLlm, 
                      "certified": sum(bool(r["certified"]) for r in rnd), "runs": rnd}
     out["none"] = variant(lambda s: [])
     return out
+
+
+def _review_rank(stores: Stores, user: str) -> list:
+    from calroute.services.review import rank
+
+    return rank(stores.events.list_stored(user))
 
 
 def _mean(xs: list) -> Optional[float]:
