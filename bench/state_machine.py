@@ -14,8 +14,10 @@ Cost assumptions (AWS us-east-1 list prices, x86, no free tier):
 
 * Lambda $0.20 per 1M requests and $0.0000166667 per GB-s at the template's MemorySize of each
   function; seconds are the in-process handler durations measured here (2-core machine, other
-  processes running: see the load average in the machine block; Lambda's 2048 MB TrainUser gets
-  ~1.2 vCPU, similar to one core here). Plan and Summarize are scaled linearly with the users.
+  processes running: see the load average in the machine block; Lambda's 1769 MB TrainUser gets
+  one vCPU, similar to one core here, and its fits are single-threaded; the 1024 MB functions get
+  ~0.58 vCPU, so their CPU-bound part would take ~1.7× as long there: their share of the total is
+  small, see the per-function table). Plan and Summarize are scaled linearly with the users.
 * Step Functions Standard: $25 per 1M state transitions, counted on the happy path (a user trained,
   validated and promoted: every state entered is one transition; a Map inside a child counts one
   plus its items' states) and one per child workflow execution the Distributed Map starts.
