@@ -10,6 +10,7 @@ moto server. Clients use "standard" retries; throttling that survives them becom
 from __future__ import annotations
 
 import functools
+import inspect
 import random
 import time
 from contextlib import contextmanager
@@ -86,6 +87,7 @@ def storage_errors() -> Iterator[None]:
 
 
 F = TypeVar("F", bound=Callable[..., Any])
+C = TypeVar("C", bound=type)
 
 
 def translated(fn: F) -> F:
@@ -97,6 +99,20 @@ def translated(fn: F) -> F:
             return fn(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
+
+
+def translated_methods(cls: C) -> C:
+    """Class decorator: :func:`translated` around every public method defined in the class body
+    (plain functions whose name does not start with ``_``; static and class methods, properties and
+    inherited methods are left as they are).
+
+    For adapters whose every method needs the translation. Unlike ``@translated`` on each method it
+    leaves the methods undecorated in the source, which mutmut requires to mutate them (it skips
+    decorated functions)."""
+    for name, value in list(vars(cls).items()):
+        if not name.startswith("_") and inspect.isfunction(value):
+            setattr(cls, name, translated(value))
+    return cls
 
 
 class Tables:

@@ -12,7 +12,7 @@ from botocore.exceptions import ClientError
 from ...errors import Conflict, NotFound, ServiceUnavailable
 from ...ports import ERASURE_PK, RUN_PK
 from .base import (TableAdapter, delete_keys, from_ddb, is_condition_failed, now_iso, query_all, query_keys, to_ddb,
-                   translated)
+                   translated_methods)
 
 
 
@@ -27,10 +27,12 @@ def active_pointer(user_id: str, record: dict, *, expected_version: Optional[str
         "previous_version": expected_version or "",
     }
 
+@translated_methods
 class DynamoRegistry(TableAdapter):
-    """Model versions per user and the ACTIVE pointer, changed only by conditional writes."""
+    """Model versions per user and the ACTIVE pointer, changed only by conditional writes. Every
+    public method translates throttling into :class:`~calroute.errors.ServiceUnavailable`
+    (:func:`~.base.translated_methods`)."""
 
-    @translated
     def put_version(self, user_id: str, version: str, record: dict) -> None:
         item = {"user_id": user_id, "sk": f"MODEL#{version}", "version": version,
                 "created_at": now_iso(), **record}
@@ -43,12 +45,10 @@ class DynamoRegistry(TableAdapter):
                                code="version_exists") from None
             raise
 
-    @translated
     def get_version(self, user_id: str, version: str) -> Optional[dict]:
         item = self.table.get_item(Key={"user_id": user_id, "sk": f"MODEL#{version}"}).get("Item")
         return from_ddb(item) if item else None
 
-    @translated
     def set_status(self, user_id: str, version: str, status: str, reason: str = "", **extra: Any) -> None:
         names = {"#s": "status"}
         values = {":s": status, ":r": reason, ":u": now_iso()}
@@ -70,7 +70,6 @@ class DynamoRegistry(TableAdapter):
                 raise NotFound(f"model version {version} not found", field="version") from None
             raise
 
-    @translated
     def versions(self, user_id: str) -> list[dict]:
         items = query_all(
             self.table,
@@ -79,13 +78,11 @@ class DynamoRegistry(TableAdapter):
         )
         return sorted((from_ddb(i) for i in items), key=lambda r: r["version"])
 
-    @translated
     def active(self, user_id: str, consistent: bool = False) -> Optional[dict]:
         item = self.table.get_item(Key={"user_id": user_id, "sk": "ACTIVE"},
                                    ConsistentRead=consistent).get("Item")
         return from_ddb(item) if item else None
 
-    @translated
     def activate(self, user_id: str, record: dict, *, expected_version: Optional[str], actor: str,
                  reason: str, action: str = "promote") -> dict:
         """Point ACTIVE at ``record`` iff it still points at ``expected_version`` (None: no pointer).
@@ -118,7 +115,6 @@ class DynamoRegistry(TableAdapter):
                    from_version=expected_version or "", to_version=record["version"])
         return from_ddb(pointer)
 
-    @translated
     def audit(self, user_id: str, **fields: Any) -> None:
         ts = now_iso()
         self.table.put_item(Item=to_ddb({"user_id": user_id, "sk": f"AUDIT#{ts}#{random.randrange(16**4):04x}",
@@ -127,7 +123,6 @@ class DynamoRegistry(TableAdapter):
     #: the only attributes the training planner writes (its IAM grant is limited to them)
     DRIFT_ATTRIBUTES = ("drift", "drifted", "drift_at")
 
-    @translated
     def mark_drift(self, user_id: str, version: str, report: dict, *, at: str) -> bool:
         """Store a drift report on ACTIVE (iff it still points at ``version``) and on the version
         record. Returns False when ACTIVE changed meanwhile (a newer model: the report is stale)."""
@@ -156,7 +151,6 @@ class DynamoRegistry(TableAdapter):
                 raise
         return True
 
-    @translated
     def audit_trail(self, user_id: str) -> list[dict]:
         items = query_all(
             self.table,
@@ -166,16 +160,13 @@ class DynamoRegistry(TableAdapter):
         return [from_ddb(i) for i in items]
 
     # --- training-run records ---
-    @translated
     def put_run(self, run_id: str, record: dict) -> None:
         self.table.put_item(Item=to_ddb({"user_id": RUN_PK, "sk": run_id, "run_id": run_id, **record}))
 
-    @translated
     def get_run(self, run_id: str) -> Optional[dict]:
         item = self.table.get_item(Key={"user_id": RUN_PK, "sk": run_id}).get("Item")
         return from_ddb(item) if item else None
 
-    @translated
     def runs(self, limit: int = 20) -> list[dict]:
         page = self.table.query(KeyConditionExpression="user_id = :u", ExpressionAttributeValues={":u": RUN_PK},
                                 ScanIndexForward=False, Limit=limit)
@@ -183,7 +174,6 @@ class DynamoRegistry(TableAdapter):
 
     # ------------------------------------------------------------------ the user's data lifecycle
 
-    @translated
     def delete_user(self, user_id: str) -> int:
         n = 0
         # the pointer first: from here on no container loads the user's model (revalidation says none)
@@ -192,7 +182,6 @@ class DynamoRegistry(TableAdapter):
         keys = [k for k in query_keys(self.table, "user_id", user_id, "sk") if k["sk"] != "ACTIVE"]
         return n + delete_keys(self.t.ddb.meta.client, self.name, keys)
 
-    @translated
     def scrub_runs(self, user_id: str) -> int:
         n = 0
         for item in query_all(self.table, KeyConditionExpression="user_id = :u",
@@ -210,13 +199,11 @@ class DynamoRegistry(TableAdapter):
                 n += 1
         return n
 
-    @translated
     def put_erasure(self, record: dict) -> None:
         ts = record.get("at") or now_iso()
         self.table.put_item(Item=to_ddb({"user_id": ERASURE_PK, "sk": f"ERASE#{ts}#{random.randrange(16**4):04x}",
                                          **record, "at": ts}))
 
-    @translated
     def erasures(self, limit: int = 50) -> list[dict]:
         page = self.table.query(KeyConditionExpression="user_id = :u", ExpressionAttributeValues={":u": ERASURE_PK},
                                 ScanIndexForward=False, Limit=limit)

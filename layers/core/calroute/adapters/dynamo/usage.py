@@ -9,12 +9,13 @@ from decimal import Decimal
 from typing import Optional
 
 from ...ports import GLOBAL_PK
-from .base import TableAdapter, delete_keys, from_ddb, query_all, query_keys, translated
+from .base import TableAdapter, delete_keys, from_ddb, query_all, query_keys, translated_methods
 
 #: ledger rows expire after this many days
 TTL_DAYS = 400
 
 
+@translated_methods
 class DynamoUsageLedger(TableAdapter):
     """LLM tokens and USD summed per user and UTC day (and globally), with a TTL."""
 
@@ -22,7 +23,6 @@ class DynamoUsageLedger(TableAdapter):
     def today() -> str:
         return datetime.now(timezone.utc).strftime("%Y-%m-%d")
 
-    @translated
     def add(self, user_id: str, *, usd: float, input_tokens: int, output_tokens: int, calls: int = 1) -> None:
         day = self.today()
         expires = int(time.time() + TTL_DAYS * 86400)
@@ -34,12 +34,10 @@ class DynamoUsageLedger(TableAdapter):
                                            ":o": output_tokens, ":n": calls, ":x": expires},
             )
 
-    @translated
     def spent(self, user_id: str, day: Optional[str] = None) -> float:
         item = self.table.get_item(Key={"user_id": user_id, "day": day or self.today()}).get("Item")
         return float(item.get("usd", 0)) if item else 0.0
 
-    @translated
     def days(self, user_id: str, since_day: str) -> list[dict]:
         items = query_all(
             self.table,
@@ -51,7 +49,6 @@ class DynamoUsageLedger(TableAdapter):
 
     # ------------------------------------------------------------------ the user's data lifecycle
 
-    @translated
     def delete_user(self, user_id: str) -> int:
         if user_id == GLOBAL_PK:  # the service-wide totals are not a user's
             return 0
