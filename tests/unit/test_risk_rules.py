@@ -185,3 +185,25 @@ def test_a_remainder_of_exactly_n_min_rows_is_a_band_of_its_own():
     ok[[100, 101]] = False              # 2 errors in the last 45 rows: that band fails alone
     b = choose_threshold_ltt(s, ok, alpha=A, delta=D)
     assert (b.kept, b.errors, b.threshold) == (90, 0, s[89])
+
+
+def test_a_later_band_counts_only_its_own_errors():
+    """360 rows: bands 45, 45, 90, 180. Band 3 has 1 error (p = 0.057), band 4 has 4 (p = 0.051):
+    every band passes at α = 5%, δ = 0.1, so all 360 rows are kept. Counting band 3's error again in
+    band 4 (6 errors: p = 0.20) would stop the threshold after 180 rows."""
+    n = 360
+    s = np.linspace(0.99, 0.40, n)
+    ok = np.ones(n, dtype=bool)
+    ok[[150]] = False                    # band 3 (rows 90-179)
+    ok[[200, 250, 300, 350]] = False     # band 4 (rows 180-359)
+    b = choose_threshold_ltt(s, ok, alpha=0.05, delta=0.1)
+    assert b.certified and b.kept == 360 and b.errors == 5
+    assert b.threshold == pytest.approx(s[-1])
+
+
+def test_a_band_whose_pvalue_equals_delta_is_certified():
+    """The test rejects "error ≥ α" at p ≤ δ (a level-δ test): with α = δ = 0.5 one right row has
+    p = (1 − α)¹ = 0.5 exactly, and certifies."""
+    b = choose_threshold_ltt(np.array([0.9]), np.array([True]), alpha=0.5, delta=0.5)
+    assert binomial_pvalue(0, 1, 0.5) == 0.5
+    assert b.certified and b.kept == 1 and b.threshold == pytest.approx(0.9)

@@ -179,3 +179,19 @@ def test_onnxruntime_is_imported_once_and_quietly(monkeypatch):
     import onnxruntime
 
     assert first is onnxruntime and runtime._ort is onnxruntime and runtime._onnxruntime() is first
+
+
+def test_onnxruntime_logs_errors_but_not_warnings(monkeypatch):
+    """Loading onnxruntime sets its default logger to ERROR (3): warnings would flood every cold
+    start's log, errors must still reach it (4 is FATAL only)."""
+    import onnxruntime
+
+    from calroute import runtime
+
+    seen = []
+    monkeypatch.setattr(onnxruntime, "set_default_logger_severity", seen.append)
+    monkeypatch.setattr(runtime, "_ort", None)
+    assert runtime._onnxruntime() is onnxruntime
+    assert seen == [3]
+    runtime._onnxruntime()
+    assert seen == [3], "set once, when onnxruntime is first loaded"
