@@ -18,6 +18,7 @@ import re
 from datetime import datetime
 
 import pytest
+
 from botocore.exceptions import ClientError
 
 from calroute import wiring
@@ -27,6 +28,7 @@ from calroute.config import settings
 from calroute.errors import Conflict, NotFound, ServiceUnavailable
 from calroute.ports import ERASURE_PK, RUN_PK, ModelRegistry
 from calroute.services.models import ModelsService
+from support.botocore_stub import StubHttp
 
 V1, V2, V3 = (f"v2026010100000{i}-abcdef" for i in (1, 2, 3))
 
@@ -81,20 +83,12 @@ class Requests:
         self.client.meta.events.unregister("provide-client-params.dynamodb", self._record)
 
 
-class _Http:
-    def __init__(self, status: int):
-        self.status_code = status
-        self.headers: dict = {}
-        self.content = b""
-        self.text = ""
-
-
 def _answer_error(code: str):
     """A ``before-call`` hook answering every DynamoDB request with the error ``code`` (no request is
     sent, so boto3's retries do not run: what a throttle that outlived them looks like)."""
 
     def hook(params, model, **kw):
-        return _Http(400), {"Error": {"Code": code, "Message": "injected"},
+        return StubHttp(400), {"Error": {"Code": code, "Message": "injected"},
                             "ResponseMetadata": {"HTTPStatusCode": 400}}
 
     return hook
@@ -422,7 +416,7 @@ def test_delete_user_counts_the_pointer_once_when_the_listing_still_shows_it(reg
         resp = low.query(**json.loads(params["body"]))  # wire format in, wire format out
         resp["Items"].append({"user_id": {"S": "alice"}, "sk": {"S": "ACTIVE"}})
         resp["Count"] += 1
-        return _Http(200), resp
+        return StubHttp(200), resp
 
     client.meta.events.register("before-call.dynamodb.Query", stale_listing)
     try:

@@ -21,6 +21,7 @@ from calroute.adapters.dynamo.users import DynamoUserStore
 from calroute.adapters.s3_models import S3ModelBlobs
 from calroute.config import settings
 from support.apigw import call
+from support.botocore_stub import StubHttp
 from support.handlers import fresh_services
 from support.models import install_model, version
 
@@ -33,14 +34,6 @@ def ev(i: int, cal: str = "work") -> dict:
     return {"event_id": f"e{i:03d}", "summary": f"Standup {i}", "description": f"room {i}",
             "start": f"2026-03-{1 + i % 28:02d}T10:00:00Z", "end": f"2026-03-{1 + i % 28:02d}T10:30:00Z",
             "calendar_id": cal}
-
-
-class _Http:
-    def __init__(self, status: int):
-        self.status_code = status
-        self.headers: dict = {}
-        self.content = b""
-        self.text = ""
 
 
 class Throttle:
@@ -72,12 +65,12 @@ class Throttle:
                 # write the first item for real, hand the rest back unprocessed
                 self.client.put_item(TableName=table, Item=reqs[0]["PutRequest"]["Item"])
                 # wire format, as DynamoDB answers: the resource client's after-call hook converts it
-                return _Http(200), {"UnprocessedItems": {table: reqs[1:]}}
+                return StubHttp(200), {"UnprocessedItems": {table: reqs[1:]}}
         return None
 
     def _error(self):
         self.throttled += 1
-        return _Http(400), {"Error": {"Code": "ProvisionedThroughputExceededException",
+        return StubHttp(400), {"Error": {"Code": "ProvisionedThroughputExceededException",
                                       "Message": "injected throttle"},
                             "ResponseMetadata": {"HTTPStatusCode": 400}}
 
