@@ -16,7 +16,7 @@ Each :class:`~calroute.slots.types.Found` names its rule; confidences are fitted
 from __future__ import annotations
 
 import re
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 from .types import Found
 
@@ -215,30 +215,25 @@ def find_location(text: str, turn: int = 0, *, blocks: Sequence[tuple[int, int]]
     def inside(s: int, e: int) -> bool:
         return any(a <= s and e <= b for a, b in names)
 
+    def spans(pattern: re.Pattern, *, clear_of_blocks: bool) -> Iterator[tuple[int, int, str]]:
+        """Each match's ``x`` group, cut at the next block and cleaned, outside the title's spans
+        (and, with ``clear_of_blocks``, overlapping no block): ``(start, end, value)``."""
+        for m in pattern.finditer(text):
+            s, e = m.span("x")
+            c = _clean(text, s, _cut(s, e, blocks, text))
+            if not c or inside(*c) or (clear_of_blocks and any(a < c[1] and c[0] < b for a, b in blocks)):
+                continue
+            yield c[0], c[1], text[c[0]:c[1]]
+
     out = [f for f in find_addresses(text, turn) if not inside(f.start, f.end)]
     if out:
         return out
-    for m in _LOC_INTRO.finditer(text):
-        s, e = m.span("x")
-        e = _cut(s, e, blocks, text)
-        c = _clean(text, s, e)
-        if not c or inside(*c):
-            continue
-        value = text[c[0]:c[1]]
-        if _ok_name(value) and len(value.split()) <= 8 and not _JUDGEMENT.match(value):
-            out.append(Found(value, "location:intro", turn, c[0], c[1], value))
+    out = [Found(v, "location:intro", turn, s, e, v) for s, e, v in spans(_LOC_INTRO, clear_of_blocks=False)
+           if _ok_name(v) and len(v.split()) <= 8 and not _JUDGEMENT.match(v)]
     if out:
         return out
-    for m in _AT_PROPER.finditer(text):
-        s, e = m.span("x")
-        e = _cut(s, e, blocks, text)
-        c = _clean(text, s, e)
-        if not c or inside(*c) or any(a < c[1] and c[0] < b for a, b in blocks):
-            continue
-        value = text[c[0]:c[1]]
-        if _ok_name(value) and len(value.split()) <= 6:
-            out.append(Found(value, "location:at_proper", turn, c[0], c[1], value))
-    return out
+    return [Found(v, "location:at_proper", turn, s, e, v) for s, e, v in spans(_AT_PROPER, clear_of_blocks=True)
+            if _ok_name(v) and len(v.split()) <= 6]
 
 
 def find_attendees(text: str, turn: int = 0) -> list[Found]:
