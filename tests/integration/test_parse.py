@@ -18,6 +18,7 @@ from calroute.adapters.dynamo.users import DynamoUserStore
 from calroute.config import settings
 from calroute.schema import CalendarInfo
 from conftest import ROOT, load_handler
+from support.apigw import http_event
 from support.fake_llm import Behaviour, fake_llm, prompt_of, status  # noqa: F401
 from support.handlers import current, fresh_services
 from support.models import install_model, version
@@ -33,16 +34,8 @@ class Ctx:
 
 
 def http(path, body, raw=None, user=None):
-    headers = {"content-type": "application/json"}
-    if user:
-        headers["x-calroute-user"] = user
-    return {
-        "version": "2.0", "routeKey": f"POST {path}", "rawPath": path, "rawQueryString": "",
-        "headers": headers,
-        "requestContext": {"http": {"method": "POST", "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1"},
-                           "requestId": "r", "routeKey": f"POST {path}", "stage": "$default"},
-        "body": raw if raw is not None else json.dumps(body), "isBase64Encoded": False,
-    }
+    headers = {"content-type": "application/json", **({"x-calroute-user": user} if user else {})}
+    return http_event("POST", path, headers=headers, raw_body=raw if raw is not None else json.dumps(body))
 
 
 @pytest.fixture

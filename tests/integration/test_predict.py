@@ -12,6 +12,7 @@ from calroute.config import settings
 from calroute.runtime import OnnxModel
 from calroute.schema import CalendarInfo
 from conftest import load_handler
+from support.apigw import http_event
 from support.fake_llm import answer, enum_of, fake_llm, garbage, prompt_of, slow, status, unknown  # noqa: F401
 from support.handlers import current, fresh_services
 from support.models import install_model, version
@@ -30,13 +31,8 @@ class Ctx:
 
 
 def http(path, body, method="POST", raw=None):
-    return {
-        "version": "2.0", "routeKey": f"{method} {path}", "rawPath": path, "rawQueryString": "",
-        "headers": {"content-type": "application/json"},
-        "requestContext": {"http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1"},
-                           "requestId": "r", "routeKey": f"{method} {path}", "stage": "$default"},
-        "body": raw if raw is not None else json.dumps(body), "isBase64Encoded": False,
-    }
+    return http_event(method, path, headers={"content-type": "application/json"},
+                      raw_body=raw if raw is not None else json.dumps(body))
 
 
 @pytest.fixture
