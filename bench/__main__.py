@@ -21,10 +21,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional, Sequence
 
-ROOT = Path(__file__).resolve().parents[1]
-for _p in (ROOT / "layers" / "core", ROOT / "tools"):  # running from a checkout without `pip install -e`
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
+from bench import on_path  # noqa: E402 - before the calroute imports below
+
+ROOT = on_path("layers/core", "tools")  # running from a checkout without `pip install -e`
 
 from bench import harness  # noqa: E402
 

@@ -29,14 +29,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-for p in (ROOT / "layers" / "core", ROOT):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
+from bench import on_path  # noqa: E402 - before the calroute imports below
+
+ROOT = on_path("layers/core", ".")
 
 from bench.trust import _load  # noqa: E402
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -31,10 +30,9 @@ from typing import Any, Optional
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-for _p in (ROOT / "layers" / "core", ROOT / "tools"):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
+from bench import on_path  # noqa: E402 - before the calroute imports below
+
+ROOT = on_path("layers/core", "tools")
 
 from calroute_dev import evaluation as ev  # noqa: E402
 from calroute.training import DEFAULT_C, DEFAULT_DENSE_SCALE, GateFailed, TrainConfig, train_user_model  # noqa: E402

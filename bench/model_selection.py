@@ -39,15 +39,13 @@ import platform
 import sys
 import time
 import warnings
-from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "layers" / "core"))
-sys.path.insert(0, str(ROOT / "tools"))
-sys.path.insert(0, str(ROOT))
+from bench import on_path  # noqa: E402 - before the calroute imports below
+
+ROOT = on_path("layers/core", "tools", ".")
 
 from bench import memory  # noqa: E402 - the RSS-measuring child process, shared with bench/memory.py
 

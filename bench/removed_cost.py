@@ -25,13 +25,10 @@ import argparse
 import contextlib
 import io
 import json
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-for p in (ROOT / "layers" / "core", ROOT / "tools", ROOT / "tests"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
+from bench import on_path  # noqa: E402 - before the calroute imports below
+
+ROOT = on_path("layers/core", "tools", "tests")
 
 USER = "alice"
 EVENT = {"event_id": "e-conf", "summary": "Sprint standup review", "start": "2026-03-03T10:00:00Z"}

@@ -38,10 +38,9 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-ROOT = Path(__file__).resolve().parents[1]
-for _p in (ROOT / "layers" / "core", ROOT / "tools"):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
+from bench import on_path  # noqa: E402 - before the calroute imports below
+
+ROOT = on_path("layers/core", "tools")
 
 from calroute_dev import slot_eval as se  # noqa: E402
 

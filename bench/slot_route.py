@@ -23,14 +23,12 @@ import contextlib
 import datetime as dt
 import itertools
 import json
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-for _p in (ROOT / "layers" / "core", ROOT / "tools"):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
+from bench import on_path  # noqa: E402 - before the calroute imports below
+
+ROOT = on_path("layers/core", "tools")
 
 from bench.harness import bench, machine_info, progress  # noqa: E402
 

@@ -26,9 +26,9 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT / "layers" / "core") not in sys.path:
-    sys.path.insert(0, str(ROOT / "layers" / "core"))
+from bench import on_path  # noqa: E402 - before the calroute imports below
+
+ROOT = on_path("layers/core")
 
 TUNING = ("d1_student", "d2_researcher", "d3_developer", "p1_rse_engineer", "p2_shift_parent", "p3_hockey_family")
 CONFIRMATION = ("p4_cs_student", "p5_tokyo_fan", "p6_weekend_coach", "p7_ops_engineer")
