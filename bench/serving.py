@@ -93,13 +93,14 @@ def run(quick: bool) -> dict:
 
     def extension_timer(events_cycle, repeat, warmup=20):
         """Each call as one Lambda invoke with the predict function's after-response extension
-        registered (``AFTER``) on a local stand-in of the Extensions API: the response's latency
-        (the handler) and the invoke phase until the extension asked for its next event (billed)."""
-        from calroute_dev.local.extensions_api import ExtensionsApi
+        registered (``AFTER``) on a local stand-in of the Extensions API, served by another process
+        as Lambda's is: the response's latency (the handler) and the invoke phase until the
+        extension asked for its next event (billed)."""
+        from calroute_dev.local.extensions_api import RemoteExtensionsApi
 
         it = itertools.cycle(events_cycle)
         statuses, response, done = [], [], []
-        with ExtensionsApi() as api:
+        with RemoteExtensionsApi() as api:
             set_env(AWS_LAMBDA_RUNTIME_API=api.address, AWS_LAMBDA_INITIALIZATION_TYPE="on-demand")
             from calroute import wiring
             from calroute.config import settings as _s
@@ -126,7 +127,7 @@ def run(quick: bool) -> dict:
         out["non_200"] = sum(s != 200 for s in statuses)
         out["invoke_phase"] = summarize_ns(done)
         out["after_response"] = {"mechanism": "internal extension (calroute.adapters.lambda_extension) on a "
-                                              "local Extensions API stand-in", "deferred_calls": ext.ran,
+                                              "local Extensions API stand-in (another process)", "deferred_calls": ext.ran,
                                  "failures": ext.failures}
         return out
 

@@ -301,3 +301,30 @@ def test_chunked_and_closed_responses_are_read_and_an_error_status_ends_the_loop
     ext._thread.join(10)
     assert done == ["chunked", "closed"] and not ext._thread.is_alive()
     api.server.shutdown()
+
+
+def test_a_deadline_past_any_clock_still_waits_for_the_end_mark(api):
+    ext = AfterResponseExtension(api.address)
+    done = []
+    rid = api.begin_invoke(timeout_ms=10 ** 15)  # a deadline no platform clock can wait for
+    ext.defer(lambda: done.append(1))
+    ext.invocation_done(rid)
+    api.end_invoke()
+    assert done == [1] and ext._thread.is_alive()
+
+
+def test_the_stand_in_also_runs_in_its_own_process_as_lambdas_api_does():
+    from calroute_dev.local.extensions_api import RemoteExtensionsApi
+
+    with RemoteExtensionsApi() as api:
+        ext = AfterResponseExtension(api.address)
+        done = []
+
+        def handler(rid):
+            ext.defer(lambda: done.append(rid))
+            ext.invocation_done(rid)
+            return "answer"
+
+        inv = api.invoke(handler, request_id="req-9")
+        assert (inv.result, done, ext.ran) == ("answer", ["req-9"], 1)
+        assert inv.done_ms >= inv.response_ms > 0

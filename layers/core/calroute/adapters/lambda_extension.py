@@ -48,6 +48,8 @@ API_PREFIX = "/2020-01-01/extension"
 NAME = "calroute-after-response"
 _END = "end"
 _UNPARSED = object()
+#: the longest wait for a handler's end mark: Lambda's maximum function timeout
+MAX_WAIT_S = 900.0
 _DEADLINE = b'"deadlineMs":'
 
 
@@ -65,6 +67,10 @@ def _deadline_ms(body: bytes) -> Optional[float]:
 
 class ExtensionError(RuntimeError):
     """The Extensions API refused or failed the registration."""
+
+
+class _Closed(ExtensionError):
+    """The connection closed under a request (a stale kept-alive connection)."""
 
 
 class AfterResponseExtension:
@@ -146,10 +152,13 @@ class AfterResponseExtension:
             try:
                 self._sock.sendall(self._request)
                 return self._read_response()
-            except (OSError, ExtensionError):
+            except (OSError, _Closed):  # a kept-alive connection the API had closed: once more
                 self._close()
                 if attempt:
                     raise
+            except ExtensionError:
+                self._close()
+                raise
         raise ExtensionError("unreachable")  # pragma: no cover
 
     def _close(self) -> None:
@@ -162,7 +171,7 @@ class AfterResponseExtension:
     def _recv(self) -> None:
         chunk = self._sock.recv(65536)  # type: ignore[union-attr]
         if not chunk:
-            raise ExtensionError("the Extensions API closed the connection")
+            raise _Closed("the Extensions API closed the connection")
         self._buf += chunk
 
     def _read_response(self) -> bytes:
@@ -222,15 +231,21 @@ class AfterResponseExtension:
                 return
             if b'"INVOKE"' not in body:
                 return
-            # only the deadline now (the bound of the wait); the request id once the work is done
-            self.drain(body, _deadline_ms(body))
+            # only the deadline now (the bound of the wait); the request id once the work is done.
+            # Nothing may end this thread while Lambda still sends it invokes: it would wait for
+            # this extension's next call until the function's timeout
+            try:
+                self.drain(body, _deadline_ms(body))
+            except Exception:  # noqa: BLE001 - pragma: no cover - drain catches what its work raises
+                pass
 
     def drain(self, event: bytes, deadline_ms: Optional[float]) -> None:
         """Run deferred work until the end mark of the invoke ``event`` (its ``requestId``; a mark
         without a request id ends any invoke), or until the invoke's deadline has passed."""
         request_id: Any = _UNPARSED
         while True:
-            timeout = None if deadline_ms is None else max(0.0, deadline_ms / 1000.0 - self._clock())
+            timeout = (None if deadline_ms is None
+                       else min(MAX_WAIT_S, max(0.0, deadline_ms / 1000.0 - self._clock())))
             try:
                 kind, item = self._queue.get(timeout=timeout)
             except queue.Empty:
