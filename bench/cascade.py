@@ -51,7 +51,7 @@ def run_users(data: Path, users: list[str], *, llm: str, max_events: Optional[in
 
 
 def run_review(data: Path, users: list[str], *, llm: str, max_events: Optional[int], k: int,
-               correct_rate: float) -> dict:
+               correct_rate: float, at: float = 0.5) -> dict:
     """The review experiment alone (``{"review_only": true, "review": {user: ...}, "seconds"}``)."""
     from calroute_dev import replay as rp
     from calroute_dev.evaluation import load_users
@@ -64,8 +64,9 @@ def run_review(data: Path, users: list[str], *, llm: str, max_events: Optional[i
         print(f"[{time.strftime('%H:%M:%S')}] review experiment: {u}", file=sys.stderr, flush=True)
         evs = sorted(loaded[u], key=lambda e: (e.start_utc, e.event_id or ""))[:max_events]
         review[u] = rp.review_experiment(u, evs, llm=sim, k_labelled=k, correct_rate=correct_rate,
-                                         gates=rp.DEFAULT_GATES)
-    return {"review_only": True, "llm": sim.name, "review": review, "seconds": round(time.perf_counter() - t0, 1)}
+                                         gates=rp.DEFAULT_GATES, at=at)
+    return {"review_only": True, "llm": sim.name, "at": at, "review": review,
+            "seconds": round(time.perf_counter() - t0, 1)}
 
 
 WEIGHTS = (0.25, 0.5, 1.0)
@@ -103,6 +104,8 @@ def merge(parts: list[dict]) -> dict:
     for p in reviews:  # a later review-only slice replaces those users' review figures
         if p.get("llm") not in (None, out["llm"]):
             raise ValueError(f"review slice measured with {p['llm']}, the replay with {out['llm']}")
+        if p.get("at", 0.5) != 0.5:
+            raise ValueError(f"review slice asked at {p['at']} of each stream; the docs' figures are at 0.5")
         if p.get("max_events") not in (None, out["max_events"]):
             raise ValueError(f"review slice measured on each user's first {p['max_events']} events, the replay on "
                              f"{out['max_events']}")
@@ -256,6 +259,9 @@ def main(argv=None) -> int:
     p.add_argument("--review-only", action="store_true",
                    help="with --part: run only the review experiment (its slice replaces the review figures of the "
                         "slices it is merged with)")
+    p.add_argument("--at", type=float, default=0.5,
+                   help="with --review-only: where in each user's stream the confirmations are asked (default 0.5; "
+                        "the docs' figures are at 0.5, other cuts are a robustness check)")
     p.add_argument("--tuned-on", help="with --review-only: comma-separated users the review queue was designed "
                                       "on (the figures report them and the others apart)")
     p.add_argument("--sweep", help="comma-separated users: replay the llm_answers arm at LABEL_WEIGHT_LLM "
@@ -282,7 +288,7 @@ def main(argv=None) -> int:
             if not a.part:
                 p.error("--review-only needs --part FILE")
             review = run_review(Path(a.data), users, llm=a.llm, max_events=a.max_events, k=a.labelled,
-                                correct_rate=a.correct_rate)
+                                correct_rate=a.correct_rate, at=a.at)
             if a.tuned_on:
                 review["tuned_on"] = a.tuned_on.split(",")
             review["max_events"] = a.max_events

@@ -50,3 +50,9 @@ def test_review_figures_report_the_users_designed_on_and_held_out_apart():
     # a queue no better than random is "not met"
     worse = review_lines({"b": _rev(0.0, 0.4, 0.1, 0.4)})
     assert "**not met**" in worse[0] and not any(x.startswith("  * ") for x in worse)
+
+
+def test_a_review_slice_at_another_cut_is_a_robustness_check_not_the_docs_figures():
+    with pytest.raises(ValueError, match="at 0.4"):
+        merge([_part({"a": {}}), {"review_only": True, "llm": "noisy:0.9", "at": 0.4, "review": {"a": {}},
+                                  "seconds": 1.0}])
