@@ -1,6 +1,6 @@
 """The review queue (issue 12 item 4) through the ingest handler on moto: LLM-labelled, unconfirmed
 events, a stratified sample of them first (calendars in proportion to their pending answers; the
-ranking itself: tests/unit/test_review.py); confirming one makes its label trusted."""
+ranking itself: tests/unit/test_review_rank.py); confirming one makes its label trusted."""
 
 from __future__ import annotations
 
