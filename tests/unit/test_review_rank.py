@@ -1,7 +1,8 @@
 """The review queue's ranking (calroute.services.review.rank, docs/learning.md "Review queue"): a
 stratified, representative sample of the pending LLM answers — calendars and groups of similar
 events in proportion to their numbers, a group's picks spread over its weeks, uncertainty only as a
-tilt inside a stratum — deterministic, a short queue the prefix of a longer one, pure Python."""
+tilt inside a stratum — deterministic, a short queue's positions the first of a longer one's,
+pure Python."""
 
 from __future__ import annotations
 
@@ -94,15 +95,24 @@ def test_uncertainty_tilts_within_a_stratum_only():
     assert got[1] == f"w{near:03d}" and f"w{far:03d}" not in got
 
 
-def test_deterministic_and_a_short_queue_is_the_prefix_of_a_longer_one():
+def test_deterministic_and_a_short_queue_is_the_prefix_of_a_longer_one_when_margins_tie():
     rows = (series("w", "work", "Standup", 30, every=3) + series("g", "gym", "Climbing", 12, every=5, hour=19)
-            + [row("x1", "gym", "Yoga retreat", 50, margin=None)])
+            + [row("x1", "gym", "Yoga retreat", 50)])
     shuffled = rows[:]
     random.Random(7).shuffle(shuffled)
     full = ids_(rank(rows, 20))
     assert ids_(rank(shuffled, 20)) == full
     assert ids_(rank(rows, 5)) == full[:5]
     assert len(set(full)) == 20
+    # the tilt's window is a share of the sampling interval: a shorter queue looks further for a less
+    # sure neighbour (here two places along the order from the pick at position ½, same calendar)
+    order = review.stratified_order(sorted(rows, key=lambda r: r.event.start_utc))
+    p = len(order) // 2
+    near = order[p + 2].event.event_id
+    assert order[p + 2].event.calendar_id == order[p].event.calendar_id and near not in full[:3]
+    tilted = [r._replace(meta={**r.meta, "margin": 0.1}) if r.event.event_id == near else r for r in rows]
+    short, long_ = ids_(rank(tilted, 3)), ids_(rank(tilted, 20))
+    assert short[1] == near and long_[1] == order[p].event.event_id
 
 
 def test_represents_counts_every_pooled_answer_once():

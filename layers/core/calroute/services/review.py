@@ -1,16 +1,16 @@
 """The review queue (active learning, docs/learning.md "Review queue"): which remembered answers
-would teach the model most if the user confirmed (or corrected) them, and the confirmation itself.
+to ask the user about, and the confirmation itself.
 
 * :func:`review_queue` — the user's events labelled by the LLM and not yet confirmed, in the order
-  of :func:`rank`: **representatives first**. A greedy facility-location selection (a core-set:
-  each pick is the event that most raises how well the picks so far stand for every pending event)
-  over the events' title words, title 3-grams and time tokens (the featurizer's groups ``t``, ``c``,
-  ``k``, weighted and normalised as it does), within each answered calendar. The first picks are
-  the centres of the largest groups of similar events, the next ones cover what those leave out, so
-  a handful of confirmations spreads over the user's calendars, kinds of events and weeks in
-  proportion to what is pending. Uncertainty is a secondary tilt: a pick's gain is multiplied by
-  ``1 + 0.25 × (1 − margin)`` (the model's top-two margin when it answered; no model: margin 0).
-  The ranking never looks at whether an answer was right and does not prefer confident answers:
+  of :func:`rank`: **a representative sample first**. The pending answers are laid out by calendar
+  and, within a calendar, with similar events side by side (:func:`stratified_order`: a
+  nearest-neighbour chain over the events' title words, title 3-grams and time tokens, the
+  featurizer's groups ``t``, ``c``, ``k`` weighted and normalised as it does); the queue is a
+  systematic sample of that order at the van der Corput positions, so calendars, groups of similar
+  events and one-offs get picks in proportion to their numbers and a series' picks spread over its
+  weeks. Uncertainty is a secondary tilt: each position takes the least sure answer (lowest
+  top-two margin; no model: 0) within a quarter of the sampling interval, same calendar. The
+  ranking never looks at whether an answer was right and does not prefer confident answers:
   confirmed rows become trusted out-of-fold rows that certify the next model's threshold, so they
   must stand for the events it will see (docs/learning.md says why).
 * :func:`confirm_event` — the user accepts the stored label: its provenance becomes ``confirmed``
@@ -19,13 +19,13 @@ would teach the model most if the user confirmed (or corrected) them, and the co
   ``POST .../correction`` instead.
 
 Cost: pure Python (the ingest function ships no numpy). Similarities are sparse dot products
-through an inverted index, within one calendar, over at most ``POOL_MAX`` pending events (spread
-evenly over their start times when more are pending); the selection is lazy greedy.
+through an inverted index, within one calendar, between distinct events (a series' repeats within a
+month are one), over at most ``POOL_MAX`` pending events (spread evenly over their start times when
+more are pending).
 """
 
 from __future__ import annotations
 
-import heapq
 import math
 from typing import Optional
 
@@ -171,10 +171,12 @@ def rank(rows: list[StoredEvent], limit: Optional[int] = None) -> list[tuple[Sto
     whole pool), each with how many pool events it stands for (its share of the sample: the pool
     events between it and the neighbouring picks along :func:`stratified_order`).
 
-    A systematic sample of :func:`stratified_order` at the van der Corput positions (so the first
-    ``k`` of a longer queue are the queue of ``k``), each position nudged to the least sure answer
-    within a quarter of the sampling interval (``UNCERTAINTY_WINDOW``), same calendar. Deterministic:
-    equal margins go to the event nearest the position, then the newer, then the smaller id."""
+    A systematic sample of :func:`stratified_order` at the van der Corput positions (a shorter
+    queue's positions are the first of a longer one's), each position nudged to the least sure
+    answer within ``UNCERTAINTY_WINDOW`` of the sampling interval ``len(pool) / limit`` on either
+    side, same calendar (so with equal margins a shorter queue is a longer one's prefix; otherwise
+    its wider window may take a less sure neighbour). Deterministic: equal margins go to the event
+    nearest the position, then the newer, then the smaller id."""
     pending = sorted((r for r in rows if r.provenance == LABEL_LLM),
                      key=lambda r: (r.event.start_utc, r.event.event_id or ""))
     order = stratified_order(_pool(pending))
