@@ -270,9 +270,9 @@ class PredictService:
         """Store each answered event with its answer as a remembered label: provenance ``ml`` (the
         model answered on its own) or ``llm`` (the fallback answered); nothing for ``none``, a
         declined or over-budget fallback (``ml_low_confidence``). The meta (margin of the model's
-        top two, novelty, confidence) is what the review queue ranks by. One conditional PutItem per
-        event (never over a user's label) and, for ids not stored before, one counter update: only
-        requests that ask for it pay (docs/learning.md measures it)."""
+        top two, novelty, confidence) is what the review queue shows (its tilt reads the margin). One
+        conditional PutItem per event (never over a user's label) and, for ids not stored before, one
+        counter update: only requests that ask for it pay (docs/learning.md measures it)."""
         from ..schema import LABEL_LLM, LABEL_ML
 
         answers = []
