@@ -110,6 +110,9 @@ class ExtensionsApi:
                     self._send(504, {"error": str(exc)})
 
             def do_GET(self) -> None:  # noqa: N802
+                if self.path == "/_driver/registered":
+                    self._send(200, {"registered": len(api.extensions)})
+                    return
                 ext = api.extensions.get(self.headers.get("Lambda-Extension-Identifier") or "")
                 if self.path != PREFIX + "/event/next" or ext is None:
                     self._send(403, {"errorType": "Extension.UnknownExtensionIdentifier"})
@@ -224,6 +227,11 @@ class RemoteExtensionsApi:
 
     def end_invoke(self) -> None:
         self._put("/_driver/end", {})
+
+    def registered(self) -> int:
+        """How many extensions registered so far."""
+        self._conn.request("GET", "/_driver/registered")
+        return int(json.loads(self._conn.getresponse().read())["registered"])
 
     invoke = ExtensionsApi.invoke
 
