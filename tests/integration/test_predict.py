@@ -268,7 +268,7 @@ def test_batch_of_100_runs_the_model_once(predict, with_llm, monkeypatch):
     assert code == 200, body
     assert calls == [(100, calls[0][1])]
     methods = [r["method"] for r in body["results"]]
-    assert methods.count("ml") == 90 and methods.count("llm") == 10
+    assert methods.count("ml") == 90 and methods.count("llm") == 10, [(r["method"], r["reason"]) for r in body["results"] if r["method"] != "ml"]
     assert [r["event_id"] for r in body["results"]] == [e["event_id"] for e in events]
     assert len(with_llm.requests) == 10
     assert len(DynamoPredictionLog(settings().predictions_table).since("alice", "2000-01-01")) == 100

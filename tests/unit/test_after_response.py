@@ -242,6 +242,7 @@ class _Chunked:
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         self.events = SimpleQueue()
+        self.posts = []
         outer = self
 
         class H(BaseHTTPRequestHandler):
@@ -253,6 +254,7 @@ class _Chunked:
 
             def do_POST(self):
                 self.rfile.read(int(self.headers["Content-Length"]))
+                outer.posts.append((self.path, self.headers.get("Lambda-Extension-Function-Error-Type")))
                 self.send_response(200)
                 self.send_header("Lambda-Extension-Identifier", "ext-1")
                 self.send_header("Content-Length", "2")
@@ -328,3 +330,24 @@ def test_the_stand_in_also_runs_in_its_own_process_as_lambdas_api_does():
         inv = api.invoke(handler, request_id="req-9")
         assert (inv.result, done, ext.ran) == ("answer", ["req-9"], 1)
         assert inv.done_ms >= inv.response_ms > 0
+
+
+def test_an_api_failure_is_reported_with_exit_error_and_the_work_then_runs_in_the_request():
+    api = _Chunked(None)
+    ext = AfterResponseExtension(api.address)
+    api.events.put((500, b"{}", "length"))  # event/next fails: Lambda would wait for this extension for ever
+    ext._thread.join(10)
+    assert not ext._thread.is_alive()
+    assert api.posts == [("/2020-01-01/extension/register", None),
+                         ("/2020-01-01/extension/exit/error", "Extension.ExtensionError")]
+    ran = []
+    ext.defer(lambda: ran.append(threading.current_thread().name))
+    assert ran == [threading.current_thread().name]  # done at once, in the request
+    api.server.shutdown()
+
+
+def test_the_stand_in_records_exit_error_and_forgets_the_extension(api):
+    ext = AfterResponseExtension(api.address)
+    api.begin_invoke()
+    ext._exit_error("ExtensionError")
+    assert api.exit_errors == [(NAME, "Extension.ExtensionError")] and api.extensions == {}

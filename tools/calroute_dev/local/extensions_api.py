@@ -51,6 +51,8 @@ class Invocation:
 class ExtensionsApi:
     def __init__(self, *, wait_s: float = 30.0, function_name: str = "calroute-local") -> None:
         self.extensions: dict[str, Registered] = {}
+        #: (extension name, Lambda-Extension-Function-Error-Type) of each ``exit/error`` call
+        self.exit_errors: list[tuple[str, Optional[str]]] = []
         self.wait_s = wait_s
         self.function_name = function_name
         self._cond = threading.Condition()
@@ -76,6 +78,17 @@ class ExtensionsApi:
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
+                if self.path == PREFIX + "/exit/error":
+                    ext = api.extensions.get(self.headers.get("Lambda-Extension-Identifier") or "")
+                    if ext is None:
+                        self._send(403, {"errorType": "Extension.UnknownExtensionIdentifier"})
+                        return
+                    with api._cond:
+                        api.exit_errors.append((ext.name, self.headers.get("Lambda-Extension-Function-Error-Type")))
+                        del api.extensions[ext.id]  # Lambda resets the environment; here: forget it
+                        api._cond.notify_all()
+                    self._send(202, {"status": "OK"})
+                    return
                 name = self.headers.get("Lambda-Extension-Name")
                 if self.path != PREFIX + "/register" or not name:
                     self._send(400, {"errorType": "InvalidRequest"})

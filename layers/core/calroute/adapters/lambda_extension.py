@@ -25,7 +25,9 @@ the environment takes its next request only after it.
 Safety nets: the wait for a handler's end mark is bounded by the invoke's ``deadlineMs`` (a handler
 that never reached its ``finally`` cannot hold the environment open); an end mark of another request
 (late, after its deadline) is skipped; a deferred callable that raises is counted
-(:attr:`failures`) and never stops the loop. Not used under SnapStart (a snapshot would hold the
+(:attr:`failures`) and never stops the loop; when the Extensions API fails the thread, it reports
+``exit/error`` (Lambda resets the environment rather than wait for it until the function's timeout)
+and :meth:`defer` runs work at once from then on. Not used under SnapStart (a snapshot would hold the
 thread inside an open HTTP request; :func:`calroute.wiring.after_response` runs deferred work at
 once there) nor outside Lambda (no ``AWS_LAMBDA_RUNTIME_API``).
 
@@ -105,6 +107,9 @@ class AfterResponseExtension:
     # ------------------------------------------------------------------ the handler's side
 
     def defer(self, fn: Callable[[], Any]) -> None:
+        if not self._thread.is_alive():  # the extension has stopped: do the work in the request
+            fn()
+            return
         self._queue.put(("run", fn))
 
     def invocation_done(self, request_id: Optional[str] = None) -> None:
@@ -132,6 +137,21 @@ class AfterResponseExtension:
             return ext_id
         finally:
             conn.close()
+
+    def _exit_error(self, error_type: str) -> None:
+        """``POST exit/error`` (best effort: the API may be gone)."""
+        try:
+            conn = http.client.HTTPConnection(self._host, self._port, timeout=2.0)
+            try:
+                conn.request("POST", API_PREFIX + "/exit/error", body=json.dumps({"errorMessage": error_type}),
+                             headers={"Lambda-Extension-Identifier": self.extension_id,
+                                      "Lambda-Extension-Function-Error-Type": f"Extension.{error_type}",
+                                      "Content-Type": "application/json"})
+                conn.getresponse().read()
+            finally:
+                conn.close()
+        except OSError:
+            pass
 
     def _connect(self) -> socket.socket:
         sock = socket.create_connection((self._host, self._port))
@@ -224,10 +244,12 @@ class AfterResponseExtension:
         while True:
             try:
                 body = self._next_event()
-            except (OSError, ExtensionError, ValueError):
-                # the API is gone (the environment is shutting down, or a local harness stopped):
-                # nothing more can be run after a response; the handler's side keeps queueing,
-                # which only matters for an environment that is ending
+            except (OSError, ExtensionError, ValueError) as exc:
+                # the API failed us (or is gone: a local harness stopped). An extension that stops
+                # asking for events would hold every later invoke open until the function's
+                # timeout, so tell Lambda (``exit/error``: it resets the environment) and stop;
+                # :meth:`defer` then does the work in the request
+                self._exit_error(type(exc).__name__)
                 return
             if b'"INVOKE"' not in body:
                 return
