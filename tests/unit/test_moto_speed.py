@@ -96,6 +96,8 @@ def _all_pages(client, query):
 
 
 def test_queries_answer_the_same_with_the_patches():
+    if moto_speed.installed():
+        pytest.skip("an emulator of this process has the patches installed: no unpatched moto to compare with")
     with mock_aws():
         client = boto3.client("dynamodb", region_name="us-east-1")
         _table(client)
@@ -109,6 +111,24 @@ def test_queries_answer_the_same_with_the_patches():
     assert fast == plain
     assert [p["Count"] for p in plain[1]] == [3, 3, 1] and plain[3][0]["Count"] == 0  # paging, empty partition
     assert item["b"] == {"B": b"\x04"}
+    assert not moto_speed.installed()
+
+
+def test_the_patches_stay_until_the_last_emulator_stops():
+    from moto.dynamodb.models.table import Table
+
+    if moto_speed.installed():
+        pytest.skip("an emulator of this process has the patches installed")
+    plain = Table.__dict__["query"]
+    moto_speed.install()
+    moto_speed.install()  # a second emulator in the same process
+    try:
+        moto_speed.uninstall()
+        assert moto_speed.installed() and Table.__dict__["query"] is not plain
+    finally:
+        moto_speed.uninstall()
+    assert not moto_speed.installed() and Table.__dict__["query"] is plain
+    moto_speed.uninstall()  # one too many: harmless
     assert not moto_speed.installed()
 
 

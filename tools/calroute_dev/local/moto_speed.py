@@ -18,7 +18,8 @@ wall time was mostly the moto server answering their calls in the same process, 
   value it does not recognise) to moto's serializer. ``tests/unit/test_moto_speed.py`` checks the
   output is byte-identical to moto's on every attribute type.
 
-Both patches are process-global (like moto's state); :func:`uninstall` restores moto. The emulator
+Both patches are process-global (like moto's state); the last :func:`uninstall` of as many as there
+were :func:`install` calls restores moto. The emulator
 (:mod:`calroute_dev.local.moto_server`) installs them on start. Nothing here is shipped in a layer.
 """
 
@@ -30,6 +31,7 @@ from typing import Any
 
 _LOCK = threading.Lock()
 _ORIGINAL: dict[str, Any] = {}
+_USERS = [0]  # install() calls not yet undone: two emulators in one process share the patches
 _PARTITION = threading.local()  # (table id, hash key) of the table query running in this thread
 
 
@@ -135,6 +137,7 @@ def install() -> None:
     from moto.dynamodb.models.table import Table
 
     with _LOCK:
+        _USERS[0] += 1
         if _ORIGINAL:
             return
         _ORIGINAL["query"] = Table.__dict__["query"]
@@ -147,12 +150,13 @@ def install() -> None:
 
 
 def uninstall() -> None:
-    """Undo :func:`install`."""
+    """Undo one :func:`install`; moto is restored when the last one is undone."""
     from moto.core import serialize
     from moto.dynamodb.models.table import Table
 
     with _LOCK:
-        if not _ORIGINAL:
+        _USERS[0] = max(0, _USERS[0] - 1)
+        if not _ORIGINAL or _USERS[0]:
             return
         Table.query = _ORIGINAL.pop("query")  # type: ignore[method-assign]
         Table.all_items = _ORIGINAL.pop("all_items")  # type: ignore[method-assign]
