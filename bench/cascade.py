@@ -51,7 +51,7 @@ def run_users(data: Path, users: list[str], *, llm: str, max_events: Optional[in
 
 
 def run_review(data: Path, users: list[str], *, llm: str, max_events: Optional[int], k: int,
-               correct_rate: float) -> dict:
+               correct_rate: float, at: float = 0.5) -> dict:
     """The review experiment alone (``{"review_only": true, "review": {user: ...}, "seconds"}``)."""
     from calroute_dev import replay as rp
     from calroute_dev.evaluation import load_users
@@ -64,8 +64,9 @@ def run_review(data: Path, users: list[str], *, llm: str, max_events: Optional[i
         print(f"[{time.strftime('%H:%M:%S')}] review experiment: {u}", file=sys.stderr, flush=True)
         evs = sorted(loaded[u], key=lambda e: (e.start_utc, e.event_id or ""))[:max_events]
         review[u] = rp.review_experiment(u, evs, llm=sim, k_labelled=k, correct_rate=correct_rate,
-                                         gates=rp.DEFAULT_GATES)
-    return {"review_only": True, "llm": sim.name, "review": review, "seconds": round(time.perf_counter() - t0, 1)}
+                                         gates=rp.DEFAULT_GATES, at=at)
+    return {"review_only": True, "llm": sim.name, "at": at, "review": review,
+            "seconds": round(time.perf_counter() - t0, 1)}
 
 
 WEIGHTS = (0.25, 0.5, 1.0)
@@ -103,7 +104,14 @@ def merge(parts: list[dict]) -> dict:
     for p in reviews:  # a later review-only slice replaces those users' review figures
         if p.get("llm") not in (None, out["llm"]):
             raise ValueError(f"review slice measured with {p['llm']}, the replay with {out['llm']}")
+        if p.get("at", 0.5) != 0.5:
+            raise ValueError(f"review slice asked at {p['at']} of each stream; the docs' figures are at 0.5")
+        if p.get("max_events") not in (None, out["max_events"]):
+            raise ValueError(f"review slice measured on each user's first {p['max_events']} events, the replay on "
+                             f"{out['max_events']}")
         out["review"].update(p["review"])
+        if p.get("tuned_on"):
+            out["review_tuned_on"] = p["tuned_on"]
     out["seconds"] = sum(p["seconds"] for p in parts) + sum(p["seconds"] for p in reviews)
     return out
 
@@ -150,30 +158,7 @@ def render(r: dict) -> str:
                  "* First model: not measurable (no model arrived in one of the settings).")
     rev = [v for v in r["review"].values() if v]
     if rev:
-        rc = _mean([v["review"]["coverage"] for v in rev])
-        rr = _mean([v["random"]["coverage"] for v in rev])
-        rn = _mean([v["none"]["coverage"] for v in rev])
-        rv = _mean([v["reversed"]["coverage"] for v in rev if v.get("reversed")])
-        known = all("rest_events" in v for v in rev)
-        scope = ("the rest of the stream in the calendars the user had at the cut" if known else
-                 "the rest of the stream")
-        lines.append(f"* Review queue: the next model's coverage (share of {scope} it answers "
-                     f"alone) after the queue's top 10 answered: {_pct(rc)} mean over {len(rev)} users, after 10 "
-                     f"random LLM-labelled events answered: {_pct(rr)} (3 seeds), after none: {_pct(rn)}"
-                     + (f", after the queue's order reversed (the surest first): {_pct(rv)}" if rv is not None else "")
-                     + f" — **{'met' if rc is not None and rr is not None and rc > rr else 'not met'}**.")
-        lines += ["", "| user | at event | LLM labels pending | rest measured (in later calendars) | none: coverage | "
-                  "review top 10: coverage (acc.) | 10 random: coverage (acc.) | queue reversed: coverage (acc.) |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for u, v in r["review"].items():
-            if v:
-                rev_ = v.get("reversed") or {}
-                lines.append(f"| {u} | {v['at_events']} | {v['pending_llm_labels']} | "
-                             f"{v.get('rest_events', '-')} ({v.get('rest_in_later_calendars', '-')}) | "
-                             f"{_pct(v['none']['coverage'])} | "
-                             f"{_pct(v['review']['coverage'])} ({_pct(v['review']['accuracy'])}) | "
-                             f"{_pct(v['random']['coverage'])} ({_pct(v['random']['accuracy'])}) | "
-                             f"{_pct(rev_.get('coverage'))} ({_pct(rev_.get('accuracy'))}) |")
+        lines += review_lines(r["review"], r.get("review_tuned_on"))
     lines += ["", "Per user (llm_answers vs corrections_only; first model with today's gates):", "",
               "| user | events | LLM calls: corrections only | llm answers | all answers | accuracy: corrections only "
               "| llm answers | all answers | 1st model: today | new gates |", "|---|---|---|---|---|---|---|---|---|---|"]
@@ -197,6 +182,49 @@ def render(r: dict) -> str:
             lines.append(f"| {w} | {a['llm_calls']} | {_pct(a['accuracy'])} | {a['ml_answers']} ({_pct(a['ml_accuracy'])}) |")
     lines += ["", f"Measured in {r['seconds']:.0f} s of replay (`python -m bench.cascade`)."]
     return "\n".join(lines)
+
+
+REVIEW_COLUMNS = (("review", "review top 10"), ("margin", "margin order (before)"), ("random", "10 random"),
+                  ("reversed", "margin order reversed"))
+
+
+def review_lines(review: dict, tuned_on: Optional[list] = None) -> list[str]:
+    """The review experiment's bullet and table: the next model's coverage after the queue's top
+    10, the margin order the queue had before, 10 random (3 seeds), that order reversed, and none;
+    with ``tuned_on`` (the users the queue was designed on), the means of both parts as well."""
+    rev = {u: v for u, v in review.items() if v}
+
+    def mean(key: str, users) -> Optional[float]:
+        return _mean([(rev[u].get(key) or {}).get("coverage") for u in users if u in rev])
+
+    known = all("rest_events" in v for v in rev.values())
+    scope = ("the rest of the stream in the calendars the user had at the cut" if known else
+             "the rest of the stream")
+    rc, rr, rn = mean("review", rev), mean("random", rev), mean("none", rev)
+    rm, rv = mean("margin", rev), mean("reversed", rev)
+    out = [f"* Review queue: the next model's coverage (share of {scope} it answers alone) after the queue's "
+           f"top 10 answered: {_pct(rc)} mean over {len(rev)} users, after 10 random LLM-labelled events answered: "
+           f"{_pct(rr)} (3 seeds), after none: {_pct(rn)}"
+           + (f", after the margin order the queue had before: {_pct(rm)}" if rm is not None else "")
+           + (f", after that order reversed (the surest first): {_pct(rv)}" if rv is not None else "")
+           + f" — **{'met' if rc is not None and rr is not None and rc > rr else 'not met'}**."]
+    if tuned_on:
+        held = [u for u in rev if u not in tuned_on]
+        tuned = [u for u in rev if u in tuned_on]
+        for name, users in (("designed on", tuned), ("held out", held)):
+            out.append(f"  * {name} ({', '.join(users) or 'none'}): queue {_pct(mean('review', users))}, random "
+                       f"{_pct(mean('random', users))}, none {_pct(mean('none', users))}, margin order "
+                       f"{_pct(mean('margin', users))}.")
+    out += ["", "| user | at event | LLM labels pending | rest measured (in later calendars) | none: coverage | "
+            + " | ".join(f"{label}: coverage (acc.)" for _, label in REVIEW_COLUMNS) + " |",
+            "|---|---|---|---|---|" + "---|" * len(REVIEW_COLUMNS)]
+    for u, v in rev.items():
+        cells = [f"{_pct((v.get(key) or {}).get('coverage'))} ({_pct((v.get(key) or {}).get('accuracy'))})"
+                 for key, _ in REVIEW_COLUMNS]
+        out.append(f"| {u} | {v['at_events']} | {v['pending_llm_labels']} | "
+                   f"{v.get('rest_events', '-')} ({v.get('rest_in_later_calendars', '-')}) | "
+                   f"{_pct(v['none']['coverage'])} | " + " | ".join(cells) + " |")
+    return out
 
 
 def _f(x) -> str:
@@ -231,6 +259,11 @@ def main(argv=None) -> int:
     p.add_argument("--review-only", action="store_true",
                    help="with --part: run only the review experiment (its slice replaces the review figures of the "
                         "slices it is merged with)")
+    p.add_argument("--at", type=float, default=0.5,
+                   help="with --review-only: where in each user's stream the confirmations are asked (default 0.5; "
+                        "the docs' figures are at 0.5, other cuts are a robustness check)")
+    p.add_argument("--tuned-on", help="with --review-only: comma-separated users the review queue was designed "
+                                      "on (the figures report them and the others apart)")
     p.add_argument("--sweep", help="comma-separated users: replay the llm_answers arm at LABEL_WEIGHT_LLM "
                                    "0.25 / 0.5 / 1.0 and write the slice to --part")
     a = p.parse_args(argv)
@@ -255,7 +288,10 @@ def main(argv=None) -> int:
             if not a.part:
                 p.error("--review-only needs --part FILE")
             review = run_review(Path(a.data), users, llm=a.llm, max_events=a.max_events, k=a.labelled,
-                                correct_rate=a.correct_rate)
+                                correct_rate=a.correct_rate, at=a.at)
+            if a.tuned_on:
+                review["tuned_on"] = a.tuned_on.split(",")
+            review["max_events"] = a.max_events
             Path(a.part).write_text(json.dumps(review, separators=(",", ":")) + "\n")
             return 0
         result = run_users(Path(a.data), users, llm=a.llm, max_events=a.max_events, k=a.labelled,

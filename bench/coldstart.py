@@ -258,11 +258,18 @@ def run(quick: bool, *, user: str, flat_event: dict, llm_env: dict,
     repeat = 2 if quick else 7
     progress(f"cold start: predict module ×{repeat}")
     pred_payload = http_event("POST", f"/v1/users/{user}/classify", {"event": flat_event})
-    # as deployed: the template's settings (OPENBLAS_NUM_THREADS, the prediction-log sampling, ...)
+    # as deployed: the template's settings (OPENBLAS_NUM_THREADS, the prediction-log sampling, ...),
+    # and an on-demand init with the Extensions API there (a stand-in in another process), so the
+    # import registers the after-response extension as it does in Lambda
+    from calroute_dev.local.extensions_api import RemoteExtensionsApi
+
     pred_env = {**template_env("predict"), "LAMBDA_INVOKE_MODE": "lambda"}
     bare = 1 if quick else 3
-    pred = measure("predict", pred_payload, repeat=repeat, env=pred_env, bare_repeat=bare)
-    pred["breakdown"] = breakdown("predict", pred_payload, env=pred_env)
+    with RemoteExtensionsApi() as ext_api:
+        on_demand = {**pred_env, "AWS_LAMBDA_RUNTIME_API": ext_api.address, "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand"}
+        pred = measure("predict", pred_payload, repeat=repeat, env=on_demand, bare_repeat=bare)
+        pred["breakdown"] = breakdown("predict", pred_payload, env=on_demand)
+        pred["extensions_registered"] = ext_api.registered()
     progress(f"cold start: LLM fallback module ×{repeat}")
     llm_payload = {"user_id": user, "event": flat_event, "candidates": []}
     llm_env = {**template_env("llm_fallback"), **llm_env}

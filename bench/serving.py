@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .aws_env import http_event, install_model, load_function, set_env
-from .harness import bench, progress, ratio
+from .harness import bench, progress, ratio, summarize_ns
 from .users import real_users
 
 USER = "d3_developer"  # 5 real calendars, 381 events: the hardest of the bundled users
@@ -91,6 +91,46 @@ def run(quick: bool) -> dict:
         out["non_200"] = sum(s != 200 for s in statuses)
         return out
 
+    def extension_timer(events_cycle, repeat, warmup=20):
+        """Each call as one Lambda invoke with the predict function's after-response extension
+        registered (``AFTER``) on a local stand-in of the Extensions API, served by another process
+        as Lambda's is: the response's latency (the handler) and the invoke phase until the
+        extension asked for its next event (billed)."""
+        from calroute_dev.local.extensions_api import RemoteExtensionsApi
+
+        it = itertools.cycle(events_cycle)
+        statuses, response, done = [], [], []
+        with RemoteExtensionsApi() as api:
+            set_env(AWS_LAMBDA_RUNTIME_API=api.address, AWS_LAMBDA_INITIALIZATION_TYPE="on-demand")
+            from calroute import wiring
+            from calroute.config import settings as _s
+
+            before_after = app.AFTER
+            app.AFTER = ext = wiring.after_response(_s())
+            app.service.cache_clear()
+            try:
+                def one(rid):
+                    ctx.aws_request_id = rid
+                    return app.lambda_handler(next(it), ctx)["statusCode"]
+
+                for i in range(warmup + repeat):
+                    inv = api.invoke(one)
+                    if i >= warmup:
+                        statuses.append(inv.result)
+                        response.append(int(inv.response_ms * 1e6))
+                        done.append(int(inv.done_ms * 1e6))
+            finally:
+                set_env(AWS_LAMBDA_RUNTIME_API=None, AWS_LAMBDA_INITIALIZATION_TYPE=None)
+                app.AFTER = before_after
+                app.service.cache_clear()
+        out = summarize_ns(response)
+        out["non_200"] = sum(s != 200 for s in statuses)
+        out["invoke_phase"] = summarize_ns(done)
+        out["after_response"] = {"mechanism": "internal extension (calroute.adapters.lambda_extension) on a "
+                                              "local Extensions API stand-in (another process)", "deferred_calls": ext.ran,
+                                 "failures": ext.failures}
+        return out
+
     res: dict[str, Any] = {"model": {"user": USER, "family": trained.family, "calendars": len(trained.labels),
                                      "train_events": len(events), "onnx_bytes": len(trained.onnx_bytes),
                                      "threshold": round(trained.threshold, 4),
@@ -129,7 +169,7 @@ def run(quick: bool) -> dict:
         fresh = [http_event("POST", f"/v1/users/{USER}/classify",
                             {"event": {**flat[i % len(flat)], "event_id": eid}}) for i, eid in enumerate(fresh_ids)]
         progress(f"serving: warm classify with the production logging default ×{rep}")
-        res["handler_warm_default"] = handler_timer(fresh, rep)
+        res["handler_warm_default"] = extension_timer(fresh, rep)
         res["handler_warm_default"]["prediction_log"] = (
             f"production default: PREDICTION_LOG_SAMPLE_RATE={dflt.prediction_log_sample_rate}, "
             f"PREDICTION_LOG_CONFIDENT_SAMPLE_RATE={dflt.prediction_log_confident_sample_rate}, "
@@ -146,6 +186,8 @@ def run(quick: bool) -> dict:
         app.service.cache_clear()
         progress("serving: warm classify with the prediction-log write (DynamoDB in moto over HTTP)")
         res["handler_warm_logged"] = handler_timer(single, rep_slow)
+        # every answer written, after the response (the extension): what the write costs the invoke
+        res["handler_warm_logged_after_response"] = extension_timer(single, rep_slow)
         res["batch100_logged"] = handler_timer(batch, max(3, rep_slow // 4), warmup=2)
         methods = {}
         for ev in single[:200]:

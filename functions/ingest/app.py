@@ -130,7 +130,9 @@ class ReviewItem(BaseModel):
     confidence: Optional[float] = None
     method: Optional[str] = None
     model_version: Optional[str] = None
-    priority: float = Field(..., description="margin x (1 - 0.5 x novelty): lowest first")
+    priority: float = Field(..., description="margin x (1 - 0.5 x novelty): how sure the answer was (lower: less sure)")
+    represents: int = Field(..., description="How many pending answers this one stands for in the sample (itself, its "
+                            "repeats and the similar events nearest to it in the queue's order)")
     answered_at: str
 
 
@@ -191,7 +193,8 @@ def post_correction(userId: UserIdPath, eventId: EventIdPath, body: CorrectionBo
 
 @app.get("/v1/users/<userId>/review", summary="Events worth confirming (review queue)", tags=["ingest"],
          description="The user's events labelled by the LLM (classify with remember) and not yet confirmed or "
-         "corrected, those whose confirmation teaches the model most first: lowest margin x (1 - 0.5 x novelty).",
+         "corrected, a representative sample first: calendars, groups of similar events and weeks in proportion to "
+         "their pending answers, the least sure answer within each stratum (docs/learning.md, Review queue).",
          response_description="The queue", responses={200: {"description": "OK"}, **_ERRORS})
 def get_review(userId: UserIdPath, ingest: Service,
                limit: Annotated[int, Query(ge=1, le=100, description="Events to return")] = 10) -> ReviewQueue:

@@ -34,6 +34,11 @@ from calroute.services.predict import PredictService
 
 app = make_resolver()
 
+#: where the prediction log's DynamoDB write runs: after the response, through a Lambda internal
+#: extension registered now (the init phase is the only time the Extensions API takes one), or at
+#: once outside Lambda and under SnapStart (:func:`calroute.wiring.after_response`)
+AFTER = wiring.after_response(settings(), logger=logger)
+
 
 @functools.cache
 def service() -> PredictService:
@@ -47,7 +52,7 @@ def service() -> PredictService:
     this path may spend on wiring. ``provided`` honours ``app.dependency_overrides[service]`` all
     the same, so tests swap this service exactly as they swap the others."""
     return wiring.predict_service(settings(), sink=wiring.metrics_sink(metrics), logger=logger,
-                                  lines=wiring.stdout_lines)
+                                  lines=wiring.stdout_lines, after=AFTER)
 
 
 _REMEMBER = ("Keep the event with the answered calendar as a remembered label (provenance ml or llm; never "
@@ -146,7 +151,11 @@ def classify_batch(userId: UserIdPath, body: BatchBody):
                                                                               remember=body.remember)})
 
 
-lambda_handler = make_handler(app)
+def _after_invocation(request_id: Optional[str]) -> None:
+    AFTER.invocation_done(request_id)
+
+
+lambda_handler = make_handler(app, after_invocation=_after_invocation)
 
 
 def _prime() -> None:

@@ -359,3 +359,41 @@ def test_disabled_metrics_are_dropped_not_printed_later(predict, monkeypatch, ca
         assert predict("alice", {"event": CONFIDENT})[0] == 200
     assert emf(capsys.readouterr().out) == []
     assert not predict.mod.metrics.metric_set
+
+
+def test_the_log_is_written_after_the_response_inside_the_same_invoke(predict, monkeypatch):
+    """In Lambda the predict function registers an internal extension (calroute.wiring.after_response):
+    the handler answers, then the extension writes the log item before the invoke phase ends. Driven
+    here by a local stand-in of the Extensions API that holds the write until the answer is back."""
+    import threading
+
+    from calroute.adapters.lambda_extension import NAME, AfterResponseExtension
+    from calroute_dev.local.extensions_api import ExtensionsApi
+
+    install_model("alice")
+    log = DynamoPredictionLog(settings().predictions_table)
+    with ExtensionsApi(wait_s=10) as api:
+        monkeypatch.setenv("AWS_LAMBDA_RUNTIME_API", api.address)
+        monkeypatch.setenv("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand")
+        ext = wiring_after = __import__("calroute.wiring", fromlist=["after_response"]).after_response(settings())
+        assert isinstance(ext, AfterResponseExtension)
+        monkeypatch.setattr(predict.mod, "AFTER", wiring_after)
+        fresh_services(monkeypatch, predict.mod)
+        release, wrote_in = threading.Event(), []
+        real_put = DynamoPredictionLog.put_many
+
+        def held_put(self, user, records):
+            wrote_in.append(threading.current_thread().name)
+            release.wait(5)
+            return real_put(self, user, records)
+
+        monkeypatch.setattr(DynamoPredictionLog, "put_many", held_put)
+        api.begin_invoke(Ctx.aws_request_id)
+        code, body = predict("alice", {"event": CONFIDENT})
+        assert code == 200 and body["method"] == "ml"  # answered while the write is held
+        assert log.get("alice", "e-conf") is None and not api.idle()
+        release.set()
+        api.end_invoke()
+        assert wrote_in == [NAME] and ext.ran == 1
+        item = log.get("alice", "e-conf")
+        assert item["method"] == "ml" and item["calendar_id"] == "work"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.cascade import merge
+from bench.cascade import merge, review_lines
 
 
 def _part(review: dict, seconds: float = 1.0) -> dict:
@@ -23,3 +23,36 @@ def test_a_review_only_slice_replaces_the_review_figures():
 def test_a_review_slice_of_another_llm_is_refused():
     with pytest.raises(ValueError, match="oracle"):
         merge([_part({"a": {}}), {"review_only": True, "llm": "oracle", "review": {"a": {}}, "seconds": 1.0}])
+
+
+def test_a_review_slice_of_another_stream_length_is_refused():
+    with pytest.raises(ValueError, match="first 300 events"):
+        merge([_part({"a": {}}), {"review_only": True, "llm": "noisy:0.9", "max_events": 300, "review": {"a": {}},
+                                  "seconds": 1.0}])
+
+
+def _rev(none, queue, margin, rnd):
+    return {"at_events": 10, "pending_llm_labels": 5, "rest_events": 10, "rest_in_later_calendars": 0,
+            "none": {"coverage": none}, "review": {"coverage": queue, "accuracy": 1.0},
+            "margin": {"coverage": margin, "accuracy": 1.0}, "random": {"coverage": rnd, "accuracy": 1.0},
+            "reversed": {"coverage": 0.0, "accuracy": None}}
+
+
+def test_review_figures_report_the_users_designed_on_and_held_out_apart():
+    out = merge([_part({"a": {}, "b": {}, "c": None}),
+                 {"review_only": True, "llm": "noisy:0.9", "max_events": 600, "tuned_on": ["a"], "seconds": 1.0,
+                  "review": {"a": _rev(0.5, 1.0, 0.0, 0.5), "b": _rev(0.0, 0.2, 0.1, 0.4)}}])
+    lines = review_lines(out["review"], out["review_tuned_on"])
+    assert "60.0% mean over 2 users" in lines[0] and "45.0% (3 seeds)" in lines[0] and "**met**" in lines[0]
+    assert lines[1] == "  * designed on (a): queue 100.0%, random 50.0%, none 50.0%, margin order 0.0%."
+    assert lines[2] == "  * held out (b): queue 20.0%, random 40.0%, none 0.0%, margin order 10.0%."
+    assert "| b | 10 | 5 | 10 (0) | 0.0% | 20.0% (100.0%) | 10.0% (100.0%) | 40.0% (100.0%) | 0.0% (-) |" in lines
+    # a queue no better than random is "not met"
+    worse = review_lines({"b": _rev(0.0, 0.4, 0.1, 0.4)})
+    assert "**not met**" in worse[0] and not any(x.startswith("  * ") for x in worse)
+
+
+def test_a_review_slice_at_another_cut_is_a_robustness_check_not_the_docs_figures():
+    with pytest.raises(ValueError, match="at 0.4"):
+        merge([_part({"a": {}}), {"review_only": True, "llm": "noisy:0.9", "at": 0.4, "review": {"a": {}},
+                                  "seconds": 1.0}])

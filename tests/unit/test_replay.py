@@ -88,7 +88,8 @@ def test_review_experiment_compares_the_queue_with_random_confirmations():
     out = review_experiment("alice", events, llm=SimulatedLlm("noisy:0.8"), k_labelled=6, correct_rate=0.5,
                             gates=(10, 2, 5), n=3, seeds=(1,))
     assert out["pending_llm_labels"] > 0 and out["review"]["answered"] == 3
-    for key in ("review", "random", "none"):
+    assert out["margin"]["answered"] == out["reversed"]["answered"] == 3
+    for key in ("review", "random", "none", "margin", "reversed"):
         assert 0.0 <= out[key]["coverage"] <= 1.0
 
 
@@ -140,10 +141,11 @@ def test_cli_review_confirms_then_lists(monkeypatch, capsys):
             calls.append(("review", user, limit))
             return {"user_id": user, "pending": 2, "events": [
                 {"event_id": "e5", "calendar_id": "home", "summary": "Dentist", "start": "2026-03-03T15:00:00",
-                 "margin": None, "novelty": 1.0}]}
+                 "margin": None, "novelty": 1.0, "represents": 7}]}
 
     monkeypatch.setattr(cli, "_client", lambda args: Stub())
     assert cli.main(["review", "--user", "alice", "--limit", "5", "--confirm", "e7"]) == 0
     assert calls == [("confirm", "alice", "e7"), ("review", "alice", 5)]
     out = capsys.readouterr().out
     assert "e7 → work (confirmed)" in out and "2 LLM answers not confirmed yet" in out and "Dentist" in out
+    assert "stands for" in out and " 7" in out.split("Dentist", 1)[1].splitlines()[0]

@@ -258,12 +258,13 @@ def cmd_review(args: argparse.Namespace) -> int:
         return 0
     for c in confirmed:
         print(f"{c['event_id']} → {c['calendar_id']} ({c['provenance']})")
-    print(f"{res.get('pending', 0)} LLM answers not confirmed yet; most worth a look first:")
+    print(f"{res.get('pending', 0)} LLM answers not confirmed yet; a representative few first:")
     rows = [[e["event_id"], e["calendar_id"], (e.get("summary") or "")[:40], e["start"][:16],
              "-" if e.get("margin") is None else f"{e['margin']:.2f}",
-             "-" if e.get("novelty") is None else f"{e['novelty']:.2f}"] for e in res.get("events") or []]
+             "-" if e.get("novelty") is None else f"{e['novelty']:.2f}",
+             "-" if e.get("represents") is None else str(e["represents"])] for e in res.get("events") or []]
     if rows:
-        print(table(rows, ["event", "answered", "summary", "start", "margin", "novelty"]))
+        print(table(rows, ["event", "answered", "summary", "start", "margin", "novelty", "stands for"]))
         print(f"confirm: calroute review --user {args.user} --confirm EVENT_ID; "
               f"or correct: calroute correct --user {args.user} --event-id EVENT_ID --calendar C")
     return 0

@@ -325,7 +325,8 @@ def review_experiment(user: str, events: Sequence[Event], *, llm: SimulatedLlm, 
                       seed: int = 0) -> Optional[dict]:
     """Stream the ``llm_answers`` arm to ``at`` of the user's events, then answer ``n`` LLM-labelled
     events (confirm when right, correct when wrong): the review queue's top ``n``
-    (:func:`calroute.services.review.review_queue`) vs ``n`` random ones (each of ``seeds``); retrain
+    (:func:`calroute.services.review.review_queue`) vs ``n`` random ones (each of ``seeds``), the
+    margin order the queue had before (``margin``) and that order reversed (``reversed``); retrain
     and activate the next model, and measure its coverage (the share of the rest of the stream, in
     the calendars the user had at the cut, it answers on its own) and the accuracy of those answers.
     None when there is no LLM label to review."""
@@ -368,9 +369,12 @@ def review_experiment(user: str, events: Sequence[Event], *, llm: SimulatedLlm, 
     out = {"user": user, "at_events": cut, "pending_llm_labels": len(pending), "n": n, "rest_events": len(rest),
            "rest_in_later_calendars": len(later) - len(rest),
            "review": variant(lambda s: [e["event_id"] for e in review_queue(user, s, limit=n)["events"]])}
-    # the queue's order reversed (the answers the model was surest of first): what a queue ranked for
-    # certification rather than for learning would ask; measured beside it, not what the API serves
-    out["reversed"] = variant(lambda s: [r.event.event_id for r in reversed(_review_rank(s, user))][:n])
+    # the margin order the queue had before 2026-12-01 (lowest margin × (1 − 0.5 × novelty) first,
+    # newest first on ties), and that order reversed (the answers the model was surest of first: what
+    # a queue ranked for certification rather than for learning would ask); measured beside the
+    # queue, not what the API serves
+    out["margin"] = variant(lambda s: [r.event.event_id for r in _margin_order(s, user)][:n])
+    out["reversed"] = variant(lambda s: [r.event.event_id for r in reversed(_margin_order(s, user))][:n])
     rnd = []
     for sd in seeds:
         def pick(s: Stores, sd: int = sd) -> list[str]:
@@ -383,10 +387,14 @@ def review_experiment(user: str, events: Sequence[Event], *, llm: SimulatedLlm, 
     return out
 
 
-def _review_rank(stores: Stores, user: str) -> list:
-    from calroute.services.review import rank
+def _margin_order(stores: Stores, user: str) -> list:
+    """The LLM-labelled rows, lowest :func:`calroute.services.review.priority` first (ties: newest)."""
+    from calroute.services.review import priority
 
-    return rank(stores.events.list_stored(user))
+    pending = [r for r in stores.events.list_stored(user) if r.provenance == "llm"]
+    pending.sort(key=lambda r: -r.event.start_utc.timestamp())
+    pending.sort(key=priority)  # stable: ties stay newest first
+    return pending
 
 
 def _mean(xs: list) -> Optional[float]:

@@ -14,7 +14,8 @@ survived the SDK's retries is :class:`~calroute.errors.ServiceUnavailable`, a lo
 :class:`~calroute.errors.ModelIntegrityError`.
 
 :class:`Stores` is the typed container the services receive; :class:`MetricsSink` and
-:class:`NullSink` are the metrics port and its do-nothing implementation.
+:class:`NullSink` are the metrics port and its do-nothing implementation; :class:`AfterResponse`
+and :class:`Immediately` the port for work done after the response and its in-request implementation.
 
 This module imports nothing beyond the standard library and :mod:`calroute.schema` (types only).
 """
@@ -22,7 +23,7 @@ This module imports nothing beyond the standard library and :mod:`calroute.schem
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, NamedTuple, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, NamedTuple, Optional, Protocol
 
 if TYPE_CHECKING:  # pragma: no cover - annotations only
     from .schema import CalendarInfo, Event
@@ -355,6 +356,29 @@ class NullSink:
         pass
 
 
+class AfterResponse(Protocol):
+    """Work a request does not need to wait for (the prediction log's write): ``defer(fn)`` runs
+    ``fn`` once the handler has returned — in Lambda through an internal extension
+    (:mod:`calroute.adapters.lambda_extension`), before the environment is frozen — or at once.
+    ``invocation_done(request_id)`` marks the end of one invocation's deferred work (the handler
+    wrapper calls it in a ``finally``)."""
+
+    def defer(self, fn: "Callable[[], Any]") -> None: ...
+
+    def invocation_done(self, request_id: Optional[str] = None) -> None: ...
+
+
+class Immediately:
+    """The :class:`AfterResponse` that runs deferred work at once, inside the request (tests,
+    scripts, the local stack, SnapStart, and wherever the Lambda Extensions API is not there)."""
+
+    def defer(self, fn: "Callable[[], Any]") -> None:
+        fn()
+
+    def invocation_done(self, request_id: Optional[str] = None) -> None:
+        pass
+
+
 @dataclass(frozen=True)
 class Stores:
     """Every store a service may use; built in one place (:func:`calroute.wiring.stores`).
@@ -369,5 +393,5 @@ class Stores:
     usage: UsageLedger
 
 
-__all__ = ["RUN_PK", "GLOBAL_PK", "ERASURE_PK", "StoredEvent", "EventStore", "UserStore", "ModelRegistry", "ModelBlobs", "PredictionLog",
+__all__ = ["AfterResponse", "Immediately", "RUN_PK", "GLOBAL_PK", "ERASURE_PK", "StoredEvent", "EventStore", "UserStore", "ModelRegistry", "ModelBlobs", "PredictionLog",
            "UsageLedger", "MetricsSink", "NullSink", "Stores"]

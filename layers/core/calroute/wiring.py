@@ -20,10 +20,10 @@ from __future__ import annotations
 import os
 import random
 import sys
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
 
 from .config import Settings
-from .ports import MetricsSink, NullSink, Stores
+from .ports import AfterResponse, Immediately, MetricsSink, NullSink, Stores
 
 if TYPE_CHECKING:  # pragma: no cover - annotations only
     from .adapters.dynamo.base import Tables
@@ -146,11 +146,13 @@ def stdout_lines(text: str) -> None:
 
 def predict_service(cfg: Settings, *, sink: Optional[MetricsSink] = None, logger: Any = None,
                     stores: Optional[Stores] = None, invoker: Any = "auto",
-                    lines: Optional[Callable[[str], Any]] = None) -> "PredictService":
+                    lines: Optional[Callable[[str], Any]] = None,
+                    after: Optional[AfterResponse] = None) -> "PredictService":
     """The classification service: model cache on the registry and the model blobs, the LLM
     fallback invoker (``"auto"``: :func:`invoker` for ``cfg``), the prediction log, the usage ledger
     (budgets), the ML kill switch and, with ``lines`` (e.g. :func:`stdout_lines`), one JSON
-    prediction record line per answer."""
+    prediction record line per answer. ``after`` (:func:`after_response`): where the log's
+    DynamoDB write runs; None: inside the request."""
     from .cache import ModelCache
     from . import forget
     from .policy import flag_provider
@@ -169,7 +171,7 @@ def predict_service(cfg: Settings, *, sink: Optional[MetricsSink] = None, logger
     forget.register(directory)
     return PredictService(cfg, cache=cache, invoker=invoker, predictions=s.predictions, usage=s.usage,
                           flags=flag_provider(cfg), sink=sink, logger=logger, calendars=directory,
-                          lines=lines, events=s.events, users=s.users)
+                          lines=lines, events=s.events, users=s.users, after=after)
 
 
 def parse_service(cfg: Settings, *, sink: Optional[MetricsSink] = None, logger: Any = None,
@@ -228,6 +230,35 @@ def snapstart_init(prime: Callable[[], Any]) -> bool:
     return True
 
 
+#: where the Lambda runtime serves the Runtime and Extensions APIs (``host:port``), in Lambda only
+RUNTIME_API_ENV = "AWS_LAMBDA_RUNTIME_API"
+
+
+def after_response(cfg: Settings, *, logger: Any = None, environ: Optional[Mapping[str, str]] = None) -> AfterResponse:
+    """Where work after the response runs (the prediction log's write): a Lambda internal extension
+    (:class:`calroute.adapters.lambda_extension.AfterResponseExtension`) when this is a Lambda
+    environment's on-demand or provisioned-concurrency init and ``PREDICTION_LOG_AFTER_RESPONSE``
+    is on; else :class:`calroute.ports.Immediately` (inside the request): outside Lambda (tests,
+    the local stack, scripts), under SnapStart (a snapshot must not hold the extension's open
+    request), or when the registration fails (logged; the function still serves).
+
+    Must be called during the init phase (at import of the function module): the Extensions API
+    takes registrations only then."""
+    env = os.environ if environ is None else environ
+    api = env.get(RUNTIME_API_ENV)
+    if not cfg.prediction_log_after_response or not api or env.get(INIT_TYPE_ENV) == "snap-start":
+        return Immediately()
+    from .adapters.lambda_extension import AfterResponseExtension, ExtensionError
+
+    try:
+        return AfterResponseExtension(api)
+    except (OSError, ExtensionError) as exc:
+        if logger is not None:
+            logger.warning("after-response extension not registered; the log is written in the request",
+                           extra={"error": type(exc).__name__})
+        return Immediately()
+
+
 def prime_aws() -> None:
     """Create the process's boto3 resources (DynamoDB, S3) now, connections closed (SnapStart init)."""
     from .adapters.dynamo.base import shared_tables
@@ -270,4 +301,4 @@ def after_restore() -> None:
 
 __all__ = ["stores", "metrics_sink", "ingest_service", "lifecycle_service", "models_service", "stats_service",
            "fallback_service", "invoker", "predict_service", "parse_service", "stdout_lines", "snapstart_init", "prime_aws",
-           "prime_llm_sdk", "prime_predict", "after_restore"]
+           "prime_llm_sdk", "prime_predict", "after_restore", "after_response"]

@@ -4,8 +4,9 @@ checks, the ``Depends`` override helper and the HTTP Lambda entry point."""
 
 from __future__ import annotations
 
+import functools
 import json
-from typing import Annotated, Any, Callable
+from typing import Annotated, Any, Callable, Optional
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
@@ -112,8 +113,12 @@ def check_body_size(app: APIGatewayHttpResolver) -> None:
                               field="body")
 
 
-def make_handler(app: APIGatewayHttpResolver) -> Callable:
-    """The Lambda entry point for ``app``: logging context, tracing and metrics around resolve()."""
+def make_handler(app: APIGatewayHttpResolver, *, after_invocation: Optional[Callable[[Optional[str]], Any]] = None) -> Callable:
+    """The Lambda entry point for ``app``: logging context, tracing and metrics around resolve().
+
+    ``after_invocation(request_id)`` runs in a ``finally`` outside all of them, once the response
+    and its metrics are built, whatever happened (:meth:`calroute.ports.AfterResponse.invocation_done`:
+    the after-response work of this invocation may start)."""
 
     @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
     @tracer.capture_lambda_handler(capture_response=False)
@@ -125,7 +130,17 @@ def make_handler(app: APIGatewayHttpResolver) -> Callable:
         except CalrouteError as exc:  # raised outside a route (e.g. middleware)
             return error_response(exc.status, exc.code, exc.message, exc.field).build(app.current_event)  # pragma: no cover
 
-    return handler
+    if after_invocation is None:
+        return handler
+
+    @functools.wraps(handler)
+    def handler_then_after(event: dict, context: Any) -> dict:
+        try:
+            return handler(event, context)
+        finally:
+            after_invocation(getattr(context, "aws_request_id", None))
+
+    return handler_then_after
 
 
 def parse_json_body(app: APIGatewayHttpResolver) -> Any:

@@ -28,7 +28,9 @@ Never imports sklearn or openai (the LLM runs in its own function, reached throu
 
 from __future__ import annotations
 
+import functools
 import json
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -42,7 +44,7 @@ from ..features import featurize, spec_tokens
 from ..ids import hashed_user
 from ..llm.cost import budget_exceeded
 from ..policy import CONTROL, Decision, FlagProvider, cohort_for, decide
-from ..ports import NullSink
+from ..ports import AfterResponse, NullSink
 from ..sampling import CONFIDENT_METHODS, RESOLUTION, cut, kept
 from ..removed import serving_view
 from ..schema import Event, parse_event, parse_events
@@ -57,8 +59,14 @@ class PredictService:
     def __init__(self, cfg, *, cache: ModelCache, invoker=None, predictions=None, usage=None,
                  flags: FlagProvider, sink=None, logger=None, clock: Callable[[], float] = time.perf_counter,
                  new_id: Callable[[], str] | None = None, calendars: Optional[CalendarDirectory] = None,
-                 lines: Optional[Callable[[str], Any]] = None, events=None, users=None):
+                 lines: Optional[Callable[[str], Any]] = None, events=None, users=None,
+                 after: Optional[AfterResponse] = None):
         self.cfg = cfg
+        # the prediction log's DynamoDB write runs after the response (calroute.ports.AfterResponse:
+        # in Lambda an internal extension; default: at once, inside the request)
+        self.after = after
+        self._late_failures = 0
+        self._late_lock = threading.Lock()
         # "classify and remember" (docs/learning.md): answered events are stored with their answer as a
         # remembered label (EventStore.remember) and counted on the profile (UserStore.bump)
         self.events, self.users = events, users
@@ -262,9 +270,9 @@ class PredictService:
         """Store each answered event with its answer as a remembered label: provenance ``ml`` (the
         model answered on its own) or ``llm`` (the fallback answered); nothing for ``none``, a
         declined or over-budget fallback (``ml_low_confidence``). The meta (margin of the model's
-        top two, novelty, confidence) is what the review queue ranks by. One conditional PutItem per
-        event (never over a user's label) and, for ids not stored before, one counter update: only
-        requests that ask for it pay (docs/learning.md measures it)."""
+        top two, novelty, confidence) is what the review queue shows (its tilt reads the margin). One
+        conditional PutItem per event (never over a user's label) and, for ids not stored before, one
+        counter update: only requests that ask for it pay (docs/learning.md measures it)."""
         from ..schema import LABEL_LLM, LABEL_ML
 
         answers = []
@@ -353,6 +361,9 @@ class PredictService:
         if llm_cost:
             sink.add_metric("LlmCostUsd", "None", llm_cost)
         sink.add_metric("ClassifyLatencyMs", "Milliseconds", (self.clock() - t0) * 1000.0)
+        late = self._take_late_failures()
+        if late:
+            sink.add_metric("PredictionLogFailures", "Count", late)
         if n > 1:
             sink.add_metric("BatchSize", "Count", n)
 
@@ -380,13 +391,33 @@ class PredictService:
             self._lines(user_id, results)
         if not records:
             return
+        if self.after is None:
+            if not self._put_log(user_id, records):
+                self.sink.add_metric("PredictionLogFailures", "Count", 1)
+            return
+        self.after.defer(functools.partial(self._put_log_late, user_id, records))
+
+    def _put_log(self, user_id: str, records: list[dict]) -> bool:
         try:
             self.predictions.put_many(user_id, records)
+            return True
         except Exception as exc:  # noqa: BLE001 - the answer matters more than its log line
-            self.sink.add_metric("PredictionLogFailures", "Count", 1)
             if self.logger:
                 self.logger.warning("prediction log write failed",
                                     extra={"user": hashed_user(user_id), "error": type(exc).__name__})
+            return False
+
+    def _put_log_late(self, user_id: str, records: list[dict]) -> None:
+        """The deferred write (after the response): a failure is counted here and reported with the
+        next request's metrics (this request's are already flushed)."""
+        if not self._put_log(user_id, records):
+            with self._late_lock:
+                self._late_failures += 1
+
+    def _take_late_failures(self) -> int:
+        with self._late_lock:
+            n, self._late_failures = self._late_failures, 0
+        return n
 
     def _lines(self, user_id: str, results: list[dict]) -> None:
         """``{"record": "prediction", ...}`` per answer, for a CloudWatch Logs subscription filter
