@@ -427,11 +427,16 @@ def _render_state_machine(sm: dict) -> list[str]:
         out.append(f"| {r['label']} ({r['config']['execution_type']}, {r['config']['batch']} per child) | "
                    f"{r['status']} | {r['wall_s']:.1f} s | {r['children']} | {r['users_per_child_max']} | "
                    f"{r['child_seconds_max']:.1f} s (Express limit {sm['express_limit_s']} s) | {c} |")
-    out += ["", "| function (after run) | calls | p50 | total wall | thread CPU | modelled | AWS calls | memory |",
-            "|---|---|---|---|---|---|---|---|"]
+    out += ["", "| function (after run) | calls | p50 | total wall | thread CPU | inside AWS calls | modelled | AWS calls | memory |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for fn, d in after["functions"].items():
+        aws = f"{d['aws_wall_s']:.1f} s" if d.get("aws_wall_s") is not None else "-"
         out.append(f"| {fn} | {d['calls']} | {d['p50_s']:.2f} s | {d['total_s']:.1f} s | {d.get('cpu_s', 0):.1f} s | "
-                   f"{d.get('modelled_s', 0):.1f} s | {d.get('aws_calls') or {}} | {d['memory_mb']} MB |")
+                   f"{aws} | {d.get('modelled_s', 0):.1f} s | {d.get('aws_calls') or {}} | {d['memory_mb']} MB |")
+    if after.get("process_cpu_s") is not None:
+        out += ["", f"The after run took {after['wall_s']:.1f} s of wall and {after['process_cpu_s']:.1f} s of CPU in "
+                "the bench's process (handlers, moto server and ASL interpreter share one GIL). _Inside AWS calls_: "
+                "a handler's wall seconds in its boto3 calls (request, the emulator's answer, parse)."]
     out += ["", "Cost per run, each run's own Lambda measurements and definition (`orchestration_cost`, "
             "`lambda_cost`):", "",
             "| run | users | Lambda GB-s | Lambda $ | children | transitions | Express GB-s | Step Functions $ | "

@@ -326,11 +326,12 @@ def test_render_of_the_batched_state_machine_section():
 
     def run(label, definition):
         return {"label": label, "status": "SUCCEEDED", "wall_s": 10.0, "users": 100, "events_per_user": [60, 99],
+                "process_cpu_s": 9.5,
                 "counts": {"planned": 100, "trained": 100}, "children": 10, "users_per_child_max": 10,
                 "child_seconds_max": 12.0, "config": map_config(definition),
                 "functions": {"TrainUserFunction": {"calls": 100, "p50_s": 0.5, "total_s": 50.0, "cpu_s": 40.0,
-                                                    "modelled_s": 45.0, "aws_calls": {"s3": 200},
-                                                    "memory_mb": 2048}},
+                                                    "modelled_s": 45.0, "aws_wall_s": 30.0,
+                                                    "aws_calls": {"s3": 200}, "memory_mb": 2048}},
                 "cost": {"10000": estimate(definition, 10_000, m)}}
 
     f = _complete_figures()
@@ -347,6 +348,9 @@ def test_render_of_the_batched_state_machine_section():
     md = render(f)
     assert "Same outcome counts: **yes**" in md and "| before | 10,000 |" in md and "**$1.81**" in md
     assert "#### Paper model: 1,000,000 users" in md and "| 1,000 |" in md
+    # the handler's wall inside its AWS calls, and the process's CPU over the run
+    assert "| TrainUserFunction | 100 | 0.50 s | 50.0 s | 40.0 s | 30.0 s | 45.0 s |" in md
+    assert "10.0 s of wall and 9.5 s of CPU in the bench's process" in md
     cost = next(t for t in f["targets"] if t["name"].startswith("training cost per nightly run"))
     assert cost["met"] is True
     f["state_machine"]["same_outcomes"] = False  # cheaper but different outcomes is not the target

@@ -18,6 +18,10 @@ Step Functions interpreter, whose Lambda tasks run our real handlers in-process.
    (moto 5 parses neither ``ItemBatcher`` nor ``"ExecutionType": "EXPRESS"``: the batcher is
    emulated by a patch of moto's Distributed Map, the Express children run as moto child executions).
 
+Before the server starts, :mod:`calroute_dev.local.moto_speed` removes two costs of moto's DynamoDB that
+DynamoDB does not have (a table query walking every item of the table, a slow response serializer),
+with the same answers: they were most of the training handlers' wall time here.
+
 moto keeps everything in memory; with ``persist_dir`` the tables and bucket are written there by
 :meth:`Emulator.snapshot` / :meth:`Emulator.stop` and restored on the next start.
 
@@ -36,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from . import asl_compat, restore_environ
+from . import asl_compat, moto_speed, restore_environ
 from .lambdas import InProcessLambdas, function_specs, install_inprocess_lambdas
 from .template import ACCOUNT, ROOT, Resolver, create_data_resources, load_template
 
@@ -100,6 +104,7 @@ class Emulator:
         finally:
             self.lambdas.uninstall()
             asl_compat.uninstall_item_batcher()
+            moto_speed.uninstall()
             if self.server is not None:
                 self.server.stop()
                 self.server = None
@@ -238,6 +243,7 @@ def start_emulator(port: int = 4566, *, persist_dir: Optional[str] = None, stack
         from moto.moto_api._internal.models import moto_api_backend
 
         moto_api_backend.reset()
+    moto_speed.install()
     server = MotoServer("127.0.0.1", port).start()
     port = server.port  # the port the server bound (port=0: the one the OS picked)
     if verbose:
@@ -302,6 +308,7 @@ def start_emulator(port: int = 4566, *, persist_dir: Optional[str] = None, stack
     except BaseException:
         server.stop()
         asl_compat.uninstall_item_batcher()
+        moto_speed.uninstall()
         _restore_sfn_config(sfn_flag)
         restore_environ(late)
         if lambdas is not None:
