@@ -188,10 +188,11 @@ def render(f: dict) -> str:
                 _row("predict handler, production logging default", s.get("handler_warm_default"),
                      "a new event id per call; unsure answers all, confident ones by crc32 sample "
                      f"({fmt_pct(_get(s, 'handler_warm_default', 'logged_share_of_calls'))} of these calls) "
-                     "to DynamoDB, written after the response by the internal extension; one JSON record line each"),
-                _row("… its invoke phase (until the extension is done: billed)",
-                     _get(s, "handler_warm_default", "invoke_phase"),
-                     "the response above + the deferred writes, on a local Extensions API stand-in"),
+                     "to DynamoDB in the request; one JSON record line each"),
+                _row("… the same, each call one invoke with the after-response extension registered",
+                     s.get("handler_warm_extension"),
+                     "log off, PREDICTION_LOG_AFTER_RESPONSE=true (opt-in): what the extension's wake-ups "
+                     "(INVOKE event, end mark) cost a request"),
                 _row("… resolver only (no Logger/Tracer/Metrics decorators)", s.get("resolver_only"),
                      "Powertools routing + OpenAPI validation + service"),
                 _row("… service only (`PredictService.classify`)", s.get("service_classify"),

@@ -105,6 +105,7 @@ def run(quick: bool) -> dict:
             from calroute import wiring
             from calroute.config import settings as _s
 
+            set_env(PREDICTION_LOG_AFTER_RESPONSE="true")  # the opt-in
             before_after = app.AFTER
             app.AFTER = ext = wiring.after_response(_s())
             app.service.cache_clear()
@@ -120,7 +121,8 @@ def run(quick: bool) -> dict:
                         response.append(int(inv.response_ms * 1e6))
                         done.append(int(inv.done_ms * 1e6))
             finally:
-                set_env(AWS_LAMBDA_RUNTIME_API=None, AWS_LAMBDA_INITIALIZATION_TYPE=None)
+                set_env(AWS_LAMBDA_RUNTIME_API=None, AWS_LAMBDA_INITIALIZATION_TYPE=None,
+                        PREDICTION_LOG_AFTER_RESPONSE=None)
                 app.AFTER = before_after
                 app.service.cache_clear()
         out = summarize_ns(response)
@@ -143,6 +145,10 @@ def run(quick: bool) -> dict:
         progress(f"serving: warm classify through the predict handler ×{rep}")
         res["handler_warm"] = handler_timer(single, rep)
         res["handler_warm"]["prediction_log"] = "off (PREDICTION_LOG_SAMPLE_RATE=0; record lines on)"
+        # the same calls, each one Lambda invoke with the after-response extension registered and
+        # nothing to defer: what the extension's wake-ups cost a request
+        progress(f"serving: warm classify, log off, after-response extension registered ×{rep}")
+        res["handler_warm_extension"] = extension_timer(single, rep)
         # where the handler's time goes: the resolver without the Logger/Tracer/Metrics decorators,
         # and the service alone (parse, cache hit, featurize, ONNX, routing, EMF) without the resolver
         it_r = itertools.cycle(single)
@@ -169,7 +175,7 @@ def run(quick: bool) -> dict:
         fresh = [http_event("POST", f"/v1/users/{USER}/classify",
                             {"event": {**flat[i % len(flat)], "event_id": eid}}) for i, eid in enumerate(fresh_ids)]
         progress(f"serving: warm classify with the production logging default ×{rep}")
-        res["handler_warm_default"] = extension_timer(fresh, rep)
+        res["handler_warm_default"] = handler_timer(fresh, rep)
         res["handler_warm_default"]["prediction_log"] = (
             f"production default: PREDICTION_LOG_SAMPLE_RATE={dflt.prediction_log_sample_rate}, "
             f"PREDICTION_LOG_CONFIDENT_SAMPLE_RATE={dflt.prediction_log_confident_sample_rate}, "

@@ -375,6 +375,8 @@ def test_the_log_is_written_after_the_response_inside_the_same_invoke(predict, m
     with ExtensionsApi(wait_s=10) as api:
         monkeypatch.setenv("AWS_LAMBDA_RUNTIME_API", api.address)
         monkeypatch.setenv("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand")
+        monkeypatch.setenv("PREDICTION_LOG_AFTER_RESPONSE", "true")  # opt-in
+        settings.cache_clear()
         ext = wiring_after = __import__("calroute.wiring", fromlist=["after_response"]).after_response(settings())
         assert isinstance(ext, AfterResponseExtension)
         monkeypatch.setattr(predict.mod, "AFTER", wiring_after)

@@ -119,7 +119,8 @@ def test_a_refused_registration_raises(api):
 
 
 def test_after_response_is_the_extension_only_in_a_lambda_on_demand_init(api):
-    on = Settings()
+    on = Settings(prediction_log_after_response=True)
+    assert Settings().prediction_log_after_response is False  # opt-in
     lam = {"AWS_LAMBDA_RUNTIME_API": api.address, "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand"}
     assert isinstance(wiring.after_response(on, environ={}), Immediately)  # outside Lambda
     assert isinstance(wiring.after_response(on, environ={**lam, "AWS_LAMBDA_INITIALIZATION_TYPE": "snap-start"}),
@@ -143,7 +144,7 @@ def test_a_failed_registration_falls_back_to_writing_in_the_request():
         def warning(self, msg, extra=None):
             warnings.append((msg, extra))
 
-    got = wiring.after_response(Settings(), logger=Log(), environ={"AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{port}"})
+    got = wiring.after_response(Settings(prediction_log_after_response=True), logger=Log(), environ={"AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{port}"})
     assert isinstance(got, Immediately)
     assert warnings and warnings[0][1]["error"] == "ConnectionRefusedError"
 

@@ -102,9 +102,11 @@ class Settings(BaseModel):
     prediction_log_confident_sample_rate: float = Field(PREDICTION_LOG_CONFIDENT_DEFAULT, ge=0, le=1)
     # one compact JSON line per answer on stdout (CloudWatch Logs; hashed user, no text)
     prediction_log_lines: bool = True
-    # the DynamoDB log write after the response, through a Lambda internal extension (predict only;
-    # at once under SnapStart, outside Lambda, or when false): calroute.adapters.lambda_extension
-    prediction_log_after_response: bool = True
+    # opt-in: the DynamoDB log write after the response, through a Lambda internal extension
+    # (predict only; in the request under SnapStart, outside Lambda, or when false — the default:
+    # the extension's wake-ups at every invoke cost more than the sampled writes they take off the
+    # response; docs/serving.md): calroute.adapters.lambda_extension
+    prediction_log_after_response: bool = False
     prediction_ttl_days: int = Field(90, ge=1)
     batch_max_events: int = Field(100, ge=1, le=1000)
     llm_max_concurrency: int = Field(8, ge=1, le=64)
