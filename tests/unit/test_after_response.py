@@ -212,9 +212,10 @@ def test_a_deferred_write_that_fails_is_reported_with_the_next_request(monkeypat
     assert [m[2] for m in sink.metrics if m[0] == "PredictionLogFailures"] == [1]  # reported once
 
 
-def test_without_after_a_failed_write_is_reported_in_its_own_request(monkeypatch):
+@pytest.mark.parametrize("after", [None, Immediately()])
+def test_in_the_request_a_failed_write_is_reported_in_its_own_request(monkeypatch, after):
     stores, sink = fake_stores(), Recorder()
-    svc = _service(stores, None, sink)
+    svc = _service(stores, after, sink)
     monkeypatch.setattr(stores.predictions, "put_many", lambda *a, **k: 1 / 0)
     svc.classify(U, {"event_id": "e-1", "summary": "sprint standup review", "start": "2026-03-03T10:00:00Z"})
     assert [m[2] for m in sink.metrics if m[0] == "PredictionLogFailures"] == [1]

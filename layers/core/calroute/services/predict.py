@@ -44,7 +44,7 @@ from ..features import featurize, spec_tokens
 from ..ids import hashed_user
 from ..llm.cost import budget_exceeded
 from ..policy import CONTROL, Decision, FlagProvider, cohort_for, decide
-from ..ports import AfterResponse, NullSink
+from ..ports import AfterResponse, Immediately, NullSink
 from ..sampling import CONFIDENT_METHODS, RESOLUTION, cut, kept
 from ..removed import serving_view
 from ..schema import Event, parse_event, parse_events
@@ -63,8 +63,9 @@ class PredictService:
                  after: Optional[AfterResponse] = None):
         self.cfg = cfg
         # the prediction log's DynamoDB write runs after the response (calroute.ports.AfterResponse:
-        # in Lambda an internal extension; default: at once, inside the request)
-        self.after = after
+        # in Lambda the opt-in internal extension); None or Immediately: inside the request, where a
+        # failed write is this request's metric
+        self.after = None if isinstance(after, Immediately) else after
         self._late_failures = 0
         self._late_lock = threading.Lock()
         # "classify and remember" (docs/learning.md): answered events are stored with their answer as a
@@ -361,9 +362,10 @@ class PredictService:
         if llm_cost:
             sink.add_metric("LlmCostUsd", "None", llm_cost)
         sink.add_metric("ClassifyLatencyMs", "Milliseconds", (self.clock() - t0) * 1000.0)
-        late = self._take_late_failures()
-        if late:
-            sink.add_metric("PredictionLogFailures", "Count", late)
+        if self.after is not None:
+            late = self._take_late_failures()
+            if late:
+                sink.add_metric("PredictionLogFailures", "Count", late)
         if n > 1:
             sink.add_metric("BatchSize", "Count", n)
 
