@@ -29,6 +29,7 @@ from calroute.http.resolver import (
     make_resolver,
 )
 from calroute.config import settings
+from calroute.schema import Method
 from calroute.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from calroute.services import ingest as svc
 from calroute.services.ingest import IngestService
@@ -69,7 +70,7 @@ class PredictedEcho(BaseModel):
 
     calendar_id: Optional[str] = Field(None, pattern=ids.CALENDAR_ID_PATTERN, max_length=128,
                                        description="The calendar classify chose (null when method is none)")
-    method: Literal["ml", "llm", "ml_low_confidence", "llm_only", "none"]
+    method: Method
     model_version: Optional[str] = Field(None, pattern=ids.VERSION_PATTERN, description="classify's model_version")
 
 

@@ -30,6 +30,7 @@ from calroute.http.resolver import (
     provided,
 )
 from calroute.config import settings
+from calroute.schema import Method
 from calroute.services.predict import PredictService
 
 app = make_resolver()
@@ -90,7 +91,7 @@ class Classification(BaseModel):
     event_id: str = Field(..., description="The event's id, or a generated one")
     calendar_id: Optional[str] = Field(..., description="The chosen calendar (null when method is none)")
     confidence: Optional[float] = Field(..., description="The model's probability for the chosen calendar")
-    method: Literal["ml", "llm", "ml_low_confidence", "llm_only", "none"]
+    method: Method
     model_version: Optional[str]
     threshold: Optional[float] = Field(..., description=(
         "The user's certified threshold on confidence x (1 - w x novelty); 1.0 = no threshold could be "

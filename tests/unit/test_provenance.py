@@ -163,7 +163,8 @@ def test_a_failed_remember_never_fails_the_answer():
             raise ServiceUnavailable("throttled", retry_after=1)
 
     stores = fake_stores()
-    stores.users.put_calendar("alice", CalendarInfo(calendar_id="work", name="Work"))
+    for cal in ("work", "home"):  # two calendars: the LLM is asked (one would be answered without it)
+        stores.users.put_calendar("alice", CalendarInfo(calendar_id=cal, name=cal))
     sink = Recorder()
     svc = wiring.predict_service(Settings(prediction_log_sample_rate=0, prediction_log_lines=False),
                                  stores=replace(stores, events=Throttled()), sink=sink,

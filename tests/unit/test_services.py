@@ -205,6 +205,53 @@ def test_no_model_and_no_llm_is_none():
     assert out["reason"] == "no_model+llm_not_configured"
 
 
+def test_a_user_with_one_calendar_and_no_model_gets_it_without_an_llm_call():
+    """The fallback's candidates are the user's registered calendars: with exactly one, it could
+    answer nothing else, so predict answers it (``only_calendar``) and never asks; a second calendar
+    (after the directory's TTL) brings the LLM back; a batch answers each event the same way."""
+    from calroute.schema import parse_event
+
+    stores, sink = fake_stores(), Recorder()
+    stores.users.put_calendar(U, CalendarInfo(calendar_id="work", name="Work"))
+    llm = Invoker({"calendar_id": "work", "reason": "r", "usd": 0.001})
+    clock = [0.0]
+    svc = wiring.predict_service(CFG, stores=stores, sink=sink, invoker=llm)
+    svc.calendars.clock = lambda: clock[0]
+    out = svc.classify(U, dict(CONFIDENT, event_id="s-1"), remember=True)
+    assert (out["method"], out["calendar_id"], out["reason"], out["defer_reason"]) == (
+        "only_calendar", "work", "only_calendar", None)
+    assert out["confidence"] is None and out["model_version"] is None and out["alternatives"] == []
+    assert llm.payloads == [] and sink.total("LlmFallbacks") == 0
+    assert out["remembered"] is True
+    kept = stores.events.get_stored(U, "s-1")
+    assert kept.event.calendar_id == "work" and kept.meta["method"] == "only_calendar"
+    assert kept.provenance == "llm"  # calroute's answer, not the user's word: never a certifying label
+    batch = svc.classify_events(U, [parse_event(dict(CONFIDENT, event_id=f"b-{i}")) for i in range(3)])
+    assert [r["method"] for r in batch] == ["only_calendar"] * 3 and llm.payloads == []
+    logged = stores.predictions.get(U, "s-1")
+    assert logged["method"] == "only_calendar" and logged["sample_rate"] == 1.0
+    # a second calendar: once the directory reads it again, the LLM is asked
+    stores.users.put_calendar(U, CalendarInfo(calendar_id="home", name="Home"))
+    assert svc.classify(U, dict(CONFIDENT, event_id="s-2"))["method"] == "only_calendar"  # cached list
+    clock[0] += CFG.model_revalidate_seconds + 1
+    out = svc.classify(U, dict(CONFIDENT, event_id="s-3"))
+    assert out["method"] == "llm_only" and len(llm.payloads) == 1
+
+
+def test_no_registered_calendar_still_asks_the_llm_and_a_model_is_never_bypassed():
+    """No calendar registered (the fallback then offers the labels it finds): the LLM is asked. A
+    user with a model keeps the model's routing, even if one calendar is left registered."""
+    stores = fake_stores()
+    llm = Invoker({"calendar_id": "work", "reason": "r"})
+    svc = wiring.predict_service(CFG, stores=stores, invoker=llm)
+    assert svc.classify(U, CONFIDENT)["method"] != "only_calendar" and len(llm.payloads) == 1
+    other = fake_stores()
+    install(other, calendars=("work", "home"))
+    other.users.delete_calendar(U, "home")
+    out = wiring.predict_service(CFG, stores=other, invoker=llm).classify(U, CONFIDENT)
+    assert out["method"] == "ml" and out["model_version"] == version(1)
+
+
 def test_an_unsure_model_asks_the_llm_within_budget():
     stores = fake_stores()
     install(stores)

@@ -11,6 +11,8 @@ switch (``Settings.ml_enabled``, overridable at runtime by an SSM parameter thro
 ``ml_low_confidence``  the model is unsure and the LLM is unavailable, over budget or failed:
                     the model's top answer, flagged
 ``llm_only``        no model is used (none yet, kill switch, control cohort): the LLM answered
+``only_calendar``   no model is used and the user has exactly one calendar: that calendar, with no
+                    LLM call (the fallback could answer nothing else)
 ``none``            no model is used and the LLM is unavailable or failed: ``calendar_id`` null
 ==================  =====================================================================
 
@@ -162,7 +164,8 @@ def use_model(*, ml_enabled: bool, cohort: str) -> bool:
 
 def decide(*, top_prob: Optional[float], threshold: Optional[float], llm_available: bool,
            llm_unavailable_reason: str = "llm_unavailable", no_model_reason: str = "no_model",
-           confidence: Optional[float] = None, unmet: bool = False, anomalous: bool = False) -> Decision:
+           confidence: Optional[float] = None, unmet: bool = False, anomalous: bool = False,
+           sole_calendar: bool = False) -> Decision:
     """The routing decision for one event.
 
     ``top_prob`` is the routing score the threshold applies to (the model's top probability, for
@@ -171,7 +174,9 @@ def decide(*, top_prob: Optional[float], threshold: Optional[float], llm_availab
     ``model_unavailable``). ``confidence`` is the top probability itself (to tell a novel event from
     an unsure one); ``unmet`` says the event may belong to a calendar the model has not met;
     ``anomalous`` that its time/shape is unlike every training event of the predicted calendar
-    (the veto of :func:`calroute.novelty.routing_score`).
+    (the veto of :func:`calroute.novelty.routing_score`). ``sole_calendar``: the user has exactly
+    one calendar, so without a model the answer is known without asking the LLM (whose answer must
+    be one of the user's calendars): ``only_calendar``, whatever the LLM's availability.
 
     Reasons for deferring: ``uncertified_model`` (no threshold could be certified: threshold ≥ 1),
     ``unmet_calendar``, ``unusual_time`` (confident, but at a time/duration the predicted calendar
@@ -179,6 +184,8 @@ def decide(*, top_prob: Optional[float], threshold: Optional[float], llm_availab
     ``low_confidence``.
     """
     if top_prob is None:
+        if sole_calendar:
+            return Decision("only_calendar", False, "only_calendar")
         if llm_available:
             return Decision("llm_only", True, no_model_reason)
         return Decision("none", False, f"{no_model_reason}+{llm_unavailable_reason}")

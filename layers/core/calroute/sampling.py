@@ -3,7 +3,7 @@
 The predict service keeps an answer in the DynamoDB prediction log with a probability that depends on
 the answer: every answer the model did not give confidently (``llm``, ``llm_only``,
 ``ml_low_confidence``, ``none``) with ``PREDICTION_LOG_SAMPLE_RATE`` (1.0), a confident model answer
-(``ml``) with ``PREDICTION_LOG_SAMPLE_RATE × PREDICTION_LOG_CONFIDENT_SAMPLE_RATE``. The decision is
+(``ml``) or a user's only calendar (``only_calendar``) with ``PREDICTION_LOG_SAMPLE_RATE × PREDICTION_LOG_CONFIDENT_SAMPLE_RATE``. The decision is
 deterministic by event id (crc32 bucket out of :data:`RESOLUTION`): the same on every container and
 every retry. Each kept item carries the ``sample_rate`` it was kept with, so a reader estimates a
 count by summing ``1 / sample_rate`` (:func:`weight`); items logged before sampling existed carry
@@ -20,8 +20,9 @@ from typing import Iterable, Optional, Sequence
 
 #: sampling resolution: rates are whole multiples of 1 / RESOLUTION
 RESOLUTION = 10_000
-#: the answers the model gave on its own and confidently: the only ones sampled below the base rate
-CONFIDENT_METHODS = frozenset({"ml"})
+#: the answers given without doubt, the only ones sampled below the base rate: the model's confident
+#: answers, and a user's only calendar (no model, no LLM call: nothing to review)
+CONFIDENT_METHODS = frozenset({"ml", "only_calendar"})
 
 
 def cut(rate: float) -> int:

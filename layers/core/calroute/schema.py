@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import unicodedata
 from datetime import date, datetime, time, timedelta, timezone
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -432,4 +432,7 @@ class CalendarInfo(BaseModel):
     description: str = ""
 
 
-Method = Literal["ml", "llm", "ml_low_confidence", "llm_only", "none"]
+#: how classify answered (docs/serving.md "Methods"; calroute.policy): the one list the API models,
+#: the stats, the correction's echo check and the log's sampling read
+Method = Literal["ml", "llm", "ml_low_confidence", "llm_only", "only_calendar", "none"]
+METHODS: tuple[str, ...] = get_args(Method)

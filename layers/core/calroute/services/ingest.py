@@ -21,7 +21,7 @@ from ..config import Settings
 from ..errors import InvalidInput, NotFound, PayloadTooLarge
 from ..ics.reader import import_window, read_ics
 from ..ports import Stores, UserStore
-from ..schema import CalendarInfo, Event, clean_text, parse_event
+from ..schema import METHODS, CalendarInfo, Event, clean_text, parse_event
 
 MAX_CALENDAR_NAME = 200
 MAX_CALENDAR_DESCRIPTION = 1000
@@ -115,7 +115,7 @@ def ingest_events(user_id: str, raw_events: Any, stores: Stores, cfg: Settings) 
     return {"upserted": upserted, "new": new, "calendars_added": added}
 
 
-PREDICTED_METHODS = ("ml", "llm", "ml_low_confidence", "llm_only", "none")
+PREDICTED_METHODS = METHODS
 
 
 def echoed_prediction(raw: Any) -> Optional[dict]:

@@ -163,11 +163,15 @@ class PredictService:
         # 2. routing
         llm_ok = self.invoker is not None and self.clock() >= self._llm_off_until
         llm_reason = "llm_not_configured"
+        # no model and a single calendar: the fallback could answer nothing else (its candidates are
+        # the same registered calendars), so it is not asked
+        sole = self._sole_calendar(user_id) if model is None else None
         decisions: list[Decision] = []
         for i in range(n):
             if model is None:
                 decisions.append(decide(top_prob=None, threshold=None, llm_available=llm_ok,
-                                        llm_unavailable_reason=llm_reason, no_model_reason=no_model_reason))
+                                        llm_unavailable_reason=llm_reason, no_model_reason=no_model_reason,
+                                        sole_calendar=sole is not None))
                 continue
             nv = novelty[i] if novelty is not None else None
             decisions.append(decide(top_prob=scores[i], threshold=threshold, llm_available=llm_ok,
@@ -201,8 +205,10 @@ class PredictService:
                 alternatives = [{"calendar_id": labels[j], "probability": round(float(probs[i, j]), 4)}
                                 for j in top[i]]
             cal = alternatives[0]["calendar_id"] if alternatives else None
+            if d.method == "only_calendar":
+                cal = sole
             reason = d.reason
-            defer_reason = None if d.method == "ml" else deferred_why[i]
+            defer_reason = None if d.method in ("ml", "only_calendar") else deferred_why[i]
             done = t_model
             usd = 0.0
             called = d.call_llm
@@ -256,6 +262,15 @@ class PredictService:
 
     # ------------------------------------------------------------------ helpers
 
+    def _sole_calendar(self, user_id: str) -> Optional[str]:
+        """The user's calendar when they have exactly one registered (the calendar directory, the
+        same list the LLM fallback offers as candidates), else None. A failed or empty read gives
+        None: the LLM is asked, as before."""
+        if self.calendars is None:
+            return None
+        cals = self.calendars.get(user_id)
+        return cals[0].calendar_id if len(cals) == 1 else None
+
     def _check_rememberable(self, events: list[Event]) -> None:
         from ..errors import InvalidInput
 
@@ -269,7 +284,8 @@ class PredictService:
 
     def _remember(self, user_id: str, events: list[Event], results: list[dict]) -> None:
         """Store each answered event with its answer as a remembered label: provenance ``ml`` (the
-        model answered on its own) or ``llm`` (the fallback answered); nothing for ``none``, a
+        model answered on its own) or ``llm`` (the fallback answered, or ``only_calendar``: an answer
+        calroute gave, not the user's word, so never a certifying label); nothing for ``none``, a
         declined or over-budget fallback (``ml_low_confidence``). The meta (margin of the model's
         top two, novelty, confidence) is what the review queue shows (its tilt reads the margin). One
         conditional PutItem per event (never over a user's label) and, for ids not stored before, one
@@ -279,7 +295,7 @@ class PredictService:
         answers = []
         for ev, r in zip(events, results):
             r["remembered"] = False
-            if r["calendar_id"] is None or r["method"] not in ("ml", "llm", "llm_only"):
+            if r["calendar_id"] is None or r["method"] not in ("ml", "llm", "llm_only", "only_calendar"):
                 continue
             alts = r["alternatives"]
             margin = (alts[0]["probability"] - (alts[1]["probability"] if len(alts) > 1 else 0.0)) if alts else None

@@ -16,8 +16,8 @@ from typing import Callable
 
 from ..ports import GLOBAL_PK, PredictionLog, UsageLedger
 from ..sampling import weight, weighted_percentile
+from ..schema import METHODS
 
-METHODS = ("ml", "llm", "ml_low_confidence", "llm_only", "none")
 
 
 def _utcnow() -> datetime:
