@@ -226,6 +226,15 @@ def render(f: dict) -> str:
                 _row("cache miss: registry GET + S3 GET + sha256 + session", s.get("cache_miss"), "moto server"),
                 _row("S3 GET + sha256 alone", s.get("s3_get")),
                 _row("ONNX session creation alone", s.get("session_create")), ""]
+        tail = _get(s, "handler_warm_default", "tail")
+        if tail:
+            out += [f"The production default's p99 taken apart (a second pass of {tail['n']} calls with new ids, "
+                    f"`handler_warm_default.tail`): {tail['writes']} calls wrote to DynamoDB (p50 "
+                    f"{fmt_ms(tail['write_p50_ms'])}) and the {tail['after_write']} calls right after a write took "
+                    f"p50 {fmt_ms(tail['after_write_p50_ms'])}: together {fmt_pct(tail['share_write_or_after'])} of "
+                    f"the calls, so a write sample near 0.5 % fills the slowest 1 % by itself. Every other call: p50 "
+                    f"{fmt_ms(tail['others_p50_ms'])}, p99 {fmt_ms(tail['others_p99_ms'])} (this pass, all calls: "
+                    f"p99 {fmt_ms(tail['p99_ms'])}).", ""]
         r = s.get("ratios") or {}
         out += ["Ratios (p50, same run): sklearn/ONNX for the model "
                 f"{r.get('sklearn_over_onnx_model_p50')}× (featurize included), "

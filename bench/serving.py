@@ -6,6 +6,7 @@ load, and batch classify of 100 events. Runs inside :func:`bench.aws_env.emulato
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 import json
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .aws_env import http_event, install_model, load_function, set_env
-from .harness import bench, progress, ratio, summarize_ns
+from .harness import bench, percentile, progress, ratio, summarize_ns, time_calls
 from .users import real_users
 
 USER = "d3_developer"  # 5 real calendars, 381 events: the hardest of the bundled users
@@ -90,6 +91,27 @@ def run(quick: bool) -> dict:
         out = bench(call, repeat=repeat, warmup=warmup)
         out["non_200"] = sum(s != 200 for s in statuses)
         return out
+
+    def default_tail(bound, repeat, warmup=20):
+        """The production default's p99 taken apart, on as many calls again (new event ids, never
+        logged before): the calls that wrote to DynamoDB, the call right after each write, and the
+        p99 of every other call."""
+        from calroute.sampling import kept
+
+        more = [hashlib.blake2b(f"bench-default-tail-{i}".encode(), digest_size=10).hexdigest()
+                for i in range(repeat + warmup)]
+        evs = [http_event("POST", f"/v1/users/{USER}/classify",
+                          {"event": {**flat[i % len(flat)], "event_id": eid}}) for i, eid in enumerate(more)]
+        it = iter(evs)
+        ns = time_calls(lambda: app.lambda_handler(next(it), ctx), repeat=repeat, warmup=warmup)
+        wrote = [kept(eid, bound) for eid in more[warmup:]]
+        after = [t for i, t in enumerate(ns) if i > 0 and wrote[i - 1] and not wrote[i]]
+        rest = [t for i, t in enumerate(ns) if not wrote[i] and not (i > 0 and wrote[i - 1])]
+        ms = lambda xs, q: round(percentile([x / 1e6 for x in xs], q), 4) if xs else None  # noqa: E731
+        return {"n": len(ns), "writes": sum(wrote), "after_write": len(after),
+                "share_write_or_after": round((sum(wrote) + len(after)) / len(ns), 4),
+                "p99_ms": ms(ns, 99), "write_p50_ms": ms([t for t, w in zip(ns, wrote) if w], 50),
+                "after_write_p50_ms": ms(after, 50), "others_p50_ms": ms(rest, 50), "others_p99_ms": ms(rest, 99)}
 
     def extension_timer(events_cycle, repeat, warmup=20):
         """Each call as one Lambda invoke with the predict function's after-response extension
@@ -168,8 +190,6 @@ def run(quick: bool) -> dict:
         dflt = _settings()
         # each call a distinct (deterministic) event id, as a stream of new events: the crc32 sample
         # then writes its real share of the calls, not whatever share of the 381 cycled ids it holds
-        import hashlib
-
         fresh_ids = [hashlib.blake2b(f"bench-default-{i}".encode(), digest_size=10).hexdigest()
                      for i in range(rep + 20)]  # random-looking, as calendar event ids are
         fresh = [http_event("POST", f"/v1/users/{USER}/classify",
@@ -187,6 +207,7 @@ def run(quick: bool) -> dict:
         res["handler_warm_default"]["logged_share_of_calls"] = round(
             sum(kept(i, bound) for i in fresh_ids[20:]) / rep, 4)
         res["handler_warm_default"]["confident_methods"] = sorted(CONFIDENT_METHODS)
+        res["handler_warm_default"]["tail"] = default_tail(bound, rep)
         res["batch100_default"] = handler_timer(batch, rep_slow, warmup=3)
         set_env(PREDICTION_LOG_SAMPLE_RATE="1", PREDICTION_LOG_CONFIDENT_SAMPLE_RATE="1")
         app.service.cache_clear()

@@ -172,6 +172,19 @@ def test_no_model_with_llm_is_llm_only(predict, with_llm):
     assert body["reason"] and len(with_llm.requests) == 1
 
 
+def test_a_single_calendar_is_answered_without_asking_the_llm(predict, with_llm):
+    """bob has one registered calendar and no model: the fallback could answer nothing else, so the
+    answer is that calendar (``only_calendar``, matching the response model) and the LLM is never
+    called, for a single classify and for a batch."""
+    code, body = predict("bob", {"event": CONFIDENT})
+    assert code == 200 and (body["method"], body["calendar_id"], body["reason"]) == (
+        "only_calendar", "bob-private", "only_calendar")
+    assert body["confidence"] is None and body["defer_reason"] is None and with_llm.requests == []
+    code, body = predict("bob", {"events": [CONFIDENT, UNSURE]}, batch=True)
+    assert code == 200 and [r["method"] for r in body["results"]] == ["only_calendar"] * 2
+    assert with_llm.requests == []
+
+
 def test_no_model_no_llm_is_none(predict):
     code, body = predict("alice", {"event": CONFIDENT})
     assert code == 200 and body["method"] == "none" and body["calendar_id"] is None

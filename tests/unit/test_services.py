@@ -772,6 +772,12 @@ def test_a_correction_records_the_clients_echo_when_the_log_has_no_item():
                                      "model_version": version(1), "sample_rate": 1.0}])
     logged = ingest.correct_event(U, "e2", "home", predicted=echo)
     assert logged["predicted_source"] == "log" and logged["predicted_method"] == "llm" and logged["was_correct"] is True
+    # every method classify answers is echoed back, only_calendar included
+    only = ingest.correct_event(U, "e2", "work", predicted={"calendar_id": "home", "method": "only_calendar"})
+    assert only["predicted_method"] == "llm" and only["predicted_source"] == "log"  # the log still wins
+    from calroute.services.ingest import echoed_prediction
+
+    assert echoed_prediction({"calendar_id": "home", "method": "only_calendar"})["method"] == "only_calendar"
     # none answered: no calendar
     none = ingest.correct_event(U, "e3", "home", predicted={"calendar_id": None, "method": "none"})
     assert none["predicted_method"] == "none" and none["predicted_calendar"] == "" and none["was_correct"] is False
