@@ -232,7 +232,8 @@ def render(f: dict) -> str:
                     f"`handler_warm_default.tail`): {tail['writes']} calls wrote to DynamoDB (p50 "
                     f"{fmt_ms(tail['write_p50_ms'])}) and the {tail['after_write']} calls right after a write took "
                     f"p50 {fmt_ms(tail['after_write_p50_ms'])}: together {fmt_pct(tail['share_write_or_after'])} of "
-                    f"the calls, so a write sample near 0.5 % fills the slowest 1 % by itself. Every other call: p50 "
+                    f"the calls (a write sample of r costs the tail about 2r of the calls: from r ≈ 0.5 % on they "
+                    f"fill the slowest 1 % by themselves). Every other call: p50 "
                     f"{fmt_ms(tail['others_p50_ms'])}, p99 {fmt_ms(tail['others_p99_ms'])} (this pass, all calls: "
                     f"p99 {fmt_ms(tail['p99_ms'])}).", ""]
         r = s.get("ratios") or {}
