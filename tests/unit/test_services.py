@@ -718,6 +718,14 @@ def test_stats_weight_the_sampled_log_by_one_over_its_rate():
     assert glob["llm_calls"] == 20 and glob["spent_usd"] == pytest.approx(0.02)
     assert glob["saved"]["ml_answered"] == 200 and glob["latency_p50_ms"] == 1.0
     assert {b["count"] for b in glob["confidence_histogram"] if b["to"] == 1.0} == {200}
+    assert glob["saved"]["only_calendar"] == 0 and glob["saved"]["usd"] == pytest.approx(200 * 0.001)
+    # a sole calendar's answers (sampled like confident ones) also saved an LLM call each
+    stores.predictions.put_many("carol", [{"event_id": "o1", "calendar_id": "work", "method": "only_calendar",
+                                           "latency_ms": 1.0, "sample_rate": 0.02, "cohort": "treatment"}])
+    glob = wiring.stats_service(CFG, stores=stores).global_stats(1)
+    assert glob["by_method"]["only_calendar"]["count"] == 50 and glob["llm_calls"] == 20
+    assert glob["saved"]["only_calendar"] == 50 and glob["saved"]["usd"] == pytest.approx(250 * 0.001)
+    assert glob["saved"]["time_seconds"] == pytest.approx(250 * (600.0 - 1.0) / 1000, abs=1e-3)
 
 
 def test_experiment_arms_weight_the_sampled_log():

@@ -177,17 +177,20 @@ def operator_stats(items: list[dict], ledger: dict, cfg: Any) -> dict:
         }
     ml = by_method.get("ml", [])
     n_ml = sum(weight(i) for i in ml)
+    # answered without the LLM though LLM-only would have asked it: the model's and a sole calendar's
+    only = by_method.get("only_calendar", [])
+    n_only = sum(weight(i) for i in only)
     llm_items = [i for i in items if i.get("method") in LLM_METHODS]
     n_llm = sum(weight(i) for i in llm_items)
     spent_log = round(sum(float(i.get("llm_usd") or 0) * weight(i) for i in items), 6)
     unit, unit_source = llm_unit_cost(items, ledger, cfg)
-    saved = n_ml * unit
+    saved = (n_ml + n_only) * unit
 
     # the LLM path's latency: LLM-only requests (no model in the way) if any, else hybrid LLM answers
     llm_only_lat = lat_pairs(by_method.get("llm_only", []))
     llm_lat = lat_pairs(by_method.get("llm", []))
     llm_path = wmean(llm_only_lat) if llm_only_lat else wmean(llm_lat)
-    ml_lat = lat_pairs(ml)
+    ml_lat = lat_pairs(ml) + lat_pairs(only)
     time_saved_s = None
     if llm_path is not None and ml_lat:
         time_saved_s = round(sum(max(0.0, llm_path - x) * w for x, w in ml_lat) / 1000.0, 3)
@@ -210,6 +213,7 @@ def operator_stats(items: list[dict], ledger: dict, cfg: Any) -> dict:
         "spent_usd": spent_log,
         "saved": {
             "ml_answered": int(round(n_ml)),
+            "only_calendar": int(round(n_only)),
             "usd_per_llm_call": round(unit, 8),
             "usd_per_llm_call_source": unit_source,
             "usd": round(saved, 6),
