@@ -120,6 +120,39 @@ def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
 
+#: weeks per row of the docs' "LLM share over time" table; rows after LAST_BLOCK_WEEK are one row
+BLOCK_WEEKS, LAST_BLOCK_WEEK = 26, 416
+
+
+def week_blocks(*arms: list[dict]) -> list[dict]:
+    """The weekly rows of each arm (``{week, classified, llm_calls, accuracy, ...}``) summed into
+    blocks of :data:`BLOCK_WEEKS` weeks (one last block from :data:`LAST_BLOCK_WEEK` on), blocks with
+    classified events only: ``{weeks, classified, share, cumulative, accuracy}``, the last three one
+    value per arm (the arms classify the same events)."""
+    def block(week: int) -> int:
+        return min(week, LAST_BLOCK_WEEK) // BLOCK_WEEKS
+
+    sums: dict[int, list[list[float]]] = {}
+    for a, weeks in enumerate(arms):
+        for w in weeks:
+            row = sums.setdefault(block(w["week"]), [[0, 0, 0] for _ in arms])[a]
+            row[0] += w["classified"]
+            row[1] += w["llm_calls"]
+            row[2] += (w["accuracy"] or 0) * w["classified"]
+    out, cum = [], [0] * len(arms)
+    for b in sorted(sums):
+        per = sums[b]
+        n = per[0][0]
+        cum = [c + p[1] for c, p in zip(cum, per)]
+        if not n:
+            continue
+        lo = b * BLOCK_WEEKS
+        label = f"{lo}+" if lo >= LAST_BLOCK_WEEK else f"{lo}-{lo + BLOCK_WEEKS - 1}"
+        out.append({"weeks": label, "classified": int(n), "share": [p[1] / p[0] if p[0] else None for p in per],
+                    "cumulative": list(cum), "accuracy": [p[2] / p[0] if p[0] else None for p in per]})
+    return out
+
+
 def render(r: dict) -> str:
     main, today = r["main"]["arms"], r["today"]["arms"]["corrections_only"]
     co, la, aa = main["corrections_only"], main["llm_answers"], main["all_answers"]
@@ -167,12 +200,14 @@ def render(r: dict) -> str:
         lines.append(f"| {u} | {c['events']} | {c['llm_calls']} | {l['llm_calls']} | {a['llm_calls']} | "
                      f"{_pct(c['accuracy'])} | {_pct(l['accuracy'])} | {_pct(a['accuracy'])} | "
                      f"{_f(t.get('first_model_after_events'))} | {_f(l['first_model_after_events'])} |")
-    lines += ["", f"Weekly LLM share (pooled by week since each user's first event; llm_answers arm, first 12 weeks "
-              f"with events) [{r['llm']}]:", "", "| week | classified | LLM share | cumulative LLM calls | accuracy |",
-              "|---|---|---|---|---|"]
-    for w in [w for w in la["weeks"] if w["classified"]][:12]:
-        lines.append(f"| {w['week']} | {w['classified']} | {_pct(w['llm_share'])} | {w['cumulative_llm_calls']} | "
-                     f"{_pct(w['accuracy'])} |")
+    lines += ["", f"LLM share over time (pooled by week since each user's first event, in blocks of {BLOCK_WEEKS} "
+              f"weeks; the per-week figures are in the slices' `weeks`) [{r['llm']}]:", "",
+              "| weeks | classified | LLM share: corrections only | llm answers | cumulative LLM calls: corrections only "
+              "| llm answers | accuracy: corrections only | llm answers |", "|---|---|---|---|---|---|---|---|"]
+    for row in week_blocks(co["weeks"], la["weeks"]):
+        lines.append(f"| {row['weeks']} | {row['classified']} | {_pct(row['share'][0])} | {_pct(row['share'][1])} | "
+                     f"{row['cumulative'][0]} | {row['cumulative'][1]} | {_pct(row['accuracy'][0])} | "
+                     f"{_pct(row['accuracy'][1])} |")
     if r.get("sweep"):
         sw = r["sweep"]
         lines += ["", f"`LABEL_WEIGHT_LLM` (llm_answers arm; users {', '.join(sw['users'])}, same settings) "

@@ -56,3 +56,22 @@ def test_a_review_slice_at_another_cut_is_a_robustness_check_not_the_docs_figure
     with pytest.raises(ValueError, match="at 0.4"):
         merge([_part({"a": {}}), {"review_only": True, "llm": "noisy:0.9", "at": 0.4, "review": {"a": {}},
                                   "seconds": 1.0}])
+
+
+def test_the_weeks_are_summed_into_blocks_with_cumulative_calls_per_arm():
+    from bench.cascade import BLOCK_WEEKS, LAST_BLOCK_WEEK, week_blocks
+
+    def w(week, n, calls, acc):
+        return {"week": week, "classified": n, "llm_calls": calls, "accuracy": acc}
+
+    co = [w(0, 4, 4, 1.0), w(BLOCK_WEEKS - 1, 6, 6, 0.5), w(BLOCK_WEEKS, 0, 0, None), w(2 * BLOCK_WEEKS, 10, 5, 1.0),
+          w(LAST_BLOCK_WEEK + 50, 2, 2, 0.0), w(LAST_BLOCK_WEEK + 900, 2, 0, 1.0)]
+    la = [w(0, 4, 2, 1.0), w(BLOCK_WEEKS - 1, 6, 3, 1.0), w(BLOCK_WEEKS, 0, 0, None), w(2 * BLOCK_WEEKS, 10, 1, 1.0),
+          w(LAST_BLOCK_WEEK + 50, 2, 1, 0.5), w(LAST_BLOCK_WEEK + 900, 2, 1, 1.0)]
+    rows = week_blocks(co, la)
+    assert [r["weeks"] for r in rows] == [f"0-{BLOCK_WEEKS - 1}", f"{2 * BLOCK_WEEKS}-{3 * BLOCK_WEEKS - 1}",
+                                          f"{LAST_BLOCK_WEEK}+"]  # the empty block is left out
+    first, _, last = rows
+    assert first["classified"] == 10 and first["share"] == [1.0, 0.5] and first["accuracy"] == [0.7, 1.0]
+    assert rows[1]["cumulative"] == [15, 6] and last["cumulative"] == [17, 8]
+    assert last["classified"] == 4 and last["share"] == [0.5, 0.5] and last["accuracy"] == [0.5, 0.75]
