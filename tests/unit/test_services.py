@@ -238,6 +238,21 @@ def test_a_user_with_one_calendar_and_no_model_gets_it_without_an_llm_call():
     assert out["method"] == "llm_only" and len(llm.payloads) == 1
 
 
+def test_a_sole_calendars_answers_are_sampled_like_confident_ones():
+    """Nothing to review in them: the DynamoDB log keeps them at the confident rate (0 here: none),
+    while every unsure or LLM answer is kept."""
+    stores = fake_stores()
+    stores.users.put_calendar(U, CalendarInfo(calendar_id="work", name="Work"))
+    cfg = Settings(prediction_log_confident_sample_rate=0.0)
+    svc = wiring.predict_service(cfg, stores=stores, invoker=Invoker({"calendar_id": "work", "reason": "r"}))
+    assert svc.classify(U, dict(CONFIDENT, event_id="o-1"))["method"] == "only_calendar"
+    assert stores.predictions.get(U, "o-1") is None
+    stores.users.put_calendar(U, CalendarInfo(calendar_id="home", name="Home"))
+    svc.calendars.forget(U)
+    assert svc.classify(U, dict(CONFIDENT, event_id="o-2"))["method"] == "llm_only"
+    assert stores.predictions.get(U, "o-2")["sample_rate"] == 1.0
+
+
 def test_no_registered_calendar_still_asks_the_llm_and_a_model_is_never_bypassed():
     """No calendar registered (the fallback then offers the labels it finds): the LLM is asked. A
     user with a model keeps the model's routing, even if one calendar is left registered."""
