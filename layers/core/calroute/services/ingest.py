@@ -115,9 +115,6 @@ def ingest_events(user_id: str, raw_events: Any, stores: Stores, cfg: Settings) 
     return {"upserted": upserted, "new": new, "calendars_added": added}
 
 
-PREDICTED_METHODS = METHODS
-
-
 def echoed_prediction(raw: Any) -> Optional[dict]:
     """The client's echo of the answer it got (``{calendar_id, method, model_version}``), validated;
     None when absent. The prediction log is sampled (docs/serving.md), so the server may not have
@@ -130,8 +127,8 @@ def echoed_prediction(raw: Any) -> Optional[dict]:
     if unknown:
         raise InvalidInput(f"predicted: unknown field(s) {', '.join(sorted(unknown))}", field="predicted")
     method = raw.get("method")
-    if method not in PREDICTED_METHODS:
-        raise InvalidInput(f"predicted.method must be one of {', '.join(PREDICTED_METHODS)}", field="predicted.method")
+    if method not in METHODS:
+        raise InvalidInput(f"predicted.method must be one of {', '.join(METHODS)}", field="predicted.method")
     cal = raw.get("calendar_id")
     if cal is not None:
         ids.calendar_id(cal, field="predicted.calendar_id")

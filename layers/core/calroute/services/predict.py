@@ -264,8 +264,9 @@ class PredictService:
 
     def _sole_calendar(self, user_id: str) -> Optional[str]:
         """The user's calendar when they have exactly one registered (the calendar directory, the
-        same list the LLM fallback offers as candidates), else None. A failed or empty read gives
-        None: the LLM is asked, as before."""
+        same list the LLM fallback offers as candidates), else None. An empty list (no calendar
+        registered, or a first read that failed) gives None: the LLM is asked, as before; a failed
+        re-read keeps the last known list (:class:`calroute.calendars.CalendarDirectory`)."""
         if self.calendars is None:
             return None
         cals = self.calendars.get(user_id)
