@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from calroute.adapters.dynamo import base
 from calroute.adapters.dynamo.events import DynamoEventStore
 from calroute.adapters.dynamo.usage import DynamoUsageLedger
 from calroute.adapters.dynamo.users import DynamoUserStore
@@ -168,7 +169,53 @@ def test_callable_invoker_round_trips_json_and_contains_faults():
     seen = []
     inv = CallableInvoker(lambda p: seen.append(p) or {"calendar_id": "home"})
     assert inv.invoke({"a": (1, 2)}) == {"calendar_id": "home"} and seen == [{"a": [1, 2]}]
-    assert CallableInvoker(lambda p: 1 / 0).invoke({})["error"] == "invoke_failed"
+    failed = CallableInvoker(lambda p: 1 / 0).invoke({})
+    assert failed["error"] == "invoke_failed" and failed["message"].startswith("ZeroDivisionError: ")
+
+
+def test_callable_invoker_runs_one_call_at_a_time():
+    """Predict's LLM threads enter the in-process fallback service one at a time, as one Lambda
+    sandbox would (the service shares boto3 resources and, in tests, moto, which are not built for
+    concurrent entry: a batch once lost one of its ten LLM answers to that)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    inv = CallableInvoker(lambda p: {"held": inv.lock.locked(), "i": p["i"]})
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda i: inv.invoke({"i": i}), range(8)))
+    assert answers == [{"held": True, "i": i} for i in range(8)]
+    assert not inv.lock.locked()
+    assert CallableInvoker(lambda p: 1 / 0).invoke({}) and not inv.lock.locked()
+
+
+def test_the_lambda_client_and_the_stores_clients_are_created_once_under_a_lock():
+    """A boto3 session is not safe to create clients from in several threads at once: the first
+    batch's LLM threads (and after-response writes) must not race to create them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    made = []
+
+    class Session:
+        def client(self, name, config=None):
+            made.append((name, owner.locked()))
+            return object()
+
+        def resource(self, name, config=None):
+            made.append((name, owner.locked()))
+            return object()
+
+    inv = LambdaInvoker("fn", session=Session())
+    owner = inv._lock
+    with ThreadPoolExecutor(4) as pool:
+        clients = list(pool.map(lambda _: inv.client, range(8)))
+    assert made == [("lambda", True)] and all(c is clients[0] for c in clients)
+
+    made.clear()
+    tables = base.Tables(session=Session())
+    owner = tables._lock
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda i: tables.ddb if i % 2 else tables.s3, range(8)))
+    assert sorted(made) == [("dynamodb", True), ("s3", True)]
+    assert len({id(g) for g in got}) == 2
 
 
 def test_unreadable_api_key_parameter_means_not_configured(aws):

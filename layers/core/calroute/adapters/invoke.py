@@ -3,7 +3,12 @@
 * :class:`LambdaInvoker` — ``lambda.invoke`` (RequestResponse) with boto3, which honours
   ``AWS_ENDPOINT_URL`` (the local stack points it at moto, which dispatches to the real handler).
 * :class:`CallableInvoker` — calls a Python function in-process (tests, ``LAMBDA_INVOKE_MODE=inprocess``);
-  the payload goes through a JSON round trip so both behave alike.
+  the payload goes through a JSON round trip so both behave alike, and one call runs at a time:
+  a Lambda handler serves one request per sandbox, so the fallback service is not built to be
+  entered by the predict function's LLM threads at once (its boto3 resources, an in-process moto).
+
+Predict invokes from a thread pool (a batch's unsure events): the Lambda client is created once,
+under a lock (a boto3 session is not safe to create clients from concurrently).
 
 Every fault (function error, throttling, timeout, bad JSON) becomes ``{"error": "invoke_failed", ...}``.
 """
@@ -11,6 +16,7 @@ Every fault (function error, throttling, timeout, bad JSON) becomes ``{"error": 
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any, Callable, Protocol
 
 
@@ -36,10 +42,15 @@ class LambdaInvoker:
         self.read_timeout = read_timeout
         self._client = client
         self._session = session
+        self._lock = threading.Lock()
 
     @property
     def client(self):
-        if self._client is None:
+        if self._client is not None:
+            return self._client
+        with self._lock:
+            if self._client is not None:  # another thread created it meanwhile
+                return self._client
             import boto3
             from botocore.config import Config
 
@@ -64,14 +75,16 @@ class LambdaInvoker:
 
 
 class CallableInvoker:
-    """In-process: ``fn(payload) -> dict``."""
+    """In-process: ``fn(payload) -> dict``, one call at a time (like one Lambda sandbox)."""
 
     def __init__(self, fn: Callable[[dict], Any]):
         self.fn = fn
+        self.lock = threading.Lock()
 
     def invoke(self, payload: dict) -> dict:
         try:
-            answer = self.fn(json.loads(json.dumps(payload, ensure_ascii=False)))
+            with self.lock:
+                answer = self.fn(json.loads(json.dumps(payload, ensure_ascii=False)))
             return _as_answer(json.loads(json.dumps(answer)))
         except Exception as exc:  # noqa: BLE001 - in-process faults behave like a failed invoke
-            return _failure(type(exc).__name__)
+            return _failure(f"{type(exc).__name__}: {exc}"[:300])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import inspect
 import random
+import threading
 import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -116,12 +117,15 @@ def translated_methods(cls: C) -> C:
 
 
 class Tables:
-    """Lazily created boto3 resources shared by the adapters of one process."""
+    """Lazily created boto3 resources shared by the adapters of one process (created under a lock:
+    a boto3 session is not safe to create clients from in several threads at once, and predict's
+    LLM threads and after-response writes may be the first to need one)."""
 
     def __init__(self, session: Optional[boto3.session.Session] = None):
         self._session = session or boto3.session.Session()
         self._ddb = None
         self._s3 = None
+        self._lock = threading.Lock()
 
     @property
     def session(self) -> boto3.session.Session:
@@ -132,13 +136,17 @@ class Tables:
     @property
     def ddb(self):
         if self._ddb is None:
-            self._ddb = self._session.resource("dynamodb", config=BOTO_CONFIG)
+            with self._lock:
+                if self._ddb is None:
+                    self._ddb = self._session.resource("dynamodb", config=BOTO_CONFIG)
         return self._ddb
 
     @property
     def s3(self):
         if self._s3 is None:
-            self._s3 = self._session.client("s3", config=BOTO_CONFIG)
+            with self._lock:
+                if self._s3 is None:
+                    self._s3 = self._session.client("s3", config=BOTO_CONFIG)
         return self._s3
 
     def table(self, name: str):
