@@ -63,6 +63,30 @@ def test_only_the_learning_arms_remember_answers(data):
     assert "llm" in kept["llm_answers"]
 
 
+def test_a_weekly_review_confirms_right_labels_and_corrects_wrong_ones():
+    """``confirm_per_week``: once per week of the stream the simulated user answers the review
+    queue's top N — a right LLM label becomes ``confirmed``, a wrong one the user's own; the arm
+    that keeps no answers has nothing to review."""
+    events = [parse_event(f) for f in synthetic_flat(per_calendar=40, calendars=("work", "gym"))]
+    weeks = {(e.start_utc - min(x.start_utc for x in events)).days // 7 for e in events}
+    for name in ("llm_answers", "corrections_only"):
+        r = UserReplay("alice", events, arm=arm_config(name), llm=SimulatedLlm("noisy:0.7"), k_labelled=6,
+                       correct_rate=0.0, gates=(10, 2, 5), confirm_per_week=2).run()
+        rows = r.stores.events.list_stored("alice")
+        s = r.summary()
+        if name == "corrections_only":
+            assert s["confirmations"] == s["review_corrections"] == 0
+            assert {x.provenance for x in rows} == {"user"}
+            continue
+        answered = s["confirmations"] + s["review_corrections"]
+        assert 0 < answered <= 2 * len(weeks)
+        assert s["confirmations"] == sum(x.provenance == "confirmed" for x in rows)
+        assert s["review_corrections"] > 0  # noisy:0.7 gets some wrong, and review corrects them
+        # every confirmed label is right: the user confirms only what belongs there
+        assert all(x.event.calendar_id == r.truth[x.event.event_id] for x in rows if x.provenance == "confirmed")
+        assert sum(w.get("confirmations", 0) for w in r.weeks.values()) == s["confirmations"]
+
+
 def test_todays_gates_bring_the_first_model_later(data):
     new = replay(data, llm="oracle", k_labelled=6, arms=["corrections_only"])
     today = replay(data, llm="oracle", k_labelled=6, arms=["corrections_only"], gates=(50, 2, 10),

@@ -589,6 +589,9 @@ def _add_replay_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated arms (default %(default)s)")
     p.add_argument("--gates", default="10,2,5", metavar="MIN_EVENTS,MIN_CALENDARS,MIN_PER_CALENDAR",
                    help="training gates (default %(default)s; today's were 50,2,10)")
+    p.add_argument("--confirm-per-week", type=int, default=0, metavar="N",
+                   help="the simulated user answers the review queue's top N once a week, in the arms that "
+                        "remember (confirm if right, correct if wrong; default %(default)s)")
     p.add_argument("--users", help="comma-separated user folders to replay (default all)")
     p.add_argument("--quick", action="store_true", help="at most 300 events per user (smoke runs)")
     p.add_argument("--max-events", type=int, help="at most this many events per user")

@@ -143,7 +143,7 @@ class UserReplay:
 
     def __init__(self, user: str, events: Sequence[Event], *, arm: ArmConfig, llm: SimulatedLlm, k_labelled: int,
                  correct_rate: float, gates: Sequence[int], seed: int = 0, stores: Optional[Stores] = None,
-                 settings: Optional[dict] = None):
+                 settings: Optional[dict] = None, confirm_per_week: int = 0):
         from calroute import wiring
         from calroute.adapters.invoke import CallableInvoker
 
@@ -171,6 +171,9 @@ class UserReplay:
         self.t0 = self.events[0].start_utc if self.events else self.now
         #: stop the stream once the first model is active (measuring only when it arrives)
         self.stop_at_first_model = False
+        #: the simulated user answers the review queue's top N once a week (the arms that remember)
+        self.confirm_per_week = confirm_per_week if arm.remember else 0
+        self._reviewed_week: Optional[int] = None
 
     # -- the simulated fallback (what LlmFallbackFunction would answer, at its price)
     def _llm(self, payload: dict) -> dict:
@@ -203,6 +206,7 @@ class UserReplay:
         from calroute.services.training.validate import validate
 
         self.now = at
+        self.answer_review(at)
         out = plan({"trigger": "schedule"}, self.stores, self.cfg, now=at)
         for item in self.stores.models.get_json(out["key"]):
             res = train_user(item, self.stores, self.cfg, now=at)
@@ -215,6 +219,30 @@ class UserReplay:
         active = self.stores.registry.active(self.user)
         if active is not None and self.first_model is None:
             self.first_model = self.streamed
+
+    def answer_review(self, at: datetime) -> None:
+        """Once per week of the stream (at its first training run), the simulated user answers the
+        review queue's top ``confirm_per_week`` ("is this right?", docs/learning.md "Review queue"):
+        confirms a right label, corrects a wrong one (the user knows where the event belongs)."""
+        if not self.confirm_per_week:
+            return
+        week = (at - self.t0).days // 7
+        if week == self._reviewed_week:
+            return
+        self._reviewed_week = week
+        from calroute.services.ingest import correct_event
+        from calroute.services.review import confirm_event, review_queue
+
+        w = self.weeks.setdefault(week, Counter())
+        for row in review_queue(self.user, self.stores, limit=self.confirm_per_week)["events"]:
+            eid = row["event_id"]
+            key = "confirmations" if row["calendar_id"] == self.truth[eid] else "review_corrections"
+            if key == "confirmations":
+                confirm_event(self.user, eid, self.stores)
+            else:
+                correct_event(self.user, eid, self.truth[eid], self.stores)
+            for c in (w, self.totals):
+                c[key] += 1
 
     # -- the stream
     def run(self, until: Optional[int] = None, on_event: Optional[Callable[["UserReplay"], None]] = None) -> "UserReplay":
@@ -308,6 +336,7 @@ class UserReplay:
             "llm_calls": t["llm"], "llm_share": _ratio(t["llm"], t["classified"]), "cost_usd": round(self.usd, 6),
             "accuracy": _ratio(t["correct"], t["classified"]), "ml_answers": t["ml"],
             "ml_accuracy": _ratio(t["ml_correct"], t["ml"]), "corrections": t["corrections"],
+            "confirmations": t["confirmations"], "review_corrections": t["review_corrections"],
             "first_model_after_events": self.first_model, "first_answering_model_after_events": self.first_answering,
             "trainings": self.trainings, "promotions": self.promotions,
         }
@@ -438,7 +467,7 @@ def _next_model(user: str, stores: Stores, base: UserReplay, rest: Sequence[Even
 def replay(data_dir: str | Path, *, llm: str = "noisy:0.9", correct_rate: float = 0.5, k_labelled: int = 20,
            arms: Sequence[str] = ARMS, gates: Sequence[int] = DEFAULT_GATES, users: Optional[Sequence[str]] = None,
            max_events: Optional[int] = None, seed: int = 0, progress: Optional[Callable[[str], None]] = None,
-           settings: Optional[dict] = None, stop_at_first_model: bool = False) -> dict:
+           settings: Optional[dict] = None, stop_at_first_model: bool = False, confirm_per_week: int = 0) -> dict:
     """Replay every user (or ``users``) in every arm. Returns the ``--json`` object:
     ``{"llm", "correct_rate", "k_labelled", "gates", "arms": {arm: {pooled figures, "weeks": [...],
     "users": {user: {...}}}}}``."""
@@ -453,7 +482,7 @@ def replay(data_dir: str | Path, *, llm: str = "noisy:0.9", correct_rate: float 
         loaded = {u: loaded[u] for u in users}
     out: dict[str, Any] = {"llm": sim.name, "correct_rate": correct_rate, "k_labelled": k_labelled,
                            "gates": {"min_events": gates[0], "min_calendars": gates[1], "min_per_calendar": gates[2]},
-                           "max_events": max_events, "arms": {}}
+                           "max_events": max_events, "confirm_per_week": confirm_per_week, "arms": {}}
     for arm_name in arms:
         arm = arm_config(arm_name)
         per_user, weeks = {}, {}
@@ -462,7 +491,7 @@ def replay(data_dir: str | Path, *, llm: str = "noisy:0.9", correct_rate: float 
             if progress:
                 progress(f"replay [{sim.name}] {arm_name}: {user} ({len(evs)} events)")
             r = UserReplay(user, evs, arm=arm, llm=sim, k_labelled=k_labelled, correct_rate=correct_rate, gates=gates,
-                           seed=seed, settings=settings)
+                           seed=seed, settings=settings, confirm_per_week=confirm_per_week)
             r.stop_at_first_model = stop_at_first_model
             r.run()
             per_user[user] = r.summary()
@@ -475,8 +504,9 @@ def replay(data_dir: str | Path, *, llm: str = "noisy:0.9", correct_rate: float 
 def _pool(per_user: dict) -> dict:
     s = Counter()
     for u in per_user.values():
-        for k in ("events", "classified", "llm_calls", "corrections", "ml_answers", "trainings", "promotions"):
-            s[k] += u[k] or 0
+        for k in ("events", "classified", "llm_calls", "corrections", "ml_answers", "trainings", "promotions",
+                  "confirmations", "review_corrections"):
+            s[k] += u.get(k) or 0
         s["correct"] += round((u["accuracy"] or 0) * u["classified"])
         s["ml_correct"] += round((u["ml_accuracy"] or 0) * u["ml_answers"])
         s["usd"] += u["cost_usd"]
@@ -488,6 +518,7 @@ def _pool(per_user: dict) -> dict:
         "llm_share": _ratio(s["llm_calls"], s["classified"]), "cost_usd": round(s["usd"], 6),
         "accuracy": _ratio(s["correct"], s["classified"]), "ml_answers": s["ml_answers"],
         "ml_accuracy": _ratio(s["ml_correct"], s["ml_answers"]), "corrections": s["corrections"],
+        "confirmations": s["confirmations"], "review_corrections": s["review_corrections"],
         "trainings": s["trainings"], "promotions": s["promotions"],
         # pooled: the mean over the users that got a model (and how many did not)
         "first_model_after_events": _mean(got), "users_without_model": len(firsts) - len(got),
@@ -571,7 +602,8 @@ def main(args: Any) -> int:
     try:
         result = replay(args.data, llm=args.llm, correct_rate=args.correct_rate, k_labelled=args.labelled, arms=arms,
                         gates=gates, users=args.users.split(",") if args.users else None, max_events=max_events,
-                        seed=args.seed, progress=lambda m: print(m, file=sys.stderr))
+                        seed=args.seed, progress=lambda m: print(m, file=sys.stderr),
+                        confirm_per_week=max(0, int(getattr(args, "confirm_per_week", 0) or 0)))
     except ValueError as exc:
         print(f"replay: {exc}", file=sys.stderr)
         return 2
