@@ -129,6 +129,11 @@ def test_user_counters_and_calendars(stores):
     users.bump("alice", events=3, corrections=1)
     p = users.profile("alice")
     assert p["events_total"] == 8 and p["corrections_total"] == 1
+    assert "confident_misses_total" not in p  # written only when a miss is counted
+    users.bump("alice", corrections=1, misses=1)
+    users.bump("alice", corrections=1, misses=1)
+    p = users.profile("alice")
+    assert p["corrections_total"] == 3 and p["confident_misses_total"] == 2 and p["events_total"] == 8
     assert p["user_id"] == "alice" and p["created_at"] <= p["updated_at"]
     assert users.profile("bob") == {}
     users.put_calendar("alice", CalendarInfo(calendar_id="work", name="Work", description="Day job"))

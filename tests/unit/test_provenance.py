@@ -120,6 +120,7 @@ def test_train_user_reads_provenance_from_the_store_and_a_correction_makes_a_lab
     out = train_user({"user_id": "alice", "run_id": "r1"}, stores, cfg)
     record = stores.registry.get_version("alice", out["version"])
     assert record["metrics"]["labels_by_provenance"] == {"llm": 28, "user": 12}
+    assert record["confident_misses_total_at_training"] == 0  # what the retraining policy compares to
     llm_ids = {e.event_id for e, p in zip(events, prov) if p == "llm"}
     assert not set(record["holdout_event_ids"]) & llm_ids
     from calroute.services.models import ModelsService

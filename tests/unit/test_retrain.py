@@ -63,6 +63,23 @@ def test_corrections_since_training(corr, needed):
         assert "corrections" in reason
 
 
+@pytest.mark.parametrize("misses,at,needed", [(0, 0, False), (1, 0, True), (4, 3, True), (3, 3, False), (1, None, False)])
+def test_a_corrected_confident_answer_retrains_at_the_next_run(misses, at, needed):
+    """One correction of the model's own answer retrains (the model was sure and wrong), not ten;
+    a version trained before the counter existed (no ``confident_misses_total_at_training``) is left
+    to the other rules."""
+    last = _ver(1, events=100) if at is None else _ver(1, events=100, confident_misses_total_at_training=at)
+    needs, reason = decide({"events_total": 100, "corrections_total": 1, "confident_misses_total": misses},
+                           _active(), last)
+    assert needs is needed
+    if needed:
+        assert f"{misses - at} of the model's own answers corrected" in reason
+    two = needs_training(profile={"events_total": 100, "confident_misses_total": 1}, active=_active(),
+                         last=_ver(1, events=100, confident_misses_total_at_training=0),
+                         cfg=Settings(retrain_confident_misses=2), now=NOW)
+    assert two == (False, UP_TO_DATE)
+
+
 def test_a_rejected_newer_attempt_is_the_reference():
     # the champion is 40 days old, but a challenger trained 2 days ago lost: no nightly retraining
     champion = _ver(40, version="v20260101000000-aaaaaa", status="active")

@@ -779,6 +779,32 @@ def test_drift_weights_sampled_summaries_and_gates_on_the_effective_sample_size(
     assert few["psi"] == {} and not few["drifted"] and "effective" in few["reason"]
 
 
+def test_correcting_the_models_own_answer_counts_a_confident_miss():
+    """``confident_misses_total`` (the retraining policy's "the model was sure and wrong") counts a
+    changed label whose answer was the model's own: from the log, the client's echo or the
+    remembered row; not an LLM answer, not an unchanged label."""
+    from calroute.schema import parse_event
+
+    stores = fake_stores()
+    ingest = wiring.ingest_service(CFG, stores=stores)
+    ingest.ingest_events(U, [ev(1), ev(2), ev(3)])
+    stores.predictions.put_many(U, [{"event_id": "e1", "calendar_id": "work", "method": "ml",
+                                     "model_version": version(1)}])
+    ingest.correct_event(U, "e1", "home")  # the log says ml
+    assert stores.users.profile(U)["confident_misses_total"] == 1
+    ingest.correct_event(U, "e2", "home", predicted={"calendar_id": "work", "method": "llm"})
+    ingest.correct_event(U, "e3", "work", predicted={"calendar_id": "work", "method": "ml"})  # unchanged
+    p = stores.users.profile(U)
+    assert (p["corrections_total"], p["confident_misses_total"]) == (2, 1)
+    ingest.correct_event(U, "e2", "work", predicted={"calendar_id": "home", "method": "ml"})  # the echo says ml
+    stores.events.remember(U, [(parse_event(ev(4)), "ml", {"method": "ml"}),
+                               (parse_event(ev(5)), "llm", {"method": "llm"})])
+    ingest.correct_event(U, "e4", "home")  # a remembered answer of the model
+    ingest.correct_event(U, "e5", "home")  # a remembered answer of the LLM
+    p = stores.users.profile(U)
+    assert (p["corrections_total"], p["confident_misses_total"]) == (5, 3)
+
+
 def test_a_correction_records_the_clients_echo_when_the_log_has_no_item():
     stores = fake_stores()
     ingest = wiring.ingest_service(CFG, stores=stores)

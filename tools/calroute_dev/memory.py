@@ -172,12 +172,14 @@ class FakeUserStore:
         self.removed: dict[str, dict[str, str]] = {}
         self._lock = threading.Lock()
 
-    def bump(self, user_id: str, *, events: int = 0, corrections: int = 0, calendars=None) -> None:
+    def bump(self, user_id: str, *, events: int = 0, corrections: int = 0, calendars=None, misses: int = 0) -> None:
         ts = now_iso()
         with self._lock:
             p = self.profiles.setdefault(user_id, {"user_id": user_id, "sk": "PROFILE", "created_at": ts})
             p["events_total"] = p.get("events_total", 0) + events
             p["corrections_total"] = p.get("corrections_total", 0) + corrections
+            if misses:
+                p["confident_misses_total"] = p.get("confident_misses_total", 0) + misses
             for cal, n in (calendars or {}).items():
                 p[f"calev#{cal}"] = p.get(f"calev#{cal}", 0) + int(n)
             p["updated_at"] = ts

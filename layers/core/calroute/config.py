@@ -72,6 +72,8 @@ class Settings(BaseModel):
     retrain_max_age_days: int = Field(30, ge=1)
     retrain_new_events: int = Field(50, ge=1)
     retrain_corrections: int = Field(10, ge=1)
+    # corrections of the model's own (confident) answers since the last training that retrain at once
+    retrain_confident_misses: int = Field(1, ge=1)
     max_train_events: int = Field(20000, ge=100)
     # training weight of a remembered label (docs/learning.md "Labels with provenance"): the LLM's
     # answer (``llm``) and the model's own answer (``ml``); a user's or confirmed label weighs 1.

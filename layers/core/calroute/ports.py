@@ -116,9 +116,10 @@ class UserStore(Protocol):
     """Per-user profile counters, calendars and corrections."""
 
     def bump(self, user_id: str, *, events: int = 0, corrections: int = 0,
-             calendars: Optional[dict[str, int]] = None) -> None:
-        """Atomically add to ``events_total`` / ``corrections_total`` (creating the profile), and
-        new events per calendar to ``calev#<calendarId>`` (the retraining policy reads them)."""
+             calendars: Optional[dict[str, int]] = None, misses: int = 0) -> None:
+        """Atomically add to ``events_total`` / ``corrections_total`` / ``confident_misses_total``
+        (corrections of the model's own answers; creating the profile), and new events per calendar
+        to ``calev#<calendarId>`` (the retraining policy reads them)."""
         ...
 
     def profile(self, user_id: str) -> dict:

@@ -7,7 +7,10 @@ A user needs training when
 3. ``retrain_new_events`` (50) or more events arrived since the last training (the users PROFILE
    ``events_total`` vs the ``events_total_at_training`` recorded on the model version);
 4. ``retrain_corrections`` (10) or more corrections were recorded since the last training
-   (``corrections_total`` vs ``corrections_total_at_training``);
+   (``corrections_total`` vs ``corrections_total_at_training``), or ``retrain_confident_misses`` (1)
+   of them corrected the model's own answer (``confident_misses_total`` vs
+   ``confident_misses_total_at_training``): the model was sure and wrong, so the next run learns
+   the user's label instead of repeating the answer until ten corrections pile up;
 5. a drift monitor flagged the active model (``drifted`` on the registry ACTIVE item or on the
    version record) and no training happened since the flag was set;
 6. a calendar the last training did not know (not in its ``labels``) has ``min_per_calendar`` (5)
@@ -102,6 +105,12 @@ def needs_training(*, profile: dict, active: Optional[dict], last: Optional[dict
         new_corr = corrections_total - int(at_corr)
         if new_corr >= cfg.retrain_corrections:
             return True, f"{new_corr} corrections since training (threshold {cfg.retrain_corrections})"
+    at_miss = ref.get("confident_misses_total_at_training")
+    if at_miss is not None:
+        new_miss = int(profile.get("confident_misses_total") or 0) - int(at_miss)
+        if new_miss >= cfg.retrain_confident_misses:
+            return True, (f"{new_miss} of the model's own answers corrected since training "
+                          f"(threshold {cfg.retrain_confident_misses})")
     return False, UP_TO_DATE
 
 

@@ -21,7 +21,7 @@ from ..config import Settings
 from ..errors import InvalidInput, NotFound, PayloadTooLarge
 from ..ics.reader import import_window, read_ics
 from ..ports import Stores, UserStore
-from ..schema import METHODS, CalendarInfo, Event, clean_text, parse_event
+from ..schema import LABEL_ML, METHODS, CalendarInfo, Event, clean_text, parse_event
 
 MAX_CALENDAR_NAME = 200
 MAX_CALENDAR_DESCRIPTION = 1000
@@ -149,16 +149,20 @@ def correct_event(user_id: str, event_id: str, calendar_id: str, stores: Stores,
     ``was_correct``), else from the client's echo ``predicted`` (:func:`echoed_prediction`,
     ``predicted_source: client``; the log is sampled, and an echo never creates or marks a log item,
     so the log's accuracy stays a fair sample). ``corrections_total`` (which drives retraining) is
-    bumped only when the label actually changes. 404 if the event is unknown.
+    bumped only when the label actually changes, and ``confident_misses_total`` too when the
+    changed label was the model's own answer (method ``ml`` in the log, the echo or the remembered
+    row): the next training run retrains that user (``RETRAIN_CONFIDENT_MISSES``). 404 if the event
+    is unknown.
     """
     ids.user_id(user_id)
     ids.event_id(event_id, field="eventId")
     ids.calendar_id(calendar_id, field="calendar_id")
     echo = echoed_prediction(predicted)
     store, users, log = stores.events, stores.users, stores.predictions
-    current = store.get_event(user_id, event_id)
-    if current is None:
+    stored = store.get_stored(user_id, event_id)
+    if stored is None:
         raise NotFound(f"event {event_id!r} not found", field="eventId")
+    current = stored.event
     prediction = log.get(user_id, event_id)
     store.set_calendar(user_id, event_id, calendar_id)
     _register_missing_calendars(user_id, {calendar_id}, users)
@@ -167,7 +171,10 @@ def correct_event(user_id: str, event_id: str, calendar_id: str, stores: Stores,
     marked = log.mark(user_id, event_id, calendar_id) if prediction else None
     changed = current.calendar_id != calendar_id
     if changed:
-        users.bump(user_id, corrections=1)
+        method = (prediction or echo or {}).get("method")
+        if method is None and stored.provenance == LABEL_ML:
+            method = "ml"
+        users.bump(user_id, corrections=1, misses=int(method == "ml"))
     out = {k: v for k, v in record.items() if k not in ("user_id", "sk")}
     out["changed"] = changed
     if marked is not None:

@@ -88,6 +88,7 @@ def train_user(item: Mapping, stores: Stores, cfg: Settings, *, now: Optional[da
             "holdout_total": len(model.holdout_event_ids),
             "events_total_at_training": int(profile.get("events_total") or len(events)),
             "corrections_total_at_training": int(profile.get("corrections_total") or 0),
+            "confident_misses_total_at_training": int(profile.get("confident_misses_total") or 0),
             "n_events": len(events),
             "trained_at": getattr(model, "trained_at", "") or now.isoformat(),
             "family": getattr(model, "family", ""),
