@@ -79,6 +79,9 @@ class ModelStatus(BaseModel):
     events_total: int
     labelled_events: int
     corrections_total: int
+    confident_misses_total: int = Field(0, description=(
+        "Corrections of the model's own answers; one since the last training retrains the user at the next "
+        "run (RETRAIN_CONFIDENT_MISSES)"))
     can_train: Gate = Field(..., description="The data gates' verdict")
     needs_training: Need = Field(..., description="The retraining policy's verdict")
     last_training: Optional[dict[str, Any]] = None

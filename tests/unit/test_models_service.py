@@ -53,7 +53,8 @@ def test_status_of_an_active_model_reports_every_field():
     events = make_events(("work", "home"), 12)
     stores.events.put_events(U, events[:20])
     stores.events.put_events(U, events[20:], provenance="llm")
-    stores.users.bump(U, events=30, corrections=4)
+    stores.users.bump(U, events=30, corrections=3)
+    stores.users.bump(U, corrections=1, misses=1)
     for c in ("work", "home", "kids"):
         stores.users.put_calendar(U, CalendarInfo(calendar_id=c, name=c))
     v1 = register(stores, 1, metrics={"acc": 0.9, "risk": {"alpha": 0.1}}, profiles={"work": {"n": 3}},
@@ -67,6 +68,7 @@ def test_status_of_an_active_model_reports_every_field():
         "metrics": {"acc": 0.9, "risk": {"alpha": 0.1}}, "risk": {"alpha": 0.1}, "feature_spec": 2,
         "unmet_calendars": ["kids"], "profiles": {"work": {"n": 3}}, "events_total": 30,
         "labelled_events": 24, "labels_by_provenance": {"llm": 4, "user": 20}, "corrections_total": 4,
+        "confident_misses_total": 1,
         # the gates count the user's own labels only (20 of the 24)
         "can_train": {"ok": True, "reason": "ok: 20 events in 2 calendars"},
         "needs_training": {"needed": False, "reason": "up to date"},
@@ -86,7 +88,7 @@ def test_status_without_a_model_and_with_too_few_own_labels():
         "user_id": U, "status": "no_model", "active_version": None, "promoted_at": None, "previous_version": None,
         "threshold": None, "labels": [], "metrics": {}, "risk": None, "feature_spec": None, "unmet_calendars": [],
         "profiles": {}, "events_total": 0, "labelled_events": 12, "labels_by_provenance": {"llm": 8, "user": 4},
-        "corrections_total": 0, "can_train": {"ok": False, "reason": "needs at least 10 labelled events (has 4)"},
+        "corrections_total": 0, "confident_misses_total": 0, "can_train": {"ok": False, "reason": "needs at least 10 labelled events (has 4)"},
         "needs_training": {"needed": False, "reason": "cannot train yet: needs at least 10 labelled events (has 4)"},
         "last_training": None,
     }

@@ -81,6 +81,8 @@ class ModelsService:
             "labelled_events": len(events),
             "labels_by_provenance": {p: provenance.count(p) for p in sorted(set(provenance))},
             "corrections_total": int(profile.get("corrections_total") or 0),
+            # corrections of the model's own answers: one since the last training retrains (calroute.retrain)
+            "confident_misses_total": int(profile.get("confident_misses_total") or 0),
             "can_train": {"ok": can, "reason": can_reason},
             "needs_training": {"needed": needs, "reason": needs_reason},
             "last_training": None,
