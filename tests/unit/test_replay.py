@@ -85,6 +85,8 @@ def test_a_weekly_review_confirms_right_labels_and_corrects_wrong_ones():
         # every confirmed label is right: the user confirms only what belongs there
         assert all(x.event.calendar_id == r.truth[x.event.event_id] for x in rows if x.provenance == "confirmed")
         assert sum(w.get("confirmations", 0) for w in r.weeks.values()) == s["confirmations"]
+    with pytest.raises(ValueError, match="confirm-per-week"):
+        replay(Path("."), confirm_per_week=-1)
 
 
 def test_todays_gates_bring_the_first_model_later(data):

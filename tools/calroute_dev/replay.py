@@ -230,19 +230,13 @@ class UserReplay:
         if week == self._reviewed_week:
             return
         self._reviewed_week = week
-        from calroute.services.ingest import correct_event
-        from calroute.services.review import confirm_event, review_queue
+        from calroute.services.review import review_queue
 
         w = self.weeks.setdefault(week, Counter())
         for row in review_queue(self.user, self.stores, limit=self.confirm_per_week)["events"]:
-            eid = row["event_id"]
-            key = "confirmations" if row["calendar_id"] == self.truth[eid] else "review_corrections"
-            if key == "confirmations":
-                confirm_event(self.user, eid, self.stores)
-            else:
-                correct_event(self.user, eid, self.truth[eid], self.stores)
+            confirmed = answer_as_user(self.user, row["event_id"], self.truth[row["event_id"]], self.stores)
             for c in (w, self.totals):
-                c[key] += 1
+                c["confirmations" if confirmed else "review_corrections"] += 1
 
     # -- the stream
     def run(self, until: Optional[int] = None, on_event: Optional[Callable[["UserReplay"], None]] = None) -> "UserReplay":
@@ -342,6 +336,19 @@ class UserReplay:
         }
 
 
+def answer_as_user(user: str, event_id: str, truth: str, stores: Stores) -> bool:
+    """The simulated user answers "is this right?" for a stored event: confirms its label when it
+    is ``truth`` (returns True), else corrects it to ``truth`` (False)."""
+    from calroute.services.ingest import correct_event
+    from calroute.services.review import confirm_event
+
+    if stores.events.get_event(user, event_id).calendar_id == truth:
+        confirm_event(user, event_id, stores)
+        return True
+    correct_event(user, event_id, truth, stores)
+    return False
+
+
 def _ratio(a: float, b: float) -> Optional[float]:
     return round(a / b, 4) if b else None
 
@@ -359,8 +366,7 @@ def review_experiment(user: str, events: Sequence[Event], *, llm: SimulatedLlm, 
     and activate the next model, and measure its coverage (the share of the rest of the stream, in
     the calendars the user had at the cut, it answers on its own) and the accuracy of those answers.
     None when there is no LLM label to review."""
-    from calroute.services.ingest import correct_event
-    from calroute.services.review import confirm_event, review_queue
+    from calroute.services.review import review_queue
 
     from .memory import clone_stores
 
@@ -387,10 +393,7 @@ def review_experiment(user: str, events: Sequence[Event], *, llm: SimulatedLlm, 
         try:
             chosen = pick(stores)
             for eid in chosen:
-                if stores.events.get_event(user, eid).calendar_id == base.truth[eid]:
-                    confirm_event(user, eid, stores)
-                else:
-                    correct_event(user, eid, base.truth[eid], stores)
+                answer_as_user(user, eid, base.truth[eid], stores)
             return {"answered": len(chosen), **_next_model(user, stores, base, rest)}
         finally:
             memory.set_clock(None)
@@ -473,6 +476,8 @@ def replay(data_dir: str | Path, *, llm: str = "noisy:0.9", correct_rate: float 
     "users": {user: {...}}}}}``."""
     from .evaluation import load_users
 
+    if not isinstance(confirm_per_week, int) or confirm_per_week < 0:
+        raise ValueError(f"--confirm-per-week {confirm_per_week!r}: needs a whole number ≥ 0")
     sim = SimulatedLlm(llm, seed=seed)
     loaded = load_users(data_dir)
     if users:
@@ -603,7 +608,7 @@ def main(args: Any) -> int:
         result = replay(args.data, llm=args.llm, correct_rate=args.correct_rate, k_labelled=args.labelled, arms=arms,
                         gates=gates, users=args.users.split(",") if args.users else None, max_events=max_events,
                         seed=args.seed, progress=lambda m: print(m, file=sys.stderr),
-                        confirm_per_week=max(0, int(getattr(args, "confirm_per_week", 0) or 0)))
+                        confirm_per_week=getattr(args, "confirm_per_week", 0))
     except ValueError as exc:
         print(f"replay: {exc}", file=sys.stderr)
         return 2
