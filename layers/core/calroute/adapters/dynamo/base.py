@@ -24,6 +24,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from ...errors import ServiceUnavailable
+from ..boto_session import new_session
 
 # "standard" retries (bounded exponential backoff). Not "adaptive": its client-side rate limiter is
 # per client and, after a burst of throttles, makes every later call of the process sleep.
@@ -122,7 +123,7 @@ class Tables:
     LLM threads and after-response writes may be the first to need one)."""
 
     def __init__(self, session: Optional[boto3.session.Session] = None):
-        self._session = session or boto3.session.Session()
+        self._session = session or new_session()
         self._ddb = None
         self._s3 = None
         self._lock = threading.Lock()

@@ -1,0 +1,43 @@
+"""The boto3 session's loader (calroute.adapters.boto_session) loads exactly what botocore's own
+loader loads, for every service calroute uses, and fails the same way for a name it does not know."""
+
+import pytest
+from botocore.exceptions import UnknownServiceError
+from botocore.loaders import Loader, create_loader
+
+from calroute.adapters.boto_session import ServiceDirLoader, new_session
+
+SERVICES = ("dynamodb", "s3", "lambda", "ssm", "stepfunctions", "sts")
+
+
+@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("type_name", ("service-2", "endpoint-rule-set-1", "paginators-1"))
+def test_models_match_botocore(service, type_name):
+    ours = new_session()._session.get_component("data_loader")
+    assert isinstance(ours, ServiceDirLoader)
+    assert ours.load_service_model(service, type_name) == create_loader().load_service_model(service, type_name)
+
+
+def test_boto3_resource_models_match():
+    ours = new_session()._loader
+    botocores = Loader(extra_search_paths=list(ours.search_paths), include_default_search_paths=False)
+    assert ours.load_service_model("dynamodb", "resources-1") == botocores.load_service_model("dynamodb", "resources-1")
+
+
+def test_unknown_service_is_botocores_error():
+    loader = new_session()._session.get_component("data_loader")
+    with pytest.raises(UnknownServiceError, match="dynamodb"):  # the known names are listed
+        loader.load_service_model("no-such-service", "service-2")
+
+
+def test_aws_data_path_is_searched_first(monkeypatch, tmp_path):
+    monkeypatch.setenv("AWS_DATA_PATH", str(tmp_path))
+    paths = new_session()._session.get_component("data_loader").search_paths
+    assert paths[0] == str(tmp_path)
+    assert paths[:3] == [str(tmp_path), *Loader().search_paths]  # boto3 appends its own data after
+
+
+def test_clients_work_from_the_session():
+    s = new_session()
+    assert s.client("s3", region_name="us-east-1").meta.service_model.service_name == "s3"
+    assert s.resource("dynamodb", region_name="us-east-1").Table("t").name == "t"
