@@ -8,7 +8,8 @@ DynamoDB client exists (docs/serving.md, "Cold start"). :class:`ServiceDirLoader
 question from the one directory it needs (``list_api_versions``, which botocore calls next anyway)
 and otherwise leaves botocore's loading alone: same search paths (``AWS_DATA_PATH`` first), same
 files, same extras, same errors (:class:`~botocore.exceptions.UnknownServiceError` for a name
-that has no model of that type). ``tests/unit/test_boto_session.py`` holds it to botocore's own
+that has no model of that type; with an explicit ``api_version``, which calroute never passes, a
+missing model is botocore's :class:`~botocore.exceptions.DataNotFoundError` instead). ``tests/unit/test_boto_session.py`` holds it to botocore's own
 loader, model for model, for every service calroute uses.
 """
 
