@@ -8,6 +8,8 @@ container's life; routes receive it with Powertools' ``Depends`` (tests swap it 
 
 from __future__ import annotations
 
+from calroute import startup  # noqa: F401 - first: pauses the GC for the cold start (COLD_START_GC)
+
 import base64
 import binascii
 import functools

@@ -11,6 +11,8 @@ model's answer or to "none").
 
 from __future__ import annotations
 
+from calroute import startup  # noqa: F401 - first: pauses the GC for the cold start (COLD_START_GC)
+
 import functools
 from typing import Any
 

@@ -14,6 +14,8 @@ and the OpenAPI document.
 
 from __future__ import annotations
 
+from calroute import startup  # noqa: F401 - first: pauses the GC for the cold start (COLD_START_GC)
+
 import functools
 import importlib.util
 import json

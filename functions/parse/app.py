@@ -10,6 +10,8 @@ for the container's life. This function ships the ParseLayer (dateparser) and th
 
 from __future__ import annotations
 
+from calroute import startup  # noqa: F401 - first: pauses the GC for the cold start (COLD_START_GC)
+
 import functools
 from typing import Any, Literal, Optional
 

@@ -13,6 +13,8 @@ tests validate every answer against them, instead of re-validating each one on t
 
 from __future__ import annotations
 
+from calroute import startup  # noqa: F401 - first: pauses the GC for the cold start (COLD_START_GC)
+
 import functools
 from typing import Any, Literal, Optional
 

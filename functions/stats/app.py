@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+from calroute import startup  # noqa: F401 - first: pauses the GC for the cold start (COLD_START_GC)
+
 import functools
 from typing import Annotated, Any, Optional
 

@@ -3,6 +3,8 @@ TrainingUsers* metrics. Input: Plan's output plus ``results`` (the Distributed M
 
 from __future__ import annotations
 
+from calroute import startup  # noqa: F401 - first: pauses the GC for the cold start (COLD_START_GC)
+
 from typing import Any
 
 from calroute import wiring

@@ -7,6 +7,8 @@ execution input is ``{}`` / ``{"trigger": "schedule"}`` for the nightly run, or
 
 from __future__ import annotations
 
+from calroute import startup  # noqa: F401 - first: pauses the GC for the cold start (COLD_START_GC)
+
 from typing import Any
 
 from calroute import wiring

@@ -68,6 +68,8 @@ def local_overrides(auth: str = "dev", environ: Optional[dict] = None, verbose: 
         "ERASURE_HMAC_KEY_PARAM": "",
         "ERASURE_HMAC_KEY": env.get("ERASURE_HMAC_KEY", ""),
         "SWAGGER_UI": "true",  # GET /v1/docs
+        # every handler runs in this one long-lived process: no cold-start GC pause (calroute.startup)
+        "COLD_START_GC": "",
     }
     if env.get("LLM_MODEL"):
         out["LLM_MODEL"] = env["LLM_MODEL"]

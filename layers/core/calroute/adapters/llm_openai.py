@@ -7,7 +7,8 @@ parameters (cached ``KEY_MAX_AGE`` seconds per container) when ``LLM_API_KEY_PAR
 
 Timeout ``Settings.llm_timeout_seconds`` and ``Settings.llm_max_retries`` retries (the SDK retries
 429/5xx/connection errors with backoff, honouring ``Retry-After``). SDK exceptions become
-:class:`calroute.llm.types.LlmError` codes. ``openai`` is imported here only — never on the predict path.
+:class:`calroute.llm.types.LlmError` codes. ``openai`` is imported here only — never on the predict path —
+and only the modules the chat-completions call needs (:mod:`calroute.adapters.openai_sdk`).
 """
 
 from __future__ import annotations
@@ -46,10 +47,11 @@ class OpenAIChatClient:
     """``complete()`` = one ``chat.completions.create`` with a strict ``json_schema`` response format."""
 
     def __init__(self, *, base_url: Optional[str], api_key: str, timeout: float, max_retries: int):
-        import openai
+        from .openai_sdk import load_sdk
 
-        self._openai = openai
-        self.client = openai.OpenAI(base_url=base_url or None, api_key=api_key, timeout=timeout,
+        sdk = load_sdk()  # the client and its exceptions, not the SDK's ~1,000 other models
+        self._errors = sdk.errors
+        self.client = sdk.OpenAI(base_url=base_url or None, api_key=api_key, timeout=timeout,
                                     max_retries=max_retries)
 
     @classmethod
@@ -58,7 +60,7 @@ class OpenAIChatClient:
                    timeout=cfg.llm_timeout_seconds, max_retries=cfg.llm_max_retries)
 
     def complete(self, *, model: str, messages: list[dict], response_format: dict) -> LlmReply:
-        oa = self._openai
+        oa = self._errors
         try:
             resp = self.client.chat.completions.create(model=model, messages=messages,
                                                        response_format=response_format, temperature=0,

@@ -11,6 +11,8 @@ from typing import Any, Callable
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
+from ..startup import resumes_after_first_call
+
 SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "calroute")
 logger = Logger(service=SERVICE)
 
@@ -73,13 +75,15 @@ def discard_disabled_metrics(fn: Callable) -> Callable:
 
 def task_handler(fn: Callable | None = None, *, flush_metrics: bool = False) -> Callable:
     """Decorator for non-HTTP handlers (state-machine tasks, Lambda-to-Lambda): logging context,
-    tracing and, with ``flush_metrics``, the EMF flush — one place instead of a stack per handler."""
+    tracing and, with ``flush_metrics``, the EMF flush — one place instead of a stack per handler;
+    the first invocation's end resumes the garbage collector paused for the cold start
+    (:mod:`calroute.startup`)."""
 
     def deco(func: Callable) -> Callable:
         wrapped = func
         if flush_metrics:
             wrapped = discard_disabled_metrics(metrics.log_metrics(wrapped))
         wrapped = tracer.capture_lambda_handler(wrapped, capture_response=False)
-        return logger.inject_lambda_context(wrapped, clear_state=True)
+        return resumes_after_first_call(logger.inject_lambda_context(wrapped, clear_state=True))
 
     return deco(fn) if fn is not None else deco

@@ -20,6 +20,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from .. import ids
 from ..config import settings
 from ..errors import CalrouteError, InvalidInput, PayloadTooLarge, ServiceUnavailable
+from ..startup import resumes_after_first_call
 from .observability import discard_disabled_metrics, logger, metrics, tracer
 
 UserIdPath = Annotated[str, Path(pattern=ids.USER_ID_PATTERN, max_length=64, description="The user id")]
@@ -118,7 +119,8 @@ def make_handler(app: APIGatewayHttpResolver, *, after_invocation: Optional[Call
 
     ``after_invocation(request_id)`` runs in a ``finally`` outside all of them, once the response
     and its metrics are built, whatever happened (:meth:`calroute.ports.AfterResponse.invocation_done`:
-    the after-response work of this invocation may start)."""
+    the after-response work of this invocation may start). The first invocation's end also resumes
+    the garbage collector paused for the cold start (:mod:`calroute.startup`)."""
 
     @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
     @tracer.capture_lambda_handler(capture_response=False)
@@ -131,7 +133,7 @@ def make_handler(app: APIGatewayHttpResolver, *, after_invocation: Optional[Call
             return error_response(exc.status, exc.code, exc.message, exc.field).build(app.current_event)  # pragma: no cover
 
     if after_invocation is None:
-        return handler
+        return resumes_after_first_call(handler)
 
     @functools.wraps(handler)
     def handler_then_after(event: dict, context: Any) -> dict:
@@ -140,7 +142,7 @@ def make_handler(app: APIGatewayHttpResolver, *, after_invocation: Optional[Call
         finally:
             after_invocation(getattr(context, "aws_request_id", None))
 
-    return handler_then_after
+    return resumes_after_first_call(handler_then_after)
 
 
 def parse_json_body(app: APIGatewayHttpResolver) -> Any:

@@ -105,10 +105,10 @@ class ModelsService:
     # --- training ---
     @property
     def sfn(self):
-        if self._sfn is None:
-            import boto3
+        if self._sfn is None:  # the process's one boto3 session (its loader, its credentials)
+            from ..adapters.dynamo.base import shared_tables
 
-            self._sfn = boto3.client("stepfunctions")
+            self._sfn = shared_tables().session.client("stepfunctions")
         return self._sfn
 
     def start_training(self, user_id: str, *, actor: str = "") -> dict:
