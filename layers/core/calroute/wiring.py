@@ -80,7 +80,12 @@ def models_service(cfg: Settings, *, stores: Optional[Stores] = None, sfn: Any =
     """``sfn``: a boto3 Step Functions client (default: created on the first training request)."""
     from .services.models import ModelsService
 
-    return ModelsService(stores if stores is not None else _aws_stores(cfg), cfg, sfn=sfn)
+    def sfn_client():  # from the process's one boto3 session (its loader, credentials, config)
+        from .adapters.dynamo.base import shared_tables
+
+        return shared_tables().session.client("stepfunctions")
+
+    return ModelsService(stores if stores is not None else _aws_stores(cfg), cfg, sfn=sfn, sfn_factory=sfn_client)
 
 
 def lifecycle_service(cfg: Settings, *, stores: Optional[Stores] = None,

@@ -36,12 +36,14 @@ def _gates(events: list, cfg: Settings) -> tuple[bool, str]:
 
 
 class ModelsService:
-    """``stores``: :func:`calroute.wiring.stores`; ``sfn``: a boto3 Step Functions client (created
-    lazily)."""
+    """``stores``: :func:`calroute.wiring.stores`; ``sfn``: a boto3 Step Functions client, or
+    ``sfn_factory`` that makes one on the first training request."""
 
     def __init__(self, stores: Stores, cfg: Settings, *, sfn: Any = None,
+                 sfn_factory: Optional[Callable[[], Any]] = None,
                  now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
         self.stores, self.cfg, self._sfn, self.now = stores, cfg, sfn, now
+        self._sfn_factory = sfn_factory
 
     @property
     def registry(self) -> ModelRegistry:
@@ -105,10 +107,13 @@ class ModelsService:
     # --- training ---
     @property
     def sfn(self):
-        if self._sfn is None:  # the process's one boto3 session (its loader, its credentials)
-            from ..adapters.dynamo.base import shared_tables
+        if self._sfn is None:
+            if self._sfn_factory is not None:  # wiring: the process's one boto3 session
+                self._sfn = self._sfn_factory()
+            else:
+                import boto3
 
-            self._sfn = shared_tables().session.client("stepfunctions")
+                self._sfn = boto3.client("stepfunctions")
         return self._sfn
 
     def start_training(self, user_id: str, *, actor: str = "") -> dict:
