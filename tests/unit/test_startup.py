@@ -102,3 +102,10 @@ def test_the_template_pauses_every_function_and_the_local_stack_does_not():
 
     assert load_template()["Globals"]["Function"]["Environment"]["Variables"]["COLD_START_GC"] == "pause"
     assert local_overrides()["COLD_START_GC"] == ""
+
+
+def test_the_variable_is_declared_as_read_outside_settings():
+    from calroute import startup
+    from calroute.config import LIBRARY_ENVIRONMENT, Settings
+
+    assert startup.ENV in LIBRARY_ENVIRONMENT and startup.ENV.lower() not in Settings.model_fields

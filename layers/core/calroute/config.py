@@ -20,10 +20,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 #: warm classify p99; every unsure / LLM answer is kept.
 PREDICTION_LOG_CONFIDENT_DEFAULT = 0.005
 
-#: environment variables the template sets for libraries rather than for :class:`Settings` (which
-#: never reads them): OpenBLAS's thread count, read by numpy when it is imported (docs/serving.md,
-#: "Cold start").
-LIBRARY_ENVIRONMENT = ("OPENBLAS_NUM_THREADS",)
+#: environment variables the template sets for the process rather than for :class:`Settings` (which
+#: never reads them): OpenBLAS's thread count, read by numpy when it is imported, and
+#: ``COLD_START_GC``, read by :mod:`calroute.startup` before anything else is imported
+#: (docs/serving.md, "Cold start").
+LIBRARY_ENVIRONMENT = ("OPENBLAS_NUM_THREADS", "COLD_START_GC")
 
 # USD per 1M tokens (input, output). Overridable with LLM_PRICES (JSON object of the same shape).
 DEFAULT_LLM_PRICES: dict[str, dict[str, float]] = {
