@@ -140,8 +140,15 @@ def _without_layer_bytecode(prefix: str) -> str:
     return bare
 
 
+#: configurations measured beside the deployed one (``bare_repeat`` runs each, after the timed ones):
+#: result key -> the environment that differs. ``without_gc_pause``: the cold-start GC pause off
+#: (``COLD_START_GC`` unset, :mod:`calroute.startup`), what every function did before 2026-12-02.
+VARIANTS = {"without_gc_pause": {"COLD_START_GC": ""}}
+
+
 def measure(name: str, payload: dict, *, repeat: int, env: dict | None = None,
-            llm_asked_at: Callable[[], Optional[float]] | None = None, bare_repeat: int = 3) -> dict:
+            llm_asked_at: Callable[[], Optional[float]] | None = None, bare_repeat: int = 3,
+            variant_repeat: int = 0) -> dict:
     """Run the child ``repeat`` times for ``functions/<name>/app.py``; p50 of each figure.
     ``llm_asked_at()``: when the stand-in LLM last received a request (epoch s), or None.
 
@@ -149,7 +156,9 @@ def measure(name: str, payload: dict, *, repeat: int, env: dict | None = None,
     layers, which ship theirs): an untimed first child writes it into a private pycache prefix that
     the timed children read (so the figures do not depend on a checkout's ``__pycache__`` or on
     ``PYTHONDONTWRITEBYTECODE``). ``without_layer_bytecode``: ``bare_repeat`` more children with the
-    layers' byte-code removed from that prefix (how the layers shipped before 2026-12-01)."""
+    layers' byte-code removed from that prefix (how the layers shipped before 2026-12-01), and
+    ``variant_repeat`` for each of :data:`VARIANTS`, interleaved with as many more deployed-configuration runs
+    (``deployed_beside``) so that each variant has a same-minutes comparison on a noisy machine."""
     import shutil
 
     prefix = tempfile.mkdtemp(prefix="calroute-pyc-")
@@ -165,6 +174,12 @@ def measure(name: str, payload: dict, *, repeat: int, env: dict | None = None,
         bare = _without_layer_bytecode(prefix) if bare_repeat else None
         bare_runs = (_children(name, path, {**timed, "PYTHONPYCACHEPREFIX": bare}, bare_repeat, llm_asked_at)
                      if bare else [])
+        variant_runs: dict[str, list] = {k: [] for k in VARIANTS} if variant_repeat else {}
+        beside: list = []
+        for _ in range(variant_repeat):
+            for key, diff in VARIANTS.items():
+                variant_runs[key] += _children(name, path, {**timed, **diff}, 1, llm_asked_at)
+                beside += _children(name, path, timed, 1, llm_asked_at)
     finally:
         os.unlink(path)
         shutil.rmtree(prefix, ignore_errors=True)
@@ -184,6 +199,13 @@ def measure(name: str, payload: dict, *, repeat: int, env: dict | None = None,
     if bare_runs:
         out["without_layer_bytecode"] = {**_p50(bare_runs, ("import_ms", "first_call_ms", "import_plus_first_call_ms")),
                                          "n": len(bare_runs)}
+    keys = ("import_ms", "first_call_ms", "import_plus_first_call_ms")
+    for key, runs_k in variant_runs.items():
+        out[key] = {**_p50(runs_k, keys), "n": len(runs_k), "deployed_beside": {**_p50(beside, keys), "n": len(beside)}}
+        if llm_asked_at is not None:
+            for target, rs in ((out[key], runs_k), (out[key]["deployed_beside"], beside)):
+                asked = [r["before_llm_call_ms"] for r in rs if r.get("before_llm_call_ms") is not None]
+                target["before_llm_call_ms"] = round(percentile(asked, 50), 1) if len(asked) == len(rs) else None
     return out
 
 
@@ -256,6 +278,7 @@ def run(quick: bool, *, user: str, flat_event: dict, llm_env: dict,
     from .aws_env import http_event
 
     repeat = 2 if quick else 7
+    variant_repeat = 1 if quick else 5
     progress(f"cold start: predict module ×{repeat}")
     pred_payload = http_event("POST", f"/v1/users/{user}/classify", {"event": flat_event})
     # as deployed: the template's settings (OPENBLAS_NUM_THREADS, the prediction-log sampling, ...),
@@ -264,17 +287,18 @@ def run(quick: bool, *, user: str, flat_event: dict, llm_env: dict,
     from calroute_dev.local.extensions_api import RemoteExtensionsApi
 
     pred_env = {**template_env("predict"), "LAMBDA_INVOKE_MODE": "lambda"}
-    bare = 1 if quick else 3
+    bare = 1 if quick else 3  # without the layers' byte-code
     with RemoteExtensionsApi() as ext_api:
         on_demand = {**pred_env, "AWS_LAMBDA_RUNTIME_API": ext_api.address, "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand"}
-        pred = measure("predict", pred_payload, repeat=repeat, env=on_demand, bare_repeat=bare)
+        pred = measure("predict", pred_payload, repeat=repeat, env=on_demand, bare_repeat=bare,
+                       variant_repeat=variant_repeat)
         pred["breakdown"] = breakdown("predict", pred_payload, env=on_demand)
         pred["extensions_registered"] = ext_api.registered()
     progress(f"cold start: LLM fallback module ×{repeat}")
     llm_payload = {"user_id": user, "event": flat_event, "candidates": []}
     llm_env = {**template_env("llm_fallback"), **llm_env}
     llm = measure("llm_fallback", llm_payload, repeat=repeat, env=llm_env, llm_asked_at=llm_asked_at,
-                  bare_repeat=bare)
+                  bare_repeat=bare, variant_repeat=variant_repeat)
     llm["breakdown"] = breakdown("llm_fallback", llm_payload, env=llm_env)
     # SnapStart (template parameter SnapStart=PublishedVersions): the init is snapshotted, so what a
     # cold start still does of ours is the restore hook and the first request (Lambda's own restore

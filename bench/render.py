@@ -285,6 +285,19 @@ def render(f: dict) -> str:
                     "keep theirs): " + "; ".join(
                         f"{n} import {fmt_ms(b['import_ms'])} + first request {fmt_ms(b['first_call_ms'])} = "
                         f"{fmt_ms(b['import_plus_first_call_ms'])} p50 ({b['n']} runs)" for n, b in bare) + ".", ""]
+        nogc = [(name, f["cold_start"][key].get("without_gc_pause")) for name, key in
+                (("predict", "predict"), ("LLM fallback", "llm_fallback"))]
+        nogc = [(n, v) for n, v in nogc if isinstance(v, dict) and isinstance(v.get("deployed_beside"), dict)]
+        if nogc:
+            def one(v: dict) -> str:
+                asked = v.get("before_llm_call_ms")
+                return (f"{fmt_ms(v['import_plus_first_call_ms'])}"
+                        + (f" (until the LLM is asked {fmt_ms(asked)})" if asked is not None else ""))
+            out += ["Without the cold-start GC pause (`COLD_START_GC` unset: the collector runs during the "
+                    "init and the first request, as before 2026-12-02; `calroute.startup`), import + first "
+                    "request p50, interleaved with as many runs as deployed in the same minutes: " + "; ".join(
+                        f"{n}: {one(v)} without, {one(v['deployed_beside'])} with ({v['n']} runs each)"
+                        for n, v in nogc) + ".", ""]
         out += _cold_breakdown(f["cold_start"])
 
     out += ["### RAM per cached user model", ""]

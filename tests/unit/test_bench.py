@@ -385,6 +385,25 @@ def test_cold_start_breakdown_groups_importtime_by_package_and_phase():
     assert "| boto3/botocore | 0 µs | 5.50 ms |" in md and "| 194 ms |" in md
 
 
+def test_cold_start_without_gc_pause_is_rendered_beside_the_deployed_runs_of_the_same_minutes():
+    from bench.coldstart import VARIANTS
+
+    assert VARIANTS["without_gc_pause"] == {"COLD_START_GC": ""}
+    f = _complete_figures()
+    f["cold_start"]["predict"]["without_gc_pause"] = {
+        "import_ms": 300.0, "first_call_ms": 250.0, "import_plus_first_call_ms": 550.0, "n": 5,
+        "deployed_beside": {"import_ms": 260.0, "first_call_ms": 210.0, "import_plus_first_call_ms": 470.0, "n": 5}}
+    f["cold_start"]["llm_fallback"]["without_gc_pause"] = {
+        "import_ms": 200.0, "first_call_ms": 400.0, "import_plus_first_call_ms": 600.0, "n": 5,
+        "before_llm_call_ms": 580.0,
+        "deployed_beside": {"import_ms": 180.0, "first_call_ms": 330.0, "import_plus_first_call_ms": 510.0, "n": 5,
+                            "before_llm_call_ms": 490.0}}
+    f["targets"], f["claims"] = targets(f), claims(f)
+    md = render(f)
+    assert ("predict: 550 ms without, 470 ms with (5 runs each); LLM fallback: 600 ms (until the LLM is asked "
+            "580 ms) without, 510 ms (until the LLM is asked 490 ms) with (5 runs each).") in md
+
+
 def test_cold_start_children_get_the_templates_process_settings_not_its_resource_names():
     """The cold-start bench measures the function as deployed: the template's plain settings
     (OPENBLAS_NUM_THREADS, the log sampling) reach the child; table names, the LLM alias ARN and
@@ -393,6 +412,7 @@ def test_cold_start_children_get_the_templates_process_settings_not_its_resource
 
     env = template_env("predict", environ={"AUTH_MODE": "none"})
     assert env["OPENBLAS_NUM_THREADS"] == "1"
+    assert env["COLD_START_GC"] == "pause"  # measured with the deployed GC pause (calroute.startup)
     assert env["PREDICTION_LOG_CONFIDENT_SAMPLE_RATE"] == "0.005"
     assert env["MODEL_CACHE_MB"] == "512"
     for name in ("AUTH_MODE", "EVENTS_TABLE", "MODEL_BUCKET", "LLM_FUNCTION_NAME", "ML_ENABLED_PARAM"):
