@@ -179,3 +179,118 @@ def test_a_failed_remember_never_fails_the_answer():
                                 invoker=CallableInvoker(lambda p: {"calendar_id": "work", "reason": "r", "usd": 0.0}))
     assert ok.classify("alice", event, remember=True)["remembered"] is True
     assert stores.users.profile("alice")["events_total"] == 1 and stores.events.get_stored("alice", "e1").provenance == "llm"
+
+
+# ----------------------------------------------------------------------------- the series vote
+
+
+def _ev(summary):
+    return type("E", (), {"summary": summary})()
+
+
+def test_series_key_groups_a_recurring_title():
+    from calroute.training import series_key
+
+    assert series_key(_ev("Lecture 12")) == series_key(_ev("lecture  13")) == "lecture #"
+    assert series_key(_ev("CSCB63 Office Hours")) == "cscb# office hours"
+    assert series_key(_ev("Office Hours")) != series_key(_ev("Office"))
+    assert series_key(_ev("")) is None and series_key(_ev("   ")) is None and series_key(_ev(None)) is None
+
+
+def test_series_labels_outvote_a_noisy_remembered_label_never_a_trusted_one():
+    from calroute.training import series_labels
+
+    y = np.asarray(["a"] * 8 + ["b", "b", "c"])
+    keys = ["s"] * 10 + ["t"]
+    trusted = np.asarray([False] * 8 + [False, True, False])
+    every = np.ones(len(y), dtype=bool)
+    got = series_labels(y, keys, trusted, every, 0.75)
+    # 8 of the 10 rows of "s" say a (80% ≥ 75%): the remembered b becomes a, the user's b stays
+    assert got.tolist() == ["a"] * 8 + ["a", "b", "c"]
+    assert series_labels(y, keys, trusted, every, 0.85).tolist() == y.tolist()  # 80% < 85%: unchanged
+    assert series_labels(y, keys, trusted, every, 0.0).tolist() == y.tolist()  # off
+    # only the given rows vote, and only theirs are returned: with three of the a rows held out,
+    # 5 of 7 (71%) is no longer a majority of 75%
+    rows = every.copy()
+    rows[:3] = False
+    assert series_labels(y, keys, trusted, rows, 0.75).tolist() == y[rows].tolist()
+
+
+def test_series_labels_need_a_few_rows_and_a_title():
+    from calroute.training import SERIES_MIN_ROWS, series_labels
+
+    y = np.asarray(["a", "a", "b"])
+    assert SERIES_MIN_ROWS == 3
+    assert series_labels(y, ["s", "s", "s"], np.zeros(3, bool), np.ones(3, bool), 0.6).tolist() == ["a"] * 3
+    assert series_labels(y[:2], ["s", "s"], np.zeros(2, bool), np.ones(2, bool), 0.5).tolist() == ["a", "a"]
+    assert series_labels(y, [None] * 3, np.zeros(3, bool), np.ones(3, bool), 0.6).tolist() == ["a", "a", "b"]
+
+
+def test_out_of_fold_fits_each_fold_on_its_training_rows_labels_only():
+    """No held-out row's label reaches a fold's fit: fit_labels only ever sees the fold's rows."""
+    from calroute.training import out_of_fold
+
+    y = np.asarray(["a", "b"] * 10)
+    X = np.random.default_rng(0).normal(size=(20, 4))
+    blocks = np.repeat(np.arange(4), 5)
+    seen = []
+
+    def fit_labels(rows):
+        seen.append(rows.copy())
+        return y[rows]
+
+    class Model:
+        def fit(self, X, y, sample_weight=None):
+            self.classes_ = np.unique(y)
+            return self
+
+        def predict_proba(self, X):
+            return np.full((len(X), len(self.classes_)), 1 / len(self.classes_))
+
+    out_of_fold(X, y, blocks, ["a", "b"], Model, fit_labels=fit_labels)
+    assert [int(r.sum()) for r in seen] == [5, 10, 15]
+    assert all(not (r & (blocks >= k)).any() for k, r in zip((1, 2, 3), seen))
+
+
+def _noisy_series(n=60, noise_every=6):
+    """Two calendars, one recurring title each; the user labels the first 10 of each, the LLM the
+    rest, naming the other calendar for one answer in ``noise_every``."""
+    events = synthetic_events(per_calendar=n, calendars=("work", "gym"))
+    titles = {"work": "Team standup", "gym": "Climbing session"}
+    out, prov, seen = [], [], {}
+    for e in events:
+        seen[e.calendar_id] = seen.get(e.calendar_id, 0) + 1
+        k = seen[e.calendar_id]
+        e = e.model_copy(update={"summary": titles[e.calendar_id]})
+        if k <= 10:
+            out.append(e)
+            prov.append("user")
+            continue
+        wrong = k % noise_every == 0
+        other = "gym" if e.calendar_id == "work" else "work"
+        out.append(e.model_copy(update={"calendar_id": other}) if wrong else e)
+        prov.append("llm")
+    return events, out, prov
+
+
+def test_the_series_vote_lifts_the_confidence_a_noisy_llm_caps():
+    from calroute.runtime import OnnxModel
+
+    truth, labelled, prov = _noisy_series()
+    X = featurize(truth)
+    y = np.asarray([e.calendar_id for e in truth])
+
+    def confidence_of_truth(share):
+        m = train_user_model(labelled, TrainConfig(min_events=10, min_per_calendar=5, label_series_share=share),
+                             user_id="u1", version=VERSION, now=NOW, provenance=prov)
+        model = OnnxModel.from_bytes(m.onnx_bytes)
+        p = model.predict_proba(X)
+        idx = np.asarray([model.labels.index(c) for c in y])
+        return m, float(np.mean(p[np.arange(len(y)), idx]))
+
+    voted, with_vote = confidence_of_truth(0.75)
+    plain, without = confidence_of_truth(0.0)
+    assert voted.metrics["labels_series_relabelled"] == 18 and plain.metrics["labels_series_relabelled"] == 0
+    assert with_vote > without + 0.02
+    # still certified on the user's own labels only
+    assert voted.metrics["oof_rows"] <= 20 and voted.metrics["labels_by_provenance"] == {"llm": 100, "user": 20}

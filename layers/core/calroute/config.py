@@ -81,6 +81,9 @@ class Settings(BaseModel):
     # Never certified on: threshold, calibration and holdouts use user/confirmed labels only.
     label_weight_llm: float = Field(0.5, ge=0, le=1)
     label_weight_ml: float = Field(0.5, ge=0, le=1)
+    # a remembered label is trained on as its recurring series' label when this share of the series'
+    # labels agree (docs/learning.md "Series vote"; calroute.training.series_labels); 0: off
+    label_series_share: float = Field(0.75, ge=0, le=1)
     # model family of calroute.training (see docs/model-selection.md); MODEL_FAMILY env var
     model_family: Literal["logreg", "sgd", "linsvc", "gb_dense", "gb_all"] = "logreg"
 

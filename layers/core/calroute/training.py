@@ -28,6 +28,7 @@ The bound and the rows it rests on are recorded with the model (``metrics["risk"
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from collections import Counter
 from contextlib import contextmanager
@@ -104,6 +105,9 @@ class TrainConfig:
     #: training weights of remembered labels (``llm``: the fallback's answer, ``ml``: the model's own)
     label_weight_llm: float = 0.5
     label_weight_ml: float = 0.5
+    #: a remembered label is trained on as its series' label when this share of the series agrees
+    #: (:func:`series_labels`; 0: off)
+    label_series_share: float = 0.75
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -120,7 +124,7 @@ class TrainConfig:
         values: dict[str, Any] = {}
         for name in ("min_events", "min_calendars", "min_per_calendar", "target_precision",
                      "default_threshold", "threshold_min", "threshold_max", "max_train_events", "risk_delta",
-                     "label_weight_llm", "label_weight_ml"):
+                     "label_weight_llm", "label_weight_ml", "label_series_share"):
             if hasattr(cfg, name):
                 values[name] = getattr(cfg, name)
         family = getattr(cfg, "model_family", None)
@@ -335,23 +339,69 @@ def label_weights(provenance: Optional[Sequence[str]], n: int, cfg: "TrainConfig
     return w, trusted
 
 
+_DIGITS = re.compile(r"\d+")
+
+#: the fewest labelled rows of a series before its labels vote (:func:`series_labels`)
+SERIES_MIN_ROWS = 3
+
+
+def series_key(ev: Event) -> Optional[str]:
+    """The recurring series an event belongs to, within one user: its title case-folded, runs of
+    digits as ``#`` ("Lecture 12" and "Lecture 13" are one series), whitespace collapsed; None for
+    an untitled event (no series)."""
+    key = " ".join(_DIGITS.sub("#", (ev.summary or "").casefold()).split())
+    return key or None
+
+
+def series_labels(y: np.ndarray, keys: Sequence[Optional[str]], trusted: np.ndarray, rows: np.ndarray,
+                  share: float) -> np.ndarray:
+    """The labels to fit on for the training rows ``rows`` (a boolean mask): a *remembered* label
+    (the LLM's or the model's answer, not ``trusted``) is replaced by the label of its series
+    (:func:`series_key`) when at least ``share`` of that series' labels among ``rows`` (trusted and
+    remembered, at least :data:`SERIES_MIN_ROWS`) agree on it. A noisy labeller asked again and
+    again about one recurring event is outvoted by its own majority: at 90% accuracy, one answer in
+    ten about "Office Hours" names another calendar, and a model fit on those answers as they are
+    learns a confidence of ~0.9 for a series that is one calendar — below a certified threshold set
+    on the user's own labels. A trusted label is never changed, and only ``rows`` vote, so in an
+    out-of-fold fit no held-out row's label reaches the training labels. ``share`` 0: off."""
+    out = np.asarray(y).copy()
+    if share <= 0:
+        return out[rows]
+    groups: dict[str, list[int]] = {}
+    for i in np.flatnonzero(rows):
+        if keys[i] is not None:
+            groups.setdefault(keys[i], []).append(int(i))
+    for members in groups.values():
+        if len(members) < SERIES_MIN_ROWS:
+            continue
+        label, votes = Counter(out[i] for i in members).most_common(1)[0]
+        if votes >= share * len(members):
+            for i in members:
+                if not trusted[i]:
+                    out[i] = label
+    return out[rows]
+
+
 def out_of_fold(X: np.ndarray, y: np.ndarray, blocks: np.ndarray, labels: Sequence[str],
                 make_model: Callable[[], CalendarClassifier], *, sample_weight: Optional[np.ndarray] = None,
-                predict: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
+                predict: Optional[np.ndarray] = None,
+                fit_labels: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> tuple[np.ndarray, np.ndarray]:
     """Forward-chaining out-of-fold probabilities. Returns ``(proba, mask)``: rows where ``mask``
     is true were predicted by a model trained only on earlier blocks (block 0 never is).
     ``sample_weight`` weighs the training rows; ``predict`` (a boolean mask) limits the predicted rows
-    (the trusted labels: a model is never scored on the LLM's word)."""
+    (the trusted labels: a model is never scored on the LLM's word); ``fit_labels(train_mask)``:
+    the labels a fold fits on (default ``y[train_mask]``; :func:`series_labels` in training)."""
     proba = np.zeros((len(y), len(labels)), dtype=np.float64)
     mask = np.zeros(len(y), dtype=bool)
     for k in range(1, int(blocks.max(initial=0)) + 1):
         tr, te = blocks < k, blocks == k
         if predict is not None:
             te = te & predict
-        if not te.any() or len(np.unique(y[tr])) < 2:
+        y_tr = y[tr] if fit_labels is None else fit_labels(tr)
+        if not te.any() or len(np.unique(y_tr)) < 2:
             continue
         sw = None if sample_weight is None else sample_weight[tr]
-        model = make_model().fit(X[tr], y[tr], sample_weight=sw)
+        model = make_model().fit(X[tr], y_tr, sample_weight=sw)
         proba[te] = _aligned_proba(model, X[te], labels)
         mask[te] = True
     return proba, mask
@@ -497,7 +547,13 @@ def _train(events: list[Event], cfg: TrainConfig, *, user_id: str, version: str,
 
     # time-ordered out-of-fold predictions -> threshold, calibration, cv metrics, holdout
     blocks = trusted_time_blocks(y.tolist(), trusted, cfg.n_blocks)
-    oof, mask = out_of_fold(X, y, blocks, labels, make_model, sample_weight=weights, predict=trusted)
+    keys = [series_key(e) for e in labelled]
+
+    def fit_labels(rows: np.ndarray) -> np.ndarray:  # the same rule in every fold and the final fit
+        return series_labels(y, keys, trusted, rows, cfg.label_series_share)
+
+    oof, mask = out_of_fold(X, y, blocks, labels, make_model, sample_weight=weights, predict=trusted,
+                            fit_labels=fit_labels)
     lab_arr = np.asarray(labels)
     oof_pred = lab_arr[np.argmax(oof[mask], axis=1)] if mask.any() else np.asarray([], dtype=str)
     oof_conf = oof[mask].max(axis=1) if mask.any() else np.zeros(0)
@@ -514,7 +570,8 @@ def _train(events: list[Event], cfg: TrainConfig, *, user_id: str, version: str,
     hold_ok = oof_ok[hold[mask]] if mask.any() else np.zeros(0, dtype=bool)
 
     # the model itself, on every event
-    model = make_model().fit(X, y, sample_weight=weights)
+    y_fit = fit_labels(np.ones(len(y), dtype=bool))
+    model = make_model().fit(X, y_fit, sample_weight=weights)
     sk_proba = model.predict_proba(X)
     train_acc = float(np.mean(lab_arr[np.argmax(sk_proba, axis=1)] == y))
     train_seconds = clock() - t0
@@ -525,6 +582,8 @@ def _train(events: list[Event], cfg: TrainConfig, *, user_id: str, version: str,
         "n_calendars": len(labels),
         # rows by label provenance (docs/learning.md): only the trusted ones are out-of-fold rows
         "labels_by_provenance": dict(sorted(Counter(p for _, p in pairs).items())),
+        # remembered labels trained on as their series' label (series_labels)
+        "labels_series_relabelled": int(np.sum(y_fit != y)),
         "train_accuracy": _round(train_acc),
         "cv_accuracy": _round(cls["accuracy"]),
         "macro_f1": _round(cls["macro_f1"]),
