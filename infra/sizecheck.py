@@ -53,7 +53,15 @@ LAYER_SMOKE = {
         "b = to_onnx(m, 6, ['a', 'b'], {'threshold': 0.5, 'version': 'v1', 'user': 'u'})\n"
         "assert check_parity(b, X, m.predict_proba(X))['passed']"
     ),
-    "LlmLayer": "import openai, calroute.services.llm_fallback; import sys; assert 'numpy' not in sys.modules; openai.OpenAI(api_key='x', base_url='http://127.0.0.1:9')",
+    "LlmLayer": (
+        # the adapter's lazy import must work in the built layer (its fallback, a whole import, would
+        # only be slower: the smoke says which it got)
+        "import sys, calroute.services.llm_fallback\n"
+        "from calroute.adapters.openai_sdk import load_sdk\n"
+        "sdk = load_sdk(); assert sdk.lazy, 'the OpenAI SDK was imported whole'\n"
+        "assert 'numpy' not in sys.modules; sdk.OpenAI(api_key='x', base_url='http://127.0.0.1:9')\n"
+        "import openai; assert openai.OpenAI is sdk.OpenAI"
+    ),
     "IcalLayer": "import icalendar, recurring_ical_events, zoneinfo; zoneinfo.ZoneInfo('Europe/Paris')",
     "ParseLayer": (
         "import datetime as dt, dateparser\n"
