@@ -68,3 +68,18 @@ def test_clients_work_from_the_session():
     s = new_session()
     assert s.client("s3", region_name="us-east-1").meta.service_model.service_name == "s3"
     assert s.resource("dynamodb", region_name="us-east-1").Table("t").name == "t"
+
+
+def test_the_models_function_step_functions_client_is_from_the_shared_session(monkeypatch):
+    """POST .../train builds its Step Functions client from the process's one session (this loader),
+    not a second default botocore session."""
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    from calroute import wiring
+    from calroute.adapters.dynamo.base import shared_tables
+    from calroute.config import Settings
+    from calroute_dev.memory import fake_stores
+
+    client = wiring.models_service(Settings(), stores=fake_stores()).sfn
+    assert client.meta.service_model.service_name == "stepfunctions"
+    assert client._loader is shared_tables().session._session.get_component("data_loader")
+    assert isinstance(client._loader, ServiceDirLoader)

@@ -171,6 +171,20 @@ class Sfn:
         return {"executionArn": f"arn:aws:states:us-east-1:123456789012:execution:sm:{kw['name']}"}
 
 
+def test_the_step_functions_client_comes_from_the_factory_once_on_the_first_training_request():
+    made = []
+
+    def factory():
+        made.append(Sfn())
+        return made[-1]
+
+    svc = service(fake_stores(), Settings(state_machine_arn=ARN), sfn_factory=factory)
+    assert made == []  # nothing built before a training request
+    svc.start_training(U)
+    svc.start_training(U)
+    assert len(made) == 1 and len(made[0].calls) == 2
+
+
 def test_start_training_without_a_state_machine_is_unavailable():
     with pytest.raises(ServiceUnavailable) as exc:
         service(fake_stores(), Settings(state_machine_arn=""), sfn=Sfn()).start_training(U)

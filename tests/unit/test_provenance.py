@@ -294,3 +294,12 @@ def test_the_series_vote_lifts_the_confidence_a_noisy_llm_caps():
     assert with_vote > without + 0.02
     # still certified on the user's own labels only
     assert voted.metrics["oof_rows"] <= 20 and voted.metrics["labels_by_provenance"] == {"llm": 100, "user": 20}
+
+
+def test_series_labels_exactly_the_share_is_enough_and_a_small_series_skips_only_itself():
+    from calroute.training import series_labels
+
+    # a 2-row series first (too small to vote), then 3 of 4 agreeing: exactly 75% relabels
+    y = np.asarray(["b", "a", "a", "a", "a", "c"])
+    got = series_labels(y, ["small", "small", "s", "s", "s", "s"], np.zeros(6, bool), np.ones(6, bool), 0.75)
+    assert got.tolist() == ["b", "a", "a", "a", "a", "a"]
