@@ -185,6 +185,13 @@ def test_the_step_functions_client_comes_from_the_factory_once_on_the_first_trai
     assert len(made) == 1 and len(made[0].calls) == 2
 
 
+def test_start_training_without_a_step_functions_client_is_unavailable():
+    with pytest.raises(ServiceUnavailable) as exc:
+        service(fake_stores(), Settings(state_machine_arn=ARN)).start_training(U)
+    assert exc.value.retry_after == 60
+    assert exc.value.message == "training is not configured (no Step Functions client)"
+
+
 def test_start_training_without_a_state_machine_is_unavailable():
     with pytest.raises(ServiceUnavailable) as exc:
         service(fake_stores(), Settings(state_machine_arn=""), sfn=Sfn()).start_training(U)

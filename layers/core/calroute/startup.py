@@ -3,9 +3,9 @@ then the objects they made are frozen out of every later collection.
 
 Importing a function (pydantic, numpy, Powertools, boto3, botocore's models, the OpenAI client)
 allocates a few hundred thousand container objects, almost none of them garbage; the collector
-still runs a young collection every 700 allocations and several full ones over that heap: ~13% of
-a predict cold start on these machines (interleaved A/B, 15 fresh processes each: import + first
-classify p50 517 → 447 ms; docs/serving.md, "Cold start"). CPython's documentation recommends the
+still runs a young collection every 700 allocations and several full ones over that heap: 10-17%
+of a cold start on these machines (interleaved A/B in fresh processes; the bench repeats it on
+every run as ``cold_start.*.without_gc_pause``; docs/serving.md, "Cold start"). CPython's documentation recommends the
 same for pre-fork servers (``gc.disable()`` early, ``gc.freeze()`` once the long-lived objects
 exist); Lambda's init is that situation.
 

@@ -108,12 +108,9 @@ class ModelsService:
     @property
     def sfn(self):
         if self._sfn is None:
-            if self._sfn_factory is not None:  # wiring: the process's one boto3 session
-                self._sfn = self._sfn_factory()
-            else:
-                import boto3
-
-                self._sfn = boto3.client("stepfunctions")
+            if self._sfn_factory is None:  # a service never builds an AWS client itself: wiring does
+                raise ServiceUnavailable("training is not configured (no Step Functions client)", retry_after=60)
+            self._sfn = self._sfn_factory()
         return self._sfn
 
     def start_training(self, user_id: str, *, actor: str = "") -> dict:
