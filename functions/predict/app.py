@@ -58,7 +58,8 @@ def service() -> PredictService:
                                   lines=wiring.stdout_lines, after=AFTER)
 
 
-_REMEMBER = ("Keep the event with the answered calendar as a remembered label (provenance ml or llm; never "
+_REMEMBER = ("Keep the event with the answered calendar as a remembered label (provenance ml, llm, or sole for "
+             "the user's only calendar; never "
              "over the user's own label), so the model learns from it; needs event ids (docs/learning.md)")
 
 

@@ -225,7 +225,8 @@ def test_a_user_with_one_calendar_and_no_model_gets_it_without_an_llm_call():
     assert out["remembered"] is True
     kept = stores.events.get_stored(U, "s-1")
     assert kept.event.calendar_id == "work" and kept.meta["method"] == "only_calendar"
-    assert kept.provenance == "llm"  # calroute's answer, not the user's word: never a certifying label
+    # the one answer there was: provenance sole (it certifies unless the user's other labels contradict it)
+    assert kept.provenance == "sole"
     batch = svc.classify_events(U, [parse_event(dict(CONFIDENT, event_id=f"b-{i}")) for i in range(3)])
     assert [r["method"] for r in batch] == ["only_calendar"] * 3 and llm.payloads == []
     logged = stores.predictions.get(U, "s-1")

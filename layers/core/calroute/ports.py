@@ -59,7 +59,7 @@ class EventStore(Protocol):
         ...
 
     def remember(self, user_id: str, answers: list[tuple[Event, str, dict]]) -> list[str]:
-        """Store answered events ``(event with its answered calendar_id, provenance "llm"|"ml", meta)``
+        """Store answered events ``(event with its answered calendar_id, provenance "llm"|"ml"|"sole", meta)``
         unless the stored event carries a user's label (``user``/``confirmed``: a conditional write,
         never overwritten). Returns the ids that were not stored before (idempotent by event id)."""
         ...

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import unicodedata
 from datetime import date, datetime, time, timedelta, timezone
-from typing import Any, Literal, Optional, get_args
+from typing import Any, Literal, Optional, Sequence, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -414,12 +414,45 @@ def sort_by_start(events: list[Event]) -> list[Event]:
 
 #: Where a stored event's label came from (docs/learning.md "Labels with provenance"): ``user``
 #: (ingested with a calendar id, imported, corrected), ``confirmed`` (the user accepted an answer),
-#: ``llm`` (the fallback's answer, remembered), ``ml`` (the model's own answer, remembered).
-LABEL_USER, LABEL_CONFIRMED, LABEL_LLM, LABEL_ML = "user", "confirmed", "llm", "ml"
-LABEL_SOURCES = (LABEL_USER, LABEL_CONFIRMED, LABEL_LLM, LABEL_ML)
+#: ``sole`` (remembered while the user had one registered calendar: ``only_calendar``, the one answer
+#: there was), ``llm`` (the fallback's answer, remembered), ``ml`` (the model's own answer, remembered).
+LABEL_USER, LABEL_CONFIRMED, LABEL_SOLE, LABEL_LLM, LABEL_ML = "user", "confirmed", "sole", "llm", "ml"
+LABEL_SOURCES = (LABEL_USER, LABEL_CONFIRMED, LABEL_SOLE, LABEL_LLM, LABEL_ML)
 #: The labels a model may be certified on (threshold, calibration, champion/challenger holdout):
-#: never the LLM's nor the model's own word.
-TRUSTED_LABELS = frozenset({LABEL_USER, LABEL_CONFIRMED})
+#: never the LLM's nor the model's own word. ``sole`` only as :func:`resolve_sole_labels` leaves it.
+TRUSTED_LABELS = frozenset({LABEL_USER, LABEL_CONFIRMED, LABEL_SOLE})
+#: The labels only the user gives (a confirmation cannot make them any more the user's).
+USER_LABELS = frozenset({LABEL_USER, LABEL_CONFIRMED})
+
+
+def resolve_sole_labels(events: Sequence[Event], provenance: Sequence[str]) -> list[str]:
+    """``provenance`` with each ``sole`` label the user's other labels contradict read as ``llm``.
+
+    A ``sole`` label was calroute's answer while the user had a single registered calendar: with one
+    calendar there was no other answer (the LLM's structured output could only name it), so it is
+    what the user's calendars said at the time and may certify a model like an import. That holds
+    only if the calendar list was complete: when any labelled event of *another* calendar starts at
+    or before the sole-labelled event (the user had, or imported, that calendar's events from the
+    same period), the sole label is no evidence and counts as an LLM answer (weight
+    ``LABEL_WEIGHT_LLM``, never certifying, reviewable). One pass over the rows: each calendar's
+    earliest start, then the two earliest of those."""
+    if LABEL_SOLE not in provenance:
+        return list(provenance)
+    earliest: dict[str, datetime] = {}
+    for ev in events:
+        if ev.calendar_id:
+            t = ev.start_utc
+            if ev.calendar_id not in earliest or t < earliest[ev.calendar_id]:
+                earliest[ev.calendar_id] = t
+    firsts = sorted(earliest.items(), key=lambda kv: kv[1])[:2]
+    out = []
+    for ev, p in zip(events, provenance):
+        if p == LABEL_SOLE:
+            other = next((t for cal, t in firsts if cal != ev.calendar_id), None)
+            if other is not None and other <= ev.start_utc:
+                p = LABEL_LLM
+        out.append(p)
+    return out
 
 
 class CalendarInfo(BaseModel):

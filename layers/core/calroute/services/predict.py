@@ -285,13 +285,17 @@ class PredictService:
 
     def _remember(self, user_id: str, events: list[Event], results: list[dict]) -> None:
         """Store each answered event with its answer as a remembered label: provenance ``ml`` (the
-        model answered on its own) or ``llm`` (the fallback answered, or ``only_calendar``: an answer
-        calroute gave, not the user's word, so never a certifying label); nothing for ``none``, a
+        model answered on its own), ``llm`` (the fallback answered) or ``sole`` (``only_calendar``:
+        the user's one registered calendar, the only answer there was; it certifies like an import
+        unless the user's other labels contradict it, :func:`calroute.schema.resolve_sole_labels`);
+        nothing for ``none``, a
         declined or over-budget fallback (``ml_low_confidence``). The meta (margin of the model's
         top two, novelty, confidence) is what the review queue shows (its tilt reads the margin). One
         conditional PutItem per event (never over a user's label) and, for ids not stored before, one
         counter update: only requests that ask for it pay (docs/learning.md measures it)."""
-        from ..schema import LABEL_LLM, LABEL_ML
+        from ..schema import LABEL_LLM, LABEL_ML, LABEL_SOLE
+
+        provenance = {"ml": LABEL_ML, "only_calendar": LABEL_SOLE}
 
         answers = []
         for ev, r in zip(events, results):
@@ -303,7 +307,7 @@ class PredictService:
             meta = {"method": r["method"], "margin": None if margin is None else round(margin, 4),
                     "novelty": r["novelty"], "confidence": r["confidence"], "model_version": r["model_version"]}
             answers.append((ev.model_copy(update={"calendar_id": r["calendar_id"]}),
-                            LABEL_ML if r["method"] == "ml" else LABEL_LLM,
+                            provenance.get(r["method"], LABEL_LLM),
                             {k: v for k, v in meta.items() if v is not None}, r))
         if not answers:
             return

@@ -33,7 +33,7 @@ from .. import ids
 from ..errors import InvalidInput, NotFound
 from ..features import GROUP_WEIGHTS, spec_tokens
 from ..ports import Stores, StoredEvent
-from ..schema import LABEL_CONFIRMED, LABEL_LLM, TRUSTED_LABELS
+from ..schema import LABEL_CONFIRMED, LABEL_LLM, USER_LABELS, resolve_sole_labels
 
 DEFAULT_LIMIT = 10
 MAX_LIMIT = 100
@@ -166,6 +166,14 @@ def stratified_order(pending: list[StoredEvent]) -> list[StoredEvent]:
     return order
 
 
+def _pending(rows: list[StoredEvent]) -> list[StoredEvent]:
+    """The rows whose label is the LLM's word: ``llm``, and a ``sole`` label the user's other labels
+    contradict (:func:`calroute.schema.resolve_sole_labels`: training reads it as ``llm`` too)."""
+    labelled = [r for r in rows if r.event.calendar_id]
+    read_as = resolve_sole_labels([r.event for r in labelled], [r.provenance for r in labelled])
+    return [r for r, p in zip(labelled, read_as) if p == LABEL_LLM]
+
+
 def rank(rows: list[StoredEvent], limit: Optional[int] = None) -> list[tuple[StoredEvent, int]]:
     """The LLM-labelled rows of ``rows`` most worth reviewing first, at most ``limit`` (default: the
     whole pool), each with how many pool events it stands for (its share of the sample: the pool
@@ -177,8 +185,7 @@ def rank(rows: list[StoredEvent], limit: Optional[int] = None) -> list[tuple[Sto
     side, same calendar (so with equal margins a shorter queue is a longer one's prefix; otherwise
     its wider window may take a less sure neighbour). Deterministic: equal margins go to the event
     nearest the position, then the newer, then the smaller id."""
-    pending = sorted((r for r in rows if r.provenance == LABEL_LLM),
-                     key=lambda r: (r.event.start_utc, r.event.event_id or ""))
+    pending = sorted(_pending(rows), key=lambda r: (r.event.start_utc, r.event.event_id or ""))
     order = stratified_order(_pool(pending))
     n = len(order)
     k = n if limit is None else min(limit, n)
@@ -219,7 +226,7 @@ def review_queue(user_id: str, stores: Stores, *, limit: Optional[int] = None) -
     if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_LIMIT:
         raise InvalidInput(f"limit must be an integer from 1 to {MAX_LIMIT}", field="limit")
     rows = stores.events.list_stored(user_id)
-    pending = sum(1 for r in rows if r.provenance == LABEL_LLM)
+    pending = len(_pending(rows))
     out = []
     for r, represents in rank(rows, n):
         flat = r.event.to_flat()
@@ -236,14 +243,15 @@ def review_queue(user_id: str, stores: Stores, *, limit: Optional[int] = None) -
 
 def confirm_event(user_id: str, event_id: str, stores: Stores) -> dict:
     """Confirm a stored event's label. Returns ``{event_id, calendar_id, provenance, changed}``;
-    a user's own label stays ``user`` (``changed`` false). 404 if the event is unknown."""
+    a user's own label stays ``user`` (``changed`` false); a remembered one (``llm``, ``ml``,
+    ``sole``) becomes ``confirmed``. 404 if the event is unknown."""
     ids.user_id(user_id)
     ids.event_id(event_id, field="eventId")
     row = stores.events.get_stored(user_id, event_id)
     if row is None or not row.event.calendar_id:
         raise NotFound(f"event {event_id!r} not found", field="eventId")
     cal = row.event.calendar_id
-    if row.provenance in TRUSTED_LABELS:
+    if row.provenance in USER_LABELS:
         return {"event_id": event_id, "calendar_id": cal, "provenance": row.provenance, "changed": False}
     stores.events.set_calendar(user_id, event_id, cal, provenance=LABEL_CONFIRMED)
     if stores.predictions.get(user_id, event_id) is not None:

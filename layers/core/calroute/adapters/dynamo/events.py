@@ -11,7 +11,7 @@ from botocore.exceptions import ClientError
 
 from ...errors import NotFound, ServiceUnavailable
 from ...ports import StoredEvent
-from ...schema import LABEL_LLM, LABEL_ML, LABEL_USER, Event, parse_event
+from ...schema import LABEL_LLM, LABEL_ML, LABEL_SOLE, LABEL_USER, Event, parse_event
 from .base import (
     TableAdapter,
     backoff,
@@ -69,7 +69,7 @@ class DynamoEventStore(TableAdapter):
     @translated
     def remember(self, user_id: str, answers: list[tuple[Event, str, dict]]) -> list[str]:
         """One conditional PutItem per answered event: written when the event is not stored, or
-        stored with a remembered label (``llm``/``ml``); a user's label (``user``, ``confirmed``, or
+        stored with a remembered label (``llm``/``ml``/``sole``: the latest answer wins); a user's label (``user``, ``confirmed``, or
         no provenance: items older than provenance) is never overwritten. ``ReturnValues=ALL_OLD``
         says which ids are new."""
         ts = now_iso()
@@ -84,8 +84,8 @@ class DynamoEventStore(TableAdapter):
             try:
                 resp = self.table.put_item(
                     Item=item, ReturnValues="ALL_OLD",
-                    ConditionExpression="attribute_not_exists(event_id) OR provenance IN (:llm, :ml)",
-                    ExpressionAttributeValues={":llm": LABEL_LLM, ":ml": LABEL_ML})
+                    ConditionExpression="attribute_not_exists(event_id) OR provenance IN (:llm, :ml, :sole)",
+                    ExpressionAttributeValues={":llm": LABEL_LLM, ":ml": LABEL_ML, ":sole": LABEL_SOLE})
             except ClientError as exc:
                 if is_condition_failed(exc):
                     continue  # the user's own label stands

@@ -13,6 +13,7 @@ from ... import ids
 from ...config import Settings
 from ...errors import InvalidInput
 from ...ports import Stores
+from ...schema import resolve_sole_labels
 
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
 #: per-run lists kept in the plan output / run record (Step Functions payloads are ≤ 256 KB)
@@ -69,11 +70,15 @@ def load_training_events(user_id: str, stores: Stores, cfg: Settings) -> list:
 
 def load_training_labels(user_id: str, stores: Stores, cfg: Settings) -> tuple[list, list[str]]:
     """As :func:`load_training_events`, with each event's label provenance (``user``, ``confirmed``,
-    ``llm``, ``ml``) in a parallel list."""
+    ``sole``, ``llm``, ``ml``) in a parallel list; a ``sole`` label the user's other labels
+    contradict reads as ``llm`` (:func:`calroute.schema.resolve_sole_labels`, on all the user's rows
+    before the most recent ``max_train_events`` are kept)."""
     rows = [s for s in stores.events.list_stored(user_id) if s.event.calendar_id]
     rows.sort(key=lambda s: (s.event.start_utc, s.event.event_id or ""))  # sort_by_start's order
-    rows = rows[-cfg.max_train_events:]
-    return [s.event for s in rows], [s.provenance for s in rows]
+    events = [s.event for s in rows]
+    provenance = resolve_sole_labels(events, [s.provenance for s in rows])
+    keep = max(0, len(rows) - cfg.max_train_events)
+    return events[keep:], provenance[keep:]
 
 
 def run_item(step: Callable[..., dict], event: Mapping, stores: Stores, cfg: Settings, logger: Any) -> dict:
