@@ -102,6 +102,11 @@ def test_labels_carry_provenance_and_remembered_answers_never_overwrite_a_user_l
     assert got["e3"] == ("home", "user") and got["e4"] == ("work", "confirmed")
     assert repo.list_stored("bob") == [] and repo.get_stored("bob", "e3") is None  # tenant-scoped
     assert repo.get_stored("alice", "e4") == got_rows["e4"] and repo.get_stored("alice", "e9") is None
+    # a sole label (the user's only calendar) is a remembered answer: a later answer replaces it
+    assert repo.remember("alice", [(_ev(5, "work"), "sole", {"method": "only_calendar"})]) == ["e5"]
+    assert repo.get_stored("alice", "e5").provenance == "sole"
+    assert repo.remember("alice", [(_ev(5, "home"), "llm", {"margin": 0.2})]) == []
+    assert (repo.get_event("alice", "e5").calendar_id, repo.get_stored("alice", "e5").provenance) == ("home", "llm")
 
 
 def test_items_without_provenance_read_as_user_labels(aws):

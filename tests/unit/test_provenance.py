@@ -4,6 +4,8 @@ the gates count the user's own labels only."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import numpy as np
 import pytest
 
@@ -303,3 +305,103 @@ def test_series_labels_exactly_the_share_is_enough_and_a_small_series_skips_only
     y = np.asarray(["b", "a", "a", "a", "a", "c"])
     got = series_labels(y, ["small", "small", "s", "s", "s", "s"], np.zeros(6, bool), np.ones(6, bool), 0.75)
     assert got.tolist() == ["b", "a", "a", "a", "a", "a"]
+
+
+# ----------------------------------------------------------------------------- sole-calendar labels
+
+
+def _ts(day: int):
+    from datetime import datetime, timedelta, timezone
+
+    return datetime(2026, 1, 1, 9, tzinfo=timezone.utc) + timedelta(days=day)
+
+
+def _at(cal: str, day: int, eid: str):
+    from calroute.schema import parse_event
+
+    return parse_event({"event_id": eid, "summary": "x", "start": _ts(day).isoformat(), "calendar_id": cal})
+
+
+def test_a_sole_label_stands_until_another_calendar_has_a_label_at_or_before_it():
+    from calroute.schema import resolve_sole_labels
+
+    events = [_at("work", 0, "a"), _at("work", 5, "b"), _at("gym", 5, "c"), _at("work", 6, "d"), _at("work", 9, "e")]
+    assert resolve_sole_labels(events, ["sole", "sole", "user", "sole", "llm"]) == ["sole", "llm", "user", "llm", "llm"]
+    # whatever the other calendar's label is (here the LLM's), and in any order of the rows
+    assert resolve_sole_labels(events[::-1], ["llm", "sole", "llm", "sole", "sole"]) == ["llm", "llm", "llm", "llm", "sole"]
+    # no other calendar: every sole label stands; none at all: the list as it was
+    assert resolve_sole_labels(events[:2], ["sole", "sole"]) == ["sole", "sole"]
+    assert resolve_sole_labels(events, ["user", "ml", "llm", "confirmed", "user"]) == ["user", "ml", "llm", "confirmed", "user"]
+    # two calendars each the only one once (the first deleted, another registered): the later one's
+    # sole labels are contradicted by the earlier calendar's, the earlier one's stand
+    later = [_at("home", 3, "f"), _at("home", 4, "g")]
+    assert resolve_sole_labels(events[:2] + later, ["sole", "sole", "sole", "sole"]) == ["sole", "llm", "llm", "llm"]
+    # an unlabelled row is no calendar's evidence
+    blank = events[2].model_copy(update={"calendar_id": None})
+    assert resolve_sole_labels([events[1], blank], ["sole", "user"]) == ["sole", "user"]
+
+
+def _sole_stores(first: str):
+    """Work events from day 0, gym's from day 70: the 51 work events before gym's first are
+    remembered as ``first`` (``sole``: the user's only calendar then, or ``llm``), 8 of each
+    calendar after it are the user's, the rest the LLM's, and one work event after gym's first
+    carries a sole label (a client that kept answering ``only_calendar`` with gym unregistered)."""
+    from calroute.config import Settings
+    from calroute.services.ingest import ingest_events
+    from support.fakes import fake_stores
+
+    events = synthetic_events(per_calendar=90, calendars=("work",)) + [
+        e.model_copy(update={"start": e.start + timedelta(weeks=10), "end": e.end + timedelta(weeks=10)})
+        for e in synthetic_events(per_calendar=30, calendars=("gym",))]
+    gym_first = min(e.start_utc for e in events if e.calendar_id == "gym")
+    stores, cfg = fake_stores(), Settings(min_events=10, min_per_calendar=5)
+    user, remembered, seen = [], [], {"work": 0, "gym": 0}
+    for e in sorted(events, key=lambda e: e.start_utc):
+        if e.calendar_id == "work" and e.start_utc < gym_first:
+            remembered.append((e, first, {"method": "only_calendar"}))
+            continue
+        seen[e.calendar_id] += 1
+        if seen[e.calendar_id] <= 8:
+            user.append(e)
+        elif seen[e.calendar_id] == 9 and e.calendar_id == "work":
+            remembered.append((e, "sole", {"method": "only_calendar"}))
+        else:
+            remembered.append((e, "llm", {"margin": 0.1}))
+    ingest_events("alice", [e.to_flat() for e in user], stores, cfg)
+    stores.events.remember("alice", remembered)
+    return stores, cfg, [e.event_id for e, p, _ in remembered if p == "sole"]
+
+
+def test_sole_labels_certify_a_model_the_same_labels_from_the_llm_do_not():
+    from calroute.services.models import ModelsService
+    from calroute.services.training.train_user import train_user
+
+    records = {}
+    for first in ("sole", "llm"):
+        stores, cfg, _ = _sole_stores(first)
+        out = train_user({"user_id": "alice", "run_id": "r1"}, stores, cfg)
+        records[first] = stores.registry.get_version("alice", out["version"])
+        status = ModelsService(stores, cfg).status("alice")
+        assert status["labels_by_provenance"] == records[first]["metrics"]["labels_by_provenance"]
+    sole, llm = records["sole"]["metrics"], records["llm"]["metrics"]
+    # the contradicted one (after gym's first event) reads as the LLM's in both
+    assert sole["labels_by_provenance"] == {"llm": 53, "sole": 51, "user": 16}
+    assert llm["labels_by_provenance"] == {"llm": 104, "user": 16}
+    assert sole["oof_rows"] > 45 >= 16 >= llm["oof_rows"]
+    assert sole["risk"]["certified"] and records["sole"]["threshold"] < 1.0
+    assert not llm["risk"]["certified"] and records["llm"]["threshold"] == 1.0
+
+
+def test_a_contradicted_sole_label_is_reviewed_and_confirming_a_sole_label_makes_it_confirmed():
+    from calroute.services.review import confirm_event, review_queue
+
+    stores, _, sole_ids = _sole_stores("sole")
+    contradicted = max(sole_ids, key=lambda i: stores.events.get_stored("alice", i).event.start_utc)
+    queue = review_queue("alice", stores, limit=100)
+    assert queue["pending"] == 53  # the LLM's 52 and the contradicted sole label
+    listed = {e["event_id"] for e in queue["events"]}
+    assert contradicted in listed and not (set(sole_ids) - {contradicted}) & listed
+    standing = min(sole_ids)
+    assert confirm_event("alice", standing, stores) == {
+        "event_id": standing, "calendar_id": "work", "provenance": "confirmed", "changed": True}
+    assert confirm_event("alice", standing, stores)["changed"] is False
