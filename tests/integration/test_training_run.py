@@ -343,3 +343,19 @@ def test_summarize_counts_and_records_the_run(repos):
     assert stored["failures"] == [{"user_id": "e", "stage": "train", "error": "ValueError"}]
     assert ("TrainingUsersTrained", 2) in recorded and ("TrainingUsersFailed", 1) in recorded
     json.dumps(out)
+
+
+def test_the_record_is_dated_by_the_runs_clock(repos):
+    """``trained_at`` (what the max-age rule and the champion's holdout cut read) is the run's
+    ``now``, not the wall clock: a replay or a backfill with its own clock gets its own dates."""
+    from calroute.retrain import trained_at
+
+    seed(repos, "alice")
+    at = datetime(2021, 3, 4, 3, 0, tzinfo=timezone.utc)
+    out = train_user({"user_id": "alice", "run_id": "r1"}, repos, settings(), now=at)
+    rec = repos.registry.get_version("alice", out["version"])
+    assert trained_at(rec) == at
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(repos.models.get(rec["s3_key"], rec["sha256"]), providers=["CPUExecutionProvider"])
+    assert sess.get_modelmeta().custom_metadata_map["calroute.trained_at"] == at.isoformat()

@@ -64,6 +64,8 @@ def train_user(item: Mapping, stores: Stores, cfg: Settings, *, now: Optional[da
     kwargs = {"raise_on_parity_failure": False} if _accepts(trainer.train_user_model, "raise_on_parity_failure") else {}
     if _accepts(trainer.train_user_model, "provenance"):
         kwargs["provenance"] = provenance
+    if _accepts(trainer.train_user_model, "now"):  # the record's trained_at is this run's clock
+        kwargs["now"] = now
     model = trainer.train_user_model(events, tcfg, user_id=user, version=version, **kwargs)
     store = stores.models
     key, sha = store.put(user, version, model.onnx_bytes)
