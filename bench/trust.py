@@ -54,6 +54,19 @@ def combos(data: Path, n: int = N_COMBOS, seed: int = SEED) -> dict[str, list[Pa
     return out
 
 
+def write_unseen(out: Path, data: Path = ROOT / "data") -> dict[str, list[Path]]:
+    """Lay the unseen users out like ``datasets/users`` (symlinks to the bundled calendars)."""
+    picked = combos(data)
+    for user, paths in picked.items():
+        d = out / user
+        d.mkdir(parents=True, exist_ok=True)
+        for p in paths:
+            link = d / p.name
+            if not link.exists():
+                link.symlink_to(p.resolve())
+    return picked
+
+
 def _load(data: Path) -> dict[str, dict]:
     from calroute_dev.evaluation import load_users
     from calroute.ics.reader import parse_ics
@@ -161,7 +174,13 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.trust")
     ap.add_argument("--quick", action="store_true", help="one user per group, no variants (smoke)")
     ap.add_argument("--docs", default=str(ROOT / "docs" / "trust.md"))
+    ap.add_argument("--write-unseen", metavar="DIR",
+                    help="only write the unseen users as DIR/<user>/<calendar>.ics links (for calroute replay --data DIR)")
     args = ap.parse_args(argv)
+    if args.write_unseen:
+        for user, paths in write_unseen(Path(args.write_unseen)).items():
+            print(user, " ".join(p.stem for p in paths))
+        return 0
     res = run(quick=args.quick)
     if args.quick:
         print(json.dumps({k: v for k, v in res.items() if k != "variants"}))

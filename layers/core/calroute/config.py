@@ -54,7 +54,7 @@ class Settings(BaseModel):
     lambda_invoke_mode: Literal["lambda", "inprocess"] = "lambda"
 
     # --- training gates and policy ---
-    # the gates count the user's own labels (user/confirmed; docs/learning.md "Models sooner": with the
+    # the gates count the user's own labels (user/confirmed/sole; docs/learning.md "Models sooner": with the
     # certified threshold a model from few rows answers only what it is sure of; was 50 / 2 / 10)
     min_events: int = Field(10, ge=2)
     min_calendars: int = Field(2, ge=2)
@@ -78,7 +78,7 @@ class Settings(BaseModel):
     max_train_events: int = Field(20000, ge=100)
     # training weight of a remembered label (docs/learning.md "Labels with provenance"): the LLM's
     # answer (``llm``) and the model's own answer (``ml``); a user's or confirmed label weighs 1.
-    # Never certified on: threshold, calibration and holdouts use user/confirmed labels only.
+    # Never certified on: threshold, calibration and holdouts use trusted labels only (user/confirmed/sole).
     label_weight_llm: float = Field(0.5, ge=0, le=1)
     label_weight_ml: float = Field(0.5, ge=0, le=1)
     # a remembered label is trained on as its recurring series' label when this share of the series'

@@ -295,7 +295,7 @@ def time_blocks(labels: Sequence[str], n_blocks: int) -> np.ndarray:
 
 
 def trusted_time_blocks(labels: Sequence[str], trusted: np.ndarray, n_blocks: int) -> np.ndarray:
-    """:func:`time_blocks` cut on each calendar's *trusted* rows (user/confirmed labels), so every
+    """:func:`time_blocks` cut on each calendar's *trusted* rows (user/confirmed/sole labels), so every
     fold and the holdout (the last block) have trusted rows to be scored on however many remembered
     labels there are; a remembered row joins the block of the latest trusted row of its calendar
     before it (in the given time order), block 0 before the first. With every row trusted this is
@@ -327,8 +327,10 @@ def _aligned_proba(model: CalendarClassifier, X: np.ndarray, labels: Sequence[st
 
 def label_weights(provenance: Optional[Sequence[str]], n: int, cfg: "TrainConfig") -> tuple[np.ndarray, np.ndarray]:
     """``(weights, trusted)`` of ``n`` rows from their label provenance (None: every label the
-    user's): ``user``/``confirmed`` weigh 1 and are *trusted* (the only rows a model is certified,
-    calibrated and challenged on), ``llm`` weighs ``label_weight_llm``, ``ml`` ``label_weight_ml``."""
+    user's): ``user``/``confirmed``/``sole`` (:data:`calroute.schema.TRUSTED_LABELS`) weigh 1 and are
+    *trusted* (the only rows a model is certified, calibrated and challenged on), ``llm`` weighs
+    ``label_weight_llm``, ``ml`` ``label_weight_ml``. A ``sole`` label arrives here already resolved
+    (:func:`calroute.schema.resolve_sole_labels`: a contradicted one reads as ``llm``)."""
     if provenance is None:
         return np.ones(n), np.ones(n, dtype=bool)
     if len(provenance) != n:
@@ -490,7 +492,7 @@ def train_user_model(events: list[Event], cfg: TrainConfig, *, user_id: str, ver
     ``provenance`` (parallel to ``events``; None = every label the user's) says where each label came
     from: remembered ``llm``/``ml`` labels are trained on with their weight (:func:`label_weights`)
     but never certify the model — the gates count, and the out-of-fold rows (threshold,
-    calibration, cv metrics) and the champion/challenger holdout are, the user/confirmed labels only.
+    calibration, cv metrics) and the champion/challenger holdout are, the trusted (user/confirmed/sole) labels only.
 
     Raises :class:`GateFailed` (reason in the message) when the gates fail, and
     :class:`ParityFailed` when the ONNX export does not reproduce sklearn on every training row

@@ -288,9 +288,9 @@ class PredictService:
         model answered on its own), ``llm`` (the fallback answered) or ``sole`` (``only_calendar``:
         the user's one registered calendar, the only answer there was; it certifies like an import
         unless the user's other labels contradict it, :func:`calroute.schema.resolve_sole_labels`);
-        nothing for ``none``, a
-        declined or over-budget fallback (``ml_low_confidence``). The meta (margin of the model's
-        top two, novelty, confidence) is what the review queue shows (its tilt reads the margin). One
+        nothing for ``none``, a declined or over-budget fallback (``ml_low_confidence``). The meta
+        (margin of the model's top two, novelty, confidence) is what the review queue shows (its
+        tilt reads the margin). One
         conditional PutItem per event (never over a user's label) and, for ids not stored before, one
         counter update: only requests that ask for it pay (docs/learning.md measures it)."""
         from ..schema import LABEL_LLM, LABEL_ML, LABEL_SOLE
