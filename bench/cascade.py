@@ -223,6 +223,17 @@ REVIEW_COLUMNS = (("review", "review top 10"), ("margin", "margin order (before)
                   ("reversed", "margin order reversed"))
 
 
+def _review_verdict(queue: Optional[float], rnd: Optional[float], none: Optional[float]) -> str:
+    """The bar: the queue's confirmations *raise* the next model's coverage (above none) more than
+    random ones do. Ahead of random but below none is not met: the confirmations cost coverage."""
+    if queue is None or rnd is None or queue <= rnd:
+        return "**not met**"
+    if none is not None and queue <= none:
+        return ("**not met**: ahead of random, but below no confirmation at all (the confirmations lower the next "
+                "model's coverage)")
+    return "**met**"
+
+
 def review_lines(review: dict, tuned_on: Optional[list] = None) -> list[str]:
     """The review experiment's bullet and table: the next model's coverage after the queue's top
     10, the margin order the queue had before, 10 random (3 seeds), that order reversed, and none;
@@ -242,7 +253,10 @@ def review_lines(review: dict, tuned_on: Optional[list] = None) -> list[str]:
            f"{_pct(rr)} (3 seeds), after none: {_pct(rn)}"
            + (f", after the margin order the queue had before: {_pct(rm)}" if rm is not None else "")
            + (f", after that order reversed (the surest first): {_pct(rv)}" if rv is not None else "")
-           + f" — **{'met' if rc is not None and rr is not None and rc > rr else 'not met'}**."]
+           + f" — {_review_verdict(rc, rr, rn)}."]
+    skipped = [u for u, v in review.items() if not v]
+    if skipped:
+        out[0] += f" Not measured (no LLM label to review at the cut): {', '.join(skipped)}."
     if tuned_on:
         held = [u for u in rev if u not in tuned_on]
         tuned = [u for u in rev if u in tuned_on]

@@ -50,6 +50,12 @@ def test_review_figures_report_the_users_designed_on_and_held_out_apart():
     # a queue no better than random is "not met"
     worse = review_lines({"b": _rev(0.0, 0.4, 0.1, 0.4)})
     assert "**not met**" in worse[0] and not any(x.startswith("  * ") for x in worse)
+    # ahead of random but below no confirmation: the confirmations did not raise coverage
+    below = review_lines({"b": _rev(0.9, 0.5, 0.1, 0.4), "c": None})
+    assert "**not met**: ahead of random, but below no confirmation" in below[0]
+    assert below[0].endswith("Not measured (no LLM label to review at the cut): c.")
+    level = review_lines({"b": _rev(0.5, 0.5, 0.1, 0.4)})
+    assert "**not met**: ahead of random" in level[0]
 
 
 def test_a_review_slice_at_another_cut_is_a_robustness_check_not_the_docs_figures():

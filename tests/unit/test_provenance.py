@@ -52,11 +52,15 @@ def test_the_gates_count_the_users_labels_only():
 
 def test_confirmed_labels_are_trusted_and_model_labels_weigh_label_weight_ml():
     cfg = TrainConfig(label_weight_llm=0.25, label_weight_ml=0.75)
-    w, trusted = label_weights(["user", "confirmed", "llm", "ml"], 4, cfg)
-    assert w.tolist() == [1.0, 1.0, 0.25, 0.75] and trusted.tolist() == [True, True, False, False]
+    w, trusted = label_weights(["user", "confirmed", "sole", "llm", "ml", "unknown"], 6, cfg)
+    # a sole label (as resolve_sole_labels left it) is trusted; a provenance nobody wrote weighs 0
+    assert w.tolist() == [1.0, 1.0, 1.0, 0.25, 0.75, 0.0]
+    assert trusted.tolist() == [True, True, True, False, False, False] and trusted.dtype == bool
     w, trusted = label_weights(None, 3, cfg)
-    assert w.tolist() == [1.0] * 3 and trusted.all()
-    with pytest.raises(ValueError):
+    assert w.tolist() == [1.0] * 3 and trusted.all() and trusted.dtype == bool
+    # the mask indexes rows: boolean even with no rows at all
+    assert label_weights([], 0, cfg)[1].dtype == bool
+    with pytest.raises(ValueError, match="provenance has 1 entries for 2 events"):
         label_weights(["user"], 2, cfg)
 
 
@@ -339,6 +343,10 @@ def test_a_sole_label_stands_until_another_calendar_has_a_label_at_or_before_it(
     # an unlabelled row is no calendar's evidence
     blank = events[2].model_copy(update={"calendar_id": None})
     assert resolve_sole_labels([events[1], blank], ["sole", "user"]) == ["sole", "user"]
+    # "earliest" is by start, not by calendar name: "zoo" was the only calendar, "bus" started a day
+    # later (before the sole label on day 3), "art" (first by name) only on day 20
+    three = [_at("zoo", 0, "h"), _at("zoo", 3, "i"), _at("bus", 1, "j"), _at("art", 20, "k")]
+    assert resolve_sole_labels(three, ["user", "sole", "user", "user"]) == ["user", "llm", "user", "user"]
 
 
 def _sole_stores(first: str):
