@@ -29,7 +29,7 @@ from calroute.adapters.dynamo.registry import active_pointer
 from calroute.adapters.dynamo.users import correction_item
 from calroute.errors import Conflict, ModelIntegrityError, NotFound
 from calroute.ports import ERASURE_PK, GLOBAL_PK, RUN_PK, Stores, StoredEvent
-from calroute.schema import LABEL_LLM, LABEL_ML, LABEL_SOLE, LABEL_USER, CalendarInfo, Event, parse_event
+from calroute.schema import LABEL_USER, REMEMBERED_LABELS, CalendarInfo, Event, parse_event
 
 
 #: the stores' clock (``calroute replay`` sets a simulated one with :func:`set_clock`; None: the wall clock)
@@ -94,7 +94,7 @@ class FakeEventStore:
             rows = self.items.setdefault(user_id, {})
             for ev, provenance, meta in {a[0].event_id: a for a in answers}.values():
                 old = rows.get(ev.event_id)
-                if old is not None and old[3] not in (LABEL_LLM, LABEL_ML, LABEL_SOLE):
+                if old is not None and old[3] not in REMEMBERED_LABELS:
                     continue  # the user's own label stands
                 rows[ev.event_id] = [json.dumps(ev.to_flat(), ensure_ascii=False), ts, "classify", provenance,
                                      stored(dict(meta))]

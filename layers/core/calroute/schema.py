@@ -423,6 +423,9 @@ LABEL_SOURCES = (LABEL_USER, LABEL_CONFIRMED, LABEL_SOLE, LABEL_LLM, LABEL_ML)
 TRUSTED_LABELS = frozenset({LABEL_USER, LABEL_CONFIRMED, LABEL_SOLE})
 #: The labels only the user gives (a confirmation cannot make them any more the user's).
 USER_LABELS = frozenset({LABEL_USER, LABEL_CONFIRMED})
+#: Remembered answers (``POST .../classify`` with ``remember``): a later answer may replace them, a
+#: user's label never is (both event stores' ``remember``).
+REMEMBERED_LABELS = (LABEL_SOLE, LABEL_LLM, LABEL_ML)
 
 
 def resolve_sole_labels(events: Sequence[Event], provenance: Sequence[str]) -> list[str]:

@@ -11,7 +11,7 @@ from botocore.exceptions import ClientError
 
 from ...errors import NotFound, ServiceUnavailable
 from ...ports import StoredEvent
-from ...schema import LABEL_LLM, LABEL_ML, LABEL_SOLE, LABEL_USER, Event, parse_event
+from ...schema import LABEL_USER, REMEMBERED_LABELS, Event, parse_event
 from .base import (
     TableAdapter,
     backoff,
@@ -38,6 +38,11 @@ def _meta(item: dict) -> dict:
     except ValueError:
         return {}
     return out if isinstance(out, dict) else {}
+
+
+#: remember's condition: a new event, or one whose stored label is a remembered answer
+_REMEMBERED_VALUES = {f":r{i}": p for i, p in enumerate(REMEMBERED_LABELS)}
+_OVERWRITABLE = f"attribute_not_exists(event_id) OR provenance IN ({', '.join(_REMEMBERED_VALUES)})"
 
 
 class DynamoEventStore(TableAdapter):
@@ -84,8 +89,7 @@ class DynamoEventStore(TableAdapter):
             try:
                 resp = self.table.put_item(
                     Item=item, ReturnValues="ALL_OLD",
-                    ConditionExpression="attribute_not_exists(event_id) OR provenance IN (:llm, :ml, :sole)",
-                    ExpressionAttributeValues={":llm": LABEL_LLM, ":ml": LABEL_ML, ":sole": LABEL_SOLE})
+                    ConditionExpression=_OVERWRITABLE, ExpressionAttributeValues=_REMEMBERED_VALUES)
             except ClientError as exc:
                 if is_condition_failed(exc):
                     continue  # the user's own label stands
