@@ -295,19 +295,20 @@ class PredictService:
         counter update: only requests that ask for it pay (docs/learning.md measures it)."""
         from ..schema import LABEL_LLM, LABEL_ML, LABEL_SOLE
 
-        provenance = {"ml": LABEL_ML, "only_calendar": LABEL_SOLE}
+        # the answering method -> the remembered label's provenance; any other method is not kept
+        provenance = {"ml": LABEL_ML, "llm": LABEL_LLM, "llm_only": LABEL_LLM, "only_calendar": LABEL_SOLE}
 
         answers = []
         for ev, r in zip(events, results):
             r["remembered"] = False
-            if r["calendar_id"] is None or r["method"] not in ("ml", "llm", "llm_only", "only_calendar"):
+            if r["calendar_id"] is None or r["method"] not in provenance:
                 continue
             alts = r["alternatives"]
             margin = (alts[0]["probability"] - (alts[1]["probability"] if len(alts) > 1 else 0.0)) if alts else None
             meta = {"method": r["method"], "margin": None if margin is None else round(margin, 4),
                     "novelty": r["novelty"], "confidence": r["confidence"], "model_version": r["model_version"]}
             answers.append((ev.model_copy(update={"calendar_id": r["calendar_id"]}),
-                            provenance.get(r["method"], LABEL_LLM),
+                            provenance[r["method"]],
                             {k: v for k, v in meta.items() if v is not None}, r))
         if not answers:
             return
