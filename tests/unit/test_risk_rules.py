@@ -97,10 +97,86 @@ def test_each_band_needs_its_own_evidence():
 
 
 def test_a_band_closes_at_the_end_of_its_tie_group():
-    s = np.r_[np.linspace(0.99, 0.9, 40), np.full(10, 0.8), np.linspace(0.7, 0.6, 5)]
-    b = choose_threshold_ltt(s, np.ones(55, bool), alpha=A, delta=D)
-    # the 45th row sits in the tie at 0.8: the band takes all 10 tied rows; the 5 left are too few
+    s = np.r_[np.linspace(0.99, 0.9, 40), np.full(10, 0.8), np.linspace(0.7, 0.6, 45)]
+    ok = np.ones(95, bool)
+    ok[60] = False                       # 1 error in the second band: it fails, the first stands
+    b = choose_threshold_ltt(s, ok, alpha=A, delta=D)
+    # the 45th row sits in the tie at 0.8: the first band takes all 10 tied rows
     assert (b.kept, b.threshold) == (50, 0.8)
+
+
+def test_below_two_bands_the_one_band_is_tested_at_every_size():
+    for n in (45, 60, 89):               # all right: every size certifies, the threshold is the lowest score
+        s = scores(n)
+        b = choose_threshold_ltt(s, np.ones(n, bool), alpha=A, delta=D)
+        assert (b.kept, b.errors, b.threshold, b.certified) == (n, 0, s[-1], True)
+    s = scores(80)
+    ok = np.ones(80, bool)
+    ok[60] = False                       # the 61st row is wrong: 1 error in 61 is not rejected, stop at 60
+    assert binomial_pvalue(1, 61, A) > D
+    b = choose_threshold_ltt(s, ok, alpha=A, delta=D)
+    assert (b.kept, b.errors, b.threshold) == (60, 0, s[59])
+    # 1 error certifies from 77 rows on: the 77th row wrong is kept (with everything), the 76th is not
+    assert binomial_pvalue(1, 77, A) <= D < binomial_pvalue(1, 76, A)
+    ok = np.ones(80, bool)
+    ok[76] = False
+    b = choose_threshold_ltt(s, ok, alpha=A, delta=D)
+    assert (b.kept, b.errors, b.threshold) == (80, 1, s[-1])
+    assert b.upper_bound == clopper_pearson_upper(1, 80, D)
+    ok = np.ones(80, bool)
+    ok[75] = False
+    b = choose_threshold_ltt(s, ok, alpha=A, delta=D)
+    assert (b.kept, b.errors, b.threshold) == (75, 0, s[74])
+
+
+def test_below_two_bands_sizes_end_at_tie_groups():
+    s = np.r_[np.linspace(0.99, 0.9, 40), np.full(10, 0.8), np.linspace(0.7, 0.6, 5)]
+    ok = np.ones(55, bool)
+    b = choose_threshold_ltt(s, ok, alpha=A, delta=D)
+    assert (b.kept, b.threshold) == (55, 0.6)
+    ok[52] = False                       # the 53rd row wrong: sizes 50 (the tie), 51, 52 certify
+    b = choose_threshold_ltt(s, ok, alpha=A, delta=D)
+    assert (b.kept, b.threshold) == (52, s[51])
+    ok = np.ones(55, bool)
+    ok[50] = False                       # the first row after the tie wrong: the tie group's 50 stand
+    b = choose_threshold_ltt(s, ok, alpha=A, delta=D)
+    assert (b.kept, b.threshold) == (50, 0.8)
+    ok = np.ones(55, bool)
+    ok[47] = False                       # an error inside the tie: the smallest size (50) fails
+    b = choose_threshold_ltt(s, ok, alpha=A, delta=D)
+    assert (b.certified, b.kept, b.errors) == (False, 50, 1)
+    assert b.why.startswith("uncertified: the 50 most confident out-of-fold rows have 1 errors")
+
+
+def test_a_right_row_never_raises_the_threshold_below_two_bands():
+    """The property the nested sizes exist for: with fewer than 2·n_min rows, one more trusted row
+    the model got right (any score) keeps the threshold where it was or lowers it. With a band
+    fixed at n_min rows a confident one raised it (the n_min-th best score moved up)."""
+    rng = np.random.default_rng(7)
+    checked = 0
+    for _ in range(300):
+        n = int(rng.integers(45, 89))
+        s = rng.random(n)
+        ok = rng.random(n) > rng.choice([0.0, 0.01, 0.03])
+        before = choose_threshold_ltt(s, ok, alpha=A, delta=D)
+        after = choose_threshold_ltt(np.r_[s, rng.random()], np.r_[ok, True], alpha=A, delta=D)
+        if before.certified:
+            checked += 1
+            assert after.certified and after.threshold <= before.threshold and after.kept >= before.kept
+    assert checked > 100
+    s = scores(60)
+    b = choose_threshold_ltt(np.r_[1.0, s], np.ones(61, bool), alpha=A, delta=D)
+    assert (b.kept, b.threshold) == (61, s[-1])
+
+
+def test_from_two_bands_on_the_margin_needs_its_own_evidence():
+    s = scores(90)
+    ok = np.ones(90, bool)
+    ok[80] = False                       # with 89 rows this error is kept (1 in 81+ certifies) ...
+    b = choose_threshold_ltt(s[:89], ok[:89], alpha=A, delta=D)
+    assert (b.kept, b.errors) == (89, 1)
+    b = choose_threshold_ltt(s, ok, alpha=A, delta=D)   # ... with 90 the second band holds it alone
+    assert (b.kept, b.errors, b.threshold) == (45, 0, s[44])
 
 
 def test_the_order_of_the_rows_does_not_matter():

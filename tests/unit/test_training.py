@@ -151,6 +151,15 @@ def test_few_rows_mean_a_higher_threshold_never_the_floor():
     assert t == pytest.approx(0.99)
 
 
+def test_a_threshold_is_written_rounded_up():
+    from calroute.training import _round_up
+
+    assert _round_up(0.3630354) == 0.363036 and _round_up(0.3630356) == 0.363036
+    assert _round_up(0.5) == 0.5 and _round_up(1.0) == 1.0 and _round_up(0.1234567, 4) == 0.1235
+    for v in np.random.default_rng(1).random(200):
+        assert v <= _round_up(v) <= v + 1e-6
+
+
 def test_threshold_uncertified_when_the_top_band_errs_or_scores_are_below_the_floor():
     t, why = choose_threshold(np.linspace(0.5, 1, 60), np.zeros(60, bool), _cfg())
     assert t == 1.0 and why.startswith("uncertified: the 45 most confident")
@@ -202,7 +211,8 @@ def test_trained_model_metrics_and_metadata(trained):
     json.dumps(m)  # JSON-serialisable
     model = OnnxModel.from_bytes(trained.onnx_bytes, expected_sha256=trained.sha256)
     assert model.labels == trained.labels
-    assert model.threshold == pytest.approx(trained.threshold)
+    # written to 6 decimals, rounded up: serving never admits a score the certified threshold did not
+    assert trained.threshold <= model.threshold <= trained.threshold + 1e-6
     assert model.metadata["calroute.user"] == "u1" and model.version == VERSION
     assert model.metadata["calroute.trained_at"] == NOW.isoformat()
 

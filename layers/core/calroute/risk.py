@@ -16,9 +16,12 @@ chosen threshold is the last rejected one. Fixed-sequence testing controls the f
 threshold's kept error is below α. The order of the sequence (and where it starts) depends only on
 the scores, never on which rows were right: the sequence starts at the highest threshold that keeps
 ``n_min`` rows, the fewest that could ever reject (``(1-α)^n_min ≤ δ``: 45 rows at α = 0.05,
-δ = 0.1). With fewer out-of-fold rows than that, or when the first test fails, **no threshold is
-certified** and the model answers nothing on its own (threshold 1.0: every event goes to the LLM)
-— few rows mean a higher threshold, never the floor.
+δ = 0.1). What is tested after that (``sequence`` in :func:`choose_threshold_ltt`): from 2·n_min rows,
+bands that must each be certified on their own; below it, the top rows at every size from n_min up,
+so that a trusted row the model gets right never raises the threshold. With fewer out-of-fold rows
+than n_min, or when the first test fails, **no threshold is certified** and the model answers
+nothing on its own (threshold 1.0: every event goes to the LLM) — few rows mean a higher threshold,
+never the floor.
 
 What the guarantee is about: out-of-fold rows are predictions of a model trained only on each
 calendar's older events (forward chaining, :func:`calroute.training.out_of_fold`), the situation
@@ -102,19 +105,41 @@ def choose_threshold_ltt(score: np.ndarray, correct: np.ndarray, *, alpha: float
     order = np.argsort(-s, kind="stable")
     s_sorted, err_sorted = s[order], ~ok[order]
     cum_err = np.concatenate([[0], np.cumsum(err_sorted)])
-    # Bands in score order: the first holds the n_min most confident rows, each next one as many rows
-    # as all bands before it (n_min, n_min, 2·n_min, 4·n_min, ...; a short remainder joins the last).
-    # Each band must be certified on its own: the rows the threshold adds at the margin need their own
-    # evidence, not the credit of the confident majority. Bands depend on the scores only. A band
-    # closes at the end of a tie group.
     last_of_value = np.flatnonzero(np.r_[s_sorted[1:] != s_sorted[:-1], True])
+
+    def sequence():
+        """The ``(lo, hi)`` row ranges (in score order) tested one after the other. They depend on the
+        scores only, never on which rows were right, and each closes at the end of a tie group.
+
+        From 2·n_min rows: **bands**, the first holding the n_min most confident rows, each next one
+        as many rows as all bands before it (n_min, n_min, 2·n_min, 4·n_min, ...; a short remainder
+        joins the last). Each band is certified on its own: the rows a lower threshold adds at the
+        margin need their own evidence, not the credit of the confident majority.
+
+        Below 2·n_min rows no second band can exist (fewer than n_min rows never certify), so a band
+        fixed at n_min rows would keep the threshold at the n_min-th best score whatever else is
+        known, and every confident row added would raise it. There the one band is tested at **every
+        size** from n_min rows to all of them instead (nested top rows, in score order): a trusted row
+        that the model gets right never raises the threshold."""
+        if n < 2 * n_min:
+            for end in last_of_value[last_of_value >= n_min - 1].tolist():
+                yield 0, end + 1
+            return
+        lo, size = 0, n_min
+        while lo < n:
+            j = int(np.searchsorted(last_of_value, lo + size - 1))
+            if j >= len(last_of_value):
+                return  # too few rows left for a full band: stop (never certify on a short band)
+            hi = int(last_of_value[j]) + 1
+            yield lo, hi
+            # the next band is as large as everything kept so far; a remainder too small to be a
+            # band of its own (< n_min rows) joins it
+            lo, size = hi, max(n_min, hi)
+            if n - (lo + size) < n_min:
+                size = n - lo
+
     best = None
-    lo, size = 0, n_min
-    while lo < n:
-        j = int(np.searchsorted(last_of_value, lo + size - 1))
-        if j >= len(last_of_value):
-            break  # too few rows left for a full band: stop (never certify on a short band)
-        hi = int(last_of_value[j]) + 1
+    for lo, hi in sequence():
         if s_sorted[hi - 1] < floor:
             break
         rows, errors = hi - lo, int(cum_err[hi] - cum_err[lo])
@@ -125,11 +150,6 @@ def choose_threshold_ltt(score: np.ndarray, correct: np.ndarray, *, alpha: float
                                    rows, errors)
             break
         best = (float(s_sorted[hi - 1]), hi, int(cum_err[hi]))
-        # the next band is as large as everything kept so far; a remainder too small to be a band
-        # of its own (< n_min rows) joins it
-        lo, size = hi, max(n_min, hi)
-        if n - (lo + size) < n_min:
-            size = n - lo
     if best is None:
         return uncertified(f"uncertified: no band of {n_min}+ out-of-fold rows scores above the floor {floor:g}")
     t, kept, errors = best

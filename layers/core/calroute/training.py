@@ -483,6 +483,13 @@ def _round(v: Optional[float]) -> Optional[float]:
     return None if v is None else round(float(v), 4)
 
 
+def _round_up(v: float, digits: int = 6) -> float:
+    """``v`` to ``digits`` decimals, never below it: a threshold written with fewer digits must not
+    admit a score the certified one did not."""
+    r = round(float(v), digits)
+    return r if r >= v else round(r + 10.0 ** -digits, digits)
+
+
 def train_user_model(events: list[Event], cfg: TrainConfig, *, user_id: str, version: str,
                      now: Optional[datetime] = None, clock: Callable[[], float] = time.perf_counter,
                      raise_on_parity_failure: bool = True,
@@ -607,7 +614,7 @@ def _train(events: list[Event], cfg: TrainConfig, *, user_id: str, version: str,
     }
     trained_at = (now or datetime.now(timezone.utc)).isoformat()
     onnx_bytes = to_onnx(model.estimator_, N_FEATURES, labels, {
-        "threshold": round(threshold, 6), "version": version, "user": user_id, "family": cfg.family,
+        "threshold": _round_up(threshold), "version": version, "user": user_id, "family": cfg.family,
         "trained_at": trained_at, "metrics": {k: v for k, v in metrics.items() if k != "per_calendar"},
         "novelty_index": NoveltyIndex.fit(labelled).to_text(), "novelty_weight": cfg.novelty_weight,
         "shape_index": CalendarShapes.fit(labelled).to_text(), "anomaly_veto": cfg.anomaly_veto,
