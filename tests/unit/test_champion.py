@@ -71,9 +71,37 @@ def test_the_default_tolerance_rejects_a_clearly_worse_model(duel):
     assert challenge(cand, active, holdout, store, Settings(), champ_record)["promote"] is False
 
 
+def _few_newer(holdout, newer):
+    """``newer`` written after the champion, the rest of ``holdout`` before it."""
+    ids_ = {e.event_id for e in newer}
+    return [(e, LATER) for e in newer] + [(e, "2026-05-01T00:00:00+00:00") for e, _ in holdout if e.event_id not in ids_]
+
+
+def _champion_right_and_wrong(active, holdout, store):
+    model = OnnxModel.from_bytes(store.get(active["s3_key"], active["sha256"]))
+    right = [e for e, _ in holdout if holdout_accuracy(model, [e]) == 1.0]
+    wrong = [e.model_copy(update={"calendar_id": next(c for c in model.labels if c != e.calendar_id)})
+             for e in right[:1]]  # the user corrected the champion's answer to another calendar
+    return right, wrong
+
+
 def test_with_too_few_newer_events_the_recorded_scores_are_compared(duel):
     cand, active, holdout, store, champ_record, _ = duel
-    few = [(e, LATER) for e, _ in holdout[:3]] + [(e, "2026-05-01T00:00:00+00:00") for e, _ in holdout[3:]]
-    d = challenge(cand, active, few, store, _cfg(0.0), champ_record)
+    right, _ = _champion_right_and_wrong(active, holdout, store)
+    d = challenge(cand, active, _few_newer(holdout, right[:3]), store, _cfg(0.0), champ_record)
     assert d["basis"] == "recorded out-of-sample holdout accuracies" and d["champion_rows"] == 3
     assert d["champion_accuracy"] == champ_record["metrics"]["holdout_accuracy"]
+
+
+def test_a_champion_wrong_on_a_newer_event_is_capped_by_it(duel):
+    """Too few newer events to score the champion on, but it is wrong on one of them (the user
+    corrected its answer): its recorded score no longer stands, and the clearly worse candidate,
+    rejected on the recorded scores above, is promoted over it."""
+    cand, active, holdout, store, champ_record, _ = duel
+    right, wrong = _champion_right_and_wrong(active, holdout, store)
+    d = challenge(cand, active, _few_newer(holdout, right[1:3] + wrong), store, Settings(), champ_record)
+    assert d["champion_rows"] == 3 and d["champion_accuracy"] == pytest.approx(2 / 3)
+    assert d["basis"] == ("recorded out-of-sample holdout accuracies, the champion's capped by its accuracy on the "
+                          "3 holdout events newer than it")
+    assert d["promote"] is True
+    assert challenge(cand, active, _few_newer(holdout, right[:3]), store, Settings(), champ_record)["promote"] is False

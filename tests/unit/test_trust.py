@@ -89,7 +89,7 @@ def test_threshold_is_certified_and_recorded(d1):
     assert risk["upper_bound"] <= 1 - TrainConfig().target_precision and risk["delta"] == 0.1
     assert risk["kept"] >= 45 and risk["rows"] == trained.metrics["oof_rows"]
     model = OnnxModel.from_bytes(trained.onnx_bytes, expected_sha256=trained.sha256)
-    assert model.feature_spec == 2 and model.novelty is not None and model.threshold == pytest.approx(trained.threshold)
+    assert model.feature_spec == 2 and model.novelty is not None and trained.threshold <= model.threshold <= trained.threshold + 1e-6
 
 
 def test_a_small_out_of_fold_set_raises_the_threshold(d1):

@@ -54,8 +54,11 @@ def challenge(candidate: dict, active: Optional[dict], holdout: list, store: Mod
     that existed when it was trained, so scoring it on those would flatter it; it is scored, with
     onnxruntime and the events' current labels, only on the holdout events written after its
     ``trained_at``. With fewer than ``champion_min_rows`` of them, its own recorded out-of-sample
-    ``holdout_accuracy`` stands in; a champion whose training time is unknown (older records) is
-    scored on the whole holdout, as before.
+    ``holdout_accuracy`` stands in, capped by its accuracy on those few: a champion wrong on an event
+    written after it (a correction of its own confident answer, say) is not kept on a stale score
+    while a candidate that learnt the correction waits for ``champion_min_rows`` newer events. A
+    champion whose training time is unknown (older records) is scored on the whole holdout, as
+    before.
     """
     from ...runtime import OnnxModel
 
@@ -77,6 +80,13 @@ def challenge(candidate: dict, active: Optional[dict], holdout: list, store: Mod
     else:
         basis, rows = "recorded out-of-sample holdout accuracies", unseen
         champ = ((champion or {}).get("metrics") or {}).get("holdout_accuracy")
+        newer = holdout_accuracy(champ_model, unseen) if champ is not None else None
+        if newer is not None and newer < champ:
+            # too few newer events to score the champion on, but it is wrong on some of them (a
+            # correction of its own answer, typically): its recorded score is stale, they cap it
+            basis = (f"recorded out-of-sample holdout accuracies, the champion's capped by its accuracy on the "
+                     f"{len(unseen)} holdout events newer than it")
+            champ = newer
     decision = {"candidate_accuracy": cand, "champion_accuracy": champ, "champion_version": active["version"],
                 "holdout_rows": len(pairs), "champion_rows": len(rows), "basis": basis,
                 "tolerance": cfg.champion_tolerance}
