@@ -81,3 +81,38 @@ def test_the_weeks_are_summed_into_blocks_with_cumulative_calls_per_arm():
     assert first["classified"] == 10 and first["share"] == [1.0, 0.5] and first["accuracy"] == [0.7, 1.0]
     assert rows[1]["cumulative"] == [15, 6] and last["cumulative"] == [17, 8]
     assert last["classified"] == 4 and last["share"] == [0.5, 0.5] and last["accuracy"] == [0.5, 0.75]
+
+
+def test_without_sole_reads_sole_labels_as_llm_while_it_replays_and_restores_after(monkeypatch):
+    """``python -m bench.without_sole``: during the replay training and the review queue read every
+    sole label as the LLM's; afterwards the real rule is back (also when the replay fails)."""
+    import calroute.services.review as review
+    import calroute.services.training.common as common
+    import calroute_dev.replay as rp
+    from bench import without_sole
+
+    real = common.resolve_sole_labels, review.resolve_sole_labels
+    assert without_sole.read_sole_as_llm([], ["sole", "user", "llm", "confirmed"]) == ["llm", "user", "llm", "confirmed"]
+    seen = []
+
+    def fake_replay(data, **kw):
+        seen.append((common.resolve_sole_labels, review.resolve_sole_labels, data, kw))
+        arm = {"llm_calls": 3, "accuracy": 0.9, "ml_answers": 2, "ml_accuracy": 1.0,
+               "users": {"u": {"llm_calls": 3, "accuracy": 0.9, "ml_answers": 2, "ml_accuracy": 1.0, "x": 0}}}
+        return {"arms": {"llm_answers": arm}}
+
+    monkeypatch.setattr(rp, "replay", fake_replay)
+    out = without_sole.run("D", 600, ["u"])
+    assert seen[0][:2] == (without_sole.read_sole_as_llm,) * 2
+    assert seen[0][2:] == ("D", {"arms": ["llm_answers"], "max_events": 600, "users": ["u"]})
+    assert out == {"llm_calls": 3, "accuracy": 0.9, "ml_answers": 2, "ml_accuracy": 1.0,
+                   "users": {"u": {"llm_calls": 3, "accuracy": 0.9, "ml_answers": 2, "ml_accuracy": 1.0}}}
+    assert (common.resolve_sole_labels, review.resolve_sole_labels) == real
+
+    def broken(data, **kw):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(rp, "replay", broken)
+    with pytest.raises(RuntimeError):
+        without_sole.run("D")
+    assert (common.resolve_sole_labels, review.resolve_sole_labels) == real

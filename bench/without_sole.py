@@ -1,0 +1,61 @@
+"""``python -m bench.without_sole --data DIR [--max-events N] [--users a,b]``: what the LLM's own labels save,
+measured apart from the sole-calendar labels (docs/learning.md "Where the reduction comes from").
+
+Replays the ``llm_answers`` arm (``calroute_dev.replay.replay``, the same settings as the replay
+figures: noisy:0.9, correction rate 0.5, K = 20, gates 10/2/5) with every remembered ``sole``
+label read as ``llm`` — trained on at ``LABEL_WEIGHT_LLM``, never trusted, reviewable — by
+replacing :func:`calroute.schema.resolve_sole_labels` where training and the review queue call it.
+Nothing else changes, so the difference to corrections only is the LLM labels' own contribution,
+and the difference to the real llm_answers arm the sole labels'. Prints one JSON object (pooled
+and per user); ``--out FILE`` also writes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from bench import on_path
+
+ROOT = on_path("layers/core", "tools")
+
+
+def read_sole_as_llm(events, provenance) -> list[str]:
+    """The replacement: a sole label is the LLM's word, as before sole labels existed."""
+    return ["llm" if p == "sole" else p for p in provenance]
+
+
+def run(data: str, max_events=None, users=None) -> dict:
+    import calroute.services.review as review
+    import calroute.services.training.common as common
+    from calroute_dev.replay import replay
+
+    saved = common.resolve_sole_labels, review.resolve_sole_labels
+    common.resolve_sole_labels = review.resolve_sole_labels = read_sole_as_llm
+    try:
+        arm = replay(data, arms=["llm_answers"], max_events=max_events, users=users)["arms"]["llm_answers"]
+    finally:
+        common.resolve_sole_labels, review.resolve_sole_labels = saved
+    keys = ("llm_calls", "accuracy", "ml_answers", "ml_accuracy")
+    return {**{k: arm[k] for k in keys}, "users": {u: {k: v.get(k) for k in keys} for u, v in arm["users"].items()}}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.without_sole", description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "datasets" / "users"))
+    ap.add_argument("--max-events", type=int)
+    ap.add_argument("--users", help="comma-separated users (default all)")
+    ap.add_argument("--out")
+    a = ap.parse_args(argv)
+    res = run(a.data, a.max_events, a.users.split(",") if a.users else None)
+    text = json.dumps(res, separators=(",", ":"))
+    if a.out:
+        Path(a.out).write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
