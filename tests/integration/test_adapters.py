@@ -139,6 +139,11 @@ def test_user_counters_and_calendars(stores):
     users.bump("alice", corrections=1, misses=1)
     p = users.profile("alice")
     assert p["corrections_total"] == 3 and p["confident_misses_total"] == 2 and p["events_total"] == 8
+    assert "labels_total" not in p  # written only when a label is counted
+    users.bump("alice", labels=4)
+    users.bump("alice", events=1, labels=2)
+    p = users.profile("alice")
+    assert p["labels_total"] == 6 and p["events_total"] == 9 and p["corrections_total"] == 3
     assert p["user_id"] == "alice" and p["created_at"] <= p["updated_at"]
     assert users.profile("bob") == {}
     users.put_calendar("alice", CalendarInfo(calendar_id="work", name="Work", description="Day job"))
@@ -470,7 +475,16 @@ def test_registry_erase_scrubs_runs_and_keeps_an_erasure_audit(stores):
     reg.put_run("r1", {"failures": [{"user_id": "alice", "stage": "x"}, {"user_id": "bob", "stage": "y"}],
                        "rejections": []})
     reg.put_run("r2", {"failures": [{"user_id": "bob", "stage": "y"}]})
-    assert reg.delete_user("alice") == 3  # ACTIVE, version, audit
+    assert reg.gate_skip("alice") is None
+    reg.put_gate_skip("alice", {"reason": "first", "at": "2026-05-01T00:00:00+00:00", "labels_total": 3,
+                                "gates": "10/2/5/20000"})
+    reg.put_gate_skip("alice", {"reason": "needs more", "at": "2026-05-02T00:00:00+00:00", "labels_total": 4,
+                                "gates": "10/2/5/20000", "user_id": "mallory", "sk": "ACTIVE"})  # keys are fixed
+    got = reg.gate_skip("alice")
+    assert got["reason"] == "needs more" and got["labels_total"] == 4 and got["sk"] == "GATES"
+    assert reg.active("alice")["version"] == V1 and reg.gate_skip("mallory") is None
+    assert reg.delete_user("alice") == 4  # ACTIVE, version, audit, the gates' stop
+    assert reg.gate_skip("alice") is None
     assert reg.active("alice") is None and reg.versions("alice") == [] and reg.audit_trail("alice") == []
     assert reg.delete_user("alice") == 0 and len(reg.versions("bob")) == 1
     assert reg.scrub_runs("alice") == 1 and reg.scrub_runs("alice") == 0

@@ -172,7 +172,8 @@ class FakeUserStore:
         self.removed: dict[str, dict[str, str]] = {}
         self._lock = threading.Lock()
 
-    def bump(self, user_id: str, *, events: int = 0, corrections: int = 0, calendars=None, misses: int = 0) -> None:
+    def bump(self, user_id: str, *, events: int = 0, corrections: int = 0, calendars=None, misses: int = 0,
+             labels: int = 0) -> None:
         ts = now_iso()
         with self._lock:
             p = self.profiles.setdefault(user_id, {"user_id": user_id, "sk": "PROFILE", "created_at": ts})
@@ -180,6 +181,8 @@ class FakeUserStore:
             p["corrections_total"] = p.get("corrections_total", 0) + corrections
             if misses:
                 p["confident_misses_total"] = p.get("confident_misses_total", 0) + misses
+            if labels:
+                p["labels_total"] = p.get("labels_total", 0) + labels
             for cal, n in (calendars or {}).items():
                 p[f"calev#{cal}"] = p.get(f"calev#{cal}", 0) + int(n)
             p["updated_at"] = ts
@@ -309,6 +312,13 @@ class FakeRegistry:
         sk = f"AUDIT#{ts}#{random.randrange(16**4):04x}"
         with self._lock:
             self.items[(user_id, sk)] = stored({"user_id": user_id, "sk": sk, "at": ts, **fields})
+
+    def put_gate_skip(self, user_id: str, record: dict) -> None:
+        with self._lock:
+            self.items[(user_id, "GATES")] = stored({**record, "user_id": user_id, "sk": "GATES"})
+
+    def gate_skip(self, user_id: str) -> Optional[dict]:
+        return self._get(user_id, "GATES")
 
     def mark_drift(self, user_id: str, version: str, report: dict, *, at: str) -> bool:
         flags = stored({"drift": report, "drifted": bool(report.get("drifted")), "drift_at": at})

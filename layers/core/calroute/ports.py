@@ -116,10 +116,14 @@ class UserStore(Protocol):
     """Per-user profile counters, calendars and corrections."""
 
     def bump(self, user_id: str, *, events: int = 0, corrections: int = 0,
-             calendars: Optional[dict[str, int]] = None, misses: int = 0) -> None:
+             calendars: Optional[dict[str, int]] = None, misses: int = 0, labels: int = 0) -> None:
         """Atomically add to ``events_total`` / ``corrections_total`` / ``confident_misses_total``
-        (corrections of the model's own answers; creating the profile), and new events per calendar
-        to ``calev#<calendarId>`` (the retraining policy reads them)."""
+        (corrections of the model's own answers; creating the profile), new events per calendar
+        to ``calev#<calendarId>`` (the retraining policy reads them) and ``labels`` to
+        ``labels_total``: every write that may change which of the user's labels are trusted (an
+        ingested or imported label, a correction, a confirmation, a ``sole`` answer, a moved or
+        deleted event), so that a training run the data gates stopped is not repeated until one
+        happened (:func:`calroute.retrain.gate_memo_holds`)."""
         ...
 
     def profile(self, user_id: str) -> dict:
@@ -203,6 +207,16 @@ class ModelRegistry(Protocol):
         ...
 
     def audit(self, user_id: str, **fields: Any) -> None: ...
+
+    def put_gate_skip(self, user_id: str, record: dict) -> None:
+        """Record (replacing the last) that the data gates stopped a training run of the user
+        (sk ``GATES``: ``reason``, ``at``, ``labels_total``, ``gates``); the planner reads it
+        (:func:`calroute.retrain.gate_memo_holds`)."""
+        ...
+
+    def gate_skip(self, user_id: str) -> Optional[dict]:
+        """The last :meth:`put_gate_skip` record, or None."""
+        ...
 
     def mark_drift(self, user_id: str, version: str, report: dict, *, at: str) -> bool:
         """Store a drift report on ACTIVE (iff it still names ``version``) and on the version;

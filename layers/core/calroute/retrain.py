@@ -22,6 +22,16 @@ A user needs training when
 "The last training" is the newest model version of the user, whatever became of it (active,
 archived, rejected, conflict): a candidate that lost to the champion is not retrained every night,
 only once new data (or age) says so. Pure functions: ``now`` is injected.
+
+**A run the data gates stopped is not repeated on the same labels.** The gates count the user's
+trusted labels (``user``, ``confirmed``, ``sole``), which the profile's ``events_total`` does not
+tell apart from remembered LLM answers: a user who classifies with ``remember`` and has not
+imported enough labels would otherwise be sent to TrainUser every night, to read all their events
+and stop at the gates again. TrainUser records the stop (:func:`gate_skip_record`: the profile's
+``labels_total``, read *before* the events, and the gates); the planner skips the user while
+:func:`gate_memo_holds` — no write that could change the trusted labels since
+(``labels_total``), the same gates and ``TRAINING_MAX_EVENTS``, and for at most
+``retrain_max_age_days`` (any change the counter misses heals by then).
 """
 
 from __future__ import annotations
@@ -112,6 +122,36 @@ def needs_training(*, profile: dict, active: Optional[dict], last: Optional[dict
             return True, (f"{new_miss} of the model's own answers corrected since training "
                           f"(threshold {cfg.retrain_confident_misses})")
     return False, UP_TO_DATE
+
+
+def gates_key(cfg: Settings) -> str:
+    """The data gates a skip was decided under (``min_events/min_calendars/min_per_calendar/max``)."""
+    return f"{cfg.min_events}/{cfg.min_calendars}/{cfg.min_per_calendar}/{cfg.max_train_events}"
+
+
+def gate_skip_record(profile: dict, cfg: Settings, *, reason: str, now: datetime) -> dict:
+    """What TrainUser records when the gates stop a run (``profile`` read before the events)."""
+    return {"reason": reason[:300], "at": now.isoformat(), "labels_total": int(profile.get("labels_total") or 0),
+            "gates": gates_key(cfg)}
+
+
+def gate_memo_holds(memo: Optional[dict], profile: dict, cfg: Settings, now: datetime) -> tuple[bool, str]:
+    """``(True, reason)`` when the last run the gates stopped (``memo``) still decides: no label
+    write since (the profile's ``labels_total`` unchanged), the same gates, younger than
+    ``retrain_max_age_days``; else ``(False, "")``."""
+    if not memo:
+        return False, ""
+    at = parse_ts(memo.get("at"))
+    if at is None or memo.get("gates") != gates_key(cfg):
+        return False, ""
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=timezone.utc)
+    if (now - at).total_seconds() >= cfg.retrain_max_age_days * 86400.0:
+        return False, ""
+    if int(profile.get("labels_total") or 0) != int(memo.get("labels_total") or 0):
+        return False, ""
+    return True, (f"cannot train yet: {memo.get('reason') or 'the data gates'} "
+                  f"(no new labels since {at.date().isoformat()})")
 
 
 def counter_gate(profile: dict, cfg: Settings) -> tuple[bool, str]:

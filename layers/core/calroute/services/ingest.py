@@ -21,7 +21,7 @@ from ..config import Settings
 from ..errors import InvalidInput, NotFound, PayloadTooLarge
 from ..ics.reader import import_window, read_ics
 from ..ports import Stores, UserStore
-from ..schema import LABEL_ML, METHODS, CalendarInfo, Event, clean_text, parse_event
+from ..schema import LABEL_ML, METHODS, USER_LABELS, CalendarInfo, Event, clean_text, parse_event
 
 MAX_CALENDAR_NAME = 200
 MAX_CALENDAR_DESCRIPTION = 1000
@@ -41,12 +41,15 @@ def _register_missing_calendars(user_id: str, calendar_ids: set[str], users: Use
 
 
 def _upsert(user_id: str, events: list[Event], stores: Stores, *, source: str) -> tuple[int, int]:
-    """Store events; bump ``events_total`` by the ids not stored before. Returns (upserted, new)."""
+    """Store events; bump ``events_total`` by the ids not stored before and ``labels_total`` by the
+    labelled events written (new or not: a user's label may replace a remembered one). Returns
+    (upserted, new)."""
     store, users = stores.events, stores.users
     unique = list({e.event_id: e for e in events}.values())
     if not unique:
         return 0, 0
     existing = store.existing_ids(user_id, [e.event_id for e in unique])
+    labelled = sum(1 for e in unique if e.calendar_id)
     new_ids = [e.event_id for e in unique if e.event_id not in existing]
     try:
         upserted = store.put_events(user_id, unique, source=source)
@@ -58,14 +61,16 @@ def _upsert(user_id: str, events: list[Event], stores: Stores, *, source: str) -
             landed = store.existing_ids(user_id, new_ids) if new_ids else set()
             if landed:
                 users.bump(user_id, events=len(landed),
-                           calendars=_per_calendar([e for e in unique if e.event_id in landed]))
+                           calendars=_per_calendar([e for e in unique if e.event_id in landed]),
+                           labels=labelled)
         except Exception:  # noqa: BLE001
             pass
         raise
     new = len(new_ids)
-    if new:
+    if new or labelled:
         fresh = set(new_ids)
-        users.bump(user_id, events=new, calendars=_per_calendar([e for e in unique if e.event_id in fresh]))
+        users.bump(user_id, events=new, calendars=_per_calendar([e for e in unique if e.event_id in fresh]),
+                   labels=labelled)
     return upserted, new
 
 
@@ -174,7 +179,9 @@ def correct_event(user_id: str, event_id: str, calendar_id: str, stores: Stores,
         method = (prediction or echo or {}).get("method")
         if method is None and stored.provenance == LABEL_ML:
             method = "ml"
-        users.bump(user_id, corrections=1, misses=int(method == "ml"))
+        users.bump(user_id, corrections=1, misses=int(method == "ml"), labels=1)
+    elif stored.provenance not in USER_LABELS:
+        users.bump(user_id, labels=1)  # the same calendar, now the user's label: it may certify
     out = {k: v for k, v in record.items() if k not in ("user_id", "sk")}
     out["changed"] = changed
     if marked is not None:

@@ -176,7 +176,7 @@ class LifecycleService:
                            code="event_not_found")
         corrections = s.users.delete_corrections(user_id, [event_id])
         predictions = s.predictions.delete(user_id, [event_id])
-        s.users.bump(user_id, corrections=1)  # the training set changed: counts toward retraining
+        s.users.bump(user_id, corrections=1, labels=1)  # the training set changed: counts toward retraining
         s.events.delete_events(user_id, [event_id])  # last: a retry after a failure finds the event again
         self.sink.add_metric("EventsDeleted", "Count", 1)
         return {"event_id": event_id, "deleted": True, "corrections_deleted": corrections,
@@ -209,13 +209,13 @@ class LifecycleService:
                 except NotFound:
                     pass  # deleted meanwhile
             if moved:
-                s.users.bump(user_id, corrections=moved, calendars={move_to: moved})
+                s.users.bump(user_id, corrections=moved, calendars={move_to: moved}, labels=moved)
         else:
             s.users.delete_corrections(user_id, mine)
             s.predictions.delete(user_id, mine)
             deleted = s.events.delete_events(user_id, mine)
             if deleted:
-                s.users.bump(user_id, corrections=deleted)
+                s.users.bump(user_id, corrections=deleted, labels=deleted)
         # 3. retrain (the planner's next run), then the calendar itself (last: a retry finds it)
         s.users.request_retrain(user_id, at=at, reason=f"calendar {calendar_id} deleted")
         s.users.delete_calendar(user_id, calendar_id)
@@ -234,7 +234,8 @@ class LifecycleService:
     def export(self, user_id: str) -> Iterator[dict]:
         """Every record of the user, one JSON object per line: ``export`` (header), ``profile``,
         ``calendar``, ``removed_calendar``, ``event``, ``correction``, ``model`` (registry version
-        records), ``active_model``, ``model_audit``, ``prediction``, ``usage``. Model bytes are not
+        records), ``active_model``, ``model_audit``, ``training_gates`` (the last training run the
+        data gates stopped), ``prediction``, ``usage``. Model bytes are not
         exported (they are derived from the events; ``model`` lines name their sha256)."""
         s = self.stores
         yield {"type": "export", "version": EXPORT_VERSION, "exported_at": self.clock()}
@@ -256,6 +257,9 @@ class LifecycleService:
             yield {"type": "active_model", **_strip(active)}
         for a in s.registry.audit_trail(user_id):
             yield {"type": "model_audit", **_strip(a)}
+        skip = s.registry.gate_skip(user_id)
+        if skip:
+            yield {"type": "training_gates", **_strip(skip)}
         for p in s.predictions.since(user_id, "0000"):
             yield {"type": "prediction", **_strip(p)}
         for u in s.usage.days(user_id, "0000-00-00"):  # DynamoDB refuses an empty key value

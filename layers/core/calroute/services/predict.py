@@ -316,10 +316,12 @@ class PredictService:
             new = set(self.events.remember(user_id, [a[:3] for a in answers]))
             if new and self.users is not None:
                 per_cal: dict[str, int] = {}
-                for ev, _, _, _ in answers:
+                sole = 0
+                for ev, prov, _, _ in answers:
                     if ev.event_id in new:
                         per_cal[ev.calendar_id] = per_cal.get(ev.calendar_id, 0) + 1
-                self.users.bump(user_id, events=len(new), calendars=per_cal)
+                        sole += prov == LABEL_SOLE  # may certify: the gates may pass
+                self.users.bump(user_id, events=len(new), calendars=per_cal, labels=sole)
         except Exception as exc:  # noqa: BLE001 - the answer matters more than remembering it
             self.sink.add_metric("RememberFailures", "Count", 1)
             if self.logger:

@@ -254,6 +254,7 @@ def confirm_event(user_id: str, event_id: str, stores: Stores) -> dict:
     if row.provenance in USER_LABELS:
         return {"event_id": event_id, "calendar_id": cal, "provenance": row.provenance, "changed": False}
     stores.events.set_calendar(user_id, event_id, cal, provenance=LABEL_CONFIRMED)
+    stores.users.bump(user_id, labels=1)  # a trusted label now: the gates may pass
     if stores.predictions.get(user_id, event_id) is not None:
         stores.predictions.mark(user_id, event_id, cal)
     return {"event_id": event_id, "calendar_id": cal, "provenance": LABEL_CONFIRMED, "changed": True}

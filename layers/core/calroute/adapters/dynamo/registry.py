@@ -1,6 +1,7 @@
 """The registry table behind :class:`calroute.ports.ModelRegistry`: model versions per user (sk
 ``MODEL#<version>``), the ACTIVE pointer (changed only by conditional writes), the audit trail
-(``AUDIT#<ts>#<rand>``) and the training-run records (pk ``_run``)."""
+(``AUDIT#<ts>#<rand>``), the last run the data gates stopped (``GATES``) and the training-run
+records (pk ``_run``)."""
 
 from __future__ import annotations
 
@@ -119,6 +120,13 @@ class DynamoRegistry(TableAdapter):
         ts = now_iso()
         self.table.put_item(Item=to_ddb({"user_id": user_id, "sk": f"AUDIT#{ts}#{random.randrange(16**4):04x}",
                                          "at": ts, **fields}))
+
+    def put_gate_skip(self, user_id: str, record: dict) -> None:
+        self.table.put_item(Item=to_ddb({**record, "user_id": user_id, "sk": "GATES"}))
+
+    def gate_skip(self, user_id: str) -> Optional[dict]:
+        item = self.table.get_item(Key={"user_id": user_id, "sk": "GATES"}).get("Item")
+        return from_ddb(item) if item else None
 
     #: the only attributes the training planner writes (its IAM grant is limited to them)
     DRIFT_ATTRIBUTES = ("drift", "drifted", "drift_at")

@@ -38,14 +38,18 @@ class DynamoUserStore(TableAdapter):
 
     @translated
     def bump(self, user_id: str, *, events: int = 0, corrections: int = 0,
-             calendars: Optional[dict[str, int]] = None, misses: int = 0) -> None:
+             calendars: Optional[dict[str, int]] = None, misses: int = 0, labels: int = 0) -> None:
         """Atomically add to the user's counters (creating the profile on first use); ``calendars``
-        adds new events per calendar (profile attributes ``calev#<calendarId>``)."""
+        adds new events per calendar (profile attributes ``calev#<calendarId>``), ``labels`` to
+        ``labels_total``."""
         adds = ["events_total :e", "corrections_total :c"]
         values: dict = {":e": events, ":c": corrections, ":u": now_iso()}
         if misses:
             adds.append("confident_misses_total :m")
             values[":m"] = misses
+        if labels:
+            adds.append("labels_total :l")
+            values[":l"] = labels
         names: dict[str, str] = {}
         for i, (cal, n) in enumerate(sorted((calendars or {}).items())):
             adds.append(f"#c{i} :c{i}")

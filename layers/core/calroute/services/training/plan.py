@@ -10,7 +10,7 @@ from ... import ids
 from ...config import Settings
 from ...errors import InvalidInput
 from ...ports import ModelRegistry, PredictionLog, Stores
-from ...retrain import counter_gate, latest_training, needs_training
+from ...retrain import counter_gate, gate_memo_holds, latest_training, needs_training
 from .common import MAX_LISTED, RUN_ID_RE, _now, new_run_id, results_prefix, run_id_of, run_key
 
 
@@ -62,6 +62,10 @@ def plan(run_input: Mapping, stores: Stores, cfg: Settings, *, now: Optional[dat
                                               check_user_drift)
             need, reason = needs_training(profile=profile, active=active, last=last, cfg=cfg, now=now,
                                           can_train=counter_gate(profile, cfg))
+            if need:  # unless the gates stopped the last run and no label was written since
+                held, why = gate_memo_holds(registry.gate_skip(u), profile, cfg, now)
+                if held:
+                    need, reason = False, why
             if need:
                 items.append({"user_id": u, "run_id": run_id, "reason": reason})
             else:

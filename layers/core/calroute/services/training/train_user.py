@@ -47,18 +47,28 @@ def train_user(item: Mapping, stores: Stores, cfg: Settings, *, now: Optional[da
     from ...drift import reference_profile
     from ...features import FEATURE_SPEC_VERSION
 
+    from ...retrain import gate_skip_record
+
     t0 = clock()
     user = ids.user_id(item.get("user_id"), field="user_id")
     out = _base(item)
     if trainer is None:
         from ... import training as trainer
+    # read before the events: a label written meanwhile bumps labels_total past what is recorded
     profile = stores.users.profile(user)
     events, provenance = load_training_labels(user, stores, cfg)
     tcfg = trainer.TrainConfig.from_settings(cfg)
     # the gates count the user's own labels (docs/learning.md "Labels with provenance")
     ok, why = trainer.check_gates([e for e, p in zip(events, provenance) if p in TRUSTED_LABELS], tcfg)
     if not ok:
-        return {**out, "status": "skipped", "reason": why, "duration_ms": _ms(t0, clock)}
+        # the planner does not send the user again until a label is written (calroute.retrain)
+        try:
+            stores.registry.put_gate_skip(user, gate_skip_record(profile, cfg, reason=why, now=_now(now)))
+            recorded = True
+        except Exception:  # noqa: BLE001 - the run is skipped either way; the next one records it
+            recorded = False
+        return {**out, "status": "skipped", "reason": why, "gate_skip_recorded": recorded,
+                "duration_ms": _ms(t0, clock)}
     now = _now(now)
     version = new_version(now)
     kwargs = {"raise_on_parity_failure": False} if _accepts(trainer.train_user_model, "raise_on_parity_failure") else {}
