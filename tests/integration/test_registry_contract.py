@@ -441,6 +441,8 @@ CALLS = {
     "active": lambda r: r.active("alice"),
     "activate": lambda r: r.activate("alice", _record(V1), expected_version=None, actor="a", reason="r"),
     "audit": lambda r: r.audit("alice", action="a"),
+    "put_gate_skip": lambda r: r.put_gate_skip("alice", {"reason": "r", "at": "x", "labels_total": 1}),
+    "gate_skip": lambda r: r.gate_skip("alice"),
     "mark_drift": lambda r: r.mark_drift("alice", V1, {"drifted": True}, at="x"),
     "audit_trail": lambda r: r.audit_trail("alice"),
     "put_run": lambda r: r.put_run("r1", {}),

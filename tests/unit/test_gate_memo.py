@@ -73,7 +73,12 @@ def test_a_run_the_gates_stopped_is_not_repeated_until_a_label_is_written():
 def test_the_memo_lapses_with_other_gates_and_with_age():
     profile = {"labels_total": 7}
     memo = gate_skip_record(profile, CFG, reason="needs at least 10 labelled events (has 7)", now=NOW)
-    assert gate_memo_holds(memo, profile, CFG, NOW + timedelta(days=29))[0] is True
+    assert gate_memo_holds(memo, profile, CFG, NOW + timedelta(days=29)) == (
+        True, "cannot train yet: needs at least 10 labelled events (has 7) (no new labels since 2026-06-01)")
+    naive = (NOW + timedelta(days=29, hours=23)).replace(tzinfo=None)  # read as UTC
+    assert gate_memo_holds(memo, profile, CFG, naive)[0] is True
+    assert gate_memo_holds(memo, profile, CFG, naive + timedelta(hours=1))[0] is False
+    assert len(gate_skip_record(profile, CFG, reason="x" * 400, now=NOW)["reason"]) == 300
     assert gate_memo_holds(memo, profile, CFG, NOW + timedelta(days=30)) == (False, "")  # retrain_max_age_days
     assert gate_memo_holds(memo, {"labels_total": 8}, CFG, NOW) == (False, "")
     assert gate_memo_holds(memo, profile, Settings(min_per_calendar=4), NOW) == (False, "")

@@ -150,7 +150,7 @@ def gate_memo_holds(memo: Optional[dict], profile: dict, cfg: Settings, now: dat
         return False, ""
     if int(profile.get("labels_total") or 0) != int(memo.get("labels_total") or 0):
         return False, ""
-    return True, (f"cannot train yet: {memo.get('reason') or 'the data gates'} "
+    return True, (f"cannot train yet: {memo.get('reason')} "
                   f"(no new labels since {at.date().isoformat()})")
 
 
