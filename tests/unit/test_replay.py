@@ -175,3 +175,18 @@ def test_cli_review_confirms_then_lists(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "e7 → work (confirmed)" in out and "2 LLM answers not confirmed yet" in out and "Dentist" in out
     assert "stands for" in out and " 7" in out.split("Dentist", 1)[1].splitlines()[0]
+
+
+def test_gate_stops_the_memo_skips_only_runs_the_gates_would_stop(data):
+    """``python -m bench.gate_stops``: with 2 labelled events per calendar the gates stop TrainUser
+    nightly without the memo; with it far fewer runs, the same answers and models."""
+    from bench import gate_stops
+    from calroute.services.training import plan as plan_module
+
+    real = plan_module.gate_memo_holds
+    out = gate_stops.run(str(data), labelled=2)
+    assert plan_module.gate_memo_holds is real  # restored
+    before, after = out["without_memo"]["users"]["alice"], out["with_memo"]["users"]["alice"]
+    assert out["same_answers_and_models"] is True
+    assert before["gate_stops"] > after["gate_stops"] >= 1
+    assert before["llm_calls"] == after["llm_calls"] and before["trainings"] == after["trainings"]

@@ -166,6 +166,7 @@ class UserReplay:
         self.first_answering: Optional[int] = None
         self.trainings = 0
         self.promotions = 0
+        self.gate_stops = 0  # TrainUser runs the data gates stopped
         self.weeks: dict[int, Counter] = {}
         self.totals: Counter = Counter()
         self.t0 = self.events[0].start_utc if self.events else self.now
@@ -210,6 +211,7 @@ class UserReplay:
         out = plan({"trigger": "schedule"}, self.stores, self.cfg, now=at)
         for item in self.stores.models.get_json(out["key"]):
             res = train_user(item, self.stores, self.cfg, now=at)
+            self.gate_stops += res.get("status") == "skipped"
             if res.get("status") != "candidate":
                 continue
             self.trainings += 1
@@ -332,7 +334,7 @@ class UserReplay:
             "ml_accuracy": _ratio(t["ml_correct"], t["ml"]), "corrections": t["corrections"],
             "confirmations": t["confirmations"], "review_corrections": t["review_corrections"],
             "first_model_after_events": self.first_model, "first_answering_model_after_events": self.first_answering,
-            "trainings": self.trainings, "promotions": self.promotions,
+            "trainings": self.trainings, "promotions": self.promotions, "gate_stops": self.gate_stops,
         }
 
 
@@ -510,7 +512,7 @@ def _pool(per_user: dict) -> dict:
     s = Counter()
     for u in per_user.values():
         for k in ("events", "classified", "llm_calls", "corrections", "ml_answers", "trainings", "promotions",
-                  "confirmations", "review_corrections"):
+                  "gate_stops", "confirmations", "review_corrections"):
             s[k] += u.get(k) or 0
         s["correct"] += round((u["accuracy"] or 0) * u["classified"])
         s["ml_correct"] += round((u["ml_accuracy"] or 0) * u["ml_answers"])
@@ -524,7 +526,7 @@ def _pool(per_user: dict) -> dict:
         "accuracy": _ratio(s["correct"], s["classified"]), "ml_answers": s["ml_answers"],
         "ml_accuracy": _ratio(s["ml_correct"], s["ml_answers"]), "corrections": s["corrections"],
         "confirmations": s["confirmations"], "review_corrections": s["review_corrections"],
-        "trainings": s["trainings"], "promotions": s["promotions"],
+        "trainings": s["trainings"], "promotions": s["promotions"], "gate_stops": s["gate_stops"],
         # pooled: the mean over the users that got a model (and how many did not)
         "first_model_after_events": _mean(got), "users_without_model": len(firsts) - len(got),
         "first_answering_model_after_events": _mean([a for a in answering if a is not None]),
