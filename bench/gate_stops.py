@@ -12,14 +12,11 @@ be equal: the memo only skips runs the gates would stop. Prints one JSON object.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-from pathlib import Path
 
-from bench import on_path
+from bench import emit, on_path, replay_parser
 
-ROOT = on_path("layers/core", "tools")
+on_path("layers/core", "tools")
 KEYS = ("llm_calls", "accuracy", "ml_answers", "trainings", "gate_stops", "promotions")
 
 
@@ -50,19 +47,10 @@ def run(data: str, labelled: int = 2, max_events=None, users=None) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.gate_stops", description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "datasets" / "users"))
+    ap = replay_parser("python -m bench.gate_stops", __doc__)
     ap.add_argument("--labelled", type=int, default=2)
-    ap.add_argument("--max-events", type=int)
-    ap.add_argument("--users", help="comma-separated users (default all)")
-    ap.add_argument("--out")
     a = ap.parse_args(argv)
-    res = run(a.data, a.labelled, a.max_events, a.users.split(",") if a.users else None)
-    text = json.dumps(res, separators=(",", ":"))
-    if a.out:
-        Path(a.out).write_text(text + "\n")
-    print(text)
-    return 0
+    return emit(run(a.data, a.labelled, a.max_events, a.users), a.out)
 
 
 if __name__ == "__main__":

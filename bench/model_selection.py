@@ -760,20 +760,20 @@ columns ×0.1 — the default family, unchanged). Why:
   coverage, and at the stricter 90% / 75% too. The ranking on the tuning users is then decided by
   mean AURC, differences of a few 10⁻⁴ (a handful of events).
 * **`logreg_sigmoid`** ranks first on the tuning users by that tie-break and raises the certified
-  coverage of d3 and p3 at n20, but it does not beat `logreg` on the confirmation users (same worst
-  user at both coverages) and its certified threshold is unstable with few events: at n20 it
-  certifies nothing for p4_cs_student (coverage 98% → 0%), so confirmation mean coverage falls from
-  64% to 42%. It costs 3 inner fits, ~3× the ONNX size, ~4× the RAM per session and ~5× the latency.
-  `logreg_isotonic` certifies much less with all events (tuning mean coverage 86% → 54%) and its
-  ONNX export fails the parity gate (max |Δp| ≈ 0.03).
+  coverage of p1 and p3 at n20 (d3's is the same), but it does not beat `logreg` on the confirmation
+  users (same worst user at both coverages) and its certified threshold is unstable with few events:
+  at n20 it certifies nothing for p4_cs_student (coverage 98% → 0%), so confirmation mean coverage
+  falls from 74% to 49%. It costs 3 inner fits, ~3× the ONNX size, ~4× the RAM per session and ~5×
+  the latency. `logreg_isotonic` certifies much less with all events (tuning mean coverage 88% →
+  56%) and its ONNX export fails the parity gate (max |Δp| ≈ 0.03).
 * **Ensembles**: logreg+SGD ties on the tuning users and is worse than logreg on the confirmation
   users at n20 (p5_tokyo_fan at the stricter 75% coverage: 86.7% vs 96.7%); logreg+kNN is worse on
   the confirmation users (n20 at 50%: 95.0%; all at 90%: 97.2%).
 * **Nearest neighbours on tokens** lose on the worst user of each group in at least one setting
-  (knn5: 98.3% tuning at n20, 93.3% / 90.0% confirmation; knn15: 93.8% tuning with all events): a
+  (knn5: 98.3% tuning at n20, 93.3% / 90.0% confirmation; knn15: 95.8% tuning with all events): a
   few look-alike neighbours make confident mistakes, and the probabilities are coarse (multiples of
   1/k). They would also ship the training matrix: ~4 MB of ONNX and ~5 MB of RAM per session for
-  d3's 263 training events (growing with the user's history, vs ~100 KiB flat), ~2 ms per event;
+  d3's 263 training events (growing with the user's history, vs ~100 KiB flat), ~1.2 ms per event;
   the distance-weighted variants fail the parity gate (see `TokenKNN`).
 * **Static word embeddings** (`glove_logreg`) tie on the tuning users, so they are not chosen; on the
   confirmation users they are a little better at n20's stricter coverage (p5_tokyo_fan) and raise

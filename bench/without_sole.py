@@ -13,14 +13,11 @@ and per user); ``--out FILE`` also writes it.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-from pathlib import Path
 
-from bench import on_path
+from bench import emit, on_path, replay_parser
 
-ROOT = on_path("layers/core", "tools")
+on_path("layers/core", "tools")
 
 
 def read_sole_as_llm(events, provenance) -> list[str]:
@@ -57,18 +54,8 @@ def run(data: str, max_events=None, users=None) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.without_sole", description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "datasets" / "users"))
-    ap.add_argument("--max-events", type=int)
-    ap.add_argument("--users", help="comma-separated users (default all)")
-    ap.add_argument("--out")
-    a = ap.parse_args(argv)
-    res = run(a.data, a.max_events, a.users.split(",") if a.users else None)
-    text = json.dumps(res, separators=(",", ":"))
-    if a.out:
-        Path(a.out).write_text(text + "\n")
-    print(text)
-    return 0
+    a = replay_parser("python -m bench.without_sole", __doc__).parse_args(argv)
+    return emit(run(a.data, a.max_events, a.users), a.out)
 
 
 if __name__ == "__main__":

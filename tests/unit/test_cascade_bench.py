@@ -116,3 +116,17 @@ def test_without_sole_reads_sole_labels_as_llm_while_it_replays_and_restores_aft
     with pytest.raises(RuntimeError):
         without_sole.run("D")
     assert (common.resolve_sole_labels, review.resolve_sole_labels) == real
+
+
+def test_the_replay_benches_share_their_arguments_and_write_what_they_print(monkeypatch, tmp_path, capsys):
+    from bench import gate_stops, without_sole
+
+    seen = []
+    monkeypatch.setattr(without_sole, "run", lambda *a: seen.append(("ws", a)) or {"x": 1})
+    monkeypatch.setattr(gate_stops, "run", lambda *a: seen.append(("gs", a)) or {"y": [2]})
+    out = tmp_path / "r.json"
+    assert without_sole.main(["--data", "D", "--users", "a,b", "--max-events", "600", "--out", str(out)]) == 0
+    assert seen[-1] == ("ws", ("D", 600, ["a", "b"])) and out.read_text() == '{"x":1}\n'
+    assert capsys.readouterr().out == '{"x":1}\n'
+    assert gate_stops.main(["--data", "D", "--labelled", "3"]) == 0
+    assert seen[-1] == ("gs", ("D", 3, None, None)) and capsys.readouterr().out == '{"y":[2]}\n'
