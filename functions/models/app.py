@@ -84,6 +84,12 @@ class ModelStatus(BaseModel):
     confident_misses_total: int = Field(0, description=(
         "Corrections of the model's own answers; one since the last training retrains the user at the next "
         "run (RETRAIN_CONFIDENT_MISSES)"))
+    labels_total: int = Field(0, description=(
+        "Writes that may change which of the user's labels are trusted (labels ingested or imported, "
+        "corrections, confirmations, sole answers, moved or deleted events)"))
+    gates_stopped: Optional[dict[str, Any]] = Field(None, description=(
+        "The last training run the data gates stopped (reason, at, labels_total then): the nightly run "
+        "waits for a new label (or retrain_max_age_days)"))
     can_train: Gate = Field(..., description="The data gates' verdict")
     needs_training: Need = Field(..., description="The retraining policy's verdict")
     last_training: Optional[dict[str, Any]] = None

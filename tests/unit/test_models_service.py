@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from botocore.exceptions import ClientError
@@ -68,7 +68,7 @@ def test_status_of_an_active_model_reports_every_field():
         "metrics": {"acc": 0.9, "risk": {"alpha": 0.1}}, "risk": {"alpha": 0.1}, "feature_spec": 2,
         "unmet_calendars": ["kids"], "profiles": {"work": {"n": 3}}, "events_total": 30,
         "labelled_events": 24, "labels_by_provenance": {"llm": 4, "user": 20}, "corrections_total": 4,
-        "confident_misses_total": 1,
+        "confident_misses_total": 1, "labels_total": 0, "gates_stopped": None,
         # the gates count the user's own labels only (20 of the 24)
         "can_train": {"ok": True, "reason": "ok: 20 events in 2 calendars"},
         "needs_training": {"needed": False, "reason": "up to date"},
@@ -88,7 +88,8 @@ def test_status_without_a_model_and_with_too_few_own_labels():
         "user_id": U, "status": "no_model", "active_version": None, "promoted_at": None, "previous_version": None,
         "threshold": None, "labels": [], "metrics": {}, "risk": None, "feature_spec": None, "unmet_calendars": [],
         "profiles": {}, "events_total": 0, "labelled_events": 12, "labels_by_provenance": {"llm": 8, "user": 4},
-        "corrections_total": 0, "confident_misses_total": 0, "can_train": {"ok": False, "reason": "needs at least 10 labelled events (has 4)"},
+        "corrections_total": 0, "confident_misses_total": 0, "labels_total": 0, "gates_stopped": None,
+        "can_train": {"ok": False, "reason": "needs at least 10 labelled events (has 4)"},
         "needs_training": {"needed": False, "reason": "cannot train yet: needs at least 10 labelled events (has 4)"},
         "last_training": None,
     }
@@ -476,3 +477,26 @@ def test_clean_reason():
         with pytest.raises(InvalidInput) as exc:
             clean_reason(bad)
         assert exc.value.field == "reason" and exc.value.message == msg
+
+
+def test_status_says_what_the_planner_decides_after_a_run_the_gates_stopped():
+    """A trained user whose retrain request meets too few labels: once TrainUser recorded the stop,
+    the status says the run waits for a label, as the planner does; a label lifts it."""
+    from calroute.retrain import gate_skip_record
+
+    stores = fake_stores()
+    trained = (NOW - timedelta(days=3)).isoformat()
+    stores.registry.activate(U, register(stores, 1, trained_at=trained), expected_version=None, actor="a", reason="r")
+    stores.users.request_retrain(U, at=(NOW - timedelta(days=2)).isoformat(), reason="calendar kids deleted")
+    stores.users.bump(U, labels=4)
+    svc = service(stores)
+    assert svc.status(U)["needs_training"]["reason"].startswith("retrain requested")
+    stores.registry.put_gate_skip(U, gate_skip_record(stores.users.profile(U), svc.cfg, reason="needs more",
+                                                      now=svc.now()))
+    out = svc.status(U)
+    assert out["needs_training"]["needed"] is False and out["needs_training"]["reason"].startswith(
+        "cannot train yet: needs more (no new labels since")
+    assert out["labels_total"] == 4 and out["gates_stopped"]["reason"] == "needs more"
+    assert out["gates_stopped"]["labels_total"] == 4
+    stores.users.bump(U, labels=1)
+    assert service(stores).status(U)["needs_training"]["needed"] is True

@@ -16,7 +16,7 @@ from ..config import Settings
 from ..gates import check_gates
 from ..errors import Conflict, InvalidInput, ModelIntegrityError, NotFound, ServiceUnavailable
 from ..ports import ModelRegistry, Stores
-from ..retrain import latest_training, needs_training
+from ..retrain import gate_memo_holds, latest_training, needs_training
 from ..schema import TRUSTED_LABELS
 from .training.common import load_training_labels, new_run_id
 
@@ -63,6 +63,11 @@ class ModelsService:
         can, can_reason = _gates([e for e, p in zip(events, provenance) if p in TRUSTED_LABELS], self.cfg)
         needs, needs_reason = needs_training(profile=profile, active=active, last=last, cfg=self.cfg,
                                              now=self.now(), can_train=(can, can_reason))
+        stopped = reg.gate_skip(user_id)
+        if needs:  # as the planner decides: a run the gates stopped waits for a new label
+            held, why = gate_memo_holds(stopped, profile, self.cfg, self.now())
+            if held:
+                needs, needs_reason = False, why
         out: dict[str, Any] = {
             "user_id": user_id,
             "status": "active" if active else "no_model",
@@ -85,6 +90,9 @@ class ModelsService:
             "corrections_total": int(profile.get("corrections_total") or 0),
             # corrections of the model's own answers: one since the last training retrains (calroute.retrain)
             "confident_misses_total": int(profile.get("confident_misses_total") or 0),
+            # writes that may change the trusted labels (calroute.retrain "A run the data gates stopped")
+            "labels_total": int(profile.get("labels_total") or 0),
+            "gates_stopped": {k: stopped.get(k) for k in ("reason", "at", "labels_total")} if stopped else None,
             "can_train": {"ok": can, "reason": can_reason},
             "needs_training": {"needed": needs, "reason": needs_reason},
             "last_training": None,
