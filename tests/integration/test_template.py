@@ -247,8 +247,32 @@ def test_predict_least_privilege():
     assert set(put) == {"user_id", "event_id", "calendar_id", "start", "data", "source", "provenance",
                         "updated_at", "label_meta"}
     counters = by_sid["UsersRememberCounters"]["Condition"]["ForAllValues:StringLike"]["dynamodb:Attributes"]
-    assert set(counters) == {"user_id", "sk", "events_total", "corrections_total", "updated_at", "created_at",
-                             "calev#*"}
+    assert set(counters) == {"user_id", "sk", "events_total", "corrections_total", "labels_total", "updated_at",
+                             "created_at", "calev#*"}
+
+
+def test_the_counters_predict_writes_are_the_ones_its_policy_allows():
+    """What ``PredictService._remember`` bumps (new events per calendar, sole answers as labels),
+    through the real DynamoDB adapter's UpdateExpression, against the template's attribute list."""
+    import fnmatch
+    import types
+
+    from calroute.adapters.dynamo.users import DynamoUserStore
+
+    sent = []
+    store = DynamoUserStore.__new__(DynamoUserStore)
+    store.name = "users"
+    store.t = types.SimpleNamespace(table=lambda name: types.SimpleNamespace(update_item=lambda **kw: sent.append(kw)))
+    store.bump("alice", events=2, calendars={"work": 1, "gym": 1}, labels=1)
+    (kw,) = sent
+    names = kw.get("ExpressionAttributeNames", {})
+    add, _, set_ = kw["UpdateExpression"].removeprefix("ADD ").partition(" SET ")
+    written = {"user_id", "sk"} | {names.get(t.split()[0], t.split()[0]) for t in add.split(",")}
+    written |= {t.split("=")[0].strip() for t in set_.split(", ") if "=" in t}
+    by_sid = {st["Sid"]: st for st in statements("PredictFunction")}
+    allowed = by_sid["UsersRememberCounters"]["Condition"]["ForAllValues:StringLike"]["dynamodb:Attributes"]
+    assert {"labels_total", "events_total", "calev#work", "calev#gym", "updated_at", "created_at"} <= written
+    assert all(any(fnmatch.fnmatchcase(w, a) for a in allowed) for w in written), (written, allowed)
 
 
 def test_parse_least_privilege():
