@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal, Optional
 
 from aws_lambda_powertools.event_handler import Depends
 from aws_lambda_powertools.event_handler.openapi.params import Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool
 
 from calroute import ids, wiring
 from calroute.http.auth import authorize_user
@@ -102,6 +102,19 @@ class CalendarBody(BaseModel):
     name: str = Field("", max_length=svc.MAX_CALENDAR_NAME, description="Display name")
     description: str = Field("", max_length=svc.MAX_CALENDAR_DESCRIPTION,
                              description="What goes in this calendar (shown to the LLM fallback)")
+
+
+class SettingsBody(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    remember: Optional[StrictBool] = Field(None, description=(
+        "Keep the answered events of classify requests that do not say remember (as if they sent "
+        "remember=true); a request's own remember wins"))
+
+
+class Settings(BaseModel):
+    remember: bool = Field(..., description="Classify keeps answered events by default (see SettingsBody)")
+    updated_at: Optional[str] = Field(None, description="When the settings were last set (null: never)")
 
 
 class CalendarResult(BaseModel):
@@ -217,6 +230,24 @@ def post_confirm(userId: UserIdPath, eventId: EventIdPath, ingest: Service) -> C
     if result["changed"]:
         metrics.add_metric(name="Confirmations", unit="Count", value=1)
     return result  # type: ignore[return-value]
+
+
+@app.get("/v1/users/<userId>/settings", summary="The user's settings", tags=["ingest"],
+         response_description="The settings (defaults where never set)",
+         responses={200: {"description": "OK"}, **_ERRORS})
+def get_settings(userId: UserIdPath, ingest: Service) -> Settings:
+    authorize_user(app, userId)
+    return ingest.settings(userId)  # type: ignore[return-value]
+
+
+@app.put("/v1/users/<userId>/settings", summary="Change the user's settings", tags=["ingest"],
+         description="Only the settings named change. remember=true: classify requests that do not say "
+         "remember keep their answered events (docs/learning.md, Classify and remember).",
+         response_description="The settings", responses={200: {"description": "OK"}, **_ERRORS})
+def put_settings(userId: UserIdPath, body: SettingsBody, ingest: Service) -> Settings:
+    authorize_user(app, userId)
+    check_body_size(app)
+    return ingest.put_settings(userId, body.model_dump(exclude_none=True))  # type: ignore[return-value]
 
 
 @app.put("/v1/users/<userId>/calendars/<calendarId>", summary="Create or update a calendar",

@@ -60,12 +60,14 @@ def service() -> PredictService:
 
 _REMEMBER = ("Keep the event with the answered calendar as a remembered label (provenance ml, llm, or sole for "
              "the user's only calendar; never "
-             "over the user's own label), so the model learns from it; needs event ids (docs/learning.md)")
+             "over the user's own label), so the model learns from it; needs event ids (docs/learning.md). "
+             "Omitted: the user's setting (PUT /v1/users/{userId}/settings, default false), under which "
+             "events without an id are answered and not kept")
 
 
 class ClassifyBody(BaseModel):
     event: dict[str, Any] = Field(..., description="The event, flat form or Google Calendar event resource")
-    remember: bool = Field(False, description=_REMEMBER)
+    remember: Optional[bool] = Field(None, description=_REMEMBER)
 
 
 # Models a classify request does not validate are built on first use (``defer_build``): the batch
@@ -78,7 +80,7 @@ class BatchBody(BaseModel):
 
     events: list[dict[str, Any]] = Field(..., min_length=1, max_length=1000,
                                          description="Events to classify (at most BATCH_MAX_EVENTS, default 100)")
-    remember: bool = Field(False, description=_REMEMBER)
+    remember: Optional[bool] = Field(None, description=_REMEMBER)
 
 
 class Alternative(BaseModel):

@@ -159,6 +159,27 @@ def test_correction_and_stats(stack, demo, trained):
     assert isinstance(stats, dict) and stats
 
 
+def test_remember_setting_through_the_local_stack_and_the_cli(stack, demo, trained, capsys):
+    """``calroute settings --remember on``: the ingest route stores it, predict (another function of the
+    local gateway) applies it to a classify that does not say remember; a wrong user is refused."""
+    from calroute_dev import cli
+
+    user = "e2e_settings"
+    c = stack.client(user)
+    assert c.settings(user) == {"remember": False, "updated_at": None}
+    assert cli.main(["settings", "--api", stack.url, "--user", user, "--remember", "on"]) == 0
+    assert "remember   on" in capsys.readouterr().out
+    assert c.settings(user)["remember"] is True
+    wrong = c.request("PUT", c.user_path(user, "settings"), json_body={"remember": False}, user="mallory")
+    assert wrong.status == 403 and c.settings(user)["remember"] is True
+    for cal in ("work", "home"):  # two calendars, no model: the answer comes from the LLM path or none
+        c.call("PUT", c.user_path(user, "calendars", cal), json_body={"name": cal}, user=user)
+    res = c.classify(user, {"event_id": "s-1", "summary": "Standup", "start": "2026-03-03T10:00:00Z"})
+    assert "remembered" in res  # the setting made this request a remembering one
+    assert cli.main(["settings", "--api", stack.url, "--user", user, "--remember", "off", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["remember"] is False
+
+
 def test_fire_schedule_runs_the_state_machine(stack, demo, trained):
     c = stack.client()
     started = c.fire_schedule()

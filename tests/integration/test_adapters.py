@@ -461,8 +461,15 @@ def test_user_lifecycle_items(stores):
     users.request_retrain("alice", at="2026-05-01T00:00:00+00:00", reason="calendar work deleted")
     p = users.profile("alice")
     assert p["retrain_requested_at"] == "2026-05-01T00:00:00+00:00" and p["events_total"] == 3
-    # profile, 1 calendar, 1 tombstone, 1 correction
-    assert users.delete_user("alice") == 4 and users.delete_user("alice") == 0
+    assert users.settings("alice") == {}
+    users.put_settings("alice", {"remember": True})
+    users.put_settings("alice", {"remember": False})  # replaced, one item
+    got = users.settings("alice")
+    assert got["remember"] is False and got["updated_at"] and users.settings("bob") == {}
+    assert users.profile("alice")["events_total"] == 3  # a separate item: no counter touched
+    # profile, 1 calendar, 1 tombstone, 1 correction, the settings
+    assert users.delete_user("alice") == 5 and users.delete_user("alice") == 0
+    assert users.settings("alice") == {}
     assert users.profile("alice") == {} and users.removed_calendars("alice") == {}
     assert [c.calendar_id for c in users.calendars("bob")] == ["work"]
 

@@ -141,6 +141,7 @@ def test_erase_leaves_nothing_of_the_user_in_any_table_or_object_version(api):
     stores.usage.add("bob", usd=0.02, input_tokens=5, output_tokens=1)
     stores.models.put_json("runs/r1/users.json", [{"user_id": "alice", "run_id": "r1", "reason": "x"}])
     stores.registry.put_run("r1", {"failures": [{"user_id": "alice", "stage": "train", "error": "e"}]})
+    stores.users.put_settings("alice", {"remember": True})
     stores.registry.put_gate_skip("alice", {"reason": "needs at least 10 labelled events (has 3)",
                                             "at": "2026-05-01T00:00:00+00:00", "labels_total": 3, "gates": "10/2/5/20000"})
     assert api("DELETE", "/v1/users/alice/calendars/kids")[0] == 200  # a tombstone too
@@ -152,7 +153,7 @@ def test_erase_leaves_nothing_of_the_user_in_any_table_or_object_version(api):
     removed = body["removed"]
     assert removed["events"] == 24 and removed["model_objects"] == 3 and removed["registry"] >= 5
     assert removed["usage"] == 1 and removed["predictions"] == 1 and removed["run_manifests"] == 1
-    assert removed["run_records"] == 1 and removed["users"] >= 4
+    assert removed["run_records"] == 1 and removed["users"] >= 5
     assert _everything_of("alice") == []
     assert _everything_of("bob") == bob_before
     status, _, again = api("DELETE", "/v1/users/alice")
@@ -178,9 +179,11 @@ def test_export_reads_every_store_on_dynamodb(api):
     stores.users.record_correction("alice", "home-1", old="home", new="work", prediction=None)
     stores.registry.put_gate_skip("alice", {"reason": "r", "at": "2026-05-01T00:00:00+00:00", "labels_total": 3,
                                             "gates": "10/2/5/20000"})
+    stores.users.put_settings("alice", {"remember": True})
     lines = [json.loads(json.dumps(x, default=str)) for x in wiring.lifecycle_service(settings()).export("alice")]
     kinds = {x["type"] for x in lines}
     assert {"profile", "calendar", "event", "correction", "model", "active_model", "prediction", "usage",
-            "training_gates"} <= kinds
+            "training_gates", "settings"} <= kinds
+    assert next(x for x in lines if x["type"] == "settings")["remember"] is True
     cals, evs = replay(lines)
     assert sorted(e["event_id"] for e in evs) == sorted(e["event_id"] for e in events)

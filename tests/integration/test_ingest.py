@@ -349,13 +349,15 @@ def test_dev_auth_header_must_match_the_path_user(app, repos, monkeypatch):
     for method, path, kw in [
         ("POST", f"/v1/users/{U}/events/e0/correction", {"body": {"calendar_id": "home"}}),
         ("PUT", f"/v1/users/{U}/calendars/work", {"body": {"name": "w"}}),
+        ("PUT", f"/v1/users/{U}/settings", {"body": {"remember": True}}),
+        ("GET", f"/v1/users/{U}/settings", {}),
         ("POST", f"/v1/users/{U}/calendars/work/import",
          {"raw_body": PYVO.read_text(encoding="utf-8"), "headers": {"content-type": "text/calendar"}}),
     ]:
         kw.setdefault("headers", {})["x-calroute-user"] = "mallory"
         status, _, _ = call(app.lambda_handler, method, path, **kw)
         assert status == 403, path
-    assert repos.events.count_events(U) == 0 and repos.users.calendars(U) == []
+    assert repos.events.count_events(U) == 0 and repos.users.calendars(U) == [] and repos.users.settings(U) == {}
     status, _, body = post_events(app, [ev(0)], headers={"x-calroute-user": U})
     assert status == 200 and body["upserted"] == 1
 
@@ -375,3 +377,24 @@ def test_a_full_batch_of_500_events_goes_through(app):
     asserted here."""
     status, _, body = post_events(app, [ev(i) for i in range(500)])
     assert status == 200 and body["upserted"] == 500
+
+
+# ----------------------------------------------------------------------------- settings
+
+
+def test_settings_default_set_and_refuse_what_is_not_a_setting(app, repos):
+    path = f"/v1/users/{U}/settings"
+    status, _, body = call(app.lambda_handler, "GET", path)
+    assert status == 200 and body == {"remember": False, "updated_at": None}
+    status, _, body = call(app.lambda_handler, "PUT", path, body={"remember": True})
+    assert status == 200 and body["remember"] is True and body["updated_at"]
+    assert call(app.lambda_handler, "GET", path)[2] == body
+    assert repos.users.settings(U)["remember"] is True and repos.users.settings("bob") == {}
+    status, _, kept = call(app.lambda_handler, "PUT", path, body={})  # nothing named: nothing changes
+    assert status == 200 and kept["remember"] is True
+    for bad in ({"remember": "yes"}, {"remember": 1}, {"colour": "blue"}, []):
+        status, _, err = call(app.lambda_handler, "PUT", path, body=bad)
+        assert status in (400, 422) and err["error"] == "validation_error", (bad, status, err)
+    assert repos.users.settings(U)["remember"] is True
+    status, _, body = call(app.lambda_handler, "PUT", path, body={"remember": False})
+    assert status == 200 and body["remember"] is False

@@ -81,3 +81,24 @@ def test_a_users_label_stands_and_a_correction_relabels_as_the_users(predict, wi
     assert got["e-unsure"].provenance == "user" and got["e-unsure"].event.calendar_id == "work"
     predict("alice", {"event": UNSURE, "remember": True})  # a later answer never overwrites it
     assert _stored("alice")["e-unsure"].event.calendar_id == "work"
+
+
+def test_the_users_remember_setting_applies_to_requests_that_do_not_say(predict, with_llm):
+    """``PUT .../settings {"remember": true}``: classify keeps answered events unless the request says
+    remember=false; an event without an id is answered and not kept (no 400: the client never asked)."""
+    install_model("alice")
+    users = DynamoUserStore(settings().users_table)
+    users.put_settings("alice", {"remember": True})
+    code, body = predict("alice", {"event": CONFIDENT})
+    assert code == 200 and body["remembered"] is True and set(_stored("alice")) == {"e-conf"}
+    no_id = {k: v for k, v in UNSURE.items() if k != "event_id"}
+    with_llm.behave(answer("home"))
+    code, body = predict("alice", {"events": [no_id, UNSURE]}, batch=True)
+    assert code == 200 and [r["remembered"] for r in body["results"]] == [False, True]
+    assert set(_stored("alice")) == {"e-conf", "e-unsure"}
+    code, body = predict("alice", {"event": {**CONFIDENT, "event_id": "e-3"}, "remember": False})
+    assert code == 200 and "remembered" not in body and "e-3" not in _stored("alice")
+    assert users.profile("alice")["events_total"] == 2
+    # another user's setting is theirs
+    code, body = predict("bob", {"event": CONFIDENT})
+    assert code == 200 and "remembered" not in body

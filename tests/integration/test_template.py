@@ -41,6 +41,8 @@ ROUTES = {
     ("GET", "/v1/users/{userId}/review"): "IngestFunction",
     ("POST", "/v1/users/{userId}/events/{eventId}/confirm"): "IngestFunction",
     ("PUT", "/v1/users/{userId}/calendars/{calendarId}"): "IngestFunction",
+    ("GET", "/v1/users/{userId}/settings"): "IngestFunction",
+    ("PUT", "/v1/users/{userId}/settings"): "IngestFunction",
     ("POST", "/v1/users/{userId}/calendars/{calendarId}/import"): "IngestFunction",
     ("POST", "/v1/users/{userId}/classify"): "PredictFunction",
     ("POST", "/v1/users/{userId}/classify/batch"): "PredictFunction",

@@ -270,6 +270,17 @@ def cmd_review(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_settings(args: argparse.Namespace) -> int:
+    values = {} if args.remember is None else {"remember": args.remember == "on"}
+    res = _client(args).settings(args.user, **values)
+    if args.json:
+        _print_json(res)
+    else:
+        print(f"remember   {'on' if res.get('remember') else 'off'} (classify requests that do not say remember)")
+        print(f"updated    {res.get('updated_at') or 'never'}")
+    return 0
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     from . import replay
 
@@ -529,6 +540,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=10, help="events to show (default %(default)s)")
     p.add_argument("--confirm", nargs="+", metavar="EVENT_ID", help="confirm these events' answers first")
     p.set_defaults(func=cmd_review)
+
+    p = sub.add_parser("settings", parents=[common], help="the user's settings (remember by default)")
+    p.add_argument("--user", required=True)
+    p.add_argument("--remember", choices=("on", "off"),
+                   help="classify requests that do not say remember keep their answered events (on) or not")
+    p.set_defaults(func=cmd_settings)
 
     p = sub.add_parser("replay", help="replay users' events through the services offline: the cascade over time")
     _add_replay_arguments(p)

@@ -170,6 +170,7 @@ class FakeUserStore:
         self.cals: dict[str, dict[str, CalendarInfo]] = {}
         self.corr: dict[str, list[dict]] = {}
         self.removed: dict[str, dict[str, str]] = {}
+        self.prefs: dict[str, dict] = {}
         self._lock = threading.Lock()
 
     def bump(self, user_id: str, *, events: int = 0, corrections: int = 0, calendars=None, misses: int = 0,
@@ -196,6 +197,14 @@ class FakeUserStore:
 
     def put_calendar(self, user_id: str, cal: CalendarInfo) -> None:
         self.cals.setdefault(user_id, {})[cal.calendar_id] = cal.model_copy()
+
+    def settings(self, user_id: str) -> dict:
+        return stored(self.prefs.get(user_id, {}))
+
+    def put_settings(self, user_id: str, values: dict) -> dict:
+        item = {**values, "updated_at": now_iso()}
+        self.prefs[user_id] = stored(item)
+        return stored(item)
 
     def calendars(self, user_id: str) -> list[CalendarInfo]:
         return [c.model_copy() for _, c in sorted(self.cals.get(user_id, {}).items())]
@@ -238,7 +247,8 @@ class FakeUserStore:
     def delete_user(self, user_id: str) -> int:
         with self._lock:
             n = (len(self.cals.pop(user_id, {})) + len(self.removed.pop(user_id, {}))
-                 + len(self.corr.pop(user_id, [])) + (self.profiles.pop(user_id, None) is not None))
+                 + len(self.corr.pop(user_id, [])) + (self.profiles.pop(user_id, None) is not None)
+                 + (self.prefs.pop(user_id, None) is not None))
         return n
 
 

@@ -136,6 +136,15 @@ class UserStore(Protocol):
 
     def put_calendar(self, user_id: str, cal: CalendarInfo) -> None: ...
 
+    def settings(self, user_id: str) -> dict:
+        """The user's settings (item ``SETTINGS``: ``remember``, ``updated_at``), ``{}`` when none
+        were set. A Query, so predict reads it with the grant it reads the calendars with."""
+        ...
+
+    def put_settings(self, user_id: str, values: dict) -> dict:
+        """Replace the user's settings with ``values`` (validated by the caller); returns what is stored."""
+        ...
+
     def calendars(self, user_id: str) -> list[CalendarInfo]:
         """The user's calendars in calendar-id order."""
         ...

@@ -159,6 +159,7 @@ def predict_service(cfg: Settings, *, sink: Optional[MetricsSink] = None, logger
     prediction record line per answer. ``after`` (:func:`after_response`): where the log's
     DynamoDB write runs; None: inside the request."""
     from .cache import ModelCache
+    from .calendars import CalendarDirectory
     from . import forget
     from .policy import flag_provider
     from .removed import LifecycleDirectory
@@ -172,11 +173,14 @@ def predict_service(cfg: Settings, *, sink: Optional[MetricsSink] = None, logger
     # the user's calendars: calendars the model has not met, and the check of the LLM's answer;
     # with the deleted-calendar tombstones (calroute.removed). Both forget a user on deletion/erasure.
     directory = LifecycleDirectory(s.users.calendars, s.users.removed_calendars, ttl=cfg.model_revalidate_seconds)
+    # the user's settings (remember by default), read only for requests that do not say remember
+    user_settings = CalendarDirectory(lambda u: [s.users.settings(u)], ttl=cfg.model_revalidate_seconds)
     forget.register(cache)
     forget.register(directory)
+    forget.register(user_settings)
     return PredictService(cfg, cache=cache, invoker=invoker, predictions=s.predictions, usage=s.usage,
                           flags=flag_provider(cfg), sink=sink, logger=logger, calendars=directory,
-                          lines=lines, events=s.events, users=s.users, after=after)
+                          lines=lines, events=s.events, users=s.users, after=after, settings=user_settings)
 
 
 def parse_service(cfg: Settings, *, sink: Optional[MetricsSink] = None, logger: Any = None,

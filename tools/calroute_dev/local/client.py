@@ -169,6 +169,12 @@ class Client:
     def review(self, user: str, limit: int = 10) -> dict:
         return self.call("GET", self.user_path(user, "review") + f"?limit={int(limit)}", user=user)
 
+    def settings(self, user: str, **values) -> dict:
+        """``GET .../settings``, or ``PUT`` with ``values`` (e.g. ``remember=True``)."""
+        if values:
+            return self.call("PUT", self.user_path(user, "settings"), json_body=values, user=user)
+        return self.call("GET", self.user_path(user, "settings"), user=user)
+
     def confirm(self, user: str, event_id: str) -> dict:
         return self.call("POST", self.user_path(user, "events", event_id, "confirm"), json_body={}, user=user)
 

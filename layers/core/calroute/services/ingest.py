@@ -207,6 +207,34 @@ def put_calendar(user_id: str, calendar_id: str, name: Optional[str], descriptio
     return info.model_dump()
 
 
+#: the user's settings and their defaults (``GET``/``PUT /v1/users/{userId}/settings``)
+SETTINGS_DEFAULTS = {"remember": False}
+
+
+def get_settings(user_id: str, stores: Stores) -> dict:
+    """The user's settings, every one present (its default when never set), and ``updated_at``."""
+    ids.user_id(user_id)
+    stored = stores.users.settings(user_id)
+    out = {k: stored.get(k, v) for k, v in SETTINGS_DEFAULTS.items()}
+    out["updated_at"] = stored.get("updated_at")
+    return out
+
+
+def put_settings(user_id: str, values: dict, stores: Stores) -> dict:
+    """Set some of the user's settings (the others keep their value). ``remember``: classify keeps
+    the answered events of requests that do not say ``remember`` (docs/learning.md)."""
+    ids.user_id(user_id)
+    unknown = sorted(set(values) - set(SETTINGS_DEFAULTS))
+    if unknown:
+        raise InvalidInput(f"unknown setting {unknown[0]!r} (known: {', '.join(SETTINGS_DEFAULTS)})", field=unknown[0])
+    for k, v in values.items():
+        if not isinstance(v, type(SETTINGS_DEFAULTS[k])):
+            raise InvalidInput(f"{k} must be true or false", field=k)
+    current = {k: v for k, v in get_settings(user_id, stores).items() if k in SETTINGS_DEFAULTS}
+    stored = stores.users.put_settings(user_id, {**current, **values})
+    return {**{k: stored.get(k, v) for k, v in SETTINGS_DEFAULTS.items()}, "updated_at": stored.get("updated_at")}
+
+
 def import_ics(user_id: str, calendar_id: str, body: bytes | str, cfg: Settings, stores: Stores, *,
                now: Optional[datetime] = None) -> dict:
     """Parse an iCalendar file (recurring series expanded within
@@ -253,6 +281,12 @@ class IngestService:
 
     def put_calendar(self, user_id: str, calendar_id: str, name: Optional[str], description: Optional[str]) -> dict:
         return put_calendar(user_id, calendar_id, name, description, self.stores)
+
+    def settings(self, user_id: str) -> dict:
+        return get_settings(user_id, self.stores)
+
+    def put_settings(self, user_id: str, values: dict) -> dict:
+        return put_settings(user_id, values, self.stores)
 
     def import_ics(self, user_id: str, calendar_id: str, body: bytes | str, *,
                    now: Optional[datetime] = None) -> dict:

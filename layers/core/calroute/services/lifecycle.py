@@ -232,7 +232,7 @@ class LifecycleService:
     # ------------------------------------------------------------------ export
 
     def export(self, user_id: str) -> Iterator[dict]:
-        """Every record of the user, one JSON object per line: ``export`` (header), ``profile``,
+        """Every record of the user, one JSON object per line: ``export`` (header), ``profile``, ``settings``,
         ``calendar``, ``removed_calendar``, ``event``, ``correction``, ``model`` (registry version
         records), ``active_model``, ``model_audit``, ``training_gates`` (the last training run the
         data gates stopped), ``prediction``, ``usage``. Model bytes are not
@@ -242,6 +242,9 @@ class LifecycleService:
         profile = s.users.profile(user_id)
         if profile:
             yield {"type": "profile", **{k: v for k, v in profile.items() if k not in ("user_id", "sk")}}
+        prefs = s.users.settings(user_id)
+        if prefs:
+            yield {"type": "settings", **prefs}
         for c in s.users.calendars(user_id):
             yield {"type": "calendar", "calendar_id": c.calendar_id, "name": c.name, "description": c.description}
         for cal, at in sorted(s.users.removed_calendars(user_id).items()):

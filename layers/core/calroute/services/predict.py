@@ -60,7 +60,7 @@ class PredictService:
                  flags: FlagProvider, sink=None, logger=None, clock: Callable[[], float] = time.perf_counter,
                  new_id: Callable[[], str] | None = None, calendars: Optional[CalendarDirectory] = None,
                  lines: Optional[Callable[[str], Any]] = None, events=None, users=None,
-                 after: Optional[AfterResponse] = None):
+                 after: Optional[AfterResponse] = None, settings: Optional[CalendarDirectory] = None):
         self.cfg = cfg
         # the prediction log's DynamoDB write runs after the response (calroute.ports.AfterResponse:
         # in Lambda the opt-in internal extension); None or Immediately: inside the request, where a
@@ -72,6 +72,8 @@ class PredictService:
         # remembered label (EventStore.remember) and counted on the profile (UserStore.bump)
         self.events, self.users = events, users
         self.calendars = calendars
+        # the user's settings (remember), a per-user TTL view like the calendars: [settings dict]
+        self.settings = settings
         self.cache = cache
         self.invoker = invoker
         self.predictions = predictions
@@ -92,11 +94,13 @@ class PredictService:
 
     # ------------------------------------------------------------------ entry points
 
-    def classify(self, user_id: str, raw_event: Any, *, remember: bool = False) -> dict:
+    def classify(self, user_id: str, raw_event: Any, *, remember: Optional[bool] = False) -> dict:
+        """``remember``: True/False as the request says; None (not said): the user's setting."""
         t0 = self.clock()
         return self.classify_events(user_id, [parse_event(raw_event, field="event")], t0=t0, remember=remember)[0]
 
-    def classify_batch(self, user_id: str, raw_events: Sequence[Any], *, remember: bool = False) -> list[dict]:
+    def classify_batch(self, user_id: str, raw_events: Sequence[Any], *,
+                       remember: Optional[bool] = False) -> list[dict]:
         from ..errors import PayloadTooLarge
 
         t0 = self.clock()
@@ -109,12 +113,16 @@ class PredictService:
     # ------------------------------------------------------------------ core
 
     def classify_events(self, user_id: str, events: list[Event], *, t0: Optional[float] = None,
-                        remember: bool = False) -> list[dict]:
+                        remember: Optional[bool] = False) -> list[dict]:
         """``user_id`` must already be validated (``calroute.ids.user_id``). With ``remember`` every
         event needs an ``event_id`` (the store is idempotent by it) and each answer says whether it
-        was ``remembered`` (:meth:`_remember`)."""
+        was ``remembered`` (:meth:`_remember`). ``remember=None``: the user's setting
+        (:meth:`remember_setting`), under which an event without an id is answered and not kept."""
         t0 = self.clock() if t0 is None else t0
-        if remember:
+        by_setting = remember is None
+        if by_setting:
+            remember = self.remember_setting(user_id)
+        elif remember:
             self._check_rememberable(events)
         cfg = self.cfg
         n = len(events)
@@ -262,6 +270,15 @@ class PredictService:
 
     # ------------------------------------------------------------------ helpers
 
+    def remember_setting(self, user_id: str) -> bool:
+        """The user's ``remember`` setting (``PUT .../settings``), read once per user and
+        ``MODEL_REVALIDATE_SECONDS`` per container (a failed read keeps the last known value, else
+        false: the answer says ``remembered`` either way)."""
+        if self.settings is None:
+            return False
+        got = self.settings.get(user_id)
+        return bool(got and got[0].get("remember") is True)
+
     def _sole_calendar(self, user_id: str) -> Optional[str]:
         """The user's calendar when they have exactly one registered (the calendar directory, the
         same list the LLM fallback offers as candidates), else None. An empty list (no calendar
@@ -301,7 +318,7 @@ class PredictService:
         answers = []
         for ev, r in zip(events, results):
             r["remembered"] = False
-            if r["calendar_id"] is None or r["method"] not in provenance:
+            if r["calendar_id"] is None or r["method"] not in provenance or not ev.event_id:
                 continue
             alts = r["alternatives"]
             margin = (alts[0]["probability"] - (alts[1]["probability"] if len(alts) > 1 else 0.0)) if alts else None

@@ -1,6 +1,6 @@
 """The users table behind :class:`calroute.ports.UserStore`: per-user profile counters (sk
-``PROFILE``), calendars (``CAL#<calendarId>``), removed-calendar tombstones (``CALDEL#<calendarId>``)
-and corrections (``CORR#<ts>#<eventId>``)."""
+``PROFILE``), the user's settings (``SETTINGS``), calendars (``CAL#<calendarId>``), removed-calendar
+tombstones (``CALDEL#<calendarId>``) and corrections (``CORR#<ts>#<eventId>``)."""
 
 from __future__ import annotations
 
@@ -90,6 +90,18 @@ class DynamoUserStore(TableAdapter):
             Item={"user_id": user_id, "sk": f"CAL#{cal.calendar_id}", "calendar_id": cal.calendar_id,
                   "name": cal.name, "description": cal.description, "updated_at": now_iso()}
         )
+
+    @translated
+    def settings(self, user_id: str) -> dict:
+        items = list(query_all(self.table, KeyConditionExpression="user_id = :u AND sk = :s",
+                               ExpressionAttributeValues={":u": user_id, ":s": "SETTINGS"}))
+        return {k: v for k, v in from_ddb(items[0]).items() if k not in ("user_id", "sk")} if items else {}
+
+    @translated
+    def put_settings(self, user_id: str, values: dict) -> dict:
+        item = {**values, "updated_at": now_iso()}
+        self.table.put_item(Item=to_ddb({**item, "user_id": user_id, "sk": "SETTINGS"}))
+        return item
 
     @translated
     def calendars(self, user_id: str) -> list[CalendarInfo]:
