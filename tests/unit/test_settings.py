@@ -11,16 +11,16 @@ from calroute.config import Settings
 from calroute.errors import InvalidInput
 from calroute.schema import CalendarInfo
 from calroute.services.ingest import get_settings, put_settings
-from support.fakes import fake_stores
+from support.fakes import Recorder, fake_stores
 
 CFG = Settings(prediction_log_sample_rate=0, prediction_log_lines=False)
 EV = {"event_id": "e1", "summary": "Standup", "start": "2026-03-03T10:00:00Z"}
 
 
-def _svc(stores):
+def _svc(stores, sink=None):
     for cal in ("work", "home"):
         stores.users.put_calendar("alice", CalendarInfo(calendar_id=cal, name=cal))
-    return wiring.predict_service(CFG, stores=stores,
+    return wiring.predict_service(CFG, stores=stores, sink=sink,
                                   invoker=CallableInvoker(lambda p: {"calendar_id": "work", "reason": "r", "usd": 0.0}))
 
 
@@ -63,7 +63,8 @@ def test_the_setting_is_read_once_per_interval_and_a_failed_read_keeps_the_last_
     reads = []
     real = stores.users.settings
     stores.users.settings = lambda u: reads.append(u) or real(u)
-    svc = _svc(stores)
+    sink = Recorder()
+    svc = _svc(stores, sink)
     for i in range(3):
         svc.classify("alice", {**EV, "event_id": f"e{i}"}, remember=None)
     assert reads == ["alice"]  # one read, then the per-container view (MODEL_REVALIDATE_SECONDS)
@@ -82,3 +83,12 @@ def test_the_setting_is_read_once_per_interval_and_a_failed_read_keeps_the_last_
     stores.users.settings = broken
     svc.settings._entries["alice"] = (svc.settings.clock() - 1e9, svc.settings._entries["alice"][1])  # stale
     assert svc.remember_setting("alice") is True  # the last known value
+    assert sink.total("SettingsReadFailures") == 2 and sink.total("CalendarReadFailures") == 0
+
+    def no_calendars(u):
+        raise RuntimeError("throttled")
+
+    svc.calendars.fetch = no_calendars  # the directory holds the bound method it was wired with
+    svc.calendars.forget("alice")
+    svc.classify("alice", {**EV, "event_id": "y"}, remember=False)  # answered all the same
+    assert sink.total("CalendarReadFailures") == 1

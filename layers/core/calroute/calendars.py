@@ -69,12 +69,14 @@ class CalendarDirectory:
     """Per-container TTL cache of each user's calendars (``fetch(user_id) -> [CalendarInfo]``).
 
     A failed read keeps the last known list (or an empty one): the directory only ever sends more
-    events to the LLM, so an outage must not fail a classification. Bounded to ``max_users`` users
-    (least recently used dropped first)."""
+    events to the LLM, so an outage must not fail a classification; ``on_error`` (e.g. a metric) is
+    told of each failed read. Bounded to ``max_users`` users (least recently used dropped first)."""
 
     def __init__(self, fetch: Callable[[str], list], *, ttl: float = 60.0, max_users: int = 10_000,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 on_error: Optional[Callable[[BaseException], None]] = None):
         self.fetch = fetch
+        self.on_error = on_error
         self.ttl = float(ttl)
         self.max_users = int(max_users)
         self.clock = clock
@@ -92,8 +94,10 @@ class CalendarDirectory:
         try:
             self.reads += 1
             cals = list(self.fetch(user_id))
-        except Exception:  # noqa: BLE001 - keep serving with what we knew
+        except Exception as exc:  # noqa: BLE001 - keep serving with what we knew
             cals = hit[1] if hit is not None else []
+            if self.on_error is not None:
+                self.on_error(exc)
         with self._lock:
             self._entries[user_id] = (now, cals)
             self._entries.move_to_end(user_id)

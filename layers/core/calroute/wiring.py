@@ -172,9 +172,11 @@ def predict_service(cfg: Settings, *, sink: Optional[MetricsSink] = None, logger
     cache = ModelCache.from_settings(cfg, s.registry, s.models, metrics=sink)
     # the user's calendars: calendars the model has not met, and the check of the LLM's answer;
     # with the deleted-calendar tombstones (calroute.removed). Both forget a user on deletion/erasure.
-    directory = LifecycleDirectory(s.users.calendars, s.users.removed_calendars, ttl=cfg.model_revalidate_seconds)
+    directory = LifecycleDirectory(s.users.calendars, s.users.removed_calendars, ttl=cfg.model_revalidate_seconds,
+                                   on_error=lambda exc: sink.add_metric("CalendarReadFailures", "Count", 1))
     # the user's settings (remember by default), read only for requests that do not say remember
-    user_settings = CalendarDirectory(lambda u: [s.users.settings(u)], ttl=cfg.model_revalidate_seconds)
+    user_settings = CalendarDirectory(lambda u: [s.users.settings(u)], ttl=cfg.model_revalidate_seconds,
+                                      on_error=lambda exc: sink.add_metric("SettingsReadFailures", "Count", 1))
     forget.register(cache)
     forget.register(directory)
     forget.register(user_settings)
