@@ -130,3 +130,18 @@ def test_the_replay_benches_share_their_arguments_and_write_what_they_print(monk
     assert capsys.readouterr().out == '{"x":1}\n'
     assert gate_stops.main(["--data", "D", "--labelled", "3"]) == 0
     assert seen[-1] == ("gs", ("D", 3, None, None)) and capsys.readouterr().out == '{"y":[2]}\n'
+
+
+def test_review_seeds_summarises_each_user_against_its_random_draws():
+    from bench import review_seeds
+
+    res = {"review": {"coverage": 0.9}, "none": {"coverage": 0.95},
+           "random": {"runs": [{"coverage": c} for c in (0.8, 0.9, 1.0, 0.9)]}}
+    s = review_seeds.summarize_user(res)
+    assert s == {"queue": 0.9, "none": 0.95, "random_mean": 0.9, "random_sd": 0.0707, "random_min": 0.8,
+                 "random_max": 1.0, "queue_beats": 0.25, "queue_ties": 0.5, "draws": 4}
+    other = {**s, "queue": 0.5, "random_mean": 0.7, "none": 0.4}
+    assert review_seeds.pooled({"a": s, "b": other, "c": None}) == {
+        "users": 2, "queue": 0.7, "random_mean": 0.8, "none": 0.675, "queue_above_random": 0,
+        "queue_below_random": 1, "queue_above_none": 1, "queue_below_none": 1}
+    assert review_seeds.pooled({"c": None}) == {"users": 0}

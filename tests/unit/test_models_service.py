@@ -496,7 +496,7 @@ def test_status_says_what_the_planner_decides_after_a_run_the_gates_stopped():
     out = svc.status(U)
     assert out["needs_training"]["needed"] is False and out["needs_training"]["reason"].startswith(
         "cannot train yet: needs more (no new labels since")
-    assert out["labels_total"] == 4 and out["gates_stopped"]["reason"] == "needs more"
-    assert out["gates_stopped"]["labels_total"] == 4
+    assert out["labels_total"] == 4
+    assert out["gates_stopped"] == {"reason": "needs more", "at": NOW.isoformat(), "labels_total": 4}
     stores.users.bump(U, labels=1)
     assert service(stores).status(U)["needs_training"]["needed"] is True

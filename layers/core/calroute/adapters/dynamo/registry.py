@@ -125,8 +125,7 @@ class DynamoRegistry(TableAdapter):
         self.table.put_item(Item=to_ddb({**record, "user_id": user_id, "sk": "GATES"}))
 
     def gate_skip(self, user_id: str) -> Optional[dict]:
-        item = self.table.get_item(Key={"user_id": user_id, "sk": "GATES"}).get("Item")
-        return from_ddb(item) if item else None
+        return from_ddb(self.table.get_item(Key={"user_id": user_id, "sk": "GATES"}).get("Item"))  # None: none
 
     #: the only attributes the training planner writes (its IAM grant is limited to them)
     DRIFT_ATTRIBUTES = ("drift", "drifted", "drift_at")

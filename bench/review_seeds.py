@@ -1,0 +1,98 @@
+"""``python -m bench.review_seeds [--data DIR] [--cuts 0.3,0.4,0.5,0.6,0.7] [--seeds 20] [--out FILE]``: the
+review bar of issue 12 with its noise measured (docs/learning.md "Against the bars").
+
+The review experiment (:func:`calroute_dev.replay.review_experiment`: the llm_answers arm streamed to
+a cut of each user's first 600 events, then ten LLM-labelled events answered — the review queue's
+top ten, or ten drawn at random — and the next model's coverage of the rest of the stream) with
+``--seeds`` random draws instead of three, at several cuts. Per cut and user: the queue's coverage,
+the random draws' mean, spread and the share of draws the queue beats, and the coverage after no
+confirmation; pooled, the mean over the users measured. The same noisy:0.9 stand-in LLM, correction
+rate 0.5, K = 20 and gates 10/2/5 as the docs' figures. ``--window W`` runs the queue with another
+``calroute.services.review.UNCERTAINTY_WINDOW`` (0: the stratified sample without its uncertainty
+tilt; a diagnostic, restored afterwards). Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+
+from bench import emit, on_path, replay_parser
+
+on_path("layers/core", "tools")
+
+
+def summarize_user(res: dict) -> dict:
+    """One user's experiment → ``{queue, none, random_mean, random_sd, random_min, random_max,
+    queue_beats, queue_ties}`` (coverages; ``queue_beats``: share of random draws strictly below the
+    queue, ``queue_ties``: equal)."""
+    draws = [r["coverage"] for r in res["random"]["runs"]]
+    q = res["review"]["coverage"]
+    return {"queue": q, "none": res["none"]["coverage"], "random_mean": round(statistics.fmean(draws), 4),
+            "random_sd": round(statistics.pstdev(draws), 4), "random_min": min(draws), "random_max": max(draws),
+            "queue_beats": round(sum(d < q for d in draws) / len(draws), 4),
+            "queue_ties": round(sum(d == q for d in draws) / len(draws), 4), "draws": len(draws)}
+
+
+def pooled(users: dict) -> dict:
+    """The mean over the users measured at a cut, and how many of them the queue beats, ties or
+    trails (against the mean of their random draws)."""
+    rows = [u for u in users.values() if u is not None]
+    if not rows:
+        return {"users": 0}
+
+    def mean(k: str) -> float:
+        return round(statistics.fmean(r[k] for r in rows), 4)
+
+    return {"users": len(rows), "queue": mean("queue"), "random_mean": mean("random_mean"), "none": mean("none"),
+            "queue_above_random": sum(r["queue"] > r["random_mean"] for r in rows),
+            "queue_below_random": sum(r["queue"] < r["random_mean"] for r in rows),
+            "queue_above_none": sum(r["queue"] > r["none"] for r in rows),
+            "queue_below_none": sum(r["queue"] < r["none"] for r in rows)}
+
+
+def run(data: str, cuts, seeds: int, max_events=600, users=None, window=None) -> dict:
+    from calroute.services import review
+
+    real = review.UNCERTAINTY_WINDOW
+    if window is not None:
+        review.UNCERTAINTY_WINDOW = window
+    try:
+        return {**_run(data, cuts, seeds, max_events, users), "uncertainty_window": review.UNCERTAINTY_WINDOW}
+    finally:
+        review.UNCERTAINTY_WINDOW = real
+
+
+def _run(data: str, cuts, seeds: int, max_events, users) -> dict:
+    from calroute_dev import replay as rp
+    from calroute_dev.evaluation import load_users
+
+    t0 = time.perf_counter()
+    loaded = load_users(data)
+    sim = rp.SimulatedLlm("noisy:0.9")
+    out = {"llm": sim.name, "seeds": seeds, "max_events": max_events, "cuts": {}}
+    for at in cuts:
+        per_user = {}
+        for u in users or sorted(loaded):
+            print(f"[{time.strftime('%H:%M:%S')}] review at {at}: {u}", file=sys.stderr, flush=True)
+            evs = sorted(loaded[u], key=lambda e: (e.start_utc, e.event_id or ""))[:max_events]
+            res = rp.review_experiment(u, evs, llm=sim, k_labelled=20, correct_rate=0.5, gates=rp.DEFAULT_GATES,
+                                       at=at, seeds=tuple(range(1, seeds + 1)))
+            per_user[u] = summarize_user(res) if res is not None else None
+        out["cuts"][str(at)] = {"pooled": pooled(per_user), "users": per_user}
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    return out
+
+
+def main(argv=None) -> int:
+    ap = replay_parser("python -m bench.review_seeds", __doc__)
+    ap.add_argument("--cuts", type=lambda s: [float(x) for x in s.split(",")], default=[0.3, 0.4, 0.5, 0.6, 0.7])
+    ap.add_argument("--seeds", type=int, default=20)
+    ap.add_argument("--window", type=float, help="the queue's UNCERTAINTY_WINDOW for this run (default: as shipped)")
+    a = ap.parse_args(argv)
+    return emit(run(a.data, a.cuts, a.seeds, a.max_events or 600, a.users, a.window), a.out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
