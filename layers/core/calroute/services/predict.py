@@ -119,8 +119,7 @@ class PredictService:
         was ``remembered`` (:meth:`_remember`). ``remember=None``: the user's setting
         (:meth:`remember_setting`), under which an event without an id is answered and not kept."""
         t0 = self.clock() if t0 is None else t0
-        by_setting = remember is None
-        if by_setting:
+        if remember is None:
             remember = self.remember_setting(user_id)
         elif remember:
             self._check_rememberable(events)
