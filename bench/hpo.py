@@ -1,6 +1,6 @@
 """Per-user hyper-parameter search: is it worth turning on? Measured on the bundled real calendars.
 
-    PYTHONPATH=. .venv/bin/python bench/hpo.py [--data data/users] [--json] [--out bench/results/hpo.json]
+    .venv/bin/python -m bench.hpo [--data data/users] [--json] [--out bench/results/hpo.json]
 
 What a per-user search inside TrainUser would do: for each candidate of a small grid (the linear
 model's regularisation ``C`` × the dense-column scale), train with the Lambda's
