@@ -3,7 +3,7 @@ the gate memo saves (docs/training.md "A run the gates stopped is not repeated o
 
 Replays the ``llm_answers`` arm (``calroute_dev.replay.replay``: noisy:0.9, correction rate 0.5,
 gates 10/2/5, the template's nightly schedule) twice — as it is, and with the planner's
-:func:`calroute.retrain.gate_memo_holds` replaced by "never holds" (the planner before 2026-12-03)
+:func:`calroute.retrain.gate_memo_holds` replaced by "never holds" (the policy before 2026-12-03)
 — with few labelled events per calendar (``--labelled``, default 2: a user who imports little and
 classifies with ``remember``), so that the gates stop runs. Reports, per user and pooled, the
 TrainUser runs (``trainings`` + ``gate_stops``) and the LLM calls and accuracy of both, which must
@@ -25,7 +25,7 @@ def _never(*_args, **_kwargs):
 
 
 def run(data: str, labelled: int = 2, max_events=None, users=None) -> dict:
-    from calroute.services.training import plan as plan_module
+    from calroute import retrain as plan_module
     from calroute_dev.replay import replay
 
     def arm() -> dict:

@@ -181,7 +181,7 @@ def test_gate_stops_the_memo_skips_only_runs_the_gates_would_stop(data):
     """``python -m bench.gate_stops``: with 2 labelled events per calendar the gates stop TrainUser
     nightly without the memo; with it far fewer runs, the same answers and models."""
     from bench import gate_stops
-    from calroute.services.training import plan as plan_module
+    from calroute import retrain as plan_module
 
     real = plan_module.gate_memo_holds
     out = gate_stops.run(str(data), labelled=2)

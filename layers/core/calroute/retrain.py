@@ -59,14 +59,28 @@ def latest_training(versions: list[dict]) -> Optional[dict]:
 
 
 def needs_training(*, profile: dict, active: Optional[dict], last: Optional[dict], cfg: Settings,
-                   now: datetime, can_train: tuple[bool, str] = (True, "")) -> tuple[bool, str]:
+                   now: datetime, can_train: tuple[bool, str] = (True, ""),
+                   gate_memo: Optional[dict] = None) -> tuple[bool, str]:
     """Decide for one user. Returns ``(needs, reason)``.
 
     ``profile``: the users PROFILE item (``events_total``, ``corrections_total``); ``active``: the
     registry ACTIVE item or None; ``last``: the newest model version record (see
     :func:`latest_training`) or None; ``can_train``: the gates' verdict ``(ok, reason)`` — only
-    consulted for users never trained (callers may pass a cheap counter-based check).
+    consulted for users never trained (callers may pass a cheap counter-based check);
+    ``gate_memo``: the registry's record of the last run the gates stopped (a needed run waits
+    while :func:`gate_memo_holds`).
     """
+    need, reason = _needs_training(profile=profile, active=active, last=last, cfg=cfg, now=now,
+                                   can_train=can_train)
+    if need:
+        held, why = gate_memo_holds(gate_memo, profile, cfg, now)
+        if held:
+            return False, why
+    return need, reason
+
+
+def _needs_training(*, profile: dict, active: Optional[dict], last: Optional[dict], cfg: Settings,
+                    now: datetime, can_train: tuple[bool, str]) -> tuple[bool, str]:
     if now.tzinfo is None:
         now = now.replace(tzinfo=timezone.utc)
     if last is None and active is None:

@@ -16,7 +16,7 @@ from ..config import Settings
 from ..gates import check_gates
 from ..errors import Conflict, InvalidInput, ModelIntegrityError, NotFound, ServiceUnavailable
 from ..ports import ModelRegistry, Stores
-from ..retrain import gate_memo_holds, latest_training, needs_training
+from ..retrain import latest_training, needs_training
 from ..schema import TRUSTED_LABELS
 from .training.common import load_training_labels, new_run_id
 
@@ -61,13 +61,9 @@ class ModelsService:
         events, provenance = load_training_labels(user_id, self.stores, self.cfg)
         # the gates count the user's own labels, as the trainer does
         can, can_reason = _gates([e for e, p in zip(events, provenance) if p in TRUSTED_LABELS], self.cfg)
-        needs, needs_reason = needs_training(profile=profile, active=active, last=last, cfg=self.cfg,
-                                             now=self.now(), can_train=(can, can_reason))
         stopped = reg.gate_skip(user_id)
-        if needs:  # as the planner decides: a run the gates stopped waits for a new label
-            held, why = gate_memo_holds(stopped, profile, self.cfg, self.now())
-            if held:
-                needs, needs_reason = False, why
+        needs, needs_reason = needs_training(profile=profile, active=active, last=last, cfg=self.cfg,
+                                             now=self.now(), can_train=(can, can_reason), gate_memo=stopped)
         out: dict[str, Any] = {
             "user_id": user_id,
             "status": "active" if active else "no_model",

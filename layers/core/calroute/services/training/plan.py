@@ -10,7 +10,7 @@ from ... import ids
 from ...config import Settings
 from ...errors import InvalidInput
 from ...ports import ModelRegistry, PredictionLog, Stores
-from ...retrain import counter_gate, gate_memo_holds, latest_training, needs_training
+from ...retrain import counter_gate, latest_training, needs_training
 from .common import MAX_LISTED, RUN_ID_RE, _now, new_run_id, results_prefix, run_id_of, run_key
 
 
@@ -60,12 +60,9 @@ def plan(run_input: Mapping, stores: Stores, cfg: Settings, *, now: Optional[dat
             if active is not None and predictions is not None:
                 active, last = _monitor_drift(u, active, versions, last, registry, predictions, cfg, now, tally,
                                               check_user_drift)
+            # a run the gates stopped waits for a new label (one GetItem per user and night)
             need, reason = needs_training(profile=profile, active=active, last=last, cfg=cfg, now=now,
-                                          can_train=counter_gate(profile, cfg))
-            if need:  # unless the gates stopped the last run and no label was written since
-                held, why = gate_memo_holds(registry.gate_skip(u), profile, cfg, now)
-                if held:
-                    need, reason = False, why
+                                          can_train=counter_gate(profile, cfg), gate_memo=registry.gate_skip(u))
             if need:
                 items.append({"user_id": u, "run_id": run_id, "reason": reason})
             else:

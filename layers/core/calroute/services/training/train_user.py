@@ -46,7 +46,6 @@ def train_user(item: Mapping, stores: Stores, cfg: Settings, *, now: Optional[da
     """
     from ...drift import reference_profile
     from ...features import FEATURE_SPEC_VERSION
-
     from ...retrain import gate_skip_record
 
     t0 = clock()
