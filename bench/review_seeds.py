@@ -6,7 +6,8 @@ a cut of each user's first 600 events, then ten LLM-labelled events answered —
 top ten, or ten drawn at random — and the next model's coverage of the rest of the stream) with
 ``--seeds`` random draws instead of three, at several cuts. Per cut and user: the queue's coverage,
 the random draws' mean, spread and the share of draws the queue beats, and the coverage after no
-confirmation; pooled, the mean over the users measured. The same noisy:0.9 stand-in LLM, correction
+confirmation; pooled, the mean over the users measured; ``paired``: over every (user, cut) measured,
+the mean of queue − random and queue − none with a 90% bootstrap interval over users. The same noisy:0.9 stand-in LLM, correction
 rate 0.5, K = 20 and gates 10/2/5 as the docs' figures. ``--window W`` runs the queue with another
 ``calroute.services.review.UNCERTAINTY_WINDOW`` (0: the stratified sample without its uncertainty
 tilt; a diagnostic, restored afterwards). Prints one JSON object.
@@ -52,6 +53,42 @@ def pooled(users: dict) -> dict:
             "queue_below_none": sum(r["queue"] < r["none"] for r in rows)}
 
 
+def paired(cuts: dict, *, resamples: int = 2000, level: float = 0.9, seed: int = 0) -> dict:
+    """Over every (user, cut) measured: the mean of queue − the mean of its random draws (and of
+    queue − none), with a percentile bootstrap interval that resamples users (a user's cuts travel
+    together: they share one stream). ``{"pairs", "users", "queue_minus_random": {"mean", "lo",
+    "hi"}, "queue_minus_none": {...}}``; the interval is None with fewer than two users."""
+    import random
+
+    by_user: dict[str, list[tuple[float, float]]] = {}
+    for c in cuts.values():
+        for u, r in c["users"].items():
+            if r is not None:
+                by_user.setdefault(u, []).append((r["queue"] - r["random_mean"], r["queue"] - r["none"]))
+    users = sorted(by_user)
+    pairs = [d for u in users for d in by_user[u]]
+
+    def mean(rows, i):
+        return statistics.fmean(r[i] for r in rows)
+
+    out: dict = {"pairs": len(pairs), "users": len(users)}
+    rng = random.Random(seed)
+    for i, key in enumerate(("queue_minus_random", "queue_minus_none")):
+        if not pairs:
+            out[key] = None
+            continue
+        stat = {"mean": round(mean(pairs, i), 4), "lo": None, "hi": None}
+        if len(users) >= 2:
+            boots = sorted(mean([d for u in rng.choices(users, k=len(users)) for d in by_user[u]], i)
+                           for _ in range(resamples))
+            tail = (1 - level) / 2
+            stat["lo"] = round(boots[int(tail * resamples)], 4)
+            stat["hi"] = round(boots[min(resamples - 1, int((1 - tail) * resamples))], 4)
+        out[key] = stat
+    out["level"] = level
+    return out
+
+
 def run(data: str, cuts, seeds: int, max_events=600, users=None, window=None) -> dict:
     from calroute.services import review
 
@@ -81,6 +118,7 @@ def _run(data: str, cuts, seeds: int, max_events, users) -> dict:
                                        at=at, seeds=tuple(range(1, seeds + 1)))
             per_user[u] = summarize_user(res) if res is not None else None
         out["cuts"][str(at)] = {"pooled": pooled(per_user), "users": per_user}
+    out["paired"] = paired(out["cuts"])
     out["seconds"] = round(time.perf_counter() - t0, 1)
     return out
 
