@@ -10,7 +10,8 @@ confirmation; pooled, the mean over the users measured; ``paired``: over every (
 the mean of queue − random and queue − none with a 90% bootstrap interval over users. The same noisy:0.9 stand-in LLM, correction
 rate 0.5, K = 20 and gates 10/2/5 as the docs' figures. ``--window W`` runs the queue with another
 ``calroute.services.review.UNCERTAINTY_WINDOW`` (0: the stratified sample without its uncertainty
-tilt; a diagnostic, restored afterwards). Prints one JSON object.
+tilt; a diagnostic, restored afterwards); ``--recent S`` with another ``RECENT_SHARE`` (the newest
+share of the pending answers the queue is drawn from). Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -30,10 +31,22 @@ def summarize_user(res: dict) -> dict:
     queue, ``queue_ties``: equal)."""
     draws = [r["coverage"] for r in res["random"]["runs"]]
     q = res["review"]["coverage"]
+    rest = res.get("rest_events") or 0
+
+    def answers(runs: list) -> tuple[float, float]:
+        """(answers, right answers) of the next model on the rest, averaged over ``runs``."""
+        a = [r["coverage"] * rest for r in runs]
+        return (statistics.fmean(a),
+                statistics.fmean(x * (r.get("accuracy") or 0.0) for x, r in zip(a, runs)))
+
+    qa, qr = answers([res["review"]])
+    ra, rr = answers(res["random"]["runs"])
     return {"queue": q, "none": res["none"]["coverage"], "random_mean": round(statistics.fmean(draws), 4),
             "random_sd": round(statistics.pstdev(draws), 4), "random_min": min(draws), "random_max": max(draws),
             "queue_beats": round(sum(d < q for d in draws) / len(draws), 4),
-            "queue_ties": round(sum(d == q for d in draws) / len(draws), 4), "draws": len(draws)}
+            "queue_ties": round(sum(d == q for d in draws) / len(draws), 4), "draws": len(draws),
+            "rest": rest, "queue_answers": round(qa, 2), "queue_right": round(qr, 2),
+            "random_answers": round(ra, 2), "random_right": round(rr, 2)}
 
 
 def pooled(users: dict) -> dict:
@@ -86,19 +99,27 @@ def paired(cuts: dict, *, resamples: int = 2000, level: float = 0.9, seed: int =
             stat["hi"] = round(boots[min(resamples - 1, int((1 - tail) * resamples))], 4)
         out[key] = stat
     out["level"] = level
+    # the next model's own answers on the rest, pooled over the pairs (random: averaged over its draws)
+    rows = [r for c in cuts.values() for r in c["users"].values() if r is not None and "queue_answers" in r]
+    for who in ("queue", "random"):
+        a = sum(r[f"{who}_answers"] for r in rows)
+        out[f"{who}_accuracy"] = round(sum(r[f"{who}_right"] for r in rows) / a, 4) if a else None
     return out
 
 
-def run(data: str, cuts, seeds: int, max_events=600, users=None, window=None) -> dict:
+def run(data: str, cuts, seeds: int, max_events=600, users=None, window=None, recent=None) -> dict:
     from calroute.services import review
 
-    real = review.UNCERTAINTY_WINDOW
+    real = review.UNCERTAINTY_WINDOW, review.RECENT_SHARE
     if window is not None:
         review.UNCERTAINTY_WINDOW = window
+    if recent is not None:
+        review.RECENT_SHARE = recent
     try:
-        return {**_run(data, cuts, seeds, max_events, users), "uncertainty_window": review.UNCERTAINTY_WINDOW}
+        return {**_run(data, cuts, seeds, max_events, users), "uncertainty_window": review.UNCERTAINTY_WINDOW,
+                "recent_share": review.RECENT_SHARE}
     finally:
-        review.UNCERTAINTY_WINDOW = real
+        review.UNCERTAINTY_WINDOW, review.RECENT_SHARE = real
 
 
 def _run(data: str, cuts, seeds: int, max_events, users) -> dict:
@@ -128,8 +149,9 @@ def main(argv=None) -> int:
     ap.add_argument("--cuts", type=lambda s: [float(x) for x in s.split(",")], default=[0.3, 0.4, 0.5, 0.6, 0.7])
     ap.add_argument("--seeds", type=int, default=20)
     ap.add_argument("--window", type=float, help="the queue's UNCERTAINTY_WINDOW for this run (default: as shipped)")
+    ap.add_argument("--recent", type=float, help="the queue's RECENT_SHARE for this run (default: as shipped)")
     a = ap.parse_args(argv)
-    return emit(run(a.data, a.cuts, a.seeds, a.max_events or 600, a.users, a.window), a.out)
+    return emit(run(a.data, a.cuts, a.seeds, a.max_events or 600, a.users, a.window, a.recent), a.out)
 
 
 if __name__ == "__main__":

@@ -135,13 +135,36 @@ def test_the_replay_benches_share_their_arguments_and_write_what_they_print(monk
 def test_review_seeds_summarises_each_user_against_its_random_draws():
     from bench import review_seeds
 
-    res = {"review": {"coverage": 0.9}, "none": {"coverage": 0.95},
-           "random": {"runs": [{"coverage": c} for c in (0.8, 0.9, 1.0, 0.9)]}}
+    res = {"review": {"coverage": 0.9, "accuracy": 0.5}, "none": {"coverage": 0.95}, "rest_events": 10,
+           "random": {"runs": [{"coverage": c, "accuracy": 1.0} for c in (0.8, 0.9, 1.0, 0.9)]}}
     s = review_seeds.summarize_user(res)
     assert s == {"queue": 0.9, "none": 0.95, "random_mean": 0.9, "random_sd": 0.0707, "random_min": 0.8,
-                 "random_max": 1.0, "queue_beats": 0.25, "queue_ties": 0.5, "draws": 4}
+                 "random_max": 1.0, "queue_beats": 0.25, "queue_ties": 0.5, "draws": 4,
+                 "rest": 10, "queue_answers": 9.0, "queue_right": 4.5, "random_answers": 9.0, "random_right": 9.0}
     other = {**s, "queue": 0.5, "random_mean": 0.7, "none": 0.4}
     assert review_seeds.pooled({"a": s, "b": other, "c": None}) == {
         "users": 2, "queue": 0.7, "random_mean": 0.8, "none": 0.675, "queue_above_random": 0,
         "queue_below_random": 1, "queue_above_none": 1, "queue_below_none": 1}
     assert review_seeds.pooled({"c": None}) == {"users": 0}
+
+
+def test_review_seeds_pairs_every_user_and_cut_and_resamples_users():
+    from bench import review_seeds
+
+    def row(q, r, none, answers=10.0, right=9.0):
+        return {"queue": q, "random_mean": r, "none": none, "queue_answers": answers, "queue_right": right,
+                "random_answers": answers, "random_right": answers}
+
+    cuts = {"0.5": {"users": {"a": row(0.9, 0.8, 0.5), "b": row(0.6, 0.8, 0.6), "c": None}},
+            "0.6": {"users": {"a": row(1.0, 0.9, 1.0), "b": None, "c": None}}}
+    p = review_seeds.paired(cuts, resamples=200)
+    assert (p["pairs"], p["users"], p["level"]) == (3, 2, 0.9)
+    assert p["queue_minus_random"]["mean"] == round((0.1 - 0.2 + 0.1) / 3, 4)
+    assert p["queue_minus_none"]["mean"] == round((0.4 + 0.0 + 0.0) / 3, 4)
+    # the interval resamples users: only "a" twice (+0.1), only "b" (-0.2) or both (0.0) are possible
+    assert -0.2 <= p["queue_minus_random"]["lo"] <= p["queue_minus_random"]["mean"] <= p["queue_minus_random"]["hi"] <= 0.1
+    assert p["queue_minus_random"]["lo"] == -0.2 and p["queue_minus_random"]["hi"] == 0.1
+    assert (p["queue_accuracy"], p["random_accuracy"]) == (0.9, 1.0)
+    one = review_seeds.paired({"0.5": {"users": {"a": row(0.9, 0.8, 0.5)}}})
+    assert one["queue_minus_random"] == {"mean": 0.1, "lo": None, "hi": None}
+    assert review_seeds.paired({"0.5": {"users": {"a": None}}})["queue_minus_random"] is None

@@ -46,6 +46,9 @@ GROUPS = ("t", "c", "k")
 #: within this share of the sampling interval on either side of it: uncertainty as a secondary tilt
 #: that cannot move a pick out of its stratum.
 UNCERTAINTY_WINDOW = 0.25
+#: The share of the pending answers, the newest, a queue of ``limit`` events is drawn from (at least
+#: ``limit`` of them; 1.0: all of them).
+RECENT_SHARE = 1.0
 #: The most pending events the selection compares (evenly spread over start time beyond it).
 POOL_MAX = 300
 
@@ -186,6 +189,8 @@ def rank(rows: list[StoredEvent], limit: Optional[int] = None) -> list[tuple[Sto
     its wider window may take a less sure neighbour). Deterministic: equal margins go to the event
     nearest the position, then the newer, then the smaller id."""
     pending = sorted(_pending(rows), key=lambda r: (r.event.start_utc, r.event.event_id or ""))
+    if limit is not None and RECENT_SHARE < 1.0:
+        pending = pending[-max(limit, math.ceil(RECENT_SHARE * len(pending))):]
     order = stratified_order(_pool(pending))
     n = len(order)
     k = n if limit is None else min(limit, n)
