@@ -153,3 +153,15 @@ def test_the_ranking_imports_no_numpy():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_recent_share_draws_a_queue_from_the_newest_pending_answers_only(monkeypatch):
+    rows = series("w", "work", "Standup", 40, every=1)  # w000 oldest … w039 newest
+    assert review.RECENT_SHARE == 1.0  # shipped: every pending answer may be asked
+    assert min(ids_(rank(rows, 5))) < "w020"
+    monkeypatch.setattr(review, "RECENT_SHARE", 0.5)
+    assert min(ids_(rank(rows, 5))) >= "w020" and len(rank(rows, 5)) == 5
+    assert sum(n for _, n in rank(rows, 5)) == 20  # the sample stands for the newer half only
+    assert len(rank(rows)) == 40  # the whole listing (no limit) is never cut
+    monkeypatch.setattr(review, "RECENT_SHARE", 0.0)
+    assert sorted(ids_(rank(rows, 5))) == [f"w{i:03d}" for i in range(35, 40)]  # at least the limit: the newest
