@@ -76,7 +76,7 @@ def vector(row: StoredEvent) -> dict[str, float]:
         for t, v in acc.items():
             out[f"{g}\x1f{t}"] = GROUP_WEIGHTS[g] * v / norm
     norm = math.sqrt(sum(v * v for v in out.values()))
-    return {k: v / norm for k, v in out.items()} if norm else out
+    return {k: v / norm for k, v in out.items()}  # no token at all: {} (nothing is divided)
 
 
 def similarities(vectors: list[dict[str, float]], groups: list[str]) -> list[dict[int, float]]:
@@ -114,7 +114,7 @@ def _pool(pending: list[StoredEvent]) -> list[StoredEvent]:
 
 def _newest(row: StoredEvent) -> tuple[float, str]:
     """Sort key: the newer event first, then the smaller id."""
-    return (-row.event.start_utc.timestamp(), row.event.event_id or "")
+    return (-row.event.start_utc.timestamp(), row.event.event_id)
 
 
 def _margin(row: StoredEvent) -> float:
@@ -143,9 +143,9 @@ def stratified_order(pending: list[StoredEvent]) -> list[StoredEvent]:
     their numbers, and a group's events spread over its weeks."""
     groups: dict[tuple, list[StoredEvent]] = {}
     vecs: dict[tuple, dict[str, float]] = {}
-    for r in sorted(pending, key=lambda r: (r.event.start_utc, r.event.event_id or "")):
+    for r in sorted(pending, key=lambda r: (r.event.start_utc, r.event.event_id)):
         v = vector(r)
-        key = (r.event.calendar_id or "", tuple(sorted(v.items())))
+        key = (r.event.calendar_id, tuple(sorted(v.items())))
         groups.setdefault(key, []).append(r)
         vecs.setdefault(key, v)
     keys = list(groups)
@@ -188,8 +188,8 @@ def rank(rows: list[StoredEvent], limit: Optional[int] = None) -> list[tuple[Sto
     side, same calendar (so with equal margins a shorter queue is a longer one's prefix; otherwise
     its wider window may take a less sure neighbour). Deterministic: equal margins go to the event
     nearest the position, then the newer, then the smaller id."""
-    pending = sorted(_pending(rows), key=lambda r: (r.event.start_utc, r.event.event_id or ""))
-    if limit is not None and RECENT_SHARE < 1.0:
+    pending = sorted(_pending(rows), key=lambda r: (r.event.start_utc, r.event.event_id))
+    if limit is not None:  # the newest RECENT_SHARE of them, at least ``limit`` (1.0: all)
         pending = pending[-max(limit, math.ceil(RECENT_SHARE * len(pending))):]
     order = stratified_order(_pool(pending))
     n = len(order)
@@ -251,7 +251,7 @@ def confirm_event(user_id: str, event_id: str, stores: Stores) -> dict:
     a user's own label stays ``user`` (``changed`` false); a remembered one (``llm``, ``ml``,
     ``sole``) becomes ``confirmed``. 404 if the event is unknown."""
     ids.user_id(user_id)
-    ids.event_id(event_id, field="eventId")
+    ids.event_id(event_id)  # reported as field "eventId"
     row = stores.events.get_stored(user_id, event_id)
     if row is None or not row.event.calendar_id:
         raise NotFound(f"event {event_id!r} not found", field="eventId")
