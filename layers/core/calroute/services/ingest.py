@@ -58,7 +58,7 @@ def _upsert(user_id: str, events: list[Event], stores: Stores, *, source: str) -
         # those ids as existing, so count the new ones that did land now, or events_total would
         # lose them for good (best effort: if this fails too, the original error is what matters).
         try:
-            landed = store.existing_ids(user_id, new_ids) if new_ids else set()
+            landed = store.existing_ids(user_id, new_ids)  # no ids: no call, nothing landed
             if landed:
                 users.bump(user_id, events=len(landed),
                            calendars=_per_calendar([e for e in unique if e.event_id in landed]),
@@ -160,7 +160,7 @@ def correct_event(user_id: str, event_id: str, calendar_id: str, stores: Stores,
     is unknown.
     """
     ids.user_id(user_id)
-    ids.event_id(event_id, field="eventId")
+    ids.event_id(event_id)  # reported as field "eventId"
     ids.calendar_id(calendar_id, field="calendar_id")
     echo = echoed_prediction(predicted)
     store, users, log = stores.events, stores.users, stores.predictions
@@ -195,14 +195,16 @@ def put_calendar(user_id: str, calendar_id: str, name: Optional[str], descriptio
                  stores: Stores) -> dict:
     """Create or replace a calendar's name and description (what the LLM fallback is shown)."""
     ids.user_id(user_id)
-    ids.calendar_id(calendar_id, field="calendarId")
-    try:
-        clean_name = clean_text(name, MAX_CALENDAR_NAME, field="name")
-        clean_desc = clean_text(description, MAX_CALENDAR_DESCRIPTION, field="description")
-    except ValueError as exc:
-        field = str(exc).split(" ", 1)[0]
-        raise InvalidInput(str(exc), field=field if field in ("name", "description") else "body") from None
-    info = CalendarInfo(calendar_id=calendar_id, name=clean_name or calendar_id, description=clean_desc)
+    ids.calendar_id(calendar_id)  # reported as field "calendarId"
+
+    def text(value: Optional[str], limit: int, field: str) -> str:
+        try:
+            return clean_text(value, limit, field=field)
+        except ValueError as exc:
+            raise InvalidInput(str(exc), field=field) from None
+
+    info = CalendarInfo(calendar_id=calendar_id, name=text(name, MAX_CALENDAR_NAME, "name") or calendar_id,
+                        description=text(description, MAX_CALENDAR_DESCRIPTION, "description"))
     stores.users.put_calendar(user_id, info)
     return info.model_dump()
 
@@ -232,7 +234,7 @@ def put_settings(user_id: str, values: dict, stores: Stores) -> dict:
             raise InvalidInput(f"{k} must be true or false", field=k)
     current = {k: v for k, v in get_settings(user_id, stores).items() if k in SETTINGS_DEFAULTS}
     stored = stores.users.put_settings(user_id, {**current, **values})
-    return {**{k: stored.get(k, v) for k, v in SETTINGS_DEFAULTS.items()}, "updated_at": stored.get("updated_at")}
+    return {**{k: stored[k] for k in SETTINGS_DEFAULTS}, "updated_at": stored.get("updated_at")}
 
 
 def import_ics(user_id: str, calendar_id: str, body: bytes | str, cfg: Settings, stores: Stores, *,
@@ -242,7 +244,7 @@ def import_ics(user_id: str, calendar_id: str, body: bytes | str, cfg: Settings,
     ``calendar_id`` and upsert them. The calendar is registered if unknown (name = X-WR-CALNAME or the
     id, description = X-WR-CALDESC). Re-importing the same file is idempotent."""
     ids.user_id(user_id)
-    ids.calendar_id(calendar_id, field="calendarId")
+    ids.calendar_id(calendar_id)  # reported as field "calendarId"
     window = import_window(cfg.ics_window_days_back, cfg.ics_window_days_forward,
                            now=now or datetime.now(timezone.utc))
     res = read_ics(body, calendar_id, window=window, max_occurrences=cfg.ics_max_occurrences,
