@@ -300,7 +300,6 @@ def trusted_time_blocks(labels: Sequence[str], trusted: np.ndarray, n_blocks: in
     labels there are; a remembered row joins the block of the latest trusted row of its calendar
     before it (in the given time order), block 0 before the first. With every row trusted this is
     exactly :func:`time_blocks`."""
-    trusted = np.asarray(trusted, dtype=bool)
     out = np.zeros(len(labels), dtype=np.int64)
     totals = Counter(lab for lab, t in zip(labels, trusted) if t)
     seen: Counter = Counter()
@@ -393,7 +392,7 @@ def out_of_fold(X: np.ndarray, y: np.ndarray, blocks: np.ndarray, labels: Sequen
     ``sample_weight`` weighs the training rows; ``predict`` (a boolean mask) limits the predicted rows
     (the trusted labels: a model is never scored on the LLM's word); ``fit_labels(train_mask)``:
     the labels a fold fits on (default ``y[train_mask]``; :func:`series_labels` in training)."""
-    proba = np.zeros((len(y), len(labels)), dtype=np.float64)
+    proba = np.zeros((len(y), len(labels)))  # float64
     mask = np.zeros(len(y), dtype=bool)
     for k in range(1, int(blocks.max(initial=0)) + 1):
         tr, te = blocks < k, blocks == k
@@ -426,7 +425,7 @@ def _forward_chained(events: Sequence[Event], blocks: np.ndarray, index: Any,
                      score: Callable[[Any, int], float]) -> np.ndarray:
     """``score(index, i)`` for each event of block ``k`` with ``index`` holding the events of blocks
     ``< k`` (what the fold's model was trained on); block 0 rows get 1.0 (never out-of-fold)."""
-    out = np.ones(len(events), dtype=np.float64)
+    out = np.ones(len(events))  # float64
     for b in range(int(blocks.max(initial=0)) + 1):
         members = np.flatnonzero(blocks == b)
         if b > 0:
