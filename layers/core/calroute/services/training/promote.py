@@ -35,7 +35,7 @@ def unseen_by(champion: Optional[dict], holdout: list[tuple[Any, str]]) -> Optio
         return None
     out = []
     for ev, updated in holdout:
-        t = parse_ts(updated) if updated else None
+        t = parse_ts(updated)  # None for "" or None: not known to be newer
         if t is not None and t > cutoff:
             out.append(ev)
     return out
@@ -65,7 +65,7 @@ def challenge(candidate: dict, active: Optional[dict], holdout: list, store: Mod
     if active is None:
         return {"promote": True, "reason": "first model (no active model)"}
     cand = (candidate.get("metrics") or {}).get("holdout_accuracy")
-    pairs = [h if isinstance(h, tuple) else (h, "") for h in holdout]
+    pairs = [h if isinstance(h, tuple) else (h, None) for h in holdout]
     try:
         champ_model = OnnxModel.from_bytes(repo_get(store, active), expected_sha256=active.get("sha256"))
     except ModelIntegrityError as exc:
