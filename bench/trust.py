@@ -68,9 +68,9 @@ def pool(data: Path = ROOT / "data", n: int = POOL_SIZE, seed: int = POOL_SEED) 
     return combos(data, n, seed, name="r{}_pool", exclude=(combos(data),))
 
 
-def write_unseen(out: Path, data: Path = ROOT / "data", picked: dict | None = None) -> dict[str, list[Path]]:
-    """Lay the unseen users (or ``picked``) out like ``datasets/users`` (symlinks to the bundled calendars)."""
-    picked = combos(data) if picked is None else picked
+def write_users(out: Path, picked: dict[str, list[Path]]) -> dict[str, list[Path]]:
+    """Lay groupings (:func:`combos`, :func:`pool`) out like ``datasets/users`` (symlinks to the
+    bundled calendars)."""
     for user, paths in picked.items():
         d = out / user
         d.mkdir(parents=True, exist_ok=True)
@@ -194,8 +194,8 @@ def main(argv=None) -> int:
                     help="only write the review queue's design pool (POOL_SIZE groupings, POOL_SEED) the same way")
     args = ap.parse_args(argv)
     if args.write_unseen or args.write_pool:
-        picked = pool() if args.write_pool else None
-        for user, paths in write_unseen(Path(args.write_pool or args.write_unseen), picked=picked).items():
+        picked = pool() if args.write_pool else combos(ROOT / "data")
+        for user, paths in write_users(Path(args.write_pool or args.write_unseen), picked).items():
             print(user, " ".join(p.stem for p in paths))
         return 0
     res = run(quick=args.quick)
